@@ -1,0 +1,775 @@
+"""``disparo.toml``: find it, read and validate it, and write the commented starter file.
+
+One TOML file holds the engine settings, the sources, the sender accounts and the wallets.
+Every problem names the file, the key and what was expected. Secrets are references only
+(``password_env = "VAR"`` or ``password_file = "path"``, F5): a secret written in clear is
+refused, and a ``SecretRef`` never shows its value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tomli_w
+
+if TYPE_CHECKING:
+    from engine.plugins import Plugins
+
+CONFIG_NAME = "disparo.toml"
+ENV_VAR = "DISPARO_CONFIG"
+DEFAULT_TIME_ZONE = "America/Sao_Paulo"
+ROLES = ("viewer", "operator", "admin")
+SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "passphrase",
+        "private_key",
+        "signing_secret",
+    }
+)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "required"
+
+
+MISSING: Any = _Missing()
+
+
+# --------------------------------------------------------------------------------------------
+# Problems
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in the file: where (file and dotted key) and what was expected."""
+
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists everything found at once."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+
+
+class SecretError(Exception):
+    """A referenced secret cannot be read (the message never contains a secret)."""
+
+
+@dataclass(frozen=True, repr=False)
+class SecretRef:
+    """A reference to a secret: an environment variable or a file. Never holds the value."""
+
+    key: str
+    env: str | None = None
+    file: Path | None = None
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+    def reveal(self) -> str:
+        """Read the secret now (from the environment or the file), without trailing newline."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SecretError(
+                    f"`{self.key}_env` names the environment variable {self.env}, which is "
+                    f"not set; export it before starting disparo"
+                )
+            return value
+        assert self.file is not None
+        try:
+            return self.file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SecretError(
+                f"`{self.key}_file` names {self.file}, which cannot be read "
+                f"({exc.strerror or exc}); check the path and its permissions"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"SecretRef({self.key}: {self.describe()})"
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+
+
+@dataclass(frozen=True)
+class Key:
+    """The rule for one key of a table.
+
+    ``kind`` is one of: ``str``, ``int``, ``float``, ``bool``, ``path`` (relative to the
+    config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"`` or seconds), ``secret``
+    (written as ``<key>_env`` or ``<key>_file``), ``choice``, ``zone``, ``cron``,
+    ``strings`` (a list of strings) and ``table`` (a table of strings).
+    """
+
+    kind: str
+    default: Any = MISSING
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: object) -> timedelta | None:
+    """``"2m"``, ``"1h30m"``, ``"45s"`` or a number of seconds -> timedelta (None if invalid)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return timedelta(seconds=value) if value > 0 else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    match = _DURATION.fullmatch(value.strip().lower())
+    if not match or not any(match.groups()):
+        return None
+    h, m, s = (int(g) if g else 0 for g in match.groups())
+    total = timedelta(hours=h, minutes=m, seconds=s)
+    return total if total > timedelta(0) else None
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+@dataclass
+class _Reader:
+    file: str
+    root: Path
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, key, message))
+
+    def table(self, where: str, raw: object, keys: Mapping[str, Key]) -> dict[str, Any]:
+        """Validate one table against ``keys``; return the values with defaults filled in."""
+        out: dict[str, Any] = {}
+        if not isinstance(raw, dict):
+            self.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
+            return out
+        secrets = {name for name, key in keys.items() if key.kind == "secret"}
+        for name, value in raw.items():
+            dotted = f"{where}.{name}"
+            base, _, suffix = name.rpartition("_")
+            if suffix in ("env", "file") and base in secrets:
+                if base in out:
+                    self.problem(dotted, f"give `{base}_env` or `{base}_file`, not both")
+                    continue
+                if not isinstance(value, str) or not value.strip():
+                    what = "variable name" if suffix == "env" else "file path"
+                    self.problem(dotted, f"expected a {what} (a non-empty string)")
+                    continue
+                if suffix == "env":
+                    out[base] = SecretRef(base, env=value.strip())
+                else:
+                    out[base] = SecretRef(base, file=self._path(value))
+                continue
+            if name in secrets or (name not in keys and name.lower() in SECRET_WORDS):
+                self.problem(
+                    dotted,
+                    "secrets are never written in the configuration (F5); write "
+                    f'`{name}_env = "ENV_VAR_NAME"` or `{name}_file = "path/to/file"` instead',
+                )
+                continue
+            key = keys.get(name)
+            if key is None:
+                close = difflib.get_close_matches(name, list(keys) + [f"{s}_env" for s in secrets])
+                hint = f"; did you mean `{close[0]}`?" if close else ""
+                known = ", ".join(sorted(keys))
+                self.problem(dotted, f"unknown key{hint} (known keys: {known})")
+                continue
+            converted = self.value(dotted, value, key)
+            if converted is not MISSING:
+                out[name] = converted
+        for name, key in keys.items():
+            if name in out:
+                continue
+            if key.required:
+                how = f"`{name}_env` or `{name}_file`" if key.kind == "secret" else f"`{name}`"
+                self.problem(f"{where}.{name}", f"missing: {how} is required. {key.help}".strip())
+            else:
+                out[name] = key.default
+        return out
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def value(self, dotted: str, value: object, key: Key) -> Any:
+        kind = key.kind
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return self._bad(dotted, "true or false", value)
+        if kind == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return self._bounded(dotted, value, key)
+            return self._bad(dotted, "an integer", value)
+        if kind == "float":
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return self._bounded(dotted, float(value), key)
+            return self._bad(dotted, "a number", value)
+        if kind == "duration":
+            parsed = parse_duration(value)
+            if parsed is None:
+                return self._bad(dotted, 'a duration such as "90s", "2m" or "1h30m"', value)
+            return parsed
+        if kind == "strings":
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            return self._bad(dotted, "a list of strings", value)
+        if kind == "table":
+            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+                return MappingProxyType(dict(value))
+            return self._bad(dotted, "a table of strings", value)
+        if not isinstance(value, str):
+            return self._bad(dotted, "a string", value)
+        if kind == "str":
+            if not value.strip():
+                return self._bad(dotted, "a non-empty string", value)
+            result: Any = value
+        elif kind == "path":
+            if not value.strip():
+                return self._bad(dotted, "a path", value)
+            result = self._path(value)
+        elif kind == "choice":
+            if value not in key.choices:
+                close = difflib.get_close_matches(value, key.choices, n=1)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                options = ", ".join(key.choices) or "(none installed)"
+                self.problem(dotted, f"expected one of {options}; got `{value}`{hint}")
+                return MISSING
+            result = value
+        elif kind == "zone":
+            try:
+                result = ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                return self._bad(dotted, "an IANA time zone such as America/Sao_Paulo", value)
+        elif kind == "cron":
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                return self._bad(dotted, 'a cron expression such as "0 * * * *"', value)
+            result = value
+        else:  # pragma: no cover - a programming error in a Key table
+            raise ValueError(f"unknown key kind {kind!r}")
+        if key.check is not None:
+            message = key.check(result)
+            if message:
+                self.problem(dotted, message)
+                return MISSING
+        return result
+
+    def _bounded(self, dotted: str, value: float, key: Key) -> Any:
+        if key.minimum is not None and value < key.minimum:
+            return self._bad(dotted, f"at least {key.minimum:g}", value)
+        if key.maximum is not None and value > key.maximum:
+            return self._bad(dotted, f"at most {key.maximum:g}", value)
+        return value
+
+    def _bad(self, dotted: str, expected: str, value: object) -> Any:
+        shown = value if not isinstance(value, str) else f'"{value}"'
+        self.problem(dotted, f"expected {expected}; got {shown}")
+        return MISSING
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+ENGINE_KEYS: dict[str, Key] = {
+    "time_zone": Key("zone", ZoneInfo(DEFAULT_TIME_ZONE), "Times are shown in this zone."),
+    "database_url": Key("str", None, "Default: SQLite file disparo.db beside the config."),
+    "database_password": Key("secret", None),
+    "spool_dir": Key("path", Path("spool")),
+    "role": Key("choice", "operator", choices=ROLES),
+    "log_level": Key("choice", "info", choices=("debug", "info", "warning", "error")),
+}
+
+SOURCE_KEYS: dict[str, Key] = {
+    "kind": Key("choice", MISSING, "The kind of source: local, ftp, ftps or sftp."),
+    "format": Key("choice", "mailing"),
+    "every": Key("duration", timedelta(minutes=2)),
+    "cron": Key("cron", None),
+    "stable_listings": Key("int", 2, minimum=2, maximum=100),
+    "processed_dir": Key("str", "processed"),
+    "rejected_dir": Key("str", "rejected"),
+    "enabled": Key("bool", True),
+    "allow_private": Key("bool", False),
+}
+
+ACCOUNT_KEYS: dict[str, Key] = {
+    "channel": Key("choice", MISSING, "The channel this account sends on."),
+    "rate": Key("float", 10.0, minimum=0.001),
+    "burst": Key("int", None, minimum=1),
+}
+
+WALLET_KEYS: dict[str, Key] = {
+    "default_sender": Key("str", None, "The account ([accounts.NAME]) the wallet sends with."),
+    "email_subject": Key("str", None),
+    "email_template": Key("path", None),
+    "sms_template": Key("str", None),
+    "from_name": Key("str", None),
+    "reply_to": Key("str", None),
+}
+
+SECTIONS = ("engine", "sources", "accounts", "wallets")
+_WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
+_SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+class Configurable:
+    """Mixin for plugin classes with their own keys in a config table.
+
+    A source kind or channel class sets ``config_keys``; they are validated together with
+    the common keys of its table and handed back in ``options``.
+    """
+
+    config_keys: ClassVar[Mapping[str, Key]] = {}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a source is polled: every ``every``, or at the times of the ``cron`` expression."""
+
+    every: timedelta | None
+    cron: str | None
+
+    def describe(self) -> str:
+        if self.cron:
+            return f"cron {self.cron}"
+        assert self.every is not None
+        seconds = int(self.every.total_seconds())
+        if seconds % 3600 == 0:
+            return f"every {seconds // 3600} h"
+        if seconds % 60 == 0:
+            return f"every {seconds // 60} min"
+        return f"every {seconds} s"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    time_zone: ZoneInfo
+    database_url: str
+    database_password: SecretRef | None
+    spool_dir: Path
+    role: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    kind: str
+    format: str
+    schedule: Schedule
+    stable_listings: int
+    processed_dir: str
+    rejected_dir: str
+    enabled: bool
+    allow_private: bool
+    #: the kind's own keys (host, path, user, password…), validated by its ``config_keys``
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    name: str
+    channel: str
+    rate: float
+    burst: int
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class WalletSettings:
+    code: str
+    default_sender: str | None = None
+    email_subject: str | None = None
+    email_template: Path | None = None
+    sms_template: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration. ``path`` is None for the built-in defaults."""
+
+    path: Path | None
+    root: Path
+    engine: EngineSettings
+    sources: Mapping[str, SourceSettings]
+    accounts: Mapping[str, AccountSettings]
+    wallets: Mapping[str, WalletSettings]
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.engine.time_zone
+
+    def wallet(self, code: str) -> WalletSettings:
+        """The wallet's settings; a wallet absent from the file has none (all defaults)."""
+        return self.wallets.get(code) or WalletSettings(code)
+
+    def default_subject(self, wallet: str) -> str | None:
+        """The wallet's default e-mail subject (N17)."""
+        return self.wallet(wallet).email_subject
+
+
+def _default_database_url(root: Path) -> str:
+    return f"sqlite:///{(root / 'disparo.db').as_posix()}"
+
+
+def _database_url(reader: _Reader, value: str | None) -> str:
+    if value is None:
+        return _default_database_url(reader.root)
+    url = value.strip()
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_absolute():
+            url = f"sqlite:///{(reader.root / path).as_posix()}"
+        return url
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if not url.startswith(("postgresql+psycopg://", "sqlite://")):
+        reader.problem(
+            "engine.database_url",
+            'expected "sqlite:///path/to/disparo.db" or "postgresql://user@host/db"; '
+            f'got "{value}"',
+        )
+        return _default_database_url(reader.root)
+    if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", url):
+        reader.problem(
+            "engine.database_url",
+            "the URL carries a password; secrets are never written in the configuration (F5): "
+            'remove it from the URL and add `database_password_env = "ENV_VAR_NAME"`',
+        )
+    return url
+
+
+def _plugin_keys(cls: type[Any]) -> Mapping[str, Key]:
+    return getattr(cls, "config_keys", {}) or {}
+
+
+def _check_names(reader: _Reader, section: str, tables: dict[str, Any]) -> None:
+    for name in tables:
+        if not _SECTION_NAME.fullmatch(name):
+            reader.problem(
+                f"{section}.{name}",
+                "names are letters, digits, '-', '_' and '.', starting with a letter or digit",
+            )
+
+
+def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plugins) -> Config:
+    """Validate the parsed TOML ``data``; raise ``ConfigError`` listing every problem."""
+    reader = _Reader(file, root)
+    for section in data:
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            reader.problem(section, f"unknown section{hint} (sections: {', '.join(SECTIONS)})")
+
+    raw_engine = data.get("engine", {})
+    engine_values = reader.table("engine", raw_engine, ENGINE_KEYS)
+    engine = EngineSettings(
+        time_zone=engine_values.get("time_zone") or ZoneInfo(DEFAULT_TIME_ZONE),
+        database_url=_database_url(reader, engine_values.get("database_url")),
+        database_password=engine_values.get("database_password"),
+        spool_dir=_resolve(root, engine_values.get("spool_dir", Path("spool"))),
+        role=engine_values.get("role", "operator"),
+        log_level=engine_values.get("log_level", "info"),
+    )
+
+    kinds = plugins.source_kinds()
+    formats = plugins.formats()
+    sources: dict[str, SourceSettings] = {}
+    raw_sources = _tables(reader, "sources", data.get("sources", {}))
+    for name, raw in raw_sources.items():
+        where = f"sources.{name}"
+        if not isinstance(raw, dict):
+            reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
+            continue
+        kind_cls = kinds.get(raw.get("kind", ""))
+        keys = {
+            **SOURCE_KEYS,
+            "kind": Key("choice", MISSING, choices=tuple(kinds)),
+            "format": Key("choice", "mailing", choices=tuple(formats)),
+            **(_plugin_keys(kind_cls) if kind_cls else {}),
+        }
+        if kind_cls is None:
+            # Without a known kind, its own keys cannot be checked: report only the kind.
+            keys = {k: v for k, v in keys.items() if k == "kind"}
+            raw = {"kind": raw["kind"]} if "kind" in raw else {}
+        values = reader.table(where, raw, keys)
+        if kind_cls is None:
+            continue
+        if "every" in raw and "cron" in raw:
+            reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
+        schedule = Schedule(
+            every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
+        )
+        common = set(SOURCE_KEYS)
+        sources[name] = SourceSettings(
+            name=name,
+            kind=values.get("kind", ""),
+            format=values.get("format", "mailing"),
+            schedule=schedule,
+            stable_listings=values.get("stable_listings", 2),
+            processed_dir=values.get("processed_dir", "processed"),
+            rejected_dir=values.get("rejected_dir", "rejected"),
+            enabled=values.get("enabled", True),
+            allow_private=values.get("allow_private", False),
+            options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
+        )
+        validate = getattr(kind_cls, "validate_settings", None)
+        if validate is not None:
+            for key, message in validate(sources[name]):
+                reader.problem(f"{where}.{key}", message)
+
+    channels = plugins.channels()
+    accounts: dict[str, AccountSettings] = {}
+    for name, raw in _tables(reader, "accounts", data.get("accounts", {})).items():
+        where = f"accounts.{name}"
+        if not isinstance(raw, dict):
+            reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
+            continue
+        channel_cls = channels.get(raw.get("channel", ""))
+        keys = {
+            **ACCOUNT_KEYS,
+            "channel": Key("choice", MISSING, choices=tuple(channels)),
+            **(_plugin_keys(channel_cls) if channel_cls else {}),
+        }
+        if channel_cls is None:
+            keys = {"channel": keys["channel"]}
+            raw = {"channel": raw["channel"]} if "channel" in raw else {}
+        values = reader.table(where, raw, keys)
+        if channel_cls is None:
+            continue
+        rate = float(values.get("rate", 10.0))
+        burst = values.get("burst") or max(1, round(rate))
+        common = set(ACCOUNT_KEYS)
+        accounts[name] = AccountSettings(
+            name=name,
+            channel=values.get("channel", ""),
+            rate=rate,
+            burst=int(burst),
+            options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
+        )
+
+    wallets: dict[str, WalletSettings] = {}
+    for code, raw in _tables(reader, "wallets", data.get("wallets", {})).items():
+        where = f"wallets.{code}"
+        if not _WALLET_CODE.fullmatch(code):
+            reader.problem(where, "a wallet code is letters, digits, '-' and '.' (N13)")
+            continue
+        values = reader.table(where, raw, WALLET_KEYS)
+        sender = values.get("default_sender")
+        declared = data.get("accounts", {})
+        if sender is not None and isinstance(declared, dict) and sender not in declared:
+            known = ", ".join(sorted(declared)) or "none configured"
+            reader.problem(
+                f"{where}.default_sender",
+                f"names the account `{sender}`, which is not in [accounts] (accounts: {known})",
+            )
+        wallets[code] = WalletSettings(code=code, **values)
+
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        path=None if file == "(defaults)" else Path(file),
+        root=root,
+        engine=engine,
+        sources=MappingProxyType(sources),
+        accounts=MappingProxyType(accounts),
+        wallets=MappingProxyType(wallets),
+        raw=MappingProxyType(dict(data)),
+    )
+
+
+def _resolve(root: Path, path: Path) -> Path:
+    return path if path.is_absolute() else root / path
+
+
+def _tables(reader: _Reader, section: str, raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        reader.problem(section, f"expected tables such as [{section}.NAME]")
+        return {}
+    _check_names(reader, section, raw)
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and loading
+
+
+def find_config(explicit: Path | None = None, *, cwd: Path | None = None) -> Path | None:
+    """``--config``, else ``$DISPARO_CONFIG``, else ``./disparo.toml`` if it exists."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    candidate = (cwd or Path.cwd()) / CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(path: Path | None, *, plugins: Plugins | None = None) -> Config:
+    """Read and validate ``path``; with None, the built-in defaults (current folder)."""
+    if plugins is None:
+        from engine.plugins import load_plugins
+
+        plugins = load_plugins()
+    if path is None:
+        return parse_config({}, file="(defaults)", root=Path.cwd(), plugins=plugins)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [ConfigProblem(shown, "", "file not found; create one with `disparo init`")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(shown, "", f"cannot be read: {exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(shown, "", f"is not valid TOML: {exc}")]) from None
+    return parse_config(data, file=shown, root=path.resolve().parent, plugins=plugins)
+
+
+# --------------------------------------------------------------------------------------------
+# The starter file (`disparo init`)
+
+
+@dataclass(frozen=True)
+class StarterBlock:
+    """A comment and the TOML table written under it (``table`` None: comment only)."""
+
+    comment: str
+    table: Mapping[str, Any] | None = None
+
+
+def render_blocks(blocks: list[StarterBlock]) -> str:
+    """Comments and tomli-w tables, in order."""
+    out: list[str] = []
+    for block in blocks:
+        for line in block.comment.strip("\n").splitlines():
+            out.append(f"# {line}".rstrip())
+        if block.table is not None:
+            out.append(tomli_w.dumps(dict(block.table)).rstrip("\n"))
+        out.append("")
+    return "\n".join(out)
+
+
+def starter_blocks() -> list[StarterBlock]:
+    """The sections of the file ``disparo init`` writes (plugins do not add to it)."""
+    return [
+        StarterBlock(
+            "disparo configuration. Reference: docs/configuration.md\n"
+            'Secrets are references only: `password_env = "VAR"` or '
+            '`password_file = "path"` (F5).\n'
+            "Relative paths are relative to this file."
+        ),
+        StarterBlock(
+            "The engine. Times are shown in `time_zone`; the database defaults to SQLite\n"
+            "(disparo.db beside this file). For several engine nodes use PostgreSQL:\n"
+            '  database_url = "postgresql://disparo@db.example.com/disparo"\n'
+            '  database_password_env = "DISPARO_DB_PASSWORD"',
+            {"engine": {"time_zone": DEFAULT_TIME_ZONE, "spool_dir": "spool", "role": "operator"}},
+        ),
+        StarterBlock(
+            'Wallets ("carteiras"): defaults for the campaigns of files imported into them.\n'
+            "A wallet not listed here still works; it just has no defaults.",
+            {
+                "wallets": {
+                    "BRAD": {
+                        "email_subject": "Novidades para você",
+                        "email_template": "templates/email.html",
+                        "sms_template": "Olá {{ nome }}, temos novidades para você.",
+                    }
+                }
+            },
+        ),
+    ]
+
+
+STARTER_FOLDERS = ("spool", "templates")
+
+STARTER_EMAIL = """<!doctype html>
+<html lang="pt-BR">
+  <body>
+    <p>Olá {{ nome }},</p>
+    <p>Temos novidades para você.</p>
+    <p><a href="https://example.com/ofertas">Veja as ofertas</a></p>
+  </body>
+</html>
+"""
+
+
+def write_starter(directory: Path, *, force: bool = False) -> list[Path]:
+    """Write ``disparo.toml`` and the folders it names into ``directory``; return what was made.
+
+    Refuses to overwrite an existing config unless ``force``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / CONFIG_NAME
+    if target.exists() and not force:
+        raise FileExistsError(target)
+    made: list[Path] = []
+    target.write_text(render_blocks(starter_blocks()), encoding="utf-8")
+    made.append(target)
+    for folder in STARTER_FOLDERS:
+        path = directory / folder
+        if not path.exists():
+            path.mkdir(parents=True)
+            made.append(path)
+    template = directory / "templates" / "email.html"
+    if not template.exists():
+        template.write_text(STARTER_EMAIL, encoding="utf-8")
+        made.append(template)
+    return made

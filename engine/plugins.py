@@ -1,0 +1,263 @@
+"""The plugin manager: loads built-in and third-party plugins through one door, once.
+
+Every plugin, ours included, is a module published under the entry-point group ``disparo``.
+``DISPARO_PLUGINS`` (comma-separated entry-point names) limits loading to those;
+``DISPARO_BLOCK_PLUGINS`` skips the ones named. The engine reaches plugins only through
+the typed ``Plugins`` façade below.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import threading
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from engine import hookspecs
+
+if TYPE_CHECKING:
+    import click
+
+    from engine.events import CampaignEvent, DeliveryEvent
+
+log = logging.getLogger(__name__)
+
+PROJECT = "disparo"
+ENTRY_POINT_GROUP = "disparo"
+REGISTRIES = {
+    "register_source_kinds": "source kind",
+    "register_formats": "format",
+    "register_channels": "channel",
+    "register_publishers": "publisher",
+}
+_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]*")
+
+T = TypeVar("T")
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+async def await_me_maybe(value: T | Awaitable[T]) -> T:
+    """Await ``value`` if a hook implementation returned a coroutine, else return it."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One class a plugin registered: its registry, id and the plugin that provided it."""
+
+    registry: str
+    name: str
+    cls: type[Any]
+    plugin: str
+
+
+@dataclass
+class PluginInfo:
+    """A loaded plugin, for ``disparo plugins``."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    registered: list[Registered] = field(default_factory=list)
+
+
+def _split_env(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def make_manager() -> pluggy.PluginManager:
+    """An empty manager with disparo's hookspecs (tests use it for hermetic plugin sets)."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> dict[str, tuple[str | None, str | None]]:
+    """Register every entry point of group ``disparo`` allowed by the environment.
+
+    Returns plugin name -> (distribution, version).
+    """
+    allow = _split_env("DISPARO_PLUGINS")
+    block = _split_env("DISPARO_BLOCK_PLUGINS") or set()
+    origins: dict[str, tuple[str | None, str | None]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in block or (allow is not None and ep.name not in allow):
+            pm.set_blocked(ep.name)
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            dist = ep.dist.name if ep.dist else "?"
+            raise PluginError(
+                f"plugin `{ep.name}` (from {dist}, {ep.value}) failed to import: {exc}; "
+                f"fix or uninstall it, or skip it with DISPARO_BLOCK_PLUGINS={ep.name}"
+            ) from exc
+        pm.register(plugin, name=ep.name)
+        origins[ep.name] = (ep.dist.name if ep.dist else None, ep.dist.version if ep.dist else None)
+    return origins
+
+
+class Plugins:
+    """The engine's typed view of the loaded plugins."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        origins: dict[str, tuple[str | None, str | None]] | None = None,
+    ) -> None:
+        self.pm = pm
+        self._origins = origins or {}
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.pm.check_pending()  # a misspelled hook fails here, at start
+        self._registered: list[Registered] = []
+        self._by_registry: dict[str, dict[str, Registered]] = {r: {} for r in REGISTRIES}
+        for hook_name in REGISTRIES:
+            self._collect(hook_name)
+
+    def register(self, plugin: object, name: str) -> None:
+        """Add a plugin at run time (tests, embedding); its registrations apply at once."""
+        self.pm.register(plugin, name=name)
+        try:
+            self._rebuild()
+        except Exception:
+            self.pm.unregister(name=name)
+            self._rebuild()
+            raise
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin added with ``register``."""
+        self.pm.unregister(name=name)
+        self._rebuild()
+
+    def _collect(self, hook_name: str) -> None:
+        what = REGISTRIES[hook_name]
+        caller = getattr(self.pm.hook, hook_name)
+        # Call each implementation on its own so every registration is attributed to the
+        # plugin that made it (``disparo plugins`` shows who provides what).
+        for impl in reversed(caller.get_hookimpls()):
+            plugin_name = impl.plugin_name
+
+            def register(cls: type[Any], _plugin: str = plugin_name) -> None:
+                self._add(hook_name, what, cls, _plugin)
+
+            impl.function(**dict.fromkeys(impl.argnames, register))
+
+    def _add(self, hook_name: str, what: str, cls: type[Any], plugin: str) -> None:
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise PluginError(
+                f"plugin `{plugin}` registered a {what} {cls!r} whose `name` is {name!r}; "
+                "give the class a lower-case `name` attribute such as `my-channel`"
+            )
+        table = self._by_registry[hook_name]
+        if name in table:
+            other = table[name].plugin
+            raise PluginError(
+                f"{what} `{name}` is registered by both `{other}` and `{plugin}`; "
+                f"skip one with DISPARO_BLOCK_PLUGINS={plugin}"
+            )
+        item = Registered(what, name, cls, plugin)
+        table[name] = item
+        self._registered.append(item)
+
+    # -- registries ------------------------------------------------------------------------
+
+    def _classes(self, hook_name: str) -> dict[str, type[Any]]:
+        return {name: r.cls for name, r in sorted(self._by_registry[hook_name].items())}
+
+    def source_kinds(self) -> dict[str, type[Any]]:
+        """Source kind name -> class."""
+        return self._classes("register_source_kinds")
+
+    def formats(self) -> dict[str, type[Any]]:
+        """Format name -> class."""
+        return self._classes("register_formats")
+
+    def channels(self) -> dict[str, type[Any]]:
+        """Channel implementation name -> class."""
+        return self._classes("register_channels")
+
+    def publishers(self) -> dict[str, type[Any]]:
+        """Publisher name -> class."""
+        return self._classes("register_publishers")
+
+    def describe(self) -> list[PluginInfo]:
+        """Every loaded plugin with the hooks it implements and what it registered."""
+        infos: dict[str, PluginInfo] = {}
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            dist, version = self._origins.get(name, (None, None))
+            module = getattr(plugin, "__name__", type(plugin).__name__)
+            infos[name] = PluginInfo(name, dist, version, module)
+        for hook_name in sorted(n for n in dir(self.pm.hook) if not n.startswith("_")):
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name in infos:
+                    infos[impl.plugin_name].hooks.append(hook_name)
+        for item in self._registered:
+            if item.plugin in infos:
+                infos[item.plugin].registered.append(item)
+        return sorted(infos.values(), key=lambda i: i.name)
+
+    # -- commands and observers ------------------------------------------------------------
+
+    def add_commands(self, cli: click.Group) -> None:
+        """Let plugins add their commands to the CLI."""
+        self.pm.hook.register_commands(cli=cli)
+
+    async def _notify(self, hook_name: str, event: Any) -> None:
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            try:
+                await await_me_maybe(impl.function(event=event))
+            except Exception:
+                log.exception("plugin %s failed in %s; continuing", impl.plugin_name, hook_name)
+
+    async def delivery_event(self, event: DeliveryEvent) -> None:
+        """Tell every observer about a delivery event (errors are logged, not raised)."""
+        await self._notify("delivery_event", event)
+
+    async def campaign_event(self, event: CampaignEvent) -> None:
+        """Tell every observer about a campaign event (errors are logged, not raised)."""
+        await self._notify("campaign_event", event)
+
+
+_lock = threading.Lock()
+_loaded: Plugins | None = None
+
+
+def load_plugins() -> Plugins:
+    """Load the plugins once per process (lazily) and return the façade."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            pm = make_manager()
+            _loaded = Plugins(pm, load_entry_points(pm))
+        return _loaded
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins (tests use it after changing the environment)."""
+    global _loaded
+    with _lock:
+        _loaded = None

@@ -1,0 +1,86 @@
+"""The store: every table and every query of disparo (nothing outside this package builds SQL).
+
+``Store`` owns the database engine; each domain has its own module of queries, reached as
+an attribute (``store.audit``, ``store.commands``…). Writers use ``store.write()`` (on
+SQLite a ``BEGIN IMMEDIATE`` transaction), readers ``store.read()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL
+
+from engine.clock import Clock, RealClock
+from engine.store import migrate
+from engine.store.audit import Audit
+from engine.store.commands import Commands
+from engine.store.db import create_db_engine, database_url
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Store:
+    """The database, with its queries grouped by domain."""
+
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock: Clock = clock or RealClock()
+        self.audit = Audit(self)
+        self.commands = Commands(self)
+
+    @classmethod
+    def open(
+        cls,
+        url: str | URL,
+        *,
+        clock: Clock | None = None,
+        upgrade: bool = True,
+    ) -> Store:
+        """Connect to ``url`` and (by default) bring the schema up to date."""
+        store = cls(create_db_engine(database_url(url) if isinstance(url, str) else url), clock)
+        if upgrade:
+            store.upgrade()
+        return store
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Run pending migrations; return (revision before, revision after)."""
+        return migrate.upgrade(self.engine)
+
+    def revision(self) -> str | None:
+        return migrate.current_revision(self.engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (a consistent snapshot)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed on success, rolled back on error."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a blocking store call in a worker thread, so the event loop never waits on I/O."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Store"]

@@ -1,0 +1,57 @@
+"""Schema migrations with Alembic, run from code (``disparo db upgrade`` and at every start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: any constant: serialises concurrent upgrades of one PostgreSQL database
+_PG_LOCK_ID = 0x6469_7370_6172_6F
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the database to ``revision``; return (before, after).
+
+    Safe when several engine processes start at once: the whole upgrade runs in one
+    transaction holding the database's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
+    an advisory lock), and the current revision is read inside it.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+            before = MigrationContext.configure(conn).get_current_revision()
+            if before != head_revision() or revision != "head":
+                command.upgrade(alembic_config(conn), revision)
+            after = MigrationContext.configure(conn).get_current_revision()
+    assert after is not None
+    return before, after

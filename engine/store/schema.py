@@ -1,0 +1,383 @@
+"""The schema (SQLAlchemy 2 Core): one set of tables for SQLite and PostgreSQL.
+
+Times are stored as naive UTC and come back timezone-aware (``UTCDateTime``). The Alembic
+migrations in ``migrations/versions`` build exactly these tables; a test compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; naive UTC in the database."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware one (UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+#: 64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (the rowid)
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _created() -> Column[Any]:
+    return Column("created_at", UTCDateTime(), nullable=False)
+
+
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("code", String(100), nullable=False, unique=True),
+    _created(),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    # the external key when the file has one (cpf, cnpj, id…), else the normalised address
+    Column("identity", String(400), nullable=False, unique=True),
+    Column("external_key", String(200)),
+    Column("name", String(300)),
+    Column("email", String(320), index=True),
+    Column("phone", String(40), index=True),
+    Column("fields", Json, nullable=False, default=dict),
+    # any interaction (a send, an inbound reply, a click): what `_x` looks at (D4)
+    Column("last_interaction_at", UTCDateTime()),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("tag", String(300), nullable=False),
+    PrimaryKeyConstraint("contact_id", "tag"),
+    Index(None, "tag"),
+)
+
+wallet_members = Table(
+    "wallet_members",
+    metadata,
+    Column("wallet_id", Id, ForeignKey("wallets.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("added_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("wallet_id", "contact_id"),
+    Index(None, "contact_id"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("kind", String(10), nullable=False),  # email | phone
+    Column("address", String(320), nullable=False),
+    # bounce | complaint | unsubscribe | stop | manual
+    Column("origin", String(20), nullable=False),
+    Column("reason", Text),
+    Column("campaign_id", Id),
+    Column("created_by", String(200), nullable=False),
+    _created(),
+    UniqueConstraint("kind", "address"),
+    Index(None, "origin", "created_at"),
+)
+
+# What a source's listings showed, per remote path: drives stability (F8) and the UI.
+remote_files = Table(
+    "remote_files",
+    metadata,
+    Column("source", String(100), nullable=False),
+    Column("path", String(1000), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime", UTCDateTime()),
+    Column("stable_listings", Integer, nullable=False, default=1),
+    # new | unstable | waiting | imported | rejected | duplicate | not-mailing | error
+    Column("status", String(20), nullable=False),
+    Column("code", String(60)),
+    Column("message", Text),
+    Column("file_id", Id, ForeignKey("files.id", ondelete="SET NULL")),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("source", "path"),
+)
+
+# The ledger (F10): one row per file content handled; the unique key makes "once" hold
+# across crashes, restarts and engine nodes.
+files = Table(
+    "files",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("source", String(100), nullable=False),
+    Column("path", String(1000), nullable=False),
+    # what makes two files "the same" for the format: path + sha256 for mailings (F10),
+    # the send's name for triplets (T3)
+    Column("dedupe_key", String(1200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime", UTCDateTime()),
+    Column("sha256", String(64), nullable=False),
+    Column("outcome", String(20), nullable=False),  # imported | rejected
+    Column("code", String(60)),
+    Column("message", Text),
+    Column("rows_total", Integer, nullable=False, default=0),
+    Column("rows_imported", Integer, nullable=False, default=0),
+    Column("rows_rejected", Integer, nullable=False, default=0),
+    Column("remote_done", Boolean, nullable=False, default=False),
+    _created(),
+    UniqueConstraint("source", "dedupe_key"),
+    Index(None, "sha256"),
+)
+
+mailings = Table(
+    "mailings",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("file_id", Id, ForeignKey("files.id"), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("name", String(1000), nullable=False),
+    Column("file_date", Date, nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("wallet_id", Id, ForeignKey("wallets.id"), nullable=False),
+    Column("description", String(1000), nullable=False),
+    Column("params", Json, nullable=False, default=dict),
+    Column("rows_total", Integer, nullable=False, default=0),
+    Column("rows_imported", Integer, nullable=False, default=0),
+    Column("rows_merged", Integer, nullable=False, default=0),
+    Column("rows_rejected", Integer, nullable=False, default=0),
+    _created(),
+    # N6: one mailing per source, date and sequence
+    UniqueConstraint("source", "file_date", "sequence"),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("mailing_id", Id, ForeignKey("mailings.id")),
+    Column("name", String(1000), nullable=False),
+    Column("wallet_id", Id, ForeignKey("wallets.id")),
+    Column("channel", String(40), nullable=False),
+    Column("account", String(100)),  # the sender account ([accounts.NAME])
+    # scheduled | sending | paused | held | completed | cancelled | expired (D1)
+    Column("status", String(20), nullable=False),
+    Column("status_reason", Text),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("start_at", UTCDateTime(), nullable=False),
+    Column("deadline", UTCDateTime()),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("pacing_kind", String(10)),  # percent | size | NULL (D5–D7)
+    Column("pacing_value", Integer),
+    Column("pacing_interval_s", Integer),
+    Column("exclude_recent_hours", Integer),
+    Column("recipients", Integer, nullable=False, default=0),
+    Column("batches", Integer, nullable=False, default=0),
+    Column("released_batches", Integer, nullable=False, default=0),
+    # what to send: subject/body for e-mail, text for SMS, template for WhatsApp
+    Column("sender", String(320)),
+    Column("from_name", String(300)),
+    Column("reply_to", String(320)),
+    Column("subject", String(1000)),
+    Column("body", Text),
+    Column("template", String(500)),
+    Column("whatsapp_number", String(40)),
+    Column("settings", Json, nullable=False, default=dict),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "status", "account", "priority"),
+    Index(None, "created_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("position", Integer, nullable=False),  # the stable order (D3)
+    Column("batch", Integer, nullable=False),
+    Column("address", String(320), nullable=False),
+    # per-recipient content from the file (an SMS text column, N28), when there is one
+    Column("payload", Json),
+    # pending | claimed | sent | delivered | failed | bounced | suppressed | skipped |
+    # expired | cancelled
+    Column("status", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(100)),
+    Column("lease_until", UTCDateTime()),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("first_attempt_at", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("provider_id", String(200)),
+    Column("message_id", String(300)),
+    Column("error", Text),
+    UniqueConstraint("campaign_id", "position"),
+    Index(None, "campaign_id", "status", "batch", "position"),
+    Index(None, "status", "lease_until"),
+    Index(None, "provider_id"),
+)
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("url", Text, nullable=False),
+    UniqueConstraint("campaign_id", "position"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    # sent | delivered | failed | bounced | complaint | open | click | unsubscribe | reply |
+    # stop | expired | suppressed | skipped | retry
+    Column("kind", String(20), nullable=False),
+    Column("campaign_id", Id),
+    Column("delivery_id", Id),
+    Column("contact_id", Id),
+    Column("account", String(100)),
+    Column("address", String(320)),
+    # smtp | tracking | twilio | mailbox | ses | engine | operator
+    Column("origin", String(20), nullable=False),
+    Column("detail", Json, nullable=False, default=dict),
+    # a provider's idempotency token or message id: the same report is applied once
+    Column("dedupe_key", String(300), unique=True),
+    Index(None, "campaign_id", "kind", "at"),
+    Index(None, "delivery_id", "kind"),
+    Index(None, "account", "kind", "at"),
+    Index(None, "address", "at"),
+)
+
+# Per sender account: the guard's state (D14–D16).
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("channel", String(40), nullable=False),
+    Column("guard_state", String(12), nullable=False, default="ok"),  # ok | paused
+    Column("paused_at", UTCDateTime()),
+    Column("paused_until", UTCDateTime()),
+    Column("pause_reason", Text),
+    Column("override_by", String(200)),
+    Column("override_reason", Text),
+    Column("override_at", UTCDateTime()),
+    Column("checked_at", UTCDateTime()),
+    Column("sent_24h", Integer, nullable=False, default=0),
+    Column("bounces_24h", Integer, nullable=False, default=0),
+    Column("complaints_24h", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Commands written by the UI (or the CLI) and applied by the engine.
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", Id, primary_key=True),
+    _created(),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    # pause | resume | cancel | priority | override | clear-override | suppress | unsuppress
+    Column("action", String(30), nullable=False),
+    Column("target", String(400), nullable=False),
+    Column("args", Json, nullable=False, default=dict),
+    Column("status", String(12), nullable=False, default="pending"),  # pending|applied|rejected
+    Column("applied_at", UTCDateTime()),
+    Column("result", Text),
+    Index(None, "status", "id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("target", String(400), nullable=False),
+    Column("detail", Json, nullable=False, default=dict),
+    Index(None, "target", "at"),
+    Index(None, "at"),
+)
+
+# Per source: the collector's last and next poll, for the UI (F6, F7).
+source_state = Table(
+    "source_state",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("last_poll_at", UTCDateTime()),
+    Column("next_poll_at", UTCDateTime()),
+    Column("status", String(12), nullable=False, default="unknown"),  # ok | error | unknown
+    Column("message", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+__all__ = [
+    "UTCDateTime",
+    "accounts",
+    "audit_log",
+    "campaigns",
+    "commands",
+    "contact_tags",
+    "contacts",
+    "deliveries",
+    "events",
+    "files",
+    "links",
+    "mailings",
+    "metadata",
+    "remote_files",
+    "source_state",
+    "suppressions",
+    "wallet_members",
+    "wallets",
+]

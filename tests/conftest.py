@@ -1,0 +1,91 @@
+"""Shared fixtures: hermetic plugins, clocks, stores on SQLite and a real PostgreSQL, the CLI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import settings
+
+from engine.clock import TestClock
+from engine.plugins import ENTRY_POINT_GROUP, reset_plugins
+from engine.store import Store
+from tests.peers.postgres import PostgresServer, find_bindir, start_postgres
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Timing varies on shared 2-core machines: hypothesis checks properties, not speed.
+settings.register_profile("disparo", deadline=None, print_blob=True)
+settings.load_profile("disparo")
+
+#: disparo's own plugins: installed third-party ones stay out of the tests
+BUILTIN_PLUGINS = sorted(
+    ep.name
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if ep.dist is not None and ep.dist.name == "disparo"
+)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("DISPARO_PLUGINS", ",".join(BUILTIN_PLUGINS))
+    monkeypatch.delenv("DISPARO_BLOCK_PLUGINS", raising=False)
+    monkeypatch.delenv("DISPARO_CONFIG", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal's width
+    monkeypatch.chdir(tmp_path)
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+@pytest.fixture
+def clock() -> TestClock:
+    return TestClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    if find_bindir() is None:
+        if IN_CI:
+            pytest.fail("PostgreSQL binaries are required in CI (install postgresql)")
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed")
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> Iterator[str]:
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'disparo.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(db_url: str, clock: TestClock) -> Iterator[Store]:
+    s = Store.open(db_url, clock=clock)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def run_cli() -> object:
+    """Invoke the CLI in-process: ``run_cli("check-name", "x.csv")`` -> click Result."""
+    from engine.cli import build_cli
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(build_cli(), list(args), input=input, catch_exceptions=False)
+
+    return invoke

@@ -1,0 +1,107 @@
+"""A real PostgreSQL server for tests, started from the machine's own binaries.
+
+``initdb`` refuses to run as root, so as root the server runs as the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+
+def find_bindir() -> Path | None:
+    """The folder holding initdb and pg_ctl, or None when PostgreSQL is not installed."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    bindir: Path
+    datadir: Path
+    port: int
+    user: str | None  # the OS user the server runs as (None: the current one)
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            text=True,
+            user=self.user,
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def start_postgres() -> PostgresServer:
+    bindir = find_bindir()
+    if bindir is None:
+        raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found")
+    base = Path(tempfile.mkdtemp(prefix="disparo-pg-"))
+    user = None
+    if os.geteuid() == 0:
+        user = "postgres"
+        pw = pwd.getpwnam(user)
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+    datadir = base / "data"
+    server = PostgresServer(bindir, datadir, _free_port(), user)
+    server._run(
+        "initdb",
+        "-D",
+        str(datadir),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    )
+    options = (
+        f"-p {server.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    server._run("pg_ctl", "-D", str(datadir), "-o", options, "-l", str(base / "log"), "-w", "start")
+    return server

@@ -1,0 +1,213 @@
+"""The plugin core: one door for built-in and third-party plugins, registries, observers."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from engine import hookimpl, hookspecs
+from engine.events import CampaignEvent, DeliveryEvent
+from engine.plugins import PluginError, load_plugins, reset_plugins
+
+TESTS = Path(__file__).parent
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+class EchoFormat:
+    """A throwaway file format."""
+
+    name = "echo"
+
+
+class EchoChannel:
+    name = "echo-channel"
+
+
+class EchoKind:
+    name = "echo-kind"
+
+
+class EchoPublisher:
+    name = "echo-results"
+
+
+class Throwaway:
+    """A throwaway plugin implementing every hook."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[DeliveryEvent] = []
+        self.campaigns: list[CampaignEvent] = []
+
+    @hookimpl
+    def register_formats(self, register: Any) -> None:
+        register(EchoFormat)
+
+    @hookimpl
+    def register_channels(self, register: Any) -> None:
+        register(EchoChannel)
+
+    @hookimpl
+    def register_source_kinds(self, register: Any) -> None:
+        register(EchoKind)
+
+    @hookimpl
+    def register_publishers(self, register: Any) -> None:
+        register(EchoPublisher)
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("echo")
+        @click.argument("word")
+        def echo(word: str) -> None:
+            """Say a word back."""
+            click.echo(f"echo: {word}")
+
+    @hookimpl
+    async def delivery_event(self, event: DeliveryEvent) -> None:
+        self.deliveries.append(event)
+
+    @hookimpl
+    def campaign_event(self, event: CampaignEvent) -> None:
+        self.campaigns.append(event)
+
+
+@pytest.fixture
+def throwaway() -> Iterator[Throwaway]:
+    plugin = Throwaway()
+    plugins = load_plugins()
+    plugins.register(plugin, "throwaway")
+    try:
+        yield plugin
+    finally:
+        plugins.unregister("throwaway")
+
+
+def test_registries_see_a_throwaway_plugin(throwaway: Throwaway) -> None:
+    plugins = load_plugins()
+    assert plugins.formats()["echo"] is EchoFormat
+    assert plugins.channels()["echo-channel"] is EchoChannel
+    assert plugins.source_kinds()["echo-kind"] is EchoKind
+    assert plugins.publishers()["echo-results"] is EchoPublisher
+    info = next(i for i in plugins.describe() if i.name == "throwaway")
+    assert {(r.registry, r.name) for r in info.registered} == {
+        ("format", "echo"),
+        ("channel", "echo-channel"),
+        ("source kind", "echo-kind"),
+        ("publisher", "echo-results"),
+    }
+    assert "register_formats" in info.hooks and "delivery_event" in info.hooks
+
+
+def test_unregistered_plugin_is_gone(throwaway: Throwaway) -> None:
+    plugins = load_plugins()
+    plugins.unregister("throwaway")
+    assert "echo" not in plugins.formats()
+    plugins.register(throwaway, "throwaway")  # the fixture unregisters it again
+
+
+def test_disparo_plugins_lists_it_and_its_command_runs(throwaway: Throwaway, run_cli: Any) -> None:
+    result = run_cli("plugins", "--json")
+    assert result.exit_code == 0
+    listed = {p["name"]: p for p in json.loads(result.output)}
+    assert {"registry": "format", "name": "echo"} in listed["throwaway"]["registers"]
+    human = run_cli("plugins")
+    assert "throwaway" in human.output and "echo-channel" in human.output
+    assert run_cli("echo", "olá").output == "echo: olá\n"
+
+
+async def test_observers_get_events_and_a_failing_one_does_not_stop_others(
+    throwaway: Throwaway, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        @hookimpl
+        def delivery_event(self, event: DeliveryEvent) -> None:
+            raise RuntimeError("boom")
+
+    plugins = load_plugins()
+    plugins.register(Broken(), "broken")
+    try:
+        event = DeliveryEvent("sent", NOW, 1, 2, "email", "a@b.c", {"message_id": "<x>"})
+        await plugins.delivery_event(event)
+        await plugins.campaign_event(CampaignEvent("status", NOW, 1, "sending", "scheduled"))
+    finally:
+        plugins.unregister("broken")
+    assert throwaway.deliveries == [event]
+    assert throwaway.campaigns[0].status == "sending"
+    assert "broken failed in delivery_event" in caplog.text
+    with pytest.raises(TypeError):
+        event.detail["x"] = 1  # type: ignore[index]  # events are frozen
+
+
+def test_duplicate_and_invalid_names_are_refused(throwaway: Throwaway) -> None:
+    class Twin:
+        @hookimpl
+        def register_formats(self, register: Any) -> None:
+            register(EchoFormat)
+
+    class Nameless:
+        @hookimpl
+        def register_channels(self, register: Any) -> None:
+            register(type("Bad", (), {"name": "Has Spaces"}))
+
+    plugins = load_plugins()
+    with pytest.raises(PluginError, match="format `echo` is registered by both"):
+        plugins.register(Twin(), "twin")
+    with pytest.raises(PluginError, match="lower-case `name`"):
+        plugins.register(Nameless(), "nameless")
+    assert plugins.formats()["echo"] is EchoFormat  # the failed ones left nothing behind
+
+
+def test_misspelled_hook_fails_at_start() -> None:
+    class Typo:
+        @hookimpl
+        def register_chanels(self, register: Any) -> None: ...
+
+    plugins = load_plugins()
+    with pytest.raises(Exception, match="register_chanels"):
+        plugins.register(Typo(), "typo")
+
+
+def test_environment_allow_and_block_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import BUILTIN_PLUGINS
+
+    monkeypatch.setenv("DISPARO_PLUGINS", "")
+    reset_plugins()
+    assert load_plugins().describe() == []
+    monkeypatch.delenv("DISPARO_PLUGINS")
+    monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", ",".join(BUILTIN_PLUGINS))
+    reset_plugins()
+    names = {i.name for i in load_plugins().describe()}
+    assert names.isdisjoint(BUILTIN_PLUGINS)
+
+
+def test_builtins_come_through_the_entry_point_group() -> None:
+    from importlib import metadata
+
+    from tests.conftest import BUILTIN_PLUGINS
+
+    plugins = load_plugins()
+    described = {i.name: i for i in plugins.describe()}
+    for name in BUILTIN_PLUGINS:
+        assert described[name].distribution == "disparo"
+    eps = {ep.name for ep in metadata.entry_points(group="disparo")}
+    assert set(BUILTIN_PLUGINS) <= eps
+
+
+def test_every_hookspec_is_documented_and_has_a_test() -> None:
+    specs = [
+        name
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, "disparo_spec")
+    ]
+    assert specs, "no hookspecs found"
+    tested = "\n".join(p.read_text(encoding="utf-8") for p in TESTS.rglob("test_*.py"))
+    for name in specs:
+        assert (getattr(hookspecs, name).__doc__ or "").strip(), f"{name} has no docstring"
+        assert f"def {name}(" in tested, f"hook {name} has no test implementing it"
