@@ -2,4 +2,5 @@
 
 from engine.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes (hygiene) import the main module again
+    main()

@@ -1,0 +1,285 @@
+"""Import one downloaded file: the format reads it, the store writes it in one transaction (F12).
+
+Blocking (parsing, hygiene and SQLite writes): the collector runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from engine.formats import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
+from engine.problems import Catalogue, Problem
+from engine.reports import RejectedRows
+from engine.store import Store
+from engine.store.imports import (
+    CampaignFacts,
+    CommitFacts,
+    DuplicateFile,
+    DuplicateSequence,
+    EmptyAudience,
+    FileFacts,
+    ImportSession,
+    MailingFacts,
+    StagedRow,
+)
+
+CONTACT_FIELDS = len(ContactRow._fields)
+
+MESSAGES = Catalogue(
+    {
+        "empty-file": (
+            "N22",
+            "the file has a header but no rows",
+            "o arquivo tem cabeçalho, mas nenhuma linha",
+        ),
+        "no-valid-rows": (
+            "N24",
+            "none of the file's {rows} row(s) can be used (see {report}); fix them and send "
+            "the file again",
+            "nenhuma das {rows} linha(s) do arquivo pode ser usada (veja {report}); corrija-as "
+            "e envie o arquivo de novo",
+        ),
+        "no-recipients": (
+            "D3",
+            "no row has the address the channel needs after merging and suppressions",
+            "nenhuma linha tem o endereço que o canal precisa depois de unificar e aplicar "
+            "as supressões",
+        ),
+    }
+)
+
+Outcome = Literal["imported", "rejected", "duplicate"]
+
+
+@dataclass
+class ImportReport:
+    """What happened to one file (the summary of ``disparo import`` and of each collected file)."""
+
+    path: str
+    outcome: Outcome
+    problems: list[Problem] = field(default_factory=list)
+    file_id: int | None = None
+    wallet: str | None = None
+    rows: int = 0
+    imported_rows: int = 0
+    contacts: int = 0
+    new_contacts: int = 0
+    merged: int = 0
+    rejected_rows: Counter[str] = field(default_factory=Counter)
+    recipients: int = 0
+    pending: int = 0
+    suppressed: int = 0
+    skipped: int = 0
+    duplicate_addresses: int = 0
+    batches: int = 0
+    campaign_id: int | None = None
+    channel: str | None = None
+    held_reason: str | None = None
+    #: the local ``<name>.rejeitados.csv`` to publish, when rows were rejected
+    rejected_csv: Path | None = None
+    #: where the collector moved the file and published its reports (paths on the source)
+    published: list[str] = field(default_factory=list)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def import_file(
+    store: Store,
+    fmt: Format,
+    *,
+    source: str,
+    path: str,
+    spool: Path,
+    size: int,
+    mtime: datetime | None,
+    sha256: str,
+    companions: Mapping[str, Path] | None = None,
+    actor: str = "collector",
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import ``spool`` (the local copy of ``path`` on ``source``) once, whole or not at all."""
+    dedupe_key = fmt.dedupe_key(path, sha256)
+    earlier = store.files.imported(source, dedupe_key)
+    if earlier is not None:
+        return ImportReport(path, "duplicate", file_id=earlier.id)
+
+    def reject(problems: list[Problem], report: ImportReport | None = None) -> ImportReport:
+        report = report or ImportReport(path, "rejected")
+        report.outcome = "rejected"
+        report.problems = problems
+        report.file_id = store.files.record_rejection(
+            source=source,
+            path=path,
+            size=size,
+            mtime=mtime,
+            sha256=sha256,
+            code=problems[0].code,
+            message="\n".join(p.message for p in problems),
+            rows_total=report.rows,
+            rows_rejected=sum(report.rejected_rows.values()),
+        )
+        return report
+
+    try:
+        spec = fmt.prepare(path, spool, companions or {})
+    except FileRejected as exc:
+        return reject(exc.problems)
+    report = ImportReport(path, "imported", wallet=spec.wallet)
+    if spec.campaign is not None:
+        report.channel = spec.campaign.channel
+        report.held_reason = spec.campaign.held_reason
+    mailing = spec.mailing
+    if mailing and store.imports.sequence_taken(source, mailing.file_date, mailing.sequence):
+        _drain(spec)
+        return reject([mailing.duplicate_problem], report)
+
+    rejected = RejectedRows(spool.with_name(spool.name + ".rejeitados.csv"), spec.header)
+    try:
+        with store.imports.session() as session:
+            _stage(session, spec, report, rejected, progress)
+            report.rejected_csv = rejected.close()
+            if report.imported_rows == 0:
+                if report.rows == 0:
+                    return reject([MESSAGES.make("empty-file")], report)
+                name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".rejeitados.csv"
+                return reject(
+                    [MESSAGES.make("no-valid-rows", rows=report.rows, report=name)], report
+                )
+            try:
+                result = session.commit(
+                    _facts(spec, source, path, size, mtime, sha256, dedupe_key, report, actor)
+                )
+            except DuplicateFile:
+                return ImportReport(path, "duplicate")
+            except DuplicateSequence:
+                assert mailing is not None
+                return reject([mailing.duplicate_problem], report)
+            except EmptyAudience:
+                assert spec.campaign is not None
+                problem = spec.campaign.empty_problem or MESSAGES.make("no-recipients")
+                return reject([problem], report)
+    finally:
+        rejected.close()
+    report.file_id = result.file_id
+    report.contacts = result.contacts
+    report.new_contacts = result.new_contacts
+    report.merged = result.merged
+    report.campaign_id = result.campaign_id
+    report.recipients = result.recipients
+    report.pending = result.pending
+    report.suppressed = result.suppressed
+    report.skipped = result.skipped
+    report.duplicate_addresses = result.duplicate_addresses
+    report.batches = result.batches
+    return report
+
+
+def _drain(spec: ImportSpec) -> None:
+    """Close the format's reader without reading the file."""
+    close = getattr(spec.rows, "close", None)
+    if close is not None:
+        close()
+
+
+def _stage(
+    session: ImportSession,
+    spec: ImportSpec,
+    report: ImportReport,
+    rejected: RejectedRows,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Stage the rows chunk by chunk (rows are tuples laid out as ``ContactRow`` or, with six
+    fields, ``RejectedRow``; a chunk is staged in one driver call).
+
+    In this thread on purpose: staging from a second thread while this one parses was
+    measured slower (the two fight over the interpreter lock for every bound row).
+    """
+    prospects = spec.campaign is not None and spec.campaign.prospects_only
+    for chunk in spec.rows:
+        report.rows += len(chunk)
+        contacts: list[StagedRow] = [r for r in chunk if len(r) == CONTACT_FIELDS]
+        if len(contacts) != len(chunk):
+            for row in chunk:
+                if len(row) != CONTACT_FIELDS:
+                    bad = RejectedRow._make(row)
+                    report.rejected_rows[bad.code] += 1
+                    rejected.add(bad)
+        report.imported_rows += len(contacts)
+        if prospects and contacts:
+            # N27: without a `prospect` column, a prospect is a phone the base does not know
+            unknown = {r[5] for r in contacts if r[8] is None and r[5]}
+            known = session.known_phones(sorted(unknown))
+            contacts = [
+                r if r[8] is not None else (*r[:8], r[5] is not None and r[5] not in known)
+                for r in contacts
+            ]
+        session.stage(contacts)
+        if progress is not None:
+            progress(spec.progress())
+
+
+def _facts(
+    spec: ImportSpec,
+    source: str,
+    path: str,
+    size: int,
+    mtime: datetime | None,
+    sha256: str,
+    dedupe_key: str,
+    report: ImportReport,
+    actor: str,
+) -> CommitFacts:
+    c = spec.campaign
+    m = spec.mailing
+    return CommitFacts(
+        file=FileFacts(source, path, size, mtime, sha256, dedupe_key),
+        wallet=spec.wallet,
+        tag=spec.tag,
+        replace_tags=spec.replace_tags,
+        remove_other_wallets=spec.remove_other_wallets,
+        mailing=(
+            MailingFacts(m.name, m.file_date, m.sequence, m.description, m.params) if m else None
+        ),
+        campaign=(
+            CampaignFacts(
+                name=c.name,
+                channel=c.channel,
+                account=c.account,
+                start_at=c.start_at,
+                deadline=c.deadline,
+                pacing=c.pacing,
+                exclude_recent_hours=c.exclude_recent_hours,
+                address=c.address,
+                prospects_only=c.prospects_only,
+                subject=c.subject,
+                body=c.body,
+                template=c.template,
+                whatsapp_number=c.whatsapp_number,
+                sender=c.sender,
+                from_name=c.from_name,
+                reply_to=c.reply_to,
+                priority=c.priority,
+                settings=c.settings,
+                held_reason=c.held_reason,
+                empty_is_error=c.empty_problem is not None,
+            )
+            if c
+            else None
+        ),
+        rows_total=report.rows,
+        rows_rejected=sum(report.rejected_rows.values()),
+        actor=actor,
+    )

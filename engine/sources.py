@@ -1,0 +1,177 @@
+"""What a source kind provides (a folder, an FTP/FTPS or SFTP server), and its failures.
+
+Source methods block (ftplib, paramiko, the file system): the collector runs them in a
+worker thread, one session at a time per source. Paths are relative to the source's root,
+POSIX style, and never trusted as local paths (F13).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, ClassVar
+
+from engine.config import Configurable, SourceSettings
+
+#: kinds of failure, each with the plain words ``sources test`` prints (F6)
+CATEGORIES = {
+    "dns": "the host name could not be resolved (DNS)",
+    "refused": "the server refused the connection (nothing listening on that port?)",
+    "timeout": "the server did not answer in time (firewall, wrong port?)",
+    "tls": "the TLS handshake failed (certificate or host name not trusted)",
+    "hostkey": "the server's SSH host key is unknown or changed",
+    "auth": "the user name or password/key was refused",
+    "permission": "the server refused access to the folder or file (permissions)",
+    "not-found": "the folder or file does not exist",
+    "private-host": "the host is a private or loopback address (F3)",
+    "protocol": "the server answered something unexpected",
+    "lost": "the connection was lost in the middle of the work",
+    "config": "the source's settings cannot be used",
+    "unsafe-name": "a remote name is not a safe relative path (F13)",
+}
+
+
+class SourceError(Exception):
+    """A source operation failed; ``category`` is one of ``CATEGORIES``.
+
+    The message never carries a secret (F5).
+    """
+
+    def __init__(self, category: str, message: str) -> None:
+        assert category in CATEGORIES, category
+        self.category = category
+        super().__init__(message)
+
+    def describe(self) -> str:
+        return f"{CATEGORIES[self.category]}: {self}"
+
+
+def network_error(exc: BaseException, where: str) -> SourceError | None:
+    """Plain-words category for the socket-level failures every network source shares."""
+    import socket
+    import ssl
+
+    from engine.hosts import HostError
+
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, HostError):
+        return SourceError("private-host", str(exc))
+    if isinstance(exc, socket.gaierror):
+        return SourceError("dns", f"{where}: {exc.strerror or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return SourceError("refused", f"{where}: connection refused")
+    if isinstance(exc, TimeoutError):
+        return SourceError("timeout", f"{where}: no answer (timed out)")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SourceError("tls", f"{where}: {exc.verify_message or exc.reason}")
+    if isinstance(exc, ssl.SSLError):
+        return SourceError("tls", f"{where}: {exc.reason or exc}")
+    if isinstance(exc, (EOFError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return SourceError("lost", f"{where}: the server closed the connection")
+    return None
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a listing: its path relative to the source root, size and modification time."""
+
+    path: str
+    size: int
+    mtime: datetime | None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unsafe_reason(path: str) -> str | None:
+    """F13: why ``path`` is not a safe relative path, or None when it is."""
+    if not path:
+        return "empty name"
+    if _CONTROL.search(path):
+        return "the name contains NUL or control characters"
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        return "the name is an absolute path"
+    if "\\" in path:
+        return "the name contains a backslash"
+    if any(part in ("..", ".", "") for part in path.split("/")):
+        return "the name contains `..`, `.` or an empty folder"
+    return None
+
+
+def join(*parts: str) -> str:
+    """Join relative POSIX path pieces (no leading slash)."""
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class Source(Configurable, ABC):
+    """A place files are collected from and results published to.
+
+    Subclasses set ``name`` (the ``kind`` in ``disparo.toml``) and ``config_keys``.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self.settings = settings
+        self.skip_folders = {settings.processed_dir.strip("/"), settings.rejected_dir.strip("/")}
+
+    @classmethod
+    def validate_settings(cls, settings: SourceSettings) -> list[tuple[str, str]]:
+        """Checks across keys, at config load: (key, message) pairs."""
+        return []
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the source points, without secrets (``sftp://user@host:22/in``)."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and log in (raise ``SourceError``)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect; never raises."""
+
+    @abstractmethod
+    def list_files(self) -> list[RemoteFile]:
+        """Every file under the root, recursively, except the processed/rejected folders and
+        hidden files; folders are wallets (N13)."""
+
+    @abstractmethod
+    def download(self, path: str, dest: BinaryIO) -> int:
+        """Copy the file's bytes into ``dest``; return how many were written."""
+
+    @abstractmethod
+    def move(self, path: str, new_path: str) -> None:
+        """Rename ``path`` to ``new_path``, creating its folders; ``FileExistsError`` if taken."""
+
+    @abstractmethod
+    def upload(self, data: BinaryIO, path: str) -> None:
+        """Write ``data`` to ``path`` (creating folders) under a temporary name, then rename."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool:
+        """Whether a file exists at ``path``."""
+
+    @contextmanager
+    def session(self) -> Iterator[Source]:
+        """``open()`` … ``close()``."""
+        self.open()
+        try:
+            yield self
+        finally:
+            self.close()
+
+    def skipped(self, relative: str) -> bool:
+        """Folders and files a listing leaves out: processed/rejected at the root, hidden names,
+        and the temporary names upload tools use while a transfer is running."""
+        top = relative.split("/", 1)[0]
+        if top in self.skip_folders:
+            return True
+        leaf = relative.rsplit("/", 1)[-1]
+        return leaf.startswith(".") or leaf.endswith((".part", ".filepart", ".tmp", ".partial"))

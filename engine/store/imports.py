@@ -1,0 +1,670 @@
+"""One file's import (F12): rows staged in a temporary table, then one transaction that writes
+the ledger, wallet, contacts, tags, memberships, mailing, campaign and deliveries, set-based.
+
+Staging touches only a temporary table (on SQLite it takes no lock on the database), so the
+slow part, parsing and hygiene, never blocks the dispatcher's writes; the commit phase is
+short and all-or-nothing. Rows go in with the driver's own bulk path (``executemany`` on
+SQLite, ``COPY`` on PostgreSQL): Core ``insert()`` with dicts is ~2.5x slower (NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.pacing import Pacing, PercentPacing, SizePacing, batch_size, batch_sizes
+from engine.store.base import Queries
+from engine.store.schema import UTCDateTime, audit_log, campaigns, files, mailings, wallets
+
+STAGING = "import_rows"
+AUDIENCE = "import_audience"
+COLUMNS = (
+    "row_no",
+    "identity",
+    "external_key",
+    "name",
+    "email",
+    "phone",
+    "fields",
+    "message",
+    "prospect",
+)
+#: (row_no, identity, external_key, name, email, phone, fields as JSON text, message, prospect)
+StagedRow = tuple[
+    int, str, str | None, str | None, str | None, str | None, str, str | None, bool | None
+]
+
+
+class DuplicateFile(Exception):
+    """The same content under the same name was already imported (F10), maybe by another node."""
+
+
+class DuplicateSequence(Exception):
+    """The source already has a mailing with this date and sequence (N6)."""
+
+
+class EmptyAudience(Exception):
+    """The campaign would have no recipient and the format says that is an error (N20)."""
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    source: str
+    path: str
+    size: int
+    mtime: datetime | None
+    sha256: str
+    dedupe_key: str
+
+
+@dataclass(frozen=True)
+class MailingFacts:
+    name: str
+    file_date: Any
+    sequence: int
+    description: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CampaignFacts:
+    name: str
+    channel: str
+    account: str | None
+    start_at: datetime
+    deadline: datetime | None
+    pacing: Pacing | None
+    exclude_recent_hours: int | None
+    address: str  # "email" | "phone"
+    prospects_only: bool
+    subject: str | None
+    body: str | None
+    template: str | None
+    whatsapp_number: str | None
+    sender: str | None
+    from_name: str | None
+    reply_to: str | None
+    priority: int
+    settings: Mapping[str, Any]
+    held_reason: str | None
+    empty_is_error: bool
+
+
+@dataclass(frozen=True)
+class CommitFacts:
+    file: FileFacts
+    wallet: str
+    tag: str
+    replace_tags: bool
+    remove_other_wallets: bool
+    mailing: MailingFacts | None
+    campaign: CampaignFacts | None
+    rows_total: int
+    rows_rejected: int
+    actor: str
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    file_id: int
+    mailing_id: int | None
+    campaign_id: int | None
+    contacts: int
+    new_contacts: int
+    merged: int
+    recipients: int
+    pending: int
+    suppressed: int
+    skipped: int
+    duplicate_addresses: int
+    batches: int
+
+
+def _pacing_columns(pacing: Pacing | None) -> dict[str, Any]:
+    if isinstance(pacing, PercentPacing):
+        return {
+            "pacing_kind": "percent",
+            "pacing_value": pacing.percent,
+            "pacing_interval_s": int(pacing.interval.total_seconds()),
+        }
+    if isinstance(pacing, SizePacing):
+        return {
+            "pacing_kind": "size",
+            "pacing_value": pacing.size,
+            "pacing_interval_s": int(pacing.interval.total_seconds()),
+        }
+    return {"pacing_kind": None, "pacing_value": None, "pacing_interval_s": None}
+
+
+class ImportSession:
+    """A connection holding one import's staging table. Use as a context manager."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.conn: Connection | None = None
+        self.rows = 0
+        self.has_messages = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> ImportSession:
+        self.conn = self.store.engine.connect()
+        dialect = self.conn.dialect.name
+        self.dialect = dialect
+        driver = self._driver()
+        if dialect == "sqlite":
+            # this import's commit does not copy its log into the database: the store does it
+            # in the background afterwards (Store.checkpoint_soon)
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            driver.execute(f"DROP TABLE IF EXISTS temp.{STAGING}")
+            driver.execute(
+                f"CREATE TEMP TABLE {STAGING} (row_no INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
+                " external_key TEXT, name TEXT, email TEXT, phone TEXT, fields TEXT,"
+                " message TEXT, prospect INTEGER)"
+            )
+        else:
+            with driver.cursor() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
+                cur.execute(
+                    f"CREATE TEMP TABLE {STAGING} (row_no integer PRIMARY KEY, "
+                    "identity text NOT NULL,"
+                    " external_key text, name text, email text, phone text, fields jsonb,"
+                    " message text, prospect boolean)"
+                )
+            driver.commit()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            driver = conn.connection.driver_connection
+            if self.dialect == "sqlite":
+                assert driver is not None
+                driver.execute(f"DROP TABLE IF EXISTS temp.{STAGING}")
+                driver.execute("PRAGMA wal_autocheckpoint=1000")  # the pooled default
+            else:
+                assert driver is not None
+                driver.rollback()
+                with driver.cursor() as cur:
+                    cur.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
+                driver.commit()
+        finally:
+            conn.close()
+
+    def _driver(self) -> Any:
+        assert self.conn is not None
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        return driver
+
+    # -- staging -----------------------------------------------------------------------------
+
+    def stage(self, rows: Sequence[StagedRow]) -> None:
+        """Add parsed rows (in file order) to the staging table."""
+        if not rows:
+            return
+        driver = self._driver()
+        if any(r[7] is not None for r in rows):
+            self.has_messages = True
+        if self.dialect == "sqlite":
+            driver.execute("BEGIN")  # only the temporary database is written: no lock taken
+            driver.executemany(f"INSERT INTO temp.{STAGING} VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            driver.execute("COMMIT")
+        else:
+            with (
+                driver.cursor() as cur,
+                cur.copy(f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+            ):
+                for r in rows:
+                    copy.write_row(r)
+            driver.commit()
+        self.rows += len(rows)
+
+    def known_phones(self, phones: Sequence[str]) -> set[str]:
+        """Which of ``phones`` the contact base already knows (N27: the others are prospects)."""
+        if not phones:
+            return set()
+        driver = self._driver()
+        marks = ",".join("?" if self.dialect == "sqlite" else "%s" for _ in phones)
+        query = f"SELECT phone FROM contacts WHERE phone IN ({marks})"
+        if self.dialect == "sqlite":
+            return {row[0] for row in driver.execute(query, list(phones))}
+        with driver.cursor() as cur:
+            cur.execute(query, list(phones))
+            found = {row[0] for row in cur.fetchall()}
+        driver.commit()
+        return found
+
+    # -- the transaction ---------------------------------------------------------------------
+
+    def commit(self, facts: CommitFacts) -> CommitResult:
+        """Write everything in one transaction; raise ``DuplicateFile``, ``DuplicateSequence``
+        or ``EmptyAudience`` (nothing written) when the import must not happen."""
+        assert self.conn is not None
+        conn = self.conn
+        driver = self._driver()
+        if self.dialect == "sqlite":
+            if facts.campaign is not None:  # recipients are grouped by identity
+                driver.execute(
+                    f"CREATE INDEX temp.{STAGING}_identity ON {STAGING} (identity, row_no)"
+                )
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        else:
+            with driver.cursor() as cur:
+                if facts.campaign is not None:
+                    cur.execute(f"CREATE INDEX ON {STAGING} (identity, row_no)")
+                cur.execute(f"ANALYZE {STAGING}")
+            driver.commit()
+        now = self.store.clock.now()
+        with conn.begin():
+            result = _Commit(conn, self.dialect, facts, now, self.has_messages).run()
+        self.store.checkpoint_soon()
+        return result
+
+
+class _Commit:
+    """The statements of one import's transaction."""
+
+    def __init__(
+        self, conn: Connection, dialect: str, facts: CommitFacts, now: datetime, messages: bool
+    ) -> None:
+        self.c = conn
+        self.pg = dialect == "postgresql"
+        self.f = facts
+        self.now = now
+        self.messages = messages
+
+    def sql(self, sql: str, **params: Any) -> Any:
+        """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
+        text = sa.text(sql)
+        typed = [sa.bindparam(n, type_=UTCDateTime()) for n in ("now", "since") if n in params]
+        if typed:
+            text = text.bindparams(*typed)
+        return self.c.execute(text, params)
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        return self.sql(sql, **params).scalar()
+
+    def run(self) -> CommitResult:
+        f = self.f
+        file_id = self._ledger()
+        wallet_id = self._wallet()
+        mailing_id = self._mailing(file_id, wallet_id) if f.mailing else None
+        rows = self.scalar(f"SELECT count(*) FROM {STAGING}")
+        before = self.scalar("SELECT count(*) FROM contacts")
+        self._upsert_contacts(file_id)
+        identities = self.scalar(
+            "SELECT count(*) FROM contacts WHERE import_id = :imp", imp=file_id
+        )
+        existing = identities - (self.scalar("SELECT count(*) FROM contacts") - before)
+        self._membership(file_id, wallet_id)
+        campaign = None
+        if f.campaign is not None:
+            campaign = self._campaign(file_id, wallet_id, mailing_id)
+        rows_imported = rows
+        self.c.execute(
+            sa.update(files)
+            .where(files.c.id == file_id)
+            .values(
+                rows_total=f.rows_total, rows_imported=rows_imported, rows_rejected=f.rows_rejected
+            )
+        )
+        if mailing_id is not None:
+            self.c.execute(
+                sa.update(mailings)
+                .where(mailings.c.id == mailing_id)
+                .values(
+                    rows_total=f.rows_total,
+                    rows_imported=rows_imported,
+                    rows_merged=rows - identities,
+                    rows_rejected=f.rows_rejected,
+                )
+            )
+        detail = {"file": f.file.path, "contacts": identities, "wallet": f.wallet}
+        if campaign is not None:
+            detail["campaign"] = campaign[0]
+        self.c.execute(
+            sa.insert(audit_log).values(
+                at=self.now,
+                actor=f.actor,
+                action="file.imported",
+                target=f"file:{file_id}",
+                detail=detail,
+            )
+        )
+        cid, recipients, pending, suppressed, skipped, dups, batches = campaign or (
+            None,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+        return CommitResult(
+            file_id=file_id,
+            mailing_id=mailing_id,
+            campaign_id=cid,
+            contacts=identities,
+            new_contacts=identities - existing,
+            merged=rows - identities,
+            recipients=recipients,
+            pending=pending,
+            suppressed=suppressed,
+            skipped=skipped,
+            duplicate_addresses=dups,
+            batches=batches,
+        )
+
+    def _ledger(self) -> int:
+        ff = self.f.file
+        try:
+            with self.c.begin_nested():
+                result = self.c.execute(
+                    sa.insert(files).values(
+                        source=ff.source,
+                        path=ff.path,
+                        dedupe_key=ff.dedupe_key,
+                        size=ff.size,
+                        mtime=ff.mtime,
+                        sha256=ff.sha256,
+                        outcome="imported",
+                        remote_done=False,
+                        created_at=self.now,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise DuplicateFile(ff.path) from None
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def _wallet(self) -> int:
+        code = self.f.wallet
+        found = self.c.execute(sa.select(wallets.c.id).where(wallets.c.code == code)).scalar()
+        if found is None:
+            found = self.c.execute(
+                sa.insert(wallets).values(code=code, created_at=self.now)
+            ).inserted_primary_key[0]  # type: ignore[index]
+        return int(found)
+
+    def _mailing(self, file_id: int, wallet_id: int) -> int:
+        m = self.f.mailing
+        assert m is not None
+        taken = self.c.execute(
+            sa.select(mailings.c.id).where(
+                mailings.c.source == self.f.file.source,
+                mailings.c.file_date == m.file_date,
+                mailings.c.sequence == m.sequence,
+            )
+        ).first()
+        if taken is not None:
+            raise DuplicateSequence(m.name)
+        try:
+            with self.c.begin_nested():
+                result = self.c.execute(
+                    sa.insert(mailings).values(
+                        file_id=file_id,
+                        source=self.f.file.source,
+                        name=m.name,
+                        file_date=m.file_date,
+                        sequence=m.sequence,
+                        wallet_id=wallet_id,
+                        description=m.description,
+                        params=dict(m.params),
+                        created_at=self.now,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise DuplicateSequence(m.name) from None  # another node, just now
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def _upsert_contacts(self, import_id: int) -> None:
+        params = {"now": self.now, "imp": import_id}
+        common = (
+            "external_key = COALESCE(excluded.external_key, contacts.external_key), "
+            "name = COALESCE(excluded.name, contacts.name), "
+            "email = COALESCE(excluded.email, contacts.email), "
+            "phone = COALESCE(excluded.phone, contacts.phone), "
+            "updated_at = excluded.updated_at, "
+        )
+        if not self.pg:
+            # rows go in file order: a later row of the same identity updates the earlier one
+            # (N25), keeping the first row's number for the recipients' order (D3)
+            sql = (
+                "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+                "created_at, updated_at, import_id, import_row) "
+                # identity order: the unique index is written sequentially (cache friendly);
+                # row order within an identity keeps the merge semantics
+                f"SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
+                f"row_no FROM {STAGING} WHERE true ORDER BY row_no "
+                "ON CONFLICT (identity) DO UPDATE SET "
+                + common
+                + "fields = json_patch(contacts.fields, excluded.fields), "
+                "import_row = CASE WHEN contacts.import_id = excluded.import_id "
+                "THEN contacts.import_row ELSE excluded.import_row END, "
+                "import_id = excluded.import_id"
+            )
+        else:
+            # PostgreSQL refuses to touch a row twice in one statement: merge first
+            def last(col: str) -> str:
+                return (
+                    f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
+                )
+
+            sql = (
+                "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+                "created_at, updated_at, import_id, import_row) "
+                f"SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
+                f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
+                f":now, :now, :imp, min(row_no) "
+                f"FROM {STAGING} GROUP BY identity "
+                "ON CONFLICT (identity) DO UPDATE SET "
+                + common
+                + "fields = contacts.fields || excluded.fields, "
+                "import_row = excluded.import_row, import_id = excluded.import_id"
+            )
+        self.sql(sql, **params)
+
+    def _membership(self, import_id: int, wallet_id: int) -> None:
+        f = self.f
+        mine = "SELECT id FROM contacts WHERE import_id = :imp"
+        self.sql(
+            "INSERT INTO wallet_members (wallet_id, contact_id, added_at) "
+            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
+            imp=import_id,
+            w=wallet_id,
+            now=self.now,
+        )
+        if f.remove_other_wallets:
+            self.sql(
+                f"DELETE FROM wallet_members WHERE wallet_id <> :w AND contact_id IN ({mine})",
+                imp=import_id,
+                w=wallet_id,
+            )
+        if f.replace_tags:
+            self.sql(f"DELETE FROM contact_tags WHERE contact_id IN ({mine})", imp=import_id)
+        self.sql(
+            "INSERT INTO contact_tags (contact_id, tag) "
+            "SELECT id, :tag FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
+            imp=import_id,
+            tag=f.tag,
+        )
+
+    def _materialise_audience(
+        self, address: str, prospects_only: bool, since: datetime | None
+    ) -> None:
+        """``import_audience``: one row per candidate recipient, computed once: the contacts of
+        this import, first row first, with ``dup`` > 1 for a repeated address (D3) and their
+        state: suppressed (D4), skipped by ``_x`` (D4) or pending."""
+        column = "email" if address == "email" else "phone"
+        if self.messages:
+            message = (
+                f"(SELECT s.message FROM {STAGING} s WHERE s.identity = per.identity "
+                "AND s.message IS NOT NULL ORDER BY s.row_no DESC LIMIT 1)"
+            )
+        else:
+            message = "NULL"
+        normal = "lower(x.address)" if column == "email" else "x.address"
+        prospect = "max(prospect)" if not self.pg else "bool_or(prospect)"
+        only = (
+            ("AND per.prospect = 1" if not self.pg else "AND per.prospect")
+            if prospects_only
+            else ""
+        )
+        self.sql(f"DROP TABLE IF EXISTS {AUDIENCE}")
+        self.sql(
+            f"CREATE TEMP TABLE {AUDIENCE} AS "
+            f"WITH per AS (SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
+            f"FROM {STAGING} GROUP BY identity), "
+            f"x AS (SELECT c.id, c.{column} AS address, per.first_row, {message} AS message, "
+            f"c.last_interaction_at, "
+            f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY per.first_row) AS dup "
+            "FROM per JOIN contacts c ON c.identity = per.identity "
+            f"WHERE c.{column} IS NOT NULL AND c.{column} <> '' {only}) "
+            "SELECT x.id, x.address, x.first_row, x.message, x.dup, "
+            "CASE WHEN sup.id IS NOT NULL THEN 'suppressed' "
+            "WHEN x.last_interaction_at >= :since THEN 'skipped' "
+            "ELSE 'pending' END AS state "
+            f"FROM x LEFT JOIN suppressions sup ON sup.kind = '{column}' "
+            f"AND sup.address = {normal}",
+            since=since,
+        )
+
+    def _campaign(
+        self, file_id: int, wallet_id: int, mailing_id: int | None
+    ) -> tuple[int, int, int, int, int, int, int]:
+        spec = self.f.campaign
+        assert spec is not None
+        since = None
+        if spec.exclude_recent_hours is not None:
+            since = self.now - timedelta(hours=spec.exclude_recent_hours)
+        self._materialise_audience(spec.address, spec.prospects_only, since)
+        counts: dict[str, int] = {}
+        dups = 0
+        for row in self.sql(
+            f"SELECT state, dup > 1, count(*) FROM {AUDIENCE} GROUP BY state, dup > 1"
+        ):
+            state, dup, n = row
+            if dup:
+                dups += n
+            else:
+                counts[state] = n
+        recipients = sum(counts.values())
+        if recipients == 0 and spec.empty_is_error:
+            raise EmptyAudience(spec.name)
+        pending = counts.get("pending", 0)
+        size = batch_size(pending, spec.pacing) or 1
+        status = "scheduled"
+        result = self.c.execute(
+            sa.insert(campaigns).values(
+                mailing_id=mailing_id,
+                name=spec.name,
+                wallet_id=wallet_id,
+                channel=spec.channel,
+                account=spec.account,
+                status=status,
+                status_reason=spec.held_reason,
+                priority=spec.priority,
+                start_at=spec.start_at,
+                deadline=spec.deadline,
+                exclude_recent_hours=spec.exclude_recent_hours,
+                recipients=recipients,
+                batches=len(batch_sizes(pending, spec.pacing)),
+                released_batches=0,
+                sender=spec.sender,
+                from_name=spec.from_name,
+                reply_to=spec.reply_to,
+                subject=spec.subject,
+                body=spec.body,
+                template=spec.template,
+                whatsapp_number=spec.whatsapp_number,
+                settings=dict(spec.settings),
+                created_at=self.now,
+                updated_at=self.now,
+                **_pacing_columns(spec.pacing),
+            )
+        )
+        campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        build = "json_object" if not self.pg else "jsonb_build_object"
+        pending_flag = "(state = 'pending')"
+        self.sql(
+            "INSERT INTO deliveries (campaign_id, contact_id, position, batch, address, "
+            "payload, status, attempts, finished_at) "
+            "SELECT :cid, id, ROW_NUMBER() OVER (ORDER BY first_row) - 1, "
+            f"CASE WHEN {pending_flag} THEN (ROW_NUMBER() OVER "
+            f"(PARTITION BY {pending_flag} ORDER BY first_row) - 1) / :size + 1 ELSE 0 END, "
+            f"address, CASE WHEN message IS NULL THEN NULL ELSE {build}('message', message) END, "
+            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END "
+            f"FROM {AUDIENCE} WHERE dup = 1 ORDER BY first_row",
+            cid=campaign_id,
+            size=size,
+            now=self.now,
+        )
+        self.sql(f"DROP TABLE {AUDIENCE}")
+        self.c.execute(
+            sa.insert(audit_log).values(
+                at=self.now,
+                actor=self.f.actor,
+                action="campaign.created",
+                target=f"campaign:{campaign_id}",
+                detail={
+                    "status": status,
+                    "recipients": recipients,
+                    "file": self.f.file.path,
+                    "reason": spec.held_reason,
+                },
+            )
+        )
+        return (
+            campaign_id,
+            recipients,
+            pending,
+            counts.get("suppressed", 0),
+            counts.get("skipped", 0),
+            dups,
+            len(batch_sizes(pending, spec.pacing)),
+        )
+
+
+class Imports(Queries):
+    """Entry point: ``with store.imports.session() as s: s.stage(...); s.commit(...)``."""
+
+    def session(self) -> ImportSession:
+        return ImportSession(self.store)
+
+    def sequence_taken(self, source: str, file_date: Any, sequence: int) -> bool:
+        """N6: does the source already have a mailing with this date and sequence?"""
+        with self.store.read() as c:
+            return (
+                c.execute(
+                    sa.select(mailings.c.id).where(
+                        mailings.c.source == source,
+                        mailings.c.file_date == file_date,
+                        mailings.c.sequence == sequence,
+                    )
+                ).first()
+                is not None
+            )
+
+    def contacts_count(self) -> int:
+        with self.store.read() as c:
+            return int(c.execute(sa.text("SELECT count(*) FROM contacts")).scalar() or 0)
+
+
+__all__ = [
+    "CommitFacts",
+    "CommitResult",
+    "DuplicateFile",
+    "DuplicateSequence",
+    "EmptyAudience",
+    "ImportSession",
+    "Imports",
+]
