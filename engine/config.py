@@ -723,6 +723,19 @@ def starter_blocks() -> list[StarterBlock]:
             {"engine": {"time_zone": DEFAULT_TIME_ZONE, "spool_dir": "spool", "role": "operator"}},
         ),
         StarterBlock(
+            "Sources: where mailing files are collected. This one is a local folder; remote\n"
+            "kinds are ftp, ftps (explicit TLS) and sftp, e.g.:\n"
+            "  [sources.parceiro]\n"
+            '  kind = "sftp"\n'
+            '  host = "sftp.parceiro.com.br"            # a bare host name (F2)\n'
+            '  user = "disparo"\n'
+            '  password_env = "PARCEIRO_SFTP_PASSWORD"  # never the password itself (F5)\n'
+            '  known_hosts = "known_hosts"             # or host_key_fingerprint = "SHA256:..."\n'
+            '  cron = "0 * * * *"                      # or every = "2m" (the default)\n'
+            "Imported files move to processed/, rejected ones to rejected/ with a report.",
+            {"sources": {"drop": {"kind": "local", "path": "drop", "every": "2m"}}},
+        ),
+        StarterBlock(
             'Wallets ("carteiras"): defaults for the campaigns of files imported into them.\n'
             "A wallet not listed here still works; it just has no defaults.",
             {
@@ -738,7 +751,7 @@ def starter_blocks() -> list[StarterBlock]:
     ]
 
 
-STARTER_FOLDERS = ("spool", "templates")
+STARTER_FOLDERS = ("spool", "templates", "drop")
 
 STARTER_EMAIL = """<!doctype html>
 <html lang="pt-BR">

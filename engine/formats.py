@@ -140,6 +140,8 @@ class ImportSpec:
     campaign: CampaignSpec | None = None
     #: bytes read so far of the file, for progress bars
     progress: Callable[[], int] = lambda: 0
+    #: releases the open file; the importer calls it whatever happens
+    close: Callable[[], None] = lambda: None
     #: raised (as a rejection) when the file has no usable row at all
     empty_problem: Problem | None = None
 

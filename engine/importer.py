@@ -117,6 +117,7 @@ def import_file(
         return ImportReport(path, "duplicate", file_id=earlier.id)
 
     def reject(problems: list[Problem], report: ImportReport | None = None) -> ImportReport:
+        """Record the file as rejected (without a dedupe key: it may be sent again, fixed)."""
         report = report or ImportReport(path, "rejected")
         report.outcome = "rejected"
         report.problems = problems
@@ -141,9 +142,43 @@ def import_file(
     if spec.campaign is not None:
         report.channel = spec.campaign.channel
         report.held_reason = spec.campaign.held_reason
+    try:
+        return _import(
+            store,
+            spec,
+            report,
+            reject,
+            source,
+            path,
+            spool,
+            size,
+            mtime,
+            sha256,
+            dedupe_key,
+            actor,
+            progress,
+        )
+    finally:
+        spec.close()
+
+
+def _import(
+    store: Store,
+    spec: ImportSpec,
+    report: ImportReport,
+    reject: Callable[[list[Problem], ImportReport | None], ImportReport],
+    source: str,
+    path: str,
+    spool: Path,
+    size: int,
+    mtime: datetime | None,
+    sha256: str,
+    dedupe_key: str,
+    actor: str,
+    progress: Callable[[int], None] | None,
+) -> ImportReport:
     mailing = spec.mailing
     if mailing and store.imports.sequence_taken(source, mailing.file_date, mailing.sequence):
-        _drain(spec)
         return reject([mailing.duplicate_problem], report)
 
     rejected = RejectedRows(spool.with_name(spool.name + ".rejeitados.csv"), spec.header)
@@ -185,13 +220,6 @@ def import_file(
     report.duplicate_addresses = result.duplicate_addresses
     report.batches = result.batches
     return report
-
-
-def _drain(spec: ImportSpec) -> None:
-    """Close the format's reader without reading the file."""
-    close = getattr(spec.rows, "close", None)
-    if close is not None:
-        close()
 
 
 def _stage(

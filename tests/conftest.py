@@ -15,7 +15,9 @@ from hypothesis import settings
 from engine.clock import TestClock
 from engine.plugins import ENTRY_POINT_GROUP, reset_plugins
 from engine.store import Store
+from tests.peers.ftp import FtpServer, start_ftp_server
 from tests.peers.postgres import PostgresServer, find_bindir, start_postgres
+from tests.peers.sftp import SftpServer, start_sftp_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -89,3 +91,34 @@ def run_cli() -> object:
         return CliRunner().invoke(build_cli(), list(args), input=input, catch_exceptions=False)
 
     return invoke
+
+
+# -- file-transfer peers (tests/peers) -------------------------------------------------------
+
+
+@pytest.fixture
+def ftp_root(tmp_path: Path) -> Path:
+    root = tmp_path / "remote"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def ftp_server(ftp_root: Path) -> Iterator[FtpServer]:
+    server = start_ftp_server(ftp_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ftps_server(ftp_root: Path) -> Iterator[FtpServer]:
+    server = start_ftp_server(ftp_root, tls=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sftp_server(ftp_root: Path) -> Iterator[SftpServer]:
+    server = start_sftp_server(ftp_root)
+    yield server
+    server.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -184,11 +185,11 @@ def _print_report(a: AppContext, report: ImportReport) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in _report_rows(report):
-        table.add_row(key, value)
+        table.add_row(key, Text(value))  # Text: file names and messages are not markup
     if report.outcome == "duplicate":
         table.add_row("why", "the same file (name and content) was imported before (F10)")
     if report.rejected_csv is not None:
-        table.add_row("rejected rows listed in", str(report.rejected_csv))
+        table.add_row("rejected rows listed in", Text(str(report.rejected_csv)))
     a.console.print(table)
 
 
@@ -216,7 +217,9 @@ def sources(ctx: click.Context) -> None:
             st.status if st else "never polled",
             style="green" if st and st.status == "ok" else "red" if st else "dim",
         )
-        where = src.describe() + (" [yellow](private hosts allowed)[/]" if s.allow_private else "")
+        where = escape(src.describe()) + (
+            " [yellow](private hosts allowed)[/]" if s.allow_private else ""
+        )
         table.add_row(
             name,
             s.kind,
@@ -235,11 +238,11 @@ def sources(ctx: click.Context) -> None:
         for f in files:
             listing.add_row(
                 f.source,
-                f.path,
+                Text(f.path),
                 f"{f.size:,}",
                 f.last_seen_at.astimezone(tz).strftime("%d/%m %H:%M"),
                 Text(f.status, style=STATUS_STYLE.get(f.status, "")),
-                (f.message or "")[:120],
+                Text((f.message or "")[:160]),
             )
         a.console.print(listing)
 
@@ -261,7 +264,7 @@ def sources_test(ctx: click.Context, name: str) -> None:
         with source.session():
             files = source.list_files()
     except SourceError as exc:
-        a.console.print(f"[bold red]FAILED[/] ({exc.category}): {exc.describe()}")
+        a.console.print(f"[bold red]FAILED[/] ({exc.category}): {escape(exc.describe())}")
         ctx.exit(1)
     a.console.print(f"[bold green]OK[/]: connected and listed {len(files)} file(s)")
     for f in files[:20]:

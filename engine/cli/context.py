@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import URL
 
 from engine.clock import Clock, RealClock
@@ -20,7 +21,9 @@ from engine.store.db import database_url
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """Print an error in the house style and exit with ``code``."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}"
+    )
     sys.exit(code)
 
 

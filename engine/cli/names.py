@@ -132,7 +132,7 @@ def _table(checks: list[NameCheck]) -> Table:
         if c.mailing and c.mailing.wallet is None and c.folder:
             wallet += " (folder)"
         table.add_row(
-            c.file,
+            Text(c.file),
             Text(c.status, style=_STATUS_STYLE[c.status]),
             wallet,
             channel if c.mailing else "-",

@@ -28,7 +28,7 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine import hookimpl
-from engine.addresses import normalise_email, normalise_phone, phone_identity
+from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.config import AccountSettings
 from engine.formats import (
     CampaignSpec,
@@ -408,7 +408,7 @@ class MailingFormat(Format):
             mailing=mailing,
             campaign=campaign,
             progress=raw.tell,
-            empty_problem=None,
+            close=handle.close,
         )
 
     def _account(
@@ -672,7 +672,7 @@ def process_records(
         if hygiene:
             if name:
                 name = " ".join(name.split())
-            bad = None
+            bad = dropped = None
             if phone:
                 checked = normalise_phone(phone, mobile=phone_channel)
                 if checked.value is not None:
@@ -680,13 +680,20 @@ def process_records(
                 elif phone_channel or not email:
                     bad = checked
                 else:
-                    phone = ""  # not the channel's address: dropped
+                    phone, dropped = "", checked  # not the channel's address: dropped
             if email and bad is None:
                 checked = normalise_email(email)
                 if checked.value is not None:
                     email = checked.value
                 elif email_channel or not phone:
                     bad = checked
+                    if dropped is not None:  # neither address is usable: say both
+                        bad = Checked(
+                            None,
+                            f"{dropped.error}; {checked.error}",
+                            f"{dropped.error_pt}; {checked.error_pt}",
+                            "bad-contact",
+                        )
                 else:
                     email = ""
             if bad is not None:

@@ -182,6 +182,8 @@ class SftpSource(Source):
             text = str(exc)
             if "known_hosts" in text or "fingerprint" in text:
                 return SourceError("hostkey", f"{where}: {text}")
+            if any(word in text.lower() for word in ("dropped", "closed", "eof", "reset")):
+                return SourceError("lost", f"{where}: the server closed the connection")
             return SourceError("protocol", f"{where}: {text}")
         if isinstance(exc, (PermissionError,)) or getattr(exc, "errno", None) == errno.EACCES:
             return SourceError("permission", f"{where}: permission denied")

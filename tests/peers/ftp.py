@@ -227,6 +227,7 @@ def start_ftp_server(
     user: str = "disparo",
     password: str = "s3cret-ftp",
     strict_session_reuse: bool = True,
+    permissions: str = PERMISSIONS,
 ) -> FtpServer:
     """Serve `root` over FTP on 127.0.0.1 (random port) from a daemon thread.
 
@@ -237,10 +238,11 @@ def start_ftp_server(
     data connections that do not resume the TLS session (stdlib ``FTP_TLS`` does not); it
     holds for TLS 1.2 and 1.3 alike because the server asks OpenSSL whether the session was
     resumed and each control connection has its own session cache and ticket keys.
+    ``permissions`` are pyftpdlib's letters for the user ("" refuses even listing).
     """
     root.mkdir(parents=True, exist_ok=True)
     authorizer = DummyAuthorizer()
-    authorizer.add_user(user, password, str(root), perm=PERMISSIONS)
+    authorizer.add_user(user, password, str(root), perm=permissions)
     handle = FtpServer("127.0.0.1", 0, root, user, password, tls, None)
     attrs: dict[str, Any] = {"peer": handle, "authorizer": authorizer}
     base: type[Any] = _PlainHandler

@@ -1,0 +1,103 @@
+"""kill -9 of a real ``disparo run`` during a large import leaves all or nothing (F10, F12), and
+a restart imports the file exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.helpers import load, name, write_config
+
+ROWS = 200_000
+
+
+def disparo(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "--config",
+            str(config),
+            "run",
+            "--until-idle",
+            "--settle",
+            "0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            raise AssertionError("the engine finished before the moment to kill it")
+        time.sleep(0.005)
+    raise AssertionError("the moment to kill the engine never came")
+
+
+def counts(db: Path) -> tuple[int, int, int, int]:
+    with sqlite3.connect(db) as conn:
+        return tuple(  # type: ignore[return-value]
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("contacts", "wallet_members", "mailings", "files")
+        )
+
+
+def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
+    tmp_path: Path,
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path, sources={"drop": {"kind": "local", "path": "drop"}})
+    today = datetime.now(UTC).astimezone(load(config).tz).strftime("%d%m%y")
+    file = drop / name(1, "cBRAD", day=today)
+    with file.open("w") as out:
+        out.write("nome;telefone;email;cpf;cidade\n")
+        for i in range(ROWS):
+            out.write(f"Cliente {i};119{i:08d};c{i}@example.com;{i};Cidade {i % 50}\n")
+    db = tmp_path / "disparo.db"
+    spool = tmp_path / "spool" / "drop"
+    wal = tmp_path / "disparo.db-wal"
+
+    def staging() -> bool:  # downloaded to the spool: the import is reading it
+        return spool.is_dir() and any(p.suffix == ".dat" for p in spool.iterdir())
+
+    def committing() -> bool:  # the import's transaction is writing the database
+        return wal.exists() and wal.stat().st_size > 8 << 20
+
+    for moment in (staging, committing):
+        process = disparo(config)
+        wait_for(moment, process)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        contacts, members, mailings, files = counts(db)
+        assert (contacts, members, mailings, files) in ((0, 0, 0, 0), (ROWS, ROWS, 1, 1)), (
+            moment.__name__,
+            contacts,
+            members,
+            mailings,
+            files,
+        )
+        if contacts:  # killed after the commit: the restart must not import it again
+            break
+        assert file.exists()  # nothing moved before the import committed
+
+    finish = disparo(config)
+    assert finish.wait(timeout=120) == 0
+    assert counts(db) == (ROWS, ROWS, 1, 1)
+    assert (drop / "processed" / file.name).is_file() and not file.exists()
+    again = disparo(config)  # and never again
+    assert again.wait(timeout=60) == 0
+    assert counts(db) == (ROWS, ROWS, 1, 1)
