@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -q -s --no-header -o addopts="" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -q -s --no-header -o python_files="bench_*.py" -o python_functions="bench_*" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,119 @@
+"""Import benchmark (issue: import pipeline): a generated 1,000,000-row mailing (name, phone,
+e-mail, cpf and three extra fields) into a fresh SQLite store, without and with hygiene (`_h`):
+rows per second and peak RSS, each import in its own process. For scale, the same run measures
+a plain reference: csv.reader over the file, and the driver's executemany of the same rows into
+a table with no index (what NOTES.md calls the SQLite ceiling).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.bench.conftest import rows
+
+DDDS = [11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38,
+        41, 42, 43, 44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69,
+        71, 73, 74, 75, 77, 79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97,
+        98, 99]
+DOMAINS = ["gmail.com", "hotmail.com", "yahoo.com.br", "uol.com.br", "bol.com.br",
+           "outlook.com", "empresa.com.br"]
+
+
+def generate(path: Path, n: int) -> None:
+    rng = random.Random(7)  # noqa: S311 - made-up data
+    with path.open("w", encoding="utf-8") as out:
+        out.write("nome;telefone;email;cpf;cidade;plano;vencimento\n")
+        for i in range(n):
+            out.write(
+                f"Cliente {i};({rng.choice(DDDS)}) 9{rng.randint(1000, 9999)}-"
+                f"{rng.randint(1000, 9999)};cliente.{i}@{rng.choice(DOMAINS)};{i:011d};"
+                f"Cidade {i % 500};Plano {i % 7};{1 + i % 28:02d}/12/2026\n"
+            )
+
+
+IMPORT = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    from datetime import date
+    from pathlib import Path
+    from engine.clock import RealClock, local_today
+    from engine.config import load_config
+    from engine.formats import FormatContext
+    from engine.importer import file_digest, import_file
+    from engine.plugins import load_plugins
+    from engine.store import Store
+
+    if __name__ == "__main__":
+        src, params, db = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+        clock = RealClock()
+        config = load_config(None)
+        today = local_today(clock, config.tz)
+        name = f"mailing_{today:%d%m%y}_001_{params}.csv"
+        store = Store.open(f"sqlite:///{db}", clock=clock)
+        fmt = load_plugins().formats()["mailing"](FormatContext(config, "bench", today, clock.now()))
+        digest = file_digest(src)  # the collector hashes while downloading: not timed
+        start = time.perf_counter()
+        report = import_file(store, fmt, source="bench", path=name, spool=src,
+                             size=src.stat().st_size, mtime=None, sha256=digest)
+        seconds = time.perf_counter() - start
+        store.close()  # joins the background WAL checkpoint
+        total = time.perf_counter() - start
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"outcome": report.outcome, "rows": report.rows,
+                          "contacts": report.contacts, "seconds": seconds,
+                          "with_checkpoint": total, "rss_mb": rss}))
+    """
+)
+
+REFERENCE = textwrap.dedent(
+    """
+    import csv, json, sqlite3, sys, time
+    path, db = sys.argv[1], sys.argv[2]
+    start = time.perf_counter()
+    with open(path, newline="", encoding="utf-8") as f:
+        data = [tuple(r) for r in csv.reader(f, delimiter=";")][1:]
+    parsed = time.perf_counter() - start
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (a, b, c, d, e, f, g)")
+    start = time.perf_counter()
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t VALUES (?,?,?,?,?,?,?)", data)
+    con.execute("COMMIT")
+    print(json.dumps({"csv_seconds": parsed, "insert_seconds": time.perf_counter() - start,
+                      "rows": len(data)}))
+    """
+)
+
+
+def run(script: str, *args: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_import_one_million_rows(tmp_path: Path) -> None:
+    n = rows(1_000_000)
+    src = tmp_path / "mailing.csv"
+    generate(src, n)
+    size_mb = src.stat().st_size / 1e6
+    ref = run(REFERENCE, str(src), str(tmp_path / "reference.db"))
+    print(f"\nimport benchmark: {n:,} rows, {size_mb:.0f} MB file (name, phone, e-mail, cpf, "
+          "3 fields), SQLite")
+    print(f"  reference: csv.reader {n / ref['csv_seconds']:,.0f} rows/s; executemany into a "
+          f"bare table {n / ref['insert_seconds']:,.0f} rows/s")
+    for label, params in (("without _h", "cBRAD"), ("with _h", "cBRAD_h")):
+        result = run(IMPORT, str(src), params, str(tmp_path / f"{params}.db"))
+        assert result["outcome"] == "imported" and result["rows"] == n
+        per_second = n / result["seconds"]
+        print(
+            f"  {label:11} {per_second:9,.0f} rows/s ({result['seconds']:.1f} s; "
+            f"{n / result['with_checkpoint']:,.0f} rows/s counting the WAL checkpoint), "
+            f"peak RSS {result['rss_mb']:.0f} MB, "
+            f"{per_second / (n / ref['insert_seconds']):.2f}x the bare executemany"
+        )
