@@ -437,3 +437,18 @@ def test_run_until_idle_cli(run_cli: Any, tmp_path: Path, drop: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "IMPORTED" in result.output and "contacts imported" in result.output
     assert (drop / "processed" / name(1, "cBRAD", day=today)).is_file()
+
+
+def test_f13_unsafe_names_from_an_ftp_listing(
+    store: Store, clock: TestClock, tmp_path: Path, ftp_server: FtpServer
+) -> None:
+    config = remote_config(tmp_path, {
+        "kind": "ftp", "host": "127.0.0.1", "port": ftp_server.port, "user": ftp_server.user,
+        "password_env": "FTP_PASSWORD", "allow_private": True})
+    c = collector(store, config, clock)
+    (ftp_server.root / "a\\b.csv").write_text(CSV)  # legal on the server, unsafe here
+    (ftp_server.root / (name(1, "cBRAD")[:-4] + "\x07.csv")).write_text(CSV)
+    first = poll(c, "remote")
+    poll(c, "remote")
+    assert len(first.refused) == 2 and count(store, t.files) == 0
+    assert (ftp_server.root / "a\\b.csv").exists()
