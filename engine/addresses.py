@@ -126,3 +126,9 @@ def normalise_email(value: str) -> Checked:
 def email_identity(value: str) -> str:
     """The address as an identity: trimmed and lower-cased."""
     return value.strip().lower()
+
+
+def suppression_key(kind: str, address: str) -> str:
+    """How an address is stored and matched in suppressions: e-mails lower-cased (mailbox
+    names are case-insensitive in practice), phones in E.164 as given."""
+    return address.strip().lower() if kind == "email" else address.strip()

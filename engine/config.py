@@ -346,6 +346,26 @@ ACCOUNT_KEYS: dict[str, Key] = {
     "channel": Key("choice", MISSING, "The channel this account sends on."),
     "rate": Key("float", 10.0, minimum=0.001),
     "burst": Key("int", None, minimum=1),
+    "sandbox": Key("bool", False, help="Send to the local sink / outbox, never to people."),
+    "concurrency": Key("int", None, minimum=1, maximum=256),
+    # the guard (D14, D15), in percent of the messages sent over 24 h
+    "bounce_limit": Key("float", 5.0, minimum=0.0, maximum=100.0),
+    "complaint_limit": Key("float", 0.1, minimum=0.0, maximum=100.0),
+    "min_sample": Key("int", 200, minimum=1),
+    "min_pause": Key("duration", timedelta(hours=24)),
+}
+
+TRACKING_KEYS: dict[str, Key] = {
+    "public_url": Key("str", help="The address people's clicks and opens reach (https://…)."),
+    "secret": Key("secret", help="Signs every link and token (HMAC-SHA256)."),
+    "listen": Key("str", "127.0.0.1:8080", help="host:port the tracking endpoint binds."),
+    "open_tracking": Key("bool", True),
+    "click_tracking": Key("bool", True),
+}
+
+TEMPLATE_KEYS: dict[str, Key] = {
+    "content_sid": Key("str", help="The approved template's Content SID (HX…)."),
+    "variables": Key("strings", (), help="Contact fields for {{1}}, {{2}}… in order."),
 }
 
 WALLET_KEYS: dict[str, Key] = {
@@ -357,7 +377,7 @@ WALLET_KEYS: dict[str, Key] = {
     "reply_to": Key("str", None),
 }
 
-SECTIONS = ("engine", "sources", "accounts", "wallets")
+SECTIONS = ("engine", "sources", "accounts", "wallets", "tracking", "templates")
 _WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
@@ -423,6 +443,32 @@ class AccountSettings:
     rate: float
     burst: int
     options: Mapping[str, Any]
+    sandbox: bool = False
+    concurrency: int | None = None
+    bounce_limit: float = 5.0
+    complaint_limit: float = 0.1
+    min_sample: int = 200
+    min_pause: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """``[tracking]``: where tracking links point and the secret that signs them."""
+
+    public_url: str
+    secret: SecretRef
+    listen: str = "127.0.0.1:8080"
+    open_tracking: bool = True
+    click_tracking: bool = True
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """``[templates.NAME]``: an approved WhatsApp template (N16, ``_nt``)."""
+
+    name: str
+    content_sid: str
+    variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -447,6 +493,8 @@ class Config:
     accounts: Mapping[str, AccountSettings]
     wallets: Mapping[str, WalletSettings]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    tracking: TrackingSettings | None = None
+    templates: Mapping[str, TemplateSettings] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -599,7 +647,42 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             rate=rate,
             burst=int(burst),
             options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
+            sandbox=bool(values.get("sandbox", False)),
+            concurrency=values.get("concurrency"),
+            bounce_limit=float(values.get("bounce_limit", 5.0)),
+            complaint_limit=float(values.get("complaint_limit", 0.1)),
+            min_sample=int(values.get("min_sample", 200)),
+            min_pause=values.get("min_pause") or timedelta(hours=24),
         )
+        validate = getattr(channel_cls, "validate_account", None)
+        if validate is not None:
+            for key, message in validate(accounts[name]):
+                reader.problem(f"{where}.{key}", message)
+
+    tracking = None
+    if "tracking" in data:
+        values = reader.table("tracking", data["tracking"], TRACKING_KEYS)
+        url = str(values.get("public_url", ""))
+        if url and not url.startswith(("https://", "http://")):
+            reader.problem(
+                "tracking.public_url", f'expected "https://track.example.com"; got "{url}"'
+            )
+        if "secret" in values and "public_url" in values:
+            tracking = TrackingSettings(
+                public_url=url.rstrip("/"),
+                secret=values["secret"],
+                listen=values.get("listen", "127.0.0.1:8080"),
+                open_tracking=values.get("open_tracking", True),
+                click_tracking=values.get("click_tracking", True),
+            )
+
+    templates: dict[str, TemplateSettings] = {}
+    for template, raw in _tables(reader, "templates", data.get("templates", {})).items():
+        values = reader.table(f"templates.{template}", raw, TEMPLATE_KEYS)
+        if "content_sid" in values:
+            templates[template] = TemplateSettings(
+                template, values["content_sid"], tuple(values.get("variables", ()))
+            )
 
     wallets: dict[str, WalletSettings] = {}
     for code, raw in _tables(reader, "wallets", data.get("wallets", {})).items():
@@ -628,6 +711,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         accounts=MappingProxyType(accounts),
         wallets=MappingProxyType(wallets),
         raw=MappingProxyType(dict(data)),
+        tracking=tracking,
+        templates=MappingProxyType(templates),
     )
 
 

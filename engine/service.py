@@ -1,9 +1,10 @@
-"""The headless engine: collection (and, as they exist, dispatch and tracking) in one asyncio
-program, stopped cleanly by a signal."""
+"""The headless engine: collection, dispatch and the guard in one asyncio program, stopped
+cleanly by SIGTERM or Ctrl-C (in-flight sends finish, claims are released)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -11,8 +12,13 @@ from datetime import datetime, tzinfo
 from engine.clock import Clock
 from engine.collector import Collector, PollSummary
 from engine.config import Config
+from engine.dispatcher import Dispatcher
+from engine.guard import Guard
 from engine.plugins import Plugins
 from engine.store import Store
+from engine.tokens import Signer
+
+log = logging.getLogger(__name__)
 
 
 class ZonedFormatter(logging.Formatter):
@@ -37,11 +43,19 @@ def configure_logging(config: Config) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def signer_for(config: Config) -> Signer | None:
+    """The token signer, when ``[tracking]`` is configured."""
+    if config.tracking is None:
+        return None
+    return Signer(config.tracking.secret.reveal())
+
+
 @dataclass
 class RunSummary:
     """What ``disparo run --until-idle`` did."""
 
     polls: list[PollSummary] = field(default_factory=list)
+    campaigns: list[tuple[int, str, str, int, int]] = field(default_factory=list)
 
 
 class Engine:
@@ -52,16 +66,34 @@ class Engine:
         self.plugins = plugins
         self.config = config
         self.clock = clock
-        self.collector = Collector(store, plugins, config, clock)
         self.stop = asyncio.Event()
+        self.collector = Collector(store, plugins, config, clock)
+        self.dispatcher = Dispatcher(store, plugins, config, clock, signer=signer_for(config))
+        self.guard = Guard(store, config, clock)
 
     async def run_until_idle(self, *, settle: float = 2.0) -> RunSummary:
-        """Poll every source once (again while files are still being written), import what is
-        ready, and return."""
+        """Poll every source, import what is ready, send everything due, and return."""
         summary = RunSummary()
         summary.polls = await self.collector.run_until_idle(settle=settle)
+        await self.guard.check()
+        await self.dispatcher.run_until_idle()
+        for c in await self.store.run(self.store.campaigns.recent, 50):
+            summary.campaigns.append((c.id, c.name, c.status, c.recipients, c.counters["sent"]))
         return summary
 
     async def run(self) -> None:
-        """Run until ``stop`` is set (SIGTERM/SIGINT)."""
-        await self.collector.run_forever(self.stop)
+        """Run until ``stop`` is set (SIGTERM/SIGINT), then stop cleanly."""
+        background = [
+            asyncio.create_task(self.collector.run_forever(self.stop), name="collector"),
+            asyncio.create_task(self.guard.run(), name="guard"),
+        ]
+        try:
+            await self.dispatcher.run(self.stop)
+        finally:
+            self.stop.set()
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(self.store.checkpoint)

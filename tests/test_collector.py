@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from engine.clock import TestClock
 from engine.collector import Collector, PollSummary
 from engine.config import Config
-from engine.sources import SourceError
+from engine.sources import CATEGORIES, SourceError
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import collector, load, name, write_config
@@ -331,7 +331,7 @@ def assert_dropped_then_imported_once(
     poll(c, "remote")
     server.drop_next_transfer(after_bytes=5000)
     broken = poll(c, "remote")
-    assert not broken.ok and "the server closed the connection" in (broken.error or "")
+    assert not broken.ok and (broken.error or "").startswith(CATEGORIES["lost"])
     assert count(store, t.files) == 0 and count(store, t.contacts) == 0
     assert not [p for p in spool.rglob("*") if p.is_file()]  # F9: nothing left behind
     summary = poll(c, "remote")  # retried on the next poll
@@ -388,6 +388,9 @@ def test_ftps_collection(
     assert ftps_server.session_reuse_refusals == 0
 
 
+# paramiko's read-ahead thread dies with the connection and reports it as an unhandled
+# thread exception: that is paramiko's own thread, not a failure of the download's handling
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_sftp_dropped_download_leaves_nothing_and_imports_once_later(
     store: Store, clock: TestClock, tmp_path: Path, sftp_server: SftpServer
 ) -> None:
@@ -442,9 +445,17 @@ def test_run_until_idle_cli(run_cli: Any, tmp_path: Path, drop: Path) -> None:
 def test_f13_unsafe_names_from_an_ftp_listing(
     store: Store, clock: TestClock, tmp_path: Path, ftp_server: FtpServer
 ) -> None:
-    config = remote_config(tmp_path, {
-        "kind": "ftp", "host": "127.0.0.1", "port": ftp_server.port, "user": ftp_server.user,
-        "password_env": "FTP_PASSWORD", "allow_private": True})
+    config = remote_config(
+        tmp_path,
+        {
+            "kind": "ftp",
+            "host": "127.0.0.1",
+            "port": ftp_server.port,
+            "user": ftp_server.user,
+            "password_env": "FTP_PASSWORD",
+            "allow_private": True,
+        },
+    )
     c = collector(store, config, clock)
     (ftp_server.root / "a\\b.csv").write_text(CSV)  # legal on the server, unsafe here
     (ftp_server.root / (name(1, "cBRAD")[:-4] + "\x07.csv")).write_text(CSV)

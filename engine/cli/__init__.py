@@ -33,9 +33,9 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import collect, names, setup
+    from engine.cli import campaigns, collect, names, setup
 
-    for command in (*setup.COMMANDS, *names.COMMANDS, *collect.COMMANDS):
+    for command in (*setup.COMMANDS, *names.COMMANDS, *collect.COMMANDS, *campaigns.COMMANDS):
         cli.add_command(command)
 
 

@@ -277,7 +277,7 @@ def sources_test(ctx: click.Context, name: str) -> None:
 @click.option(
     "--until-idle",
     is_flag=True,
-    help="Poll every source, import what is ready, then exit with a summary.",
+    help="Poll every source, import what is ready, send everything due, then exit with a summary.",
 )
 @click.option(
     "--settle",
@@ -288,9 +288,11 @@ def sources_test(ctx: click.Context, name: str) -> None:
 )
 @click.pass_context
 def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
-    """Run the engine: collect files on each source's schedule and import them.
+    """Run the engine: collect and import files on each source's schedule, send campaigns
+    paced within each account's rate, and watch bounce rates (the guard).
 
-    Stops cleanly on SIGTERM or Ctrl-C.
+    Stops cleanly on SIGTERM or Ctrl-C: in-flight messages finish, the rest waits for the
+    next start.
     """
     from engine.service import Engine, configure_logging
 
@@ -307,10 +309,28 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
             summary = await engine.run_until_idle(settle=settle)
             _print_run(a, summary)
         else:
-            a.console.print(f"disparo running with {len(config.sources)} source(s); Ctrl-C stops")
+            from engine.dispatcher import describe_accounts
+
+            a.console.print(
+                f"disparo running: {len(config.sources)} source(s), "
+                f"{len(config.accounts)} account(s); Ctrl-C stops"
+            )
+            for line in describe_accounts(config, a.plugins, a.clock):
+                a.console.print(f"  {line}")
             await engine.run()
 
     asyncio.run(main())
+
+
+def _print_campaigns(a: AppContext, summary: Any) -> None:
+    if not summary.campaigns:
+        return
+    table = Table(title="Campaigns", title_justify="left")
+    for column in ("Id", "Name", "Status", "Recipients", "Sent"):
+        table.add_column(column)
+    for cid, name, status, recipients, sent in summary.campaigns:
+        table.add_row(str(cid), Text(name[:50]), status, f"{recipients:,}", f"{sent:,}")
+    a.console.print(table)
 
 
 def _print_run(a: AppContext, summary: Any) -> None:
@@ -331,6 +351,7 @@ def _print_run(a: AppContext, summary: Any) -> None:
     for poll in summary.polls:
         for report in poll.reports:
             _print_report(a, report)
+    _print_campaigns(a, summary)
 
 
 COMMANDS = (import_command, sources, run_command)

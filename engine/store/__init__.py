@@ -20,10 +20,13 @@ from sqlalchemy.engine import URL
 from engine.clock import Clock, RealClock
 from engine.store import migrate
 from engine.store.audit import Audit
+from engine.store.campaigns import Campaigns
 from engine.store.commands import Commands
 from engine.store.db import create_db_engine, database_url
+from engine.store.dispatch import Dispatch
 from engine.store.files import Files
 from engine.store.imports import Imports
+from engine.store.suppressions import Suppressions
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -42,6 +45,9 @@ class Store:
         self.commands = Commands(self)
         self.files = Files(self)
         self.imports = Imports(self)
+        self.dispatch = Dispatch(self)
+        self.suppressions = Suppressions(self)
+        self.campaigns = Campaigns(self)
 
     @classmethod
     def open(

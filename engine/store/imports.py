@@ -589,6 +589,8 @@ class _Commit:
                 settings=dict(spec.settings),
                 created_at=self.now,
                 updated_at=self.now,
+                suppressed=counts.get("suppressed", 0),
+                skipped=counts.get("skipped", 0),
                 **_pacing_columns(spec.pacing),
             )
         )

@@ -211,6 +211,24 @@ mailings = Table(
     UniqueConstraint("source", "file_date", "sequence"),
 )
 
+#: the counters each campaign keeps (D18); "opened", "clicked" and "unsubscribed" count
+#: recipients, "clicks" every click
+COUNTERS = (
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "suppressed",
+    "skipped",
+    "expired",
+    "cancelled",
+    "opened",
+    "clicked",
+    "clicks",
+    "unsubscribed",
+    "complaints",
+)
+
 campaigns = Table(
     "campaigns",
     metadata,
@@ -235,6 +253,13 @@ campaigns = Table(
     Column("recipients", Integer, nullable=False, default=0),
     Column("batches", Integer, nullable=False, default=0),
     Column("released_batches", Integer, nullable=False, default=0),
+    # time spent paused or held since the start: the pacing schedule shifts by it, so a
+    # resumed campaign does not release every missed batch at once
+    Column("paused_seconds", Integer, nullable=False, default=0),
+    Column("paused_since", UTCDateTime()),
+    # per-campaign totals (D18), kept in the transactions that change deliveries, so the UI
+    # never counts a million rows to show them
+    *(Column(name, Integer, nullable=False, default=0, server_default="0") for name in COUNTERS),
     # what to send: subject/body for e-mail, text for SMS, template for WhatsApp
     Column("sender", String(320)),
     Column("from_name", String(300)),
@@ -343,6 +368,10 @@ accounts = Table(
     Column("sent_24h", Integer, nullable=False, default=0),
     Column("bounces_24h", Integer, nullable=False, default=0),
     Column("complaints_24h", Integer, nullable=False, default=0),
+    # which engine node sends for the account (one at a time, so its rate limit holds
+    # across nodes), until when
+    Column("lease_owner", String(100)),
+    Column("lease_until", UTCDateTime()),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 

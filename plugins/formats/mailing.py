@@ -28,8 +28,8 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine import hookimpl
+from engine.accounts import resolve_account
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
-from engine.config import AccountSettings
 from engine.formats import (
     CampaignSpec,
     ContactRow,
@@ -411,37 +411,6 @@ class MailingFormat(Format):
             close=handle.close,
         )
 
-    def _account(
-        self, channel: str, wallet: str, sender: str | None
-    ) -> tuple[str | None, str | None]:
-        """D10: the sender account for the campaign, or (None, why it waits)."""
-        config = self.context.config
-        candidates: list[AccountSettings] = [
-            a for a in config.accounts.values() if a.channel == channel
-        ]
-        if sender is not None:
-            for account in candidates:
-                if str(account.options.get("from_address", "")).lower() == sender.lower():
-                    return account.name, None
-            return None, (
-                f"no `{channel}` account sends as {sender} (`_ce`); add one to [accounts] "
-                "with that `from_address`"
-            )
-        default = config.wallet(wallet).default_sender
-        if default is not None:
-            account = config.accounts.get(default)
-            if account is not None and account.channel == channel:
-                return account.name, None
-        if len(candidates) == 1:
-            return candidates[0].name, None
-        if not candidates:
-            return None, f"no sender account for channel `{channel}`: add one to [accounts]"
-        names = ", ".join(sorted(a.name for a in candidates))
-        return None, (
-            f"several `{channel}` accounts ({names}) and wallet `{wallet}` names none; set "
-            f"wallets.{wallet}.default_sender"
-        )
-
     def _campaign(
         self,
         check: NameCheck,
@@ -463,7 +432,7 @@ class MailingFormat(Format):
         pacing = None
         if m.pacing is not None:
             pacing = PercentPacing(m.pacing.percent, timedelta(minutes=m.pacing.interval_minutes))
-        account, held = self._account(m.channel, wallet, m.sender)
+        account, held = resolve_account(config, m.channel, wallet, m.sender)
         subject = body = None
         if m.channel == "email":
             subject = m.subject or settings.email_subject

@@ -16,16 +16,88 @@ from pathlib import Path
 
 from tests.bench.conftest import rows
 
-DDDS = [11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38,
-        41, 42, 43, 44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69,
-        71, 73, 74, 75, 77, 79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97,
-        98, 99]
-DOMAINS = ["gmail.com", "hotmail.com", "yahoo.com.br", "uol.com.br", "bol.com.br",
-           "outlook.com", "empresa.com.br"]
+DDDS = [
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    21,
+    22,
+    24,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    37,
+    38,
+    41,
+    42,
+    43,
+    44,
+    45,
+    46,
+    47,
+    48,
+    49,
+    51,
+    53,
+    54,
+    55,
+    61,
+    62,
+    63,
+    64,
+    65,
+    66,
+    67,
+    68,
+    69,
+    71,
+    73,
+    74,
+    75,
+    77,
+    79,
+    81,
+    82,
+    83,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    91,
+    92,
+    93,
+    94,
+    95,
+    96,
+    97,
+    98,
+    99,
+]
+DOMAINS = [
+    "gmail.com",
+    "hotmail.com",
+    "yahoo.com.br",
+    "uol.com.br",
+    "bol.com.br",
+    "outlook.com",
+    "empresa.com.br",
+]
 
 
 def generate(path: Path, n: int) -> None:
-    rng = random.Random(7)  # noqa: S311 - made-up data
+    rng = random.Random(7)
     with path.open("w", encoding="utf-8") as out:
         out.write("nome;telefone;email;cpf;cidade;plano;vencimento\n")
         for i in range(n):
@@ -92,8 +164,9 @@ REFERENCE = textwrap.dedent(
 
 
 def run(script: str, *args: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -103,10 +176,14 @@ def bench_import_one_million_rows(tmp_path: Path) -> None:
     generate(src, n)
     size_mb = src.stat().st_size / 1e6
     ref = run(REFERENCE, str(src), str(tmp_path / "reference.db"))
-    print(f"\nimport benchmark: {n:,} rows, {size_mb:.0f} MB file (name, phone, e-mail, cpf, "
-          "3 fields), SQLite")
-    print(f"  reference: csv.reader {n / ref['csv_seconds']:,.0f} rows/s; executemany into a "
-          f"bare table {n / ref['insert_seconds']:,.0f} rows/s")
+    print(
+        f"\nimport benchmark: {n:,} rows, {size_mb:.0f} MB file (name, phone, e-mail, cpf, "
+        "3 fields), SQLite"
+    )
+    print(
+        f"  reference: csv.reader {n / ref['csv_seconds']:,.0f} rows/s; executemany into a "
+        f"bare table {n / ref['insert_seconds']:,.0f} rows/s"
+    )
     for label, params in (("without _h", "cBRAD"), ("with _h", "cBRAD_h")):
         result = run(IMPORT, str(src), params, str(tmp_path / f"{params}.db"))
         assert result["outcome"] == "imported" and result["rows"] == n

@@ -1,0 +1,45 @@
+"""A token bucket per sender account (D10): over any 1-second window no more than
+rate + burst messages start."""
+
+from __future__ import annotations
+
+from engine.clock import Clock
+
+
+class TokenBucket:
+    """``rate`` tokens a second, up to ``burst`` saved; ``take()`` waits for one."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.stamp = clock.monotonic()
+
+    def _refill(self) -> None:
+        now = self.clock.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def try_take(self) -> float:
+        """Take a token now and return 0, or return how many seconds until one is there."""
+        self._refill()
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+    async def take(self) -> None:
+        """Wait (on the clock) until a token is there, and take it."""
+        while True:
+            wait = self.try_take()
+            if wait == 0:
+                return
+            await self.clock.sleep(wait)
+
+    def hold_off(self, seconds: float) -> None:
+        """The provider asked to slow down (429 Retry-After): no token for ``seconds``."""
+        self._refill()
+        self.tokens = min(self.tokens, 0.0) - seconds * self.rate

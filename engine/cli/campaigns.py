@@ -1,0 +1,426 @@
+"""``disparo campaigns``, ``disparo campaign …``, ``disparo accounts …`` and
+``disparo suppressions …``: look at sending, and steer it."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from engine.actions import ROLES, Applied, submit_and_apply
+from engine.cli.context import AppContext, app, fail
+from engine.dispatcher import released_count
+from engine.pacing import PercentPacing, SizePacing, plan
+from engine.store.dispatch import CampaignState
+
+STATUS_STYLE = {
+    "scheduled": "cyan",
+    "sending": "bold green",
+    "paused": "yellow",
+    "held": "bold yellow",
+    "completed": "green",
+    "cancelled": "dim",
+    "expired": "red",
+}
+
+
+def actor() -> str:
+    """Who is acting: $DISPARO_ACTOR, else the system user."""
+    return os.environ.get("DISPARO_ACTOR") or getpass.getuser()
+
+
+def _t(a: AppContext, value: datetime | None) -> str:
+    return value.astimezone(a.config.tz).strftime("%d/%m/%Y %H:%M") if value else "-"
+
+
+def campaign_json(a: AppContext, c: CampaignState) -> dict[str, Any]:
+    def t(value: datetime | None) -> str | None:
+        return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
+
+    return {
+        "id": c.id,
+        "name": c.name,
+        "wallet": c.wallet,
+        "channel": c.channel,
+        "account": c.account,
+        "status": c.status,
+        "reason": c.status_reason,
+        "priority": c.priority,
+        "created_at": t(c.created_at),
+        "start_at": t(c.start_at),
+        "deadline": t(c.deadline),
+        "started_at": t(c.started_at),
+        "finished_at": t(c.finished_at),
+        "recipients": c.recipients,
+        "remaining": c.remaining,
+        "batches": c.batches,
+        "released_batches": c.released_batches,
+        **dict(c.counters),
+    }
+
+
+@click.command("campaigns")
+@click.option("--status", type=click.Choice(list(STATUS_STYLE)), help="Only this status.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
+    """List campaigns, newest first."""
+    a = app(ctx)
+    found = a.store.campaigns.recent(limit, status=status)
+    if as_json:
+        click.echo(json.dumps([campaign_json(a, c) for c in found], ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Campaigns", title_justify="left")
+    for column in (
+        "Id",
+        "Created",
+        "Name",
+        "Wallet",
+        "Channel",
+        "Sender",
+        "Recipients",
+        "Sent",
+        "Start",
+        "End",
+        "Status",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("Id", "Recipients", "Sent") else "left"
+        )
+    for c in found:
+        table.add_row(
+            str(c.id),
+            _t(a, c.created_at),
+            Text(c.name[:40]),
+            c.wallet or "-",
+            c.channel,
+            c.account or "-",
+            f"{c.recipients:,}",
+            f"{c.counters['sent']:,}",
+            _t(a, c.started_at or c.start_at),
+            _t(a, c.finished_at or c.deadline),
+            Text(c.status, style=STATUS_STYLE.get(c.status, "")),
+        )
+    a.console.print(table)
+
+
+@click.group("campaign")
+def campaign() -> None:
+    """One campaign: show it, or pause, resume, cancel it, change its priority."""
+
+
+def _get(a: AppContext, campaign_id: int) -> CampaignState:
+    c = a.store.campaigns.get(campaign_id)
+    if c is None:
+        fail(f"there is no campaign {campaign_id} (see `disparo campaigns`)")
+    return c
+
+
+@campaign.command("show")
+@click.argument("campaign_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
+    """Totals (D18), the pacing timeline and the deadline of a campaign."""
+    a = app(ctx)
+    c = _get(a, campaign_id)
+    if as_json:
+        click.echo(json.dumps(campaign_json(a, c), ensure_ascii=False, indent=2))
+        return
+    table = Table(show_header=False, title=f"Campaign {c.id}: {c.name}", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        (
+            "status",
+            Text(
+                c.status + (f" — {c.status_reason}" if c.status_reason else ""),
+                style=STATUS_STYLE.get(c.status, ""),
+            ),
+        ),
+        ("wallet / channel / account", f"{c.wallet or '-'} / {c.channel} / {c.account or '-'}"),
+        ("priority", str(c.priority)),
+        ("created / start", f"{_t(a, c.created_at)} / {_t(a, c.start_at)}"),
+        ("deadline", _t(a, c.deadline)),
+        ("recipients", f"{c.recipients:,} (remaining {c.remaining:,})"),
+    ]
+    for key in (
+        "sent",
+        "failed",
+        "bounced",
+        "suppressed",
+        "skipped",
+        "expired",
+        "cancelled",
+        "opened",
+        "clicked",
+        "clicks",
+        "unsubscribed",
+    ):
+        rows.append((key, f"{c.counters[key]:,}"))
+    for key, value in rows:
+        table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
+    a.console.print(table)
+    if c.batches > 1 and c.pacing_interval_s:
+        pacing = (
+            PercentPacing(c.pacing_value or 100, timedelta(seconds=c.pacing_interval_s))
+            if c.pacing_kind == "percent"
+            else SizePacing(c.pacing_value or 1, timedelta(seconds=c.pacing_interval_s))
+        )
+        account = a.config.accounts.get(c.account or "")
+        rate = account.rate if account is not None else 10.0
+        schedule = plan(
+            c.recipients - c.counters["suppressed"] - c.counters["skipped"],
+            c.started_at or c.start_at,
+            pacing=pacing,
+            rate=rate,
+            deadline=c.deadline,
+        )
+        released = released_count(c, a.clock.now())
+        timeline = Table(title="Batches", title_justify="left")
+        for column in ("Batch", "Size", "Released", "State"):
+            timeline.add_column(column)
+        for b in schedule.batches:
+            state = "released" if b.index <= released else "waiting"
+            if b.expired:
+                state = "expires (after the deadline)"
+            timeline.add_row(str(b.index), str(b.size), _t(a, b.release_at), state)
+        a.console.print(timeline)
+
+
+def _act(
+    ctx: click.Context, action: str, target: str, args: dict[str, Any], role: str | None
+) -> Applied:
+    a = app(ctx)
+    applied = asyncio.run(
+        submit_and_apply(
+            a.store,
+            actor=actor(),
+            role=role or a.config.engine.role,
+            action=action,
+            target=target,
+            args=args,
+        )
+    )
+    if not applied.ok:
+        fail(applied.message)
+    a.console.print(f"[green]done:[/] {applied.message}")
+    return applied
+
+
+ROLE_OPTION = click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    help="Act with this role (default: engine.role in the config).",
+)
+
+
+@campaign.command("pause")
+@click.argument("campaign_id", type=int)
+@click.option("--reason", default="")
+@ROLE_OPTION
+@click.pass_context
+def campaign_pause(ctx: click.Context, campaign_id: int, reason: str, role: str | None) -> None:
+    """Stop sending a campaign (messages in flight finish)."""
+    _act(ctx, "pause", f"campaign:{campaign_id}", {"reason": reason}, role)
+
+
+@campaign.command("resume")
+@click.argument("campaign_id", type=int)
+@ROLE_OPTION
+@click.pass_context
+def campaign_resume(ctx: click.Context, campaign_id: int, role: str | None) -> None:
+    """Resume a paused campaign (its pacing schedule shifts by the pause)."""
+    _act(ctx, "resume", f"campaign:{campaign_id}", {}, role)
+
+
+@campaign.command("cancel")
+@click.argument("campaign_id", type=int)
+@click.option("--reason", default="")
+@ROLE_OPTION
+@click.pass_context
+def campaign_cancel(ctx: click.Context, campaign_id: int, reason: str, role: str | None) -> None:
+    """Cancel a campaign: nothing more of it is sent."""
+    _act(ctx, "cancel", f"campaign:{campaign_id}", {"reason": reason}, role)
+
+
+@campaign.command("priority")
+@click.argument("campaign_id", type=int)
+@click.argument("priority", type=int)
+@ROLE_OPTION
+@click.pass_context
+def campaign_priority(
+    ctx: click.Context, campaign_id: int, priority: int, role: str | None
+) -> None:
+    """Set a campaign's priority (higher goes first; it takes its account over at the next
+    batch boundary, D11)."""
+    _act(ctx, "priority", f"campaign:{campaign_id}", {"priority": priority}, role)
+
+
+@click.group("accounts", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def accounts_command(ctx: click.Context, as_json: bool) -> None:
+    """Sender accounts: rate, in flight, 24 h bounce and complaint rates, guard state (D14)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    a = app(ctx)
+    config = a.config
+    a.store.dispatch.sync_accounts({n: s.channel for n, s in config.accounts.items()})
+    states = a.store.dispatch.account_states()
+    flying = a.store.campaigns.in_flight()
+    rows: list[dict[str, Any]] = []
+    for name, s in config.accounts.items():
+        st = states[name]
+        bounce = 100 * st.bounces_24h / st.sent_24h if st.sent_24h else 0.0
+        complaint = 100 * st.complaints_24h / st.sent_24h if st.sent_24h else 0.0
+        rows.append(
+            {
+                "name": name,
+                "channel": s.channel,
+                "sandbox": s.sandbox,
+                "rate": s.rate,
+                "burst": s.burst,
+                "in_flight": flying.get(name, 0),
+                "sent_24h": st.sent_24h,
+                "bounce_rate": round(bounce, 3),
+                "bounce_limit": s.bounce_limit,
+                "complaint_rate": round(complaint, 4),
+                "complaint_limit": s.complaint_limit,
+                "guard": st.guard_state,
+                "paused_until": _t(a, st.paused_until) if st.paused_until else None,
+                "pause_reason": st.pause_reason,
+                "override_by": st.override_by,
+                "override_reason": st.override_reason,
+                "checked_at": _t(a, st.checked_at) if st.checked_at else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Sender accounts", title_justify="left")
+    for column in (
+        "Account",
+        "Channel",
+        "Rate",
+        "In flight",
+        "Sent 24 h",
+        "Bounces",
+        "Complaints",
+        "Guard",
+    ):
+        table.add_column(column)
+    for r in rows:
+        guard = Text(r["guard"], style="green" if r["guard"] == "ok" else "bold red")
+        if r["guard"] == "paused":
+            guard.append(f" until {r['paused_until']}: {r['pause_reason']}")
+        if r["override_by"]:
+            guard = Text(
+                f"override by {r['override_by']}: {r['override_reason']}", style="bold yellow"
+            )
+        table.add_row(
+            r["name"] + (" (sandbox)" if r["sandbox"] else ""),
+            r["channel"],
+            f"{r['rate']:g}/s (burst {r['burst']})",
+            str(r["in_flight"]),
+            f"{r['sent_24h']:,}",
+            f"{r['bounce_rate']:.2f} % / {r['bounce_limit']:g} %",
+            f"{r['complaint_rate']:.3f} % / {r['complaint_limit']:g} %",
+            guard,
+        )
+    a.console.print(table)
+
+
+@accounts_command.command("override")
+@click.argument("name")
+@click.option("--reason", help="Why the guard is overridden (required, D16).")
+@click.option("--clear", is_flag=True, help="Remove the override: the guard applies again.")
+@ROLE_OPTION
+@click.pass_context
+def accounts_override(
+    ctx: click.Context, name: str, reason: str | None, clear: bool, role: str | None
+) -> None:
+    """Admin: keep account NAME sending whatever the guard says (D16), or --clear that."""
+    if not clear and not reason:
+        fail("give --reason (an override is recorded with who did it and why, D16) or --clear")
+    _act(
+        ctx,
+        "clear-override" if clear else "override",
+        f"account:{name}",
+        {"reason": reason or ""},
+        role,
+    )
+
+
+@click.group("suppressions", invoke_without_command=True)
+@click.option("--search", "text", default="", help="Part of an address.")
+@click.option(
+    "--origin", type=click.Choice(["bounce", "complaint", "unsubscribe", "stop", "manual"])
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def suppressions_command(ctx: click.Context, text: str, origin: str | None, as_json: bool) -> None:
+    """Addresses never sent to (D4): list, add, remove."""
+    if ctx.invoked_subcommand is not None:
+        return
+    a = app(ctx)
+    found = a.store.suppressions.search(text, origin=origin)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "kind": s.kind,
+                        "address": s.address,
+                        "origin": s.origin,
+                        "reason": s.reason,
+                        "campaign_id": s.campaign_id,
+                        "by": s.created_by,
+                        "at": _t(a, s.created_at),
+                    }
+                    for s in found
+                ],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    table = Table(title="Suppressions", title_justify="left")
+    for column in ("Address", "Origin", "Reason", "By", "When"):
+        table.add_column(column)
+    for s in found:
+        table.add_row(
+            Text(s.address), s.origin, Text(s.reason or ""), s.created_by, _t(a, s.created_at)
+        )
+    a.console.print(table)
+
+
+@suppressions_command.command("add")
+@click.argument("address")
+@click.option("--reason", default="")
+@ROLE_OPTION
+@click.pass_context
+def suppressions_add(ctx: click.Context, address: str, reason: str, role: str | None) -> None:
+    """Never send to ADDRESS (an e-mail or a phone number)."""
+    _act(ctx, "suppress", f"address:{address}", {"reason": reason}, role)
+
+
+@suppressions_command.command("remove")
+@click.argument("address")
+@click.option("--reason", required=True, help="Why the suppression is lifted.")
+@ROLE_OPTION
+@click.pass_context
+def suppressions_remove(ctx: click.Context, address: str, reason: str, role: str | None) -> None:
+    """Send to ADDRESS again."""
+    _act(ctx, "unsuppress", f"address:{address}", {"reason": reason}, role)
+
+
+COMMANDS = (campaigns_command, campaign, accounts_command, suppressions_command)

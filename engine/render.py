@@ -1,0 +1,127 @@
+"""Personalisation: campaign templates compiled once in a Jinja2 sandbox, rendered per recipient.
+
+The sandbox refuses attribute tricks such as ``{{ ''.__class__ }}`` (they render as nothing);
+HTML is autoescaped, so a contact's name can never inject markup. A variable the contact does
+not have renders empty.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from typing import Any
+
+from jinja2 import ChainableUndefined, Template
+from jinja2.sandbox import SandboxedEnvironment
+
+HTML = SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
+TEXT = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+
+
+def compile_html(source: str) -> Template:
+    return HTML.from_string(source)
+
+
+def compile_text(source: str) -> Template:
+    return TEXT.from_string(source)
+
+
+def variables(
+    *,
+    name: str | None,
+    email: str | None,
+    phone: str | None,
+    external_key: str | None,
+    fields: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What templates see for one recipient: the file's columns (``{{ cidade }}``) and the
+    contact's name, e-mail, phone and key under their Portuguese and English names."""
+    found: dict[str, Any] = dict(fields or {})
+    found.update(
+        nome=name or "",
+        name=name or "",
+        email=email or "",
+        telefone=phone or "",
+        phone=phone or "",
+        cpf=external_key or "",
+        codigo=external_key or "",
+        id=external_key or "",
+    )
+    if extra:
+        found.update(extra)
+    return found
+
+
+class _TextFromHtml(HTMLParser):
+    """Enough of HTML to write a readable text part: paragraphs, line breaks, list items,
+    headings, and links as ``text (url)``. Scripts and styles are dropped."""
+
+    BLOCKS = frozenset(
+        {
+            "p",
+            "div",
+            "tr",
+            "table",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "ul",
+            "ol",
+            "blockquote",
+            "section",
+            "article",
+            "header",
+            "footer",
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+        self.href: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self.skip += 1
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag == "li":
+            self.out.append("\n- ")
+        elif tag in self.BLOCKS:
+            self.out.append("\n\n")
+        elif tag == "a":
+            self.href.append(dict(attrs).get("href"))
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt:
+                self.out.append(alt)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCKS:
+            self.out.append("\n\n")
+        elif tag == "a" and self.href:
+            href = self.href.pop()
+            if href and not href.startswith(("mailto:", "#")):
+                self.out.append(f" ({href})")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.out.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text alternative of an HTML body (works on templates: ``{{ … }}`` is kept)."""
+    parser = _TextFromHtml()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.out)
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
