@@ -26,10 +26,10 @@ class TokenBucket:
     def try_take(self) -> float:
         """Take a token now and return 0, or return how many seconds until one is there."""
         self._refill()
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= 1 - 1e-9:  # 0.1 s × 10/s may add up to 0.9999999999
+            self.tokens = max(0.0, self.tokens - 1)
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return max((1 - self.tokens) / self.rate, 1e-6)
 
     async def take(self) -> None:
         """Wait (on the clock) until a token is there, and take it."""

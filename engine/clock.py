@@ -8,6 +8,7 @@ deadlines and 24-hour guard windows in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -84,7 +85,8 @@ class TestClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        wake = self._now + timedelta(seconds=seconds)
+        # a positive sleep always moves time (a microsecond at least: timedelta's resolution)
+        wake = self._now + max(timedelta(seconds=seconds), timedelta(microseconds=1))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (wake, next(self._order), future))
         try:
@@ -133,3 +135,21 @@ class TestClock:
         if not isinstance(delta, timedelta):
             delta = timedelta(seconds=delta)
         self._now += delta
+
+
+async def wait_event(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` of the clock's time passed; True if set."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiter, sleeper):
+            if not task.done():
+                task.cancel()
+        for task in (waiter, sleeper):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return event.is_set()

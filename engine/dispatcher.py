@@ -12,7 +12,6 @@ account is leased to one node at a time, so its rate limit holds across nodes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -37,7 +36,7 @@ from engine.channels import (
     SendResult,
     Sent,
 )
-from engine.clock import Clock
+from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
 from engine.events import CampaignEvent, DeliveryEvent
 from engine.plugins import Plugins
@@ -79,7 +78,7 @@ def released_count(c: CampaignState, now: datetime) -> int:
 
 def retry_delay(attempt: int, rng: random.Random) -> timedelta:
     """D13: the first retry after a minute, doubling, capped at an hour, with jitter."""
-    base: timedelta = min(FIRST_RETRY * (2 ** max(0, attempt - 1)), MAX_RETRY)
+    base: timedelta = min(FIRST_RETRY * (2 ** min(max(0, attempt - 1), 10)), MAX_RETRY)
     jittered: timedelta = base * rng.uniform(1.0, 1.2)
     return jittered
 
@@ -123,9 +122,9 @@ class Dispatcher:
         #: why a campaign cannot be sent as configured (CampaignProblem), by campaign id
         self.problems: dict[int, str] = {}
         self.senders: dict[str, AccountSender] = {}
-        self.wake = asyncio.Event()
         self.stopping = False
         self._ticks = 0
+        self._started = False
 
     # -- the tick ----------------------------------------------------------------------------
 
@@ -133,6 +132,8 @@ class Dispatcher:
         """Apply commands, move every open campaign along (D1, D2, D5, D8), start senders."""
         from engine.actions import apply_pending
 
+        if not self._started:
+            await self.start()
         now = self.clock.now()
         await apply_pending(self.store, self.plugins, on_change=self._changed)
         if self._ticks % 10 == 0:
@@ -153,7 +154,12 @@ class Dispatcher:
                 self.senders[name] = AccountSender(self, self.config.accounts[name])
         for sender in self.senders.values():
             sender.ensure_running()
-        self.wake.set()
+        self.wake_senders()
+
+    def wake_senders(self) -> None:
+        """Tell every sender to look for work again (after a tick, a release, a problem)."""
+        for sender in self.senders.values():
+            sender.wake.set()
 
     async def _changed(
         self,
@@ -256,13 +262,15 @@ class Dispatcher:
                 "batch-released",
                 {"batch": released, "of": c.batches},
             )
-            self.wake.set()
+            self.wake_senders()
         if released >= c.batches and not await self.store.run(d.has_open_deliveries, c.id):
             await self._status(c, "completed", "engine", finished_at=now)
 
     # -- running -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Make sure every configured account has its state row (leases, guard)."""
+        self._started = True
         await self.store.run(
             self.store.dispatch.sync_accounts,
             {name: a.channel for name, a in self.config.accounts.items()},
@@ -274,8 +282,7 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 await self.tick()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.tick_seconds)
+                await wait_event(self.clock, stop, self.tick_seconds)
         finally:
             await self.shutdown()
 
@@ -310,7 +317,7 @@ class Dispatcher:
     async def shutdown(self) -> None:
         """Stop taking work; in-flight sends finish and are confirmed; the rest is released."""
         self.stopping = True
-        self.wake.set()
+        self.wake_senders()
         for sender in list(self.senders.values()):
             await sender.stop()
         self.senders.clear()
@@ -334,6 +341,7 @@ class AccountSender:
         self.current_batch = 0
         self.since_pick = 0
         self.idle = asyncio.Event()
+        self.wake = asyncio.Event()
         self._confirming: asyncio.Task[None] | None = None
         self._lease_until: datetime | None = None
 
@@ -379,9 +387,8 @@ class AccountSender:
                 campaign = await self._pick()
                 if campaign is None:
                     self.idle.set()
-                    self.d.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.d.wake.wait(), self.d.tick_seconds)
+                    await self.wake.wait()  # every tick wakes senders: no polling here
+                    self.wake.clear()
                     continue
                 self.idle.clear()
                 await self._send_chunk(campaign)
@@ -452,7 +459,6 @@ class AccountSender:
         except CampaignProblem as exc:
             d.problems[c.id] = str(exc)
             self.current = None
-            d.wake.set()
             return
         claimed = await d.store.run(
             d.store.dispatch.claim,
