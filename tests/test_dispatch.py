@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.actions import apply_pending
-from engine.channels import Failed, Retry, Sent
+from engine.channels import Failed, Retry
 from engine.clock import TestClock
 from engine.dispatcher import Dispatcher, released_count, retry_delay
 from engine.plugins import reset_plugins
