@@ -374,7 +374,7 @@ class Dispatch(Queries):
         now = self.store.clock.now()
         # the only text put into this SQL is this constant clause, never a value
         skip = " FOR UPDATE SKIP LOCKED" if self.store.dialect == "postgresql" else ""
-        sql = (  # noqa: S608
+        sql = (
             "UPDATE deliveries SET status = 'claimed', lease_owner = :owner, lease_until = :until "
             "WHERE id IN (SELECT id FROM deliveries WHERE campaign_id = :c "
             "AND status = 'pending' AND batch BETWEEN 1 AND :released "

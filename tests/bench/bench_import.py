@@ -127,7 +127,8 @@ IMPORT = textwrap.dedent(
         today = local_today(clock, config.tz)
         name = f"mailing_{today:%d%m%y}_001_{params}.csv"
         store = Store.open(f"sqlite:///{db}", clock=clock)
-        fmt = load_plugins().formats()["mailing"](FormatContext(config, "bench", today, clock.now()))
+        context = FormatContext(config, "bench", today, clock.now())
+        fmt = load_plugins().formats()["mailing"](context)
         digest = file_digest(src)  # the collector hashes while downloading: not timed
         start = time.perf_counter()
         report = import_file(store, fmt, source="bench", path=name, spool=src,
