@@ -67,7 +67,7 @@ class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
         super().__init__(timeout=timeout)
         self.base_url = (base_url or TWILIO_API).rstrip("/")
 
-    async def request(  # noqa: ASYNC109 - the library's signature, overridden
+    async def request(
         self,
         method: str,
         url: str,
@@ -75,7 +75,7 @@ class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
         data: dict[str, object] | None = None,
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
         allow_redirects: bool = False,
     ) -> Response:
         if url.startswith(TWILIO_API):
