@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import aiosmtplib
 import dkim
+from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email
@@ -41,7 +42,7 @@ from engine.channels import (
     Sent,
 )
 from engine.config import AccountSettings, Key
-from engine.render import compile_html, compile_text, html_to_text
+from engine.render import compile_html, compile_text, html_to_text, trial_render
 
 SIGNED_HEADERS = [
     b"from",
@@ -134,8 +135,21 @@ class SmtpPool:
                 self._all.discard(client)
                 with contextlib.suppress(Exception):
                     client.close()
+                # the relay went away (a restart, a network cut): the idle connections opened
+                # before went with it; drop them so the next sends connect afresh
+                self._drop_idle()
                 raise
             self._idle.put_nowait(client)
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                client = self._idle.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self._all.discard(client)
+            with contextlib.suppress(Exception):
+                client.close()
 
     async def close(self) -> None:
         clients, self._all = self._all, set()
@@ -261,11 +275,21 @@ class EmailChannel(Channel):
             text_source += FOOTER_TEXT
         sender = campaign.sender or self.from_address
         name = campaign.from_name or o.get("from_name")
+        subject, html, text = (
+            compile_text(campaign.subject),
+            compile_html(html_source),
+            compile_text(text_source),
+        )
+        for template in (subject, html, text):
+            try:
+                trial_render(template, {"unsubscribe_url": "https://example.com/u"})
+            except TemplateError as exc:
+                raise CampaignProblem(f"the e-mail template cannot be used: {exc}") from None
         return PreparedEmail(
             campaign_id=campaign.id,
-            subject=compile_text(campaign.subject),
-            html=compile_html(html_source),
-            text=compile_text(text_source),
+            subject=subject,
+            html=html,
+            text=text,
             from_header=_header(_address(name, sender)) if name else sender,
             reply_to=campaign.reply_to or o.get("reply_to"),
             envelope_from=self.bounce_address,

@@ -25,8 +25,9 @@ class MaildirHandler:
     """aiosmtpd handler: each message, with its envelope, into a Maildir."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.maildir = mailbox.Maildir(folder, create=True)
+        for sub in ("tmp", "new", "cur"):  # Maildir(create=True) skips them if folder exists
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        self.maildir = mailbox.Maildir(folder, create=False)
         self.count = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+from jinja2 import TemplateError
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
@@ -42,7 +43,7 @@ from engine.channels import (
     Sent,
 )
 from engine.config import AccountSettings, Key
-from engine.render import compile_text
+from engine.render import compile_text, trial_render
 
 TWILIO_API = "https://api.twilio.com"
 #: the last HTTP response seen by this task (asyncio gives each send its own copy)
@@ -241,7 +242,13 @@ class SmsChannel(TwilioChannel):
         return found
 
     def prepare(self, campaign: CampaignInfo) -> PreparedMessage:
-        return PreparedMessage(campaign.id, compile_text(campaign.body) if campaign.body else None)
+        body = compile_text(campaign.body) if campaign.body else None
+        if body is not None:
+            try:
+                trial_render(body)
+            except TemplateError as exc:
+                raise CampaignProblem(f"the SMS template cannot be used: {exc}") from None
+        return PreparedMessage(campaign.id, body)
 
     async def send(self, prepared: PreparedMessage, delivery: DeliveryInfo) -> SendResult:
         checked = self.normalise(delivery.address)

@@ -327,6 +327,11 @@ ENGINE_KEYS: dict[str, Key] = {
     "database_password": Key("secret", None),
     "spool_dir": Key("path", Path("spool")),
     "role": Key("choice", "operator", choices=ROLES),
+    "lease": Key(
+        "duration",
+        timedelta(minutes=5),
+        help="How long a claimed delivery is reserved for its engine (D12).",
+    ),
     "log_level": Key("choice", "info", choices=("debug", "info", "warning", "error")),
 }
 
@@ -419,6 +424,7 @@ class EngineSettings:
     spool_dir: Path
     role: str
     log_level: str
+    lease: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -571,6 +577,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         spool_dir=_resolve(root, engine_values.get("spool_dir", Path("spool"))),
         role=engine_values.get("role", "operator"),
         log_level=engine_values.get("log_level", "info"),
+        lease=engine_values.get("lease") or timedelta(minutes=5),
     )
 
     kinds = plugins.source_kinds()

@@ -124,6 +124,7 @@ class Dispatcher:
         self.senders: dict[str, AccountSender] = {}
         self.stopping = False
         self._ticks = 0
+        self.until_idle = False
         self._started = False
 
     # -- the tick ----------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class Dispatcher:
             await self.start()
         now = self.clock.now()
         await apply_pending(self.store, self.plugins, on_change=self._changed)
-        if self._ticks % 10 == 0:
+        if self._ticks % 10 == 0 or self.until_idle:
             rescued = await self.store.run(self.store.dispatch.rescue_leases)
             if rescued:
                 log.warning(
@@ -289,6 +290,7 @@ class Dispatcher:
     async def run_until_idle(self, *, settle_ticks: int = 2) -> None:
         """Send everything due now (released batches, retries due), then stop."""
         await self.start()
+        self.until_idle = True
         quiet = 0
         try:
             while quiet < settle_ticks:
@@ -309,6 +311,10 @@ class Dispatcher:
                         is not None
                     ):
                         busy = True
+                others = await self.store.run(self.store.dispatch.claimed_by_others, self.node)
+                if not busy and others:
+                    busy = True  # an engine died holding leases: wait for them to run out
+                    await wait_event(self.clock, asyncio.Event(), self.tick_seconds)
                 quiet = 0 if busy else quiet + 1
             await self.tick()  # record completions
         finally:

@@ -13,10 +13,22 @@ from html.parser import HTMLParser
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-HTML = SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
-TEXT = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+
+class StrictSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, but reaching for an unsafe attribute fails at once, even where the
+    default would quietly render nothing: such a template is refused, never sent."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
+
+
+HTML = StrictSandbox(autoescape=True, undefined=ChainableUndefined)
+TEXT = StrictSandbox(autoescape=False, undefined=ChainableUndefined)
 
 
 def compile_html(source: str) -> Template:
@@ -125,3 +137,18 @@ def html_to_text(html: str) -> str:
     text = "".join(parser.out)
     lines = [line.strip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def trial_render(template: Template, extra: Mapping[str, Any] | None = None) -> None:
+    """Render once with made-up values: a template that reaches for what the sandbox forbids
+    (``{{ ''.__class__ }}``…) fails here, once, instead of for every recipient. Raises
+    ``jinja2.exceptions.SecurityError`` (or another Jinja2 error) with the reason."""
+    sample = variables(
+        name="Ana",
+        email="ana@example.com",
+        phone="+5511999999999",
+        external_key="1",
+        fields={},
+        extra=extra,
+    )
+    template.render(sample)

@@ -68,7 +68,9 @@ class Engine:
         self.clock = clock
         self.stop = asyncio.Event()
         self.collector = Collector(store, plugins, config, clock)
-        self.dispatcher = Dispatcher(store, plugins, config, clock, signer=signer_for(config))
+        self.dispatcher = Dispatcher(
+            store, plugins, config, clock, signer=signer_for(config), lease=config.engine.lease
+        )
         self.guard = Guard(store, config, clock)
 
     async def run_until_idle(self, *, settle: float = 2.0) -> RunSummary:

@@ -510,3 +510,14 @@ def test_f12_a_failure_inside_the_transaction_leaves_nothing(
         assert imp.rows(f"SELECT * FROM {table}") == [], table
     monkeypatch.undo()
     assert imp(name(1, "cBRAD_smslong"), "nome;telefone\nA;11998877665\n").outcome == "imported"
+
+
+def test_n28_a_template_reaching_outside_the_sandbox_is_refused(imp: Importer) -> None:
+    path = name(1, "cBRAD_email_teOi")
+    report = imp(
+        path,
+        "nome;email\nA;a@x.com\n",
+        companions={path[:-4] + ".html": "<p>{{ ''.__class__.__mro__ }}</p>"},
+    )
+    assert report.outcome == "rejected" and report.problems[0].code == "bad-template"
+    assert "unsafe" in report.problems[0].message

@@ -577,6 +577,22 @@ class Dispatch(Queries):
             )
             return int(done.rowcount or 0)
 
+    def claimed_by_others(self, owner: str) -> int:
+        """Deliveries leased by other engines (alive, or dead and not yet rescued)."""
+        with self.store.read() as c:
+            return int(
+                c.execute(
+                    sa.select(sa.func.count())
+                    .select_from(deliveries)
+                    .where(
+                        deliveries.c.lease_until.is_not(None),
+                        deliveries.c.status == "claimed",
+                        deliveries.c.lease_owner != owner,
+                    )
+                ).scalar()
+                or 0
+            )
+
     def release_all(self, owner: str) -> int:
         """A stopping engine gives back what it claimed and did not send."""
         with self.store.write() as c:

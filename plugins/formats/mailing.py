@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine import hookimpl
@@ -43,6 +43,7 @@ from engine.formats import (
 from engine.mailing_names import PHONE_CHANNELS, NameCheck, check_name
 from engine.pacing import PercentPacing
 from engine.problems import Catalogue, Problem
+from engine.render import compile_html, compile_text, trial_render
 
 MAX_LINE = 1 << 20  # characters; a longer line is refused, not read
 PARALLEL_BYTES = 4 << 20  # files with hygiene above this size use worker processes
@@ -240,9 +241,11 @@ def bounded_lines(handle: IO[str], limit: int = MAX_LINE) -> Iterator[str]:
 
 
 def check_template(text: str, what: str, what_pt: str) -> None:
-    """Refuse a body or subject that is not a valid Jinja2 template (N28)."""
+    """Refuse a body or subject that is not a valid Jinja2 template, or that reaches for what
+    the sandbox forbids (N28)."""
     try:
         _SANDBOX.parse(text)
+        trial_render(compile_html(text) if what == "e-mail body" else compile_text(text))
     except TemplateSyntaxError as exc:
         raise FileRejected(
             [
@@ -250,6 +253,10 @@ def check_template(text: str, what: str, what_pt: str) -> None:
                     "bad-template", what=what, what_pt=what_pt, error=exc.message, line=exc.lineno
                 )
             ]
+        ) from None
+    except TemplateError as exc:
+        raise FileRejected(
+            [MESSAGES.make("bad-template", what=what, what_pt=what_pt, error=str(exc), line="?")]
         ) from None
 
 
