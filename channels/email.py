@@ -13,13 +13,13 @@ SMTP 4xx is a temporary failure (D13); 5xx on the recipient a hard bounce.
 from __future__ import annotations
 
 import asyncio
+import base64
 import binascii
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from email.header import Header
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,12 +65,23 @@ FOOTER_TEXT = "\n--\nPara não receber mais estes e-mails: {{ unsubscribe_url }}
 
 
 def _header(value: str) -> str:
-    """A header value, RFC 2047-encoded when it is not ASCII."""
-    try:
-        value.encode("ascii")
+    """A header value, RFC 2047-encoded (base64 words of at most 75 characters, never splitting
+    a character) when it is not plain ASCII. ``email.header.Header`` does the same at ~115 µs a
+    subject, measured as the second largest cost of sending; this takes a few µs."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if value.isascii() and len(value) < 900:
         return value
-    except UnicodeEncodeError:
-        return Header(value, "utf-8").encode()
+    words: list[str] = []
+    chunk = b""
+    for char in value:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > 45:  # 45 bytes -> 60 base64 chars -> a 72-char word
+            words.append(base64.b64encode(chunk).decode("ascii"))
+            chunk = b""
+        chunk += encoded
+    if chunk:
+        words.append(base64.b64encode(chunk).decode("ascii"))
+    return "\r\n ".join(f"=?utf-8?b?{w}?=" for w in words)
 
 
 def _address(name: str | None, address: str) -> str:
@@ -105,6 +116,39 @@ class PreparedEmail:
     unsubscribe: bool
 
 
+async def _transaction(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes, utf8: bool
+) -> None:
+    """MAIL, RCPT, DATA for one message.
+
+    ``sendmail()`` parses both addresses four times per message (email.utils, ~60 µs each,
+    measured as the largest cost of sending); these addresses were already checked by
+    email-validator, so the commands go through aiosmtplib's ``execute_command`` as they are.
+    """
+    encoding = "utf-8" if utf8 else "ascii"
+    options = [b"SMTPUTF8"] if utf8 else []
+    reply = await client.execute_command(
+        b"MAIL", b"FROM:<" + sender.encode(encoding) + b">", *options
+    )
+    if reply.code != 250:
+        await _reset(client)
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">")
+    if reply.code not in (250, 251):
+        await _reset(client)
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+    try:
+        await client.data(data)
+    except aiosmtplib.SMTPResponseException:
+        await _reset(client)
+        raise
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, ConnectionError):
+        await client.rset()
+
+
 class SmtpPool:
     """Up to ``size`` reused SMTP connections; a broken one is dropped and replaced."""
 
@@ -115,7 +159,7 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(size)
         self._all: set[aiosmtplib.SMTP] = set()
 
-    async def send(self, sender: str, recipient: str, data: bytes, options: list[str]) -> None:
+    async def send(self, sender: str, recipient: str, data: bytes, utf8: bool) -> None:
         async with self._slots:
             try:
                 client = self._idle.get_nowait()
@@ -123,7 +167,7 @@ class SmtpPool:
                 client = await self._connect()
                 self._all.add(client)
             try:
-                await client.sendmail(sender, [recipient], data, mail_options=options)
+                await _transaction(client, sender, recipient, data, utf8)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
                 # the relay answered (aiosmtplib reset the envelope): the connection is fine
                 if client.is_connected:
@@ -239,6 +283,7 @@ class EmailChannel(Channel):
                 hostname=host, port=self._port(), use_tls=False, start_tls=False, timeout=timeout
             )
             await client.connect()
+            await client.ehlo()
             return client
         context = ssl.create_default_context(cafile=str(o["ca_file"]) if o.get("ca_file") else None)
         mode = o.get("tls", "starttls")
@@ -254,6 +299,8 @@ class EmailChannel(Channel):
         if o.get("user"):
             password = o["password"].reveal() if o.get("password") is not None else ""
             await client.login(o["user"], password)
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
         return client
 
     async def close(self) -> None:
@@ -376,9 +423,9 @@ class EmailChannel(Channel):
                 envelope, data, message_id = self.compose(prepared, delivery, checked.value)
         except Exception as exc:  # a template that fails for this recipient
             return Failed(f"the message could not be rendered: {exc}")
-        ascii_only = checked.value.isascii() and envelope.isascii()
+        utf8 = not (checked.value.isascii() and envelope.isascii())
         try:
-            await self.pool.send(envelope, checked.value, data, [] if ascii_only else ["SMTPUTF8"])
+            await self.pool.send(envelope, checked.value, data, utf8)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             return _refused(refused.code, refused.message)
