@@ -125,6 +125,12 @@ async def _transaction(
     measured as the largest cost of sending); these addresses were already checked by
     email-validator, so the commands go through aiosmtplib's ``execute_command`` as they are.
     """
+    if utf8 and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported(
+            "the relay does not offer SMTPUTF8 (RFC 6531), which an address with accents "
+            "in its local part needs; use a relay that does (Postfix ≥ 3.0 with "
+            "smtputf8_enable = yes)"
+        )
     encoding = "utf-8" if utf8 else "ascii"
     options = [b"SMTPUTF8"] if utf8 else []
     reply = await client.execute_command(
@@ -168,8 +174,13 @@ class SmtpPool:
                 self._all.add(client)
             try:
                 await _transaction(client, sender, recipient, data, utf8)
-            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-                # the relay answered (aiosmtplib reset the envelope): the connection is fine
+            except (
+                aiosmtplib.SMTPResponseException,
+                aiosmtplib.SMTPRecipientsRefused,
+                aiosmtplib.SMTPNotSupported,
+            ):
+                # the relay answered (the envelope was reset), or nothing was sent: the
+                # connection is fine
                 if client.is_connected:
                     self._idle.put_nowait(client)
                 else:
@@ -440,7 +451,7 @@ class EmailChannel(Channel):
                 return Retry(f"{exc.code} {exc.message}")
             return Failed(f"the relay refused the message: {exc.code} {exc.message}")
         except aiosmtplib.SMTPNotSupported as exc:
-            return Failed(f"the relay cannot take this address: {exc}")
+            return Failed(f"cannot send to {checked.value}: {exc}")
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return Retry(f"connection to the relay failed: {exc}")
         except ValueError as exc:

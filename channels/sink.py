@@ -46,7 +46,11 @@ async def serve(host: str, port: int, folder: Path, ready: asyncio.Event | None 
     handler = MaildirHandler(folder)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="disparo-sink", ident="disparo sandbox sink"), host, port
+        lambda: SMTP(
+            handler, hostname="disparo-sink", ident="disparo sandbox sink", enable_SMTPUTF8=True
+        ),
+        host,
+        port,
     )
     if ready is not None:
         ready.set()

@@ -108,6 +108,18 @@ class PreparedMessage:
     from_number: str | None = None
 
 
+#: the client's keyword arguments → the form fields of Twilio's Messages API
+FORM_NAMES = {
+    "to": "To",
+    "from_": "From",
+    "body": "Body",
+    "content_sid": "ContentSid",
+    "content_variables": "ContentVariables",
+    "messaging_service_sid": "MessagingServiceSid",
+    "status_callback": "StatusCallback",
+}
+
+
 class TwilioChannel(Channel):
     """Common ground of the Twilio channels."""
 
@@ -182,6 +194,9 @@ class TwilioChannel(Channel):
 
     async def _post(self, delivery: DeliveryInfo, fields: dict[str, Any]) -> SendResult:
         """Create the message (or write it to the sandbox outbox)."""
+        callback = self._status_callback()
+        if callback:
+            fields["status_callback"] = callback
         if self.account.sandbox:
             record = {
                 "at": self.context.clock.now().isoformat(),
@@ -189,16 +204,14 @@ class TwilioChannel(Channel):
                 "channel": self.name,
                 "campaign_id": delivery.campaign_id,
                 "delivery_id": delivery.id,
-                **{k: v for k, v in fields.items() if v is not None},
+                # the form fields Twilio would receive, under their names in its API
+                **{FORM_NAMES[k]: v for k, v in fields.items() if v is not None},
             }
             async with self._outbox_lock:
                 self._outbox.write(json.dumps(record, ensure_ascii=False) + "\n")
                 self._outbox.flush()
             return Sent(provider_id=f"SANDBOX{delivery.id}")
         assert self.client is not None
-        callback = self._status_callback()
-        if callback:
-            fields["status_callback"] = callback
         LAST_RESPONSE.set(None)
         try:
             message = await self.client.messages.create_async(

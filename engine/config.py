@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import secrets
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -802,7 +803,7 @@ def starter_blocks() -> list[StarterBlock]:
     """The sections of the file ``disparo init`` writes (plugins do not add to it)."""
     return [
         StarterBlock(
-            "disparo configuration. Reference: docs/configuration.md\n"
+            "disparo configuration. Reference: the Configuration section of the README.\n"
             'Secrets are references only: `password_env = "VAR"` or '
             '`password_file = "path"` (F5).\n'
             "Relative paths are relative to this file."
@@ -828,11 +829,81 @@ def starter_blocks() -> list[StarterBlock]:
             {"sources": {"drop": {"kind": "local", "path": "drop", "every": "2m"}}},
         ),
         StarterBlock(
+            "Sender accounts: one per channel and provider account. These start in the\n"
+            "sandbox (`sandbox = true`): e-mail goes to the local sink (`disparo sink`), SMS and\n"
+            "WhatsApp to JSON-lines files in outbox/. Nothing reaches people until you set\n"
+            "sandbox = false and fill in the provider keys, e.g.:\n"
+            "  [accounts.email]\n"
+            '  host = "smtp.empresa.com.br"    # port 587 with STARTTLS by default\n'
+            '  user = "disparo"\n'
+            '  password_env = "SMTP_PASSWORD"\n'
+            '  dkim_domain = "empresa.com.br"\n'
+            '  dkim_selector = "disparo"\n'
+            '  dkim_key_file = "secrets/dkim.pem"\n'
+            "  [accounts.sms-long]\n"
+            '  account_sid = "AC…"\n'
+            '  auth_token_env = "TWILIO_AUTH_TOKEN"\n'
+            '  from_number = "+5511999990000"    # or messaging_service_sid = "MG…"\n'
+            "`rate` is messages per second (D10); the guard pauses an account above\n"
+            "`bounce_limit` % bounces or `complaint_limit` % complaints over 24 h (D14).",
+            {
+                "accounts": {
+                    "email": {
+                        "channel": "email",
+                        "sandbox": True,
+                        "from_address": "contato@example.com.br",
+                        "from_name": "Empresa",
+                        "sink": "127.0.0.1:2525",
+                        "rate": 20.0,
+                    },
+                    "sms-long": {"channel": "sms-long", "sandbox": True, "rate": 10.0},
+                    "sms-short": {"channel": "sms-short", "sandbox": True, "rate": 10.0},
+                    "whatsapp-exclusive": {
+                        "channel": "whatsapp-exclusive",
+                        "sandbox": True,
+                        "rate": 10.0,
+                    },
+                    "whatsapp-shared": {
+                        "channel": "whatsapp-shared",
+                        "sandbox": True,
+                        "from_numbers": ["+5511999990001", "+5511999990002"],
+                        "rate": 10.0,
+                    },
+                    "whatsapp-prospect": {
+                        "channel": "whatsapp-prospect",
+                        "sandbox": True,
+                        "from_number": "+5511999990003",
+                        "rate": 10.0,
+                    },
+                }
+            },
+        ),
+        StarterBlock(
+            "Tracking: opens, clicks and unsubscribes come back to `public_url`, which must\n"
+            "reach the endpoint listening on `listen` (put it behind your HTTPS proxy).\n"
+            "The secret signs every link; it was generated for this workspace.",
+            {
+                "tracking": {
+                    "public_url": "http://127.0.0.1:8080",
+                    "secret_file": "secrets/tracking.key",
+                    "listen": "127.0.0.1:8080",
+                }
+            },
+        ),
+        StarterBlock(
+            "WhatsApp templates (_nt): the approved template's Content SID and the contact\n"
+            "fields that fill {{1}}, {{2}}…, e.g.:\n"
+            "  [templates.BOAS_VINDAS]\n"
+            '  content_sid = "HX0123456789abcdef0123456789abcdef"\n'
+            '  variables = ["nome", "cidade"]'
+        ),
+        StarterBlock(
             'Wallets ("carteiras"): defaults for the campaigns of files imported into them.\n'
             "A wallet not listed here still works; it just has no defaults.",
             {
                 "wallets": {
                     "BRAD": {
+                        "default_sender": "email",
                         "email_subject": "Novidades para você",
                         "email_template": "templates/email.html",
                         "sms_template": "Olá {{ nome }}, temos novidades para você.",
@@ -843,7 +914,7 @@ def starter_blocks() -> list[StarterBlock]:
     ]
 
 
-STARTER_FOLDERS = ("spool", "templates", "drop")
+STARTER_FOLDERS = ("spool", "templates", "drop", "secrets")
 
 STARTER_EMAIL = """<!doctype html>
 <html lang="pt-BR">
@@ -873,6 +944,12 @@ def write_starter(directory: Path, *, force: bool = False) -> list[Path]:
         if not path.exists():
             path.mkdir(parents=True)
             made.append(path)
+    key = directory / "secrets" / "tracking.key"
+    if not key.exists():
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+        made.append(key)
     template = directory / "templates" / "email.html"
     if not template.exists():
         template.write_text(STARTER_EMAIL, encoding="utf-8")

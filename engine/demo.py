@@ -6,12 +6,17 @@ doubles as a tour of the CLI. The workspace is made afresh each time (``KEEP=1``
 
 from __future__ import annotations
 
+import email
+import email.policy
+import json
 import os
 import random
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,7 +38,9 @@ EXAMPLES = (
 #: a mistake on purpose, to show a rejection and its report
 BROKEN = "mailing_221126_008_cBRAD_smslong_email.csv"
 
-console = Console(highlight=False)
+#: piped into a file or CI log, tables are drawn 120 columns wide rather than 80
+WIDE = {} if sys.stdout.isatty() or "COLUMNS" in os.environ else {"COLUMNS": "120"}
+console = Console(highlight=False, width=120 if WIDE else None)
 FIRST = ["Ana", "Bruno", "Carla", "Davi", "Elaine", "Fábio", "Gabriela", "Heitor", "Íris", "João"]
 LAST = ["Silva", "Souza", "Oliveira", "Santos", "Lima", "Pereira", "Conceição", "Araújo"]
 
@@ -42,7 +49,9 @@ def disparo(*args: str, check: bool = True) -> int:
     """Run the ``disparo`` of this environment, showing the command line."""
     shown = " ".join(shlex.quote(a) for a in ("disparo", *args))
     console.print(f"\n[bold cyan]$ {shown}[/]")
-    done = subprocess.run([sys.executable, "-m", "engine.cli", *args], check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], check=False, env={**os.environ, **WIDE}
+    )
     if check and done.returncode != 0:
         console.print(f"[bold red]demo step failed with exit status {done.returncode}[/]")
         sys.exit(done.returncode)
@@ -131,17 +140,144 @@ def main(argv: list[str]) -> None:
     console.print(f"dropped {len(files)} files (dated today, {today}) into {drop}/:")
     for f in files:
         console.print(f"  {f}")
-    disparo(*c, "run", "--until-idle", "--settle", "0.5")
+    console.print(
+        "\nThe accounts are sandboxes (`sandbox = true` in disparo.toml): e-mail goes to a "
+        "local SMTP sink, SMS and WhatsApp to JSON-lines files in outbox/."
+    )
+    sink = start_sink(workspace, config)
+    try:
+        disparo(*c, "run", "--until-idle", "--settle", "0.5")
+    finally:
+        sink.terminate()
+        sink.wait(timeout=30)
     disparo(*c, "sources")
     report = drop / "rejected" / (BROKEN.replace("221126", today)[:-4] + ".erro.txt")
     if report.exists():
         console.print(f"\n[bold]{report}[/] (published back to the customer):")
         console.print(report.read_text(encoding="utf-8"))
+    console.rule("[bold]4. What was sent (D1–D16)")
+    disparo(*c, "accounts")
+    disparo(*c, "campaigns")
+    paced = campaign_id(config, "_q15020")
+    if paced is not None:
+        console.print(
+            "\nThe `_q15020` campaign sends 15 % of its base every 20 minutes: one batch went "
+            "out now, the rest are released on schedule while `disparo run` runs."
+        )
+        disparo(*c, "campaign", "show", str(paced))
+    summarise_sandbox(workspace)
     console.rule("[bold]done")
     console.print(
         f"The workspace is in {workspace}/. Drop more files into {drop}/ and run "
-        f"`disparo --config {config} run`."
+        f"`disparo --config {config} run` (with `disparo sink` running for the e-mail sandbox)."
     )
+
+
+#: what the demo adds to the starter config: the sender that the example `_ce` names (D10)
+#: and the WhatsApp template that the example `_nt` names (N16)
+DEMO_CONFIG = """
+# --- added by the demo -------------------------------------------------------------------
+# The example file 007 asks for the sender AVISO@COMUNICADO.COM.BR (_ce).
+[accounts.comunicado]
+channel = "email"
+sandbox = true
+from_address = "AVISO@COMUNICADO.COM.BR"
+from_name = "Comunicado"
+sink = "127.0.0.1:{port}"
+rate = 50.0
+
+# The example file 006 sends the approved template TEMPLATE_HOMOLOGADO_ITAU (_nt).
+[templates.TEMPLATE_HOMOLOGADO_ITAU]
+content_sid = "HX0123456789abcdef0123456789abcdef"
+variables = ["nome", "cidade"]
+"""
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens there, else any free loopback port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def start_sink(workspace: Path, config: Path) -> subprocess.Popen[bytes]:
+    """Start ``disparo sink`` (the e-mail sandbox) and point the sandbox accounts at it."""
+    port = free_port(2525)
+    text = config.read_text(encoding="utf-8").replace('"127.0.0.1:2525"', f'"127.0.0.1:{port}"')
+    if "[accounts.comunicado]" not in text:
+        text += DEMO_CONFIG.format(port=port)
+    config.write_text(text, encoding="utf-8")
+    maildir = workspace / "maildir"
+    args = ("sink", "--listen", f"127.0.0.1:{port}", "--maildir", str(maildir))
+    console.print(f"\n[bold cyan]$ disparo {' '.join(args)} &[/]")
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return sink
+        if sink.poll() is not None:
+            break
+        time.sleep(0.1)
+    console.print(f"[bold red]the sandbox sink did not start on 127.0.0.1:{port}[/]")
+    sink.kill()
+    sys.exit(1)
+
+
+def campaign_id(config: Path, marker: str) -> int | None:
+    """The id of the campaign whose name contains ``marker`` (from ``campaigns --json``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), "campaigns", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        rows = json.loads(done.stdout)
+    except ValueError:
+        return None
+    for row in rows:
+        if marker in str(row.get("name", "")):
+            return int(row["id"])
+    return None
+
+
+def summarise_sandbox(workspace: Path) -> None:
+    """What the sandbox transports received: the Maildir and the outbox files."""
+    console.rule("[bold]5. The sandbox transports")
+    maildir = workspace / "maildir"
+    mails = sorted((maildir / "new").glob("*")) if (maildir / "new").exists() else []
+    console.print(f"{len(mails)} e-mail(s) in {maildir}/new/")
+    if mails:
+        message = email.message_from_bytes(mails[0].read_bytes(), policy=email.policy.default)
+        console.print("one of them (headers):")
+        shown = {
+            "X-Sandbox-Mail-From": "envelope sender (VERP: bounces name the delivery)",
+            "From": "",
+            "To": "",
+            "Subject": "",
+            "Message-ID": "",
+            "List-Unsubscribe": "",
+            "List-Unsubscribe-Post": "RFC 8058 one-click",
+        }
+        for name, note in shown.items():
+            if message[name] is not None:
+                suffix = f"   # {note}" if note else ""
+                console.print(f"  {name}: {message[name]}{suffix}", markup=False)
+    outbox = workspace / "outbox"
+    for path in sorted(outbox.glob("*.jsonl")) if outbox.exists() else []:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        console.print(f"{len(lines)} message(s) in {path}")
+        if lines:
+            console.print(f"  first: {lines[0][:160]}", markup=False)
 
 
 if __name__ == "__main__":

@@ -225,6 +225,44 @@ async def test_email_pool_reuses_connections_and_maps_smtp_replies(
     assert isinstance(after, Sent)
 
 
+async def test_accented_addresses_need_smtputf8(
+    start_smtp: Callable[..., SmtpServer],
+    tmp_path: Path,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An address with accents in its local part goes out with SMTPUTF8 (RFC 6531) when the
+    relay offers it; when it does not, the delivery fails at once with the reason (no
+    retries, no bounce, no sender hold-off) and the connection stays in the pool."""
+    utf8 = start_smtp()
+    config = email_config(tmp_path, utf8, monkeypatch)
+    channel = await open_email(config, clock)
+    try:
+        prepared = channel.prepare(CAMPAIGN)
+        accented = await channel.send(prepared, delivery(1, "fábio.conceição@example.com"))
+        plain = await channel.send(prepared, delivery(2, "ana@example.com"))
+    finally:
+        await channel.close()
+    assert isinstance(accented, Sent) and isinstance(plain, Sent)
+    first, second = utf8.messages
+    assert first.rcpt_tos == ("fábio.conceição@example.com",) and first.smtputf8
+    assert not second.smtputf8  # only when an address needs it
+
+    ascii_only = start_smtp(smtputf8=False)
+    (tmp_path / "b").mkdir()
+    config = email_config(tmp_path / "b", ascii_only, monkeypatch)
+    channel = await open_email(config, clock)
+    try:
+        prepared = channel.prepare(CAMPAIGN)
+        refused = await channel.send(prepared, delivery(3, "fábio@example.com"))
+        after = await channel.send(prepared, delivery(4, "ana@example.com"))
+    finally:
+        await channel.close()
+    assert isinstance(refused, Failed) and not refused.bounce
+    assert "SMTPUTF8" in refused.reason and "fábio@example.com" in refused.reason
+    assert isinstance(after, Sent) and ascii_only.connections == 1
+
+
 async def test_email_implicit_tls_and_an_untrusted_relay(
     start_smtp: Callable[..., SmtpServer],
     tmp_path: Path,
@@ -547,7 +585,7 @@ async def test_sandbox_outbox(tmp_path: Path, clock: TestClock) -> None:
     assert isinstance(result, Sent) and result.provider_id == "SANDBOX8"
     [line] = (tmp_path / "outbox" / "tw.jsonl").read_text().splitlines()
     record = json.loads(line)
-    assert record["to"] == "+5511988880001" and record["body"].startswith("Olá Ana")
+    assert record["To"] == "+5511988880001" and record["Body"].startswith("Olá Ana")
     assert "sandbox" in channel.describe()
 
 

@@ -50,9 +50,9 @@ def test_run_until_idle_sends_what_is_due_to_the_sandbox_outbox(
     assert campaign["released_batches"] == 1 and campaign["remaining"] == 5
     lines = (tmp_path / "outbox" / "sms.jsonl").read_text().splitlines()
     sent = [json.loads(line) for line in lines]
-    assert [s["to"] for s in sent] == [f"+55119{i:08d}" for i in range(5)]
+    assert [s["To"] for s in sent] == [f"+55119{i:08d}" for i in range(5)]
     assert (
-        sent[0]["body"] == "Olá Cliente 0, sua fatura chegou." and sent[0]["channel"] == "sms-long"
+        sent[0]["Body"] == "Olá Cliente 0, sua fatura chegou." and sent[0]["channel"] == "sms-long"
     )
     show = cli(run_cli, workspace, "campaign", "show", str(campaign["id"]))
     assert "Batches" in show.output and "released" in show.output and "waiting" in show.output

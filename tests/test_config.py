@@ -270,6 +270,26 @@ def test_starter_config_is_commented_valid_and_makes_its_folders(tmp_path: Path)
     for folder in ("spool", "templates"):
         assert (tmp_path / "ws" / folder).is_dir()
     assert (tmp_path / "ws" / "templates" / "email.html") in made
+    # only sandbox accounts (nothing reaches people from a starter config), one per channel
+    assert {a.channel for a in config.accounts.values()} == {
+        "email",
+        "sms-long",
+        "sms-short",
+        "whatsapp-exclusive",
+        "whatsapp-shared",
+        "whatsapp-prospect",
+    }
+    assert all(a.sandbox for a in config.accounts.values())
+    # the tracking secret is generated for the workspace, by reference, readable by its owner
+    key = tmp_path / "ws" / "secrets" / "tracking.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert config.tracking is not None and len(config.tracking.secret.reveal()) >= 32
+    assert config.tracking.secret.reveal() not in text
+    secret = key.read_text()
     with pytest.raises(FileExistsError):
         write_starter(tmp_path / "ws")
     write_starter(tmp_path / "ws", force=True)
+    assert key.read_text() == secret  # a forced rewrite keeps the secret (links stay valid)
+    other = write_starter(tmp_path / "other")
+    assert (tmp_path / "other" / "secrets" / "tracking.key").read_text() != secret
+    assert tmp_path / "other" / "secrets" / "tracking.key" in other

@@ -44,6 +44,8 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) ->
         if process.poll() is not None:
             raise AssertionError("the engine finished before the moment to kill it")
         time.sleep(0.005)
+    process.kill()  # never leave an engine running after a failure
+    process.wait()
     raise AssertionError("the moment to kill the engine never came")
 
 
@@ -95,7 +97,12 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
         assert file.exists()  # nothing moved before the import committed
 
     finish = disparo(config)
-    assert finish.wait(timeout=120) == 0
+    try:
+        assert finish.wait(timeout=120) == 0
+    finally:
+        if finish.poll() is None:
+            finish.kill()
+            finish.wait()
     assert counts(db) == (ROWS, ROWS, 1, 1)
     assert (drop / "processed" / file.name).is_file() and not file.exists()
     again = disparo(config)  # and never again

@@ -85,6 +85,7 @@ def test_kill_9_in_the_middle_of_10000_emails(tmp_path: Path) -> None:
         "nome;email\n" + "".join(f"P{i};p{i}@example.com\n" for i in range(RECIPIENTS))
     )
     sink = disparo("sink", "--listen", f"127.0.0.1:{port}", "--maildir", str(maildir))
+    engines: list[subprocess.Popen[bytes]] = []
     try:
         wait_port(port)
         imported = subprocess.run(
@@ -95,6 +96,7 @@ def test_kill_9_in_the_middle_of_10000_emails(tmp_path: Path) -> None:
         )
         assert imported.returncode == 0, imported.stdout + imported.stderr
         engine = disparo("--config", str(config), "run")
+        engines.append(engine)
         deadline = time.monotonic() + 120
         while count(maildir) < 3000:
             assert engine.poll() is None, "the engine stopped on its own"
@@ -105,11 +107,16 @@ def test_kill_9_in_the_middle_of_10000_emails(tmp_path: Path) -> None:
         killed_at = count(maildir)
         assert killed_at < RECIPIENTS  # killed in the middle
         restart = disparo("--config", str(config), "run", "--until-idle", "--settle", "0.1")
+        engines.append(restart)
         assert restart.wait(timeout=240) == 0
         deadline = time.monotonic() + 30  # the sink writes what it already accepted
         while count(maildir) < RECIPIENTS and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
+        for process in engines:  # a failed assertion must not leave an engine running
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         sink.send_signal(signal.SIGTERM)
         sink.wait(timeout=30)
     ids: dict[str, list[str]] = defaultdict(list)

@@ -278,10 +278,13 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     states = a.store.dispatch.account_states()
     flying = a.store.campaigns.in_flight()
     rows: list[dict[str, Any]] = []
+    since = a.clock.now() - timedelta(hours=24)
     for name, s in config.accounts.items():
         st = states[name]
-        bounce = 100 * st.bounces_24h / st.sent_24h if st.sent_24h else 0.0
-        complaint = 100 * st.complaints_24h / st.sent_24h if st.sent_24h else 0.0
+        # counted now, not as of the guard's last check (every 5 minutes)
+        sent, bounces, complaints = a.store.dispatch.guard_window(name, since)
+        bounce = 100 * bounces / sent if sent else 0.0
+        complaint = 100 * complaints / sent if sent else 0.0
         rows.append(
             {
                 "name": name,
@@ -290,7 +293,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
                 "rate": s.rate,
                 "burst": s.burst,
                 "in_flight": flying.get(name, 0),
-                "sent_24h": st.sent_24h,
+                "sent_24h": sent,
                 "bounce_rate": round(bounce, 3),
                 "bounce_limit": s.bounce_limit,
                 "complaint_rate": round(complaint, 4),

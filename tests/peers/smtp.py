@@ -55,6 +55,7 @@ class Received:
     tls: bool  # the session was encrypted (STARTTLS or implicit)
     auth_user: str | None  # who authenticated, if anyone
     peer: tuple[str, int]
+    smtputf8: bool = False  # MAIL FROM carried the SMTPUTF8 parameter (RFC 6531)
 
 
 @dataclass
@@ -325,6 +326,7 @@ class _Handler:
             tls=server.encrypted,
             auth_user=session.auth_data if session.authenticated else None,
             peer=(str(host), int(port)),
+            smtputf8=envelope.smtp_utf8,
         )
         server.drop_pending = self._peer._record(message)
         return f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:12].upper()}"
@@ -367,6 +369,7 @@ def start_smtp_server(
     password: str = "s3cret-smtp",
     ca: trustme.CA | None = None,
     cert_hostnames: tuple[str, ...] = ("127.0.0.1",),
+    smtputf8: bool = True,
 ) -> SmtpServer:
     """Run an SMTP relay on 127.0.0.1 (random port) from a daemon thread.
 
@@ -375,7 +378,8 @@ def start_smtp_server(
     certificate is issued for `cert_hostnames` by `ca` (a fresh CA by default) whose PEM is
     ``ca_pem``. With `auth`, AUTH PLAIN/LOGIN as `user`/`password` is required before MAIL
     (530 otherwise, 535 for wrong credentials), and is only offered over TLS unless
-    ``tls="none"``. Without it no AUTH is advertised and AUTH answers 503.
+    ``tls="none"``. Without it no AUTH is advertised and AUTH answers 503. ``smtputf8``
+    advertises SMTPUTF8 (RFC 6531); without it, a UTF-8 envelope is refused as aiosmtpd does.
     """
     if tls not in TLS_MODES:
         raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
@@ -403,7 +407,7 @@ def start_smtp_server(
             peer,
             handler,
             hostname=HOSTNAME,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=smtputf8,
             tls_context=context if tls == "starttls" else None,
             require_starttls=tls == "starttls",
             auth_required=auth,
