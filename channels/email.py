@@ -42,7 +42,15 @@ from engine.channels import (
     Sent,
 )
 from engine.config import AccountSettings, Key
-from engine.render import compile_html, compile_text, html_to_text, trial_render
+from engine.render import (
+    LINK_VARIABLE,
+    OPEN_VARIABLE,
+    compile_html,
+    compile_text,
+    html_to_text,
+    track_links,
+    trial_render,
+)
 
 SIGNED_HEADERS = [
     b"from",
@@ -114,6 +122,8 @@ class PreparedEmail:
     reply_to: str | None
     envelope_from: str
     unsubscribe: bool
+    links: tuple[str, ...] = ()  # tracked links, by position from 1 (click tracking)
+    opens: bool = False  # an open pixel is in the HTML
 
 
 async def _transaction(
@@ -328,7 +338,16 @@ class EmailChannel(Channel):
         html_source = campaign.body
         if unsubscribe and "unsubscribe_url" not in html_source:
             html_source = _with_footer(html_source, FOOTER_HTML)
-        text_source = html_to_text(campaign.body)
+        tracking = self.context.config.tracking
+        links: list[str] = []
+        opens = False
+        if tracking is not None and self.context.signer is not None:
+            opens = tracking.open_tracking
+            html_source, links = track_links(
+                html_source, clicks=tracking.click_tracking, opens=opens
+            )
+        # the text part carries the same (tracked) links, without the pixel
+        text_source = html_to_text(track_links(campaign.body, clicks=bool(links), opens=False)[0])
         if unsubscribe and "unsubscribe_url" not in campaign.body:
             text_source += FOOTER_TEXT
         sender = campaign.sender or self.from_address
@@ -352,7 +371,12 @@ class EmailChannel(Channel):
             reply_to=campaign.reply_to or o.get("reply_to"),
             envelope_from=self.bounce_address,
             unsubscribe=unsubscribe,
+            links=tuple(links),
+            opens=opens,
         )
+
+    def tracked_links(self, prepared: PreparedEmail) -> tuple[str, ...]:
+        return prepared.links
 
     def compose(
         self, prepared: PreparedEmail, delivery: DeliveryInfo, to: str
@@ -373,6 +397,13 @@ class EmailChannel(Channel):
             variables["unsubscribe_url"] = url
             headers.append(("List-Unsubscribe", f"<{url}>"))
             headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        if signer is not None and tracking is not None:
+            base = tracking.public_url
+            if prepared.opens:
+                variables[OPEN_VARIABLE] = f"{base}/o/{signer.sign('o', delivery.id)}.gif"
+            for i in range(1, len(prepared.links) + 1):
+                token = signer.sign("c", prepared.campaign_id, delivery.id, i)
+                variables[LINK_VARIABLE.format(i)] = f"{base}/c/{token}"
         subject = prepared.subject.render(variables).strip().replace("\n", " ")
         headers += [
             ("Subject", _header(subject)),

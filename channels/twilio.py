@@ -190,7 +190,7 @@ class TwilioChannel(Channel):
 
     def _status_callback(self) -> str | None:
         tracking = self.context.config.tracking
-        return f"{tracking.public_url}/twilio/status" if tracking else None
+        return f"{tracking.public_url}/twilio/{self.account.name}/status" if tracking else None
 
     async def _post(self, delivery: DeliveryInfo, fields: dict[str, Any]) -> SendResult:
         """Create the message (or write it to the sandbox outbox)."""

@@ -10,7 +10,7 @@ problem: exceptions are for broken channels (the dispatcher retries those delive
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -134,3 +134,9 @@ class Channel(Configurable, ABC):
     @abstractmethod
     async def send(self, prepared: Any, delivery: DeliveryInfo) -> SendResult:
         """Render and send one message."""
+
+    def tracked_links(self, prepared: Any) -> Sequence[str]:
+        """The URLs of the tracked links a prepared campaign carries, by position from 1:
+        the engine records them before the first send, and the click endpoint redirects to
+        them (never to a URL read from the request). None by default."""
+        return ()

@@ -9,6 +9,7 @@ refused, and a ``SecretRef`` never shows its value.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import secrets
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
+
+from engine.hosts import check_host_value, check_literal
 
 if TYPE_CHECKING:
     from engine.plugins import Plugins
@@ -367,6 +370,29 @@ TRACKING_KEYS: dict[str, Key] = {
     "listen": Key("str", "127.0.0.1:8080", help="host:port the tracking endpoint binds."),
     "open_tracking": Key("bool", True),
     "click_tracking": Key("bool", True),
+    "ses_topics": Key(
+        "strings", (), help="SNS topic ARNs whose SES notifications are accepted at /ses."
+    ),
+    "metrics_from": Key(
+        "strings",
+        ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
+        help="Networks allowed to read /metrics (the client's address, not a header).",
+    ),
+}
+
+MAILBOX_KEYS: dict[str, Key] = {
+    "host": Key("str", MISSING, "The IMAP server (a bare host name, F2)."),
+    "port": Key("int", None, minimum=1, maximum=65535),
+    "tls": Key("choice", "implicit", choices=("implicit", "starttls")),
+    "ca_file": Key("path", None),
+    "user": Key("str", MISSING),
+    "password": Key("secret", MISSING),
+    "folder": Key("str", "INBOX", help="Where bounces and complaints arrive."),
+    "processed_folder": Key("str", "disparo/handled", help="Where handled reports move."),
+    "every": Key("duration", timedelta(minutes=2)),
+    "allow_private": Key("bool", False),
+    "enabled": Key("bool", True),
+    "timeout": Key("duration", timedelta(seconds=30)),
 }
 
 TEMPLATE_KEYS: dict[str, Key] = {
@@ -383,7 +409,7 @@ WALLET_KEYS: dict[str, Key] = {
     "reply_to": Key("str", None),
 }
 
-SECTIONS = ("engine", "sources", "accounts", "wallets", "tracking", "templates")
+SECTIONS = ("engine", "sources", "accounts", "wallets", "tracking", "templates", "mailboxes")
 _WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
@@ -467,6 +493,28 @@ class TrackingSettings:
     listen: str = "127.0.0.1:8080"
     open_tracking: bool = True
     click_tracking: bool = True
+    ses_topics: tuple[str, ...] = ()
+    metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    """``[mailboxes.NAME]``: an IMAP mailbox where bounces (DSN) and complaints (ARF)
+    arrive, polled every ``every``."""
+
+    name: str
+    host: str
+    port: int
+    tls: str
+    user: str
+    password: SecretRef
+    folder: str
+    processed_folder: str
+    every: timedelta
+    allow_private: bool
+    enabled: bool
+    timeout: timedelta
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -502,6 +550,7 @@ class Config:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     tracking: TrackingSettings | None = None
     templates: Mapping[str, TemplateSettings] = field(default_factory=dict)
+    mailboxes: Mapping[str, MailboxSettings] = field(default_factory=dict)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -682,7 +731,52 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
                 listen=values.get("listen", "127.0.0.1:8080"),
                 open_tracking=values.get("open_tracking", True),
                 click_tracking=values.get("click_tracking", True),
+                ses_topics=tuple(values.get("ses_topics", ())),
+                metrics_from=tuple(values.get("metrics_from", TrackingSettings.metrics_from)),
             )
+        for i, network in enumerate(values.get("metrics_from", ())):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                reader.problem(
+                    f"tracking.metrics_from[{i}]",
+                    f'expected a network such as "10.0.0.0/8" or "127.0.0.1"; got "{network}"',
+                )
+        for i, arn in enumerate(values.get("ses_topics", ())):
+            if not re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", arn):
+                reader.problem(
+                    f"tracking.ses_topics[{i}]",
+                    f'expected an SNS topic ARN such as "arn:aws:sns:us-east-1:123456789012:'
+                    f'ses-bounces"; got "{arn}"',
+                )
+
+    mailboxes: dict[str, MailboxSettings] = {}
+    for name, raw in _tables(reader, "mailboxes", data.get("mailboxes", {})).items():
+        where = f"mailboxes.{name}"
+        values = reader.table(where, raw, MAILBOX_KEYS)
+        if not all(k in values for k in ("host", "user", "password")):
+            continue
+        problem = check_host_value(str(values["host"])) or check_literal(
+            str(values["host"]).strip(), bool(values.get("allow_private", False))
+        )
+        if problem:
+            reader.problem(f"{where}.host", problem.replace("sources may", "mailboxes may"))
+        tls = values.get("tls", "implicit")
+        mailboxes[name] = MailboxSettings(
+            name=name,
+            host=values["host"],
+            port=values.get("port") or (993 if tls == "implicit" else 143),
+            tls=tls,
+            user=values["user"],
+            password=values["password"],
+            folder=values.get("folder", "INBOX"),
+            processed_folder=values.get("processed_folder", "disparo/handled"),
+            every=values.get("every") or timedelta(minutes=2),
+            allow_private=values.get("allow_private", False),
+            enabled=values.get("enabled", True),
+            timeout=values.get("timeout") or timedelta(seconds=30),
+            ca_file=values.get("ca_file"),
+        )
 
     templates: dict[str, TemplateSettings] = {}
     for template, raw in _tables(reader, "templates", data.get("templates", {})).items():
@@ -721,6 +815,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         raw=MappingProxyType(dict(data)),
         tracking=tracking,
         templates=MappingProxyType(templates),
+        mailboxes=MappingProxyType(mailboxes),
     )
 
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.accounts import resolve_account
-from engine.addresses import suppression_key
+from engine.addresses import address_kind, suppression_key
 from engine.bucket import TokenBucket
 from engine.channels import (
     CampaignInfo,
@@ -81,10 +81,6 @@ def retry_delay(attempt: int, rng: random.Random) -> timedelta:
     base: timedelta = min(FIRST_RETRY * (2 ** min(max(0, attempt - 1), 10)), MAX_RETRY)
     jittered: timedelta = base * rng.uniform(1.0, 1.2)
     return jittered
-
-
-def address_kind(channel: str) -> str:
-    return "email" if channel == "email" else "phone"
 
 
 @dataclass
@@ -343,6 +339,7 @@ class AccountSender:
         self.task: asyncio.Task[None] | None = None
         self.channel: Channel | None = None
         self.prepared: dict[int, Any] = {}
+        self.links_recorded: set[int] = set()
         self.current: int | None = None
         self.current_batch = 0
         self.since_pick = 0
@@ -466,6 +463,12 @@ class AccountSender:
             d.problems[c.id] = str(exc)
             self.current = None
             return
+        if c.id not in self.links_recorded:
+            assert self.channel is not None
+            urls = list(self.channel.tracked_links(prepared))
+            if urls:  # before the first send: a click must always find its link
+                await d.store.run(d.store.feedback.register_links, c.id, urls)
+            self.links_recorded.add(c.id)
         claimed = await d.store.run(
             d.store.dispatch.claim,
             c.id,

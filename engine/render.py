@@ -152,3 +152,76 @@ def trial_render(template: Template, extra: Mapping[str, Any] | None = None) -> 
         extra=extra,
     )
     template.render(sample)
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking: links wrapped, an open pixel added (D17)
+
+#: the variables a tracked body refers to; compose() fills them per recipient
+OPEN_VARIABLE = "_disparo_open"
+LINK_VARIABLE = "_disparo_link_{}"
+_HREF = re.compile(r"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""", re.IGNORECASE)
+_TRACKABLE = re.compile(r"https?://", re.IGNORECASE)
+
+
+class _Anchors(HTMLParser):
+    """Where each ``<a …>`` start tag is in the source (absolute offsets)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.line_starts = [0]
+        for match in re.finditer("\n", source):
+            self.line_starts.append(match.end())
+        self.tags: list[tuple[int, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        text = self.get_starttag_text()
+        if tag == "a" and text:
+            line, column = self.getpos()
+            self.tags.append((self.line_starts[line - 1] + column, text))
+
+
+def track_links(html: str, *, clicks: bool, opens: bool) -> tuple[str, list[str]]:
+    """Rewrite an HTML template for tracking: each ``http(s)://`` link becomes
+    ``{{ _disparo_link_N }}`` (N from 1, in document order) and an open pixel
+    ``{{ _disparo_open }}`` goes before ``</body>``. Returns the new template and the links'
+    original URLs (HTML entities decoded; a URL may itself be a template, ``{{ cpf }}``…).
+
+    ``mailto:``, ``tel:``, anchors and template-made links such as ``{{ unsubscribe_url }}``
+    are left alone, as is any ``<a>`` with a ``data-notrack`` attribute.
+    """
+    import html as html_module
+
+    urls: list[str] = []
+    out = html
+    if clicks:
+        parser = _Anchors(html)
+        parser.feed(html)
+        parser.close()
+        pieces: list[str] = []
+        last = 0
+        for offset, tag in parser.tags:
+            if html[offset : offset + len(tag)] != tag or "data-notrack" in tag.lower():
+                continue
+            match = _HREF.search(tag)
+            if match is None:
+                continue
+            raw = next(g for g in match.groups()[1:] if g is not None)
+            url = html_module.unescape(raw.strip())
+            if not _TRACKABLE.match(url) or url.count("{{") != url.count("}}"):
+                continue
+            urls.append(url)
+            variable = "{{ " + LINK_VARIABLE.format(len(urls)) + " }}"
+            start, end = offset + match.start(), offset + match.end()
+            pieces += [html[last:start], f'{match.group(1)}"{variable}"']
+            last = end
+        pieces.append(html[last:])
+        out = "".join(pieces)
+    if opens:
+        pixel = (
+            '<img src="{{ ' + OPEN_VARIABLE + ' }}" width="1" height="1" alt="" '
+            'style="display:block;border:0;width:1px;height:1px">'
+        )
+        at = out.lower().rfind("</body>")
+        out = out[:at] + pixel + out[at:] if at >= 0 else out + pixel
+    return out, urls

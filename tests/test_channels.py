@@ -180,8 +180,14 @@ async def test_email_over_starttls_and_auth(
     assert text.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
     assert text["Content-Transfer-Encoding"] == "quoted-printable"
     plain, markup = text.get_content(), html.get_content()
-    assert "Olá Ana de Niterói," in plain and "Ver a oferta (https://loja.example/oferta)" in plain
-    assert "Olá Ana de Niterói," in markup
+    # links go through the tracking endpoint, signed for campaign 7, delivery 41, link 1
+    click = f"https://t.empresa.com.br/c/{signer.sign('c', 7, 41, 1)}"
+    assert "Olá Ana de Niterói," in plain and f"Ver a oferta ({click})" in plain
+    assert "Olá Ana de Niterói," in markup and f'href="{click}"' in markup
+    assert "loja.example" not in markup and "loja.example" not in plain
+    pixel = f"https://t.empresa.com.br/o/{signer.sign('o', 41)}.gif"
+    assert f'<img src="{pixel}"' in markup and pixel not in plain
+    assert channel.tracked_links(prepared) == ("https://loja.example/oferta",)
     assert unsubscribe in markup and unsubscribe in plain  # a visible unsubscribe link (D19)
     assert all(len(line) <= 998 for line in received.data.split(b"\r\n"))
 
@@ -473,7 +479,7 @@ async def test_sms_through_the_twilio_client(
         "To": "+5511988880001",
         "From": "+5511900000000",
         "Body": "Olá Ana, sua fatura vence amanhã",
-        "StatusCallback": "https://t.empresa.com.br/twilio/status",
+        "StatusCallback": "https://t.empresa.com.br/twilio/tw/status",
     }
     assert isinstance(from_row, Sent)
     assert twilio.requests[1].form["Body"] == "Texto da linha"  # the row's own text (N28)

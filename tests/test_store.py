@@ -142,7 +142,11 @@ def test_every_table_round_trips(store: Store) -> None:
                 position=0,
                 batch=1,
                 address="ana@example.com",
-                status="pending",
+                status="sent",
+                provider_status="delivered",
+                delivered_at=now,
+                opened_at=now,
+                unsubscribed="campaign",
             )
         ).inserted_primary_key[0]
         c.execute(sa.insert(t.links).values(campaign_id=campaign, position=0, url="https://x"))
@@ -159,6 +163,11 @@ def test_every_table_round_trips(store: Store) -> None:
         )
         c.execute(sa.insert(t.accounts).values(name="avisos", channel="email", updated_at=now))
         c.execute(sa.insert(t.source_state).values(source="drop", status="ok", updated_at=now))
+        c.execute(
+            sa.insert(t.mailboxes).values(
+                name="bounces", status="ok", handled=3, unparsed=1, updated_at=now
+            )
+        )
     store.audit.record("ana", "campaign.pause", f"campaign:{campaign}", {"reason": "test"})
     command = store.commands.submit(
         actor="ana", role="operator", action="pause", target=f"campaign:{campaign}"

@@ -24,6 +24,7 @@ from engine.store.campaigns import Campaigns
 from engine.store.commands import Commands
 from engine.store.db import create_db_engine, database_url
 from engine.store.dispatch import Dispatch
+from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
 from engine.store.suppressions import Suppressions
@@ -48,6 +49,7 @@ class Store:
         self.imports = Imports(self)
         self.dispatch = Dispatch(self)
         self.suppressions = Suppressions(self)
+        self.feedback = Feedback(self)
         self.campaigns = Campaigns(self)
 
     @classmethod
@@ -100,6 +102,11 @@ class Store:
         if self.inline:
             return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def ping(self) -> None:
+        """Raise when the database does not answer (for ``/healthz``)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def checkpoint(self) -> None:
         """SQLite: copy the write-ahead log into the database (PASSIVE: never blocks others)."""

@@ -299,6 +299,16 @@ deliveries = Table(
     Column("provider_id", String(200)),
     Column("message_id", String(300)),
     Column("error", Text),
+    # what came back after sending (D17): the provider's last status (Twilio's queued → sent
+    # → delivered / undelivered / failed → read, never regressing), the first open and
+    # click, and an unsubscribe with its scope (campaign | all, D19)
+    Column("provider_status", String(20)),
+    Column("delivered_at", UTCDateTime()),
+    Column("opened_at", UTCDateTime()),
+    Column("clicked_at", UTCDateTime()),
+    Column("complained_at", UTCDateTime()),
+    Column("unsubscribed", String(10)),
+    Column("unsubscribed_at", UTCDateTime()),
     UniqueConstraint("campaign_id", "position"),
     Index(None, "campaign_id", "status", "batch", "position"),
 )
@@ -333,14 +343,14 @@ events = Table(
     Column("id", Id, primary_key=True),
     Column("at", UTCDateTime(), nullable=False),
     # sent | delivered | failed | bounced | complaint | open | click | unsubscribe | reply |
-    # stop | expired | suppressed | skipped | retry
+    # stop | start | status | deferred | expired | suppressed | skipped | retry
     Column("kind", String(20), nullable=False),
     Column("campaign_id", Id),
     Column("delivery_id", Id),
     Column("contact_id", Id),
     Column("account", String(100)),
     Column("address", String(320)),
-    # smtp | tracking | twilio | mailbox | ses | engine | operator
+    # engine | tracking | twilio | mailbox | ses | operator
     Column("origin", String(20), nullable=False),
     Column("detail", Json, nullable=False, default=dict),
     # a provider's idempotency token or message id: the same report is applied once
@@ -418,6 +428,22 @@ source_state = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# Per bounce mailbox (IMAP): the poller's state, what it handled and what it could not read
+mailboxes = Table(
+    "mailboxes",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("last_poll_at", UTCDateTime()),
+    Column("next_poll_at", UTCDateTime()),
+    Column("status", String(12), nullable=False, default="unknown"),  # ok | error | unknown
+    Column("message", Text),
+    Column("handled", Integer, nullable=False, default=0),
+    Column("unparsed", Integer, nullable=False, default=0),
+    Column("lease_owner", String(100)),  # one engine polls a mailbox at a time
+    Column("lease_until", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 __all__ = [
     "UTCDateTime",
     "accounts",
@@ -430,6 +456,7 @@ __all__ = [
     "events",
     "files",
     "links",
+    "mailboxes",
     "mailings",
     "metadata",
     "remote_files",

@@ -1,0 +1,642 @@
+"""The tracking endpoint (aiohttp): what comes back from people and providers (D17–D19).
+
+Routes (``public_url`` in ``[tracking]`` is what the outside world sees; ``listen`` is where
+this server binds, usually behind an HTTPS reverse proxy):
+
+- ``GET /o/{token}.gif``: the open pixel of a delivery;
+- ``GET /c/{token}``: a click, redirected to the campaign's link by its position; the target
+  is read from the store (the links table), never from the request: no open redirect;
+- ``GET /u/{token}``: the unsubscribe page, offering both scopes (this campaign, all future
+  campaigns, D19); it changes nothing. ``POST /u/{token}`` with ``scope`` unsubscribes, and
+  with ``List-Unsubscribe=One-Click`` (RFC 8058, what mail clients send) unsubscribes from
+  all; neither needs cookies;
+- ``POST /twilio/{account}/status`` and ``/twilio/{account}/inbound``: Twilio's status
+  callbacks and incoming messages, each validated with the twilio library's
+  ``RequestValidator`` against the URL as configured (so it works behind a proxy); a retry
+  with the same ``I-Twilio-Idempotency-Token`` is applied once;
+- ``POST /ses``: Amazon SES notifications through SNS, signature verified, topics allowed
+  by ``ses_topics`` only;
+- ``GET /healthz`` (the database answers) and ``GET /metrics`` (Prometheus; only to
+  clients from ``metrics_from``).
+
+Every token is HMAC-SHA256 signed (``engine.tokens``) and checked in constant time; a
+tampered or unknown token gets a plain 404 and changes nothing. Writes are batched: the
+handlers queue signals and a single writer applies them, a few hundred per transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import ipaddress
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from engine import __version__
+from engine.addresses import normalise_phone
+from engine.clock import Clock
+from engine.config import Config
+from engine.events import DeliveryEvent
+from engine.metrics import CONTENT_TYPE, Metrics
+from engine.plugins import Plugins
+from engine.render import StrictSandbox
+from engine.store import Store
+from engine.store.feedback import Applied, Signal
+from engine.tokens import Signer
+
+log = logging.getLogger(__name__)
+
+#: a transparent 1×1 GIF
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+
+#: opt-out keywords (D4): Portuguese ones and Twilio's standard ones; a message that is
+#: exactly one of them (any case, surrounding spaces and punctuation) suppresses the number
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+    | {"SAIR", "PARAR", "CANCELAR", "DESCADASTRAR"}
+)
+#: Twilio's opt-in keywords: they lift a suppression that a STOP made (and only that)
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+
+#: Twilio error codes in a status callback that mean the number itself is bad
+HARD_TWILIO = frozenset({21211, 21614, 30005, 30006, 63003, 63024})
+STOP_TWILIO = 21610
+
+#: link templates (``https://loja/{{ cpf }}``) render with each value URL-encoded
+_LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
+
+
+def keyword(body: str) -> str | None:
+    """``stop`` or ``start`` when a message is exactly an opt-out or opt-in keyword."""
+    word = re.sub(r"[\s.!;,]+", "", body).upper()
+    if word in STOP_WORDS:
+        return "stop"
+    if word in START_WORDS:
+        return "start"
+    return None
+
+
+class SignalWriter:
+    """Applies queued signals in batches (group commit): many requests, one transaction.
+
+    ``submit`` returns a future resolved once the signal is stored (or failed); handlers
+    that must not answer before the write (an unsubscribe, a webhook) await it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        plugins: Plugins | None = None,
+        metrics: Metrics | None = None,
+        *,
+        max_batch: int = 500,
+        linger: float = 0.005,
+    ) -> None:
+        self.store = store
+        self.plugins = plugins
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.linger = linger
+        self.queue: asyncio.Queue[tuple[Signal, asyncio.Future[Applied]]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.applied = 0
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._run(), name="feedback-writer")
+
+    def submit(self, signal: Signal) -> asyncio.Future[Applied]:
+        future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((signal, future))
+        return future
+
+    async def apply(self, signal: Signal) -> Applied:
+        """Submit and wait until it is stored."""
+        return await self.submit(signal)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            if self.linger:
+                await asyncio.sleep(self.linger)  # let concurrent requests join
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Signal, asyncio.Future[Applied]]]) -> None:
+        try:
+            results = await self.store.run(self.store.feedback.apply, [s for s, _ in batch])
+        except Exception as exc:
+            log.exception("could not store %d feedback signals", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.applied += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        for (signal, _), result in zip(batch, results, strict=True):
+            for e in result.events:
+                if self.metrics is not None:
+                    self.metrics.feedback.labels(e.kind, signal.origin).inc()
+                if self.plugins is not None:
+                    await self.plugins.delivery_event(
+                        DeliveryEvent(
+                            e.kind,
+                            e.at,
+                            e.campaign_id,
+                            e.delivery_id,
+                            e.channel,
+                            e.address,
+                            e.detail,
+                        )
+                    )
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        if self.task is None:
+            return
+        while not self.queue.empty():
+            batch: list[tuple[Signal, asyncio.Future[Applied]]] = []
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            await self._write(batch)
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        self.task = None
+
+
+@dataclass
+class _Links:
+    """Links per campaign (immutable once recorded), kept in a small LRU."""
+
+    store: Store
+    size: int = 256
+
+    def __post_init__(self) -> None:
+        self.cache: OrderedDict[int, dict[int, str]] = OrderedDict()
+
+    async def get(self, campaign_id: int) -> dict[int, str]:
+        found = self.cache.get(campaign_id)
+        if found is None:
+            found = await self.store.run(self.store.feedback.links_of, campaign_id)
+            if found:  # an empty answer is not cached: the links may be recorded right now
+                self.cache[campaign_id] = found
+                if len(self.cache) > self.size:
+                    self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(campaign_id)
+        return found
+
+
+class Tracking:
+    """The aiohttp application and what its handlers share."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        clock: Clock,
+        *,
+        plugins: Plugins | None = None,
+        metrics: Metrics | None = None,
+        sns_fetch: Callable[[str], Awaitable[bytes]] | None = None,
+    ) -> None:
+        if config.tracking is None:
+            raise ValueError("[tracking] is not configured")
+        self.store = store
+        self.config = config
+        self.settings = config.tracking
+        self.clock = clock
+        self.signer = Signer(self.settings.secret.reveal())
+        self.metrics = metrics or Metrics(store)
+        self.writer = SignalWriter(store, plugins, self.metrics)
+        self.links = _Links(store)
+        self.metrics_from = [
+            ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
+        ]
+        self.sns: Any = None
+        if self.settings.ses_topics:
+            from engine.sns import SnsVerifier
+
+            self.sns = SnsVerifier(allowed_topics=self.settings.ses_topics, fetch=sns_fetch)
+        self.app = web.Application(client_max_size=256 * 1024)
+        self.app.add_routes(
+            [
+                web.get("/o/{token}", self.open),
+                web.get("/c/{token}", self.click),
+                web.get("/u/{token}", self.unsubscribe_page),
+                web.post("/u/{token}", self.unsubscribe),
+                web.post("/twilio/{account}/status", self.twilio_status),
+                web.post("/twilio/{account}/inbound", self.twilio_inbound),
+                web.post("/ses", self.ses),
+                web.get("/healthz", self.healthz),
+                web.get("/metrics", self.metrics_page),
+            ]
+        )
+        self.app.on_startup.append(self._startup)
+        self.app.on_cleanup.append(self._cleanup)
+        self.runner: web.AppRunner | None = None
+
+    async def _startup(self, app: web.Application) -> None:
+        self.writer.start()
+
+    async def _cleanup(self, app: web.Application) -> None:
+        await self.writer.close()
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def start(self, listen: str | None = None) -> str:
+        """Bind ``listen`` (default the configured one); return the bound ``host:port``."""
+        host, _, port = (listen or self.settings.listen).rpartition(":")
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname() if sockets else (host, port)
+        return f"{bound[0]}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def _count(self, route: str, outcome: str) -> None:
+        self.metrics.requests.labels(route, outcome).inc()
+
+    def _not_found(self, route: str) -> web.Response:
+        self._count(route, "refused")
+        return web.Response(status=404, text="not found\n", headers=NO_STORE)
+
+    # -- opens, clicks, unsubscribes ---------------------------------------------------------
+
+    async def open(self, request: web.Request) -> web.StreamResponse:
+        token = request.match_info["token"].removesuffix(".gif")
+        ids = self.signer.verify("o", token)
+        if ids is None:
+            return self._not_found("open")
+        self.writer.submit(
+            Signal(
+                "open", self.clock.now(), "tracking", delivery_id=ids[0], detail=_client(request)
+            )
+        )
+        self._count("open", "ok")
+        return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
+
+    async def click(self, request: web.Request) -> web.StreamResponse:
+        ids = self.signer.verify("c", request.match_info["token"])
+        if ids is None or len(ids) != 3:
+            return self._not_found("click")
+        campaign_id, delivery_id, position = ids
+        url = (await self.links.get(campaign_id)).get(position)
+        if url is None:
+            return self._not_found("click")
+        if "{{" in url:
+            url = await self._personal(url, delivery_id)
+            if url is None:
+                return self._not_found("click")
+        self.writer.submit(
+            Signal(
+                "click",
+                self.clock.now(),
+                "tracking",
+                delivery_id=delivery_id,
+                detail={"link": position, **_client(request)},
+            )
+        )
+        self._count("click", "ok")
+        raise web.HTTPFound(url, headers=NO_STORE)
+
+    async def _personal(self, template: str, delivery_id: int) -> str | None:
+        """A link made per recipient, rendered with their values (each URL-encoded)."""
+        from engine.render import variables
+
+        found = await self.store.run(self.store.feedback.recipient, delivery_id)
+        if found is None:
+            return None
+        _, who = found
+        try:
+            url = _LINKS.from_string(template).render(variables(**who))
+        except Exception:  # a template the sandbox refuses: no redirect
+            log.warning("link template of delivery %s cannot be rendered", delivery_id)
+            return None
+        return url if re.match(r"https?://[^\s]+$", url, re.IGNORECASE) else None
+
+    async def unsubscribe_page(self, request: web.Request) -> web.StreamResponse:
+        if self.signer.verify("u", request.match_info["token"]) is None:
+            return self._not_found("unsubscribe")
+        self._count("unsubscribe-page", "ok")
+        return web.Response(text=PAGE_CHOOSE, content_type="text/html", headers=NO_STORE)
+
+    async def unsubscribe(self, request: web.Request) -> web.StreamResponse:
+        ids = self.signer.verify("u", request.match_info["token"])
+        if ids is None:
+            return self._not_found("unsubscribe")
+        form = await request.post()
+        if form.get("List-Unsubscribe") == "One-Click":
+            scope, via = "all", "one-click"
+        elif form.get("scope") in ("campaign", "all"):
+            scope, via = str(form["scope"]), "page"
+        else:
+            self._count("unsubscribe", "bad-request")
+            return web.Response(status=400, text="choose scope=campaign or scope=all\n")
+        await self.writer.apply(
+            Signal(
+                "unsubscribe",
+                self.clock.now(),
+                "tracking",
+                delivery_id=ids[0],
+                detail={"scope": scope, "via": via},
+            )
+        )
+        self._count("unsubscribe", "ok")
+        if via == "one-click":
+            return web.Response(text="unsubscribed\n", headers=NO_STORE)
+        page = PAGE_DONE_ALL if scope == "all" else PAGE_DONE_CAMPAIGN
+        return web.Response(text=page, content_type="text/html", headers=NO_STORE)
+
+    # -- Twilio ------------------------------------------------------------------------------
+
+    async def _twilio(self, request: web.Request, route: str) -> Mapping[str, str] | None:
+        """The callback's form when its signature is valid for one of our accounts."""
+        name = request.match_info["account"]
+        account = self.config.accounts.get(name)
+        secret = account.options.get("auth_token") if account is not None else None
+        if account is None or account.sandbox or secret is None:
+            self._count(route, "refused")
+            raise web.HTTPNotFound(text="not found\n")
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        url = self.settings.public_url + request.path_qs
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not RequestValidator(secret.reveal()).validate(url, form, signature):
+            self._count(route, "forbidden")
+            log.warning("refused a Twilio %s callback with a bad signature for %s", route, name)
+            raise web.HTTPForbidden(text="invalid signature\n")
+        sid = account.options.get("account_sid")
+        if sid and form.get("AccountSid") and form["AccountSid"] != sid:
+            self._count(route, "forbidden")
+            raise web.HTTPForbidden(text="another account\n")
+        return form
+
+    async def twilio_status(self, request: web.Request) -> web.StreamResponse:
+        form = await self._twilio(request, "twilio-status")
+        assert form is not None
+        sid = form.get("MessageSid") or form.get("SmsSid") or ""
+        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+        delivery = await self.store.run(self.store.feedback.delivery_by_provider_id, sid)
+        if delivery is None or not status:
+            self._count("twilio-status", "unknown")
+            return web.Response(status=204)
+        code = int(form["ErrorCode"]) if form.get("ErrorCode", "").isdigit() else None
+        token = request.headers.get("I-Twilio-Idempotency-Token")
+        await self.writer.apply(
+            Signal(
+                "status",
+                self.clock.now(),
+                "twilio",
+                delivery_id=delivery,
+                dedupe_key=f"twilio:{token}" if token else f"twilio:{sid}:{status}",
+                detail={
+                    "status": status,
+                    "provider_id": sid,
+                    **({"error_code": code} if code else {}),
+                    **({"hard": True} if code in HARD_TWILIO else {}),
+                    **({"stop": True} if code == STOP_TWILIO else {}),
+                },
+            )
+        )
+        self._count("twilio-status", "ok")
+        return web.Response(status=204)
+
+    async def twilio_inbound(self, request: web.Request) -> web.StreamResponse:
+        form = await self._twilio(request, "twilio-inbound")
+        assert form is not None
+        sender = form.get("From", "")
+        whatsapp = sender.startswith("whatsapp:")
+        phone = normalise_phone(sender.removeprefix("whatsapp:")).value
+        if phone is None:
+            self._count("twilio-inbound", "unknown")
+            return _twiml()
+        body = form.get("Body", "")
+        found = keyword(body) or (
+            {"stop": "stop", "start": "start"}.get(form.get("OptOutType", "").lower())
+        )
+        token = request.headers.get("I-Twilio-Idempotency-Token")
+        sid = form.get("MessageSid") or form.get("SmsSid") or ""
+        await self.writer.apply(
+            Signal(
+                "reply",
+                self.clock.now(),
+                "twilio",
+                address=phone,
+                dedupe_key=f"twilio-in:{sid}" if sid else (f"twilio:{token}" if token else None),
+                detail={
+                    "body": body[:1600],
+                    "to": form.get("To", ""),
+                    "channel": "whatsapp" if whatsapp else "sms",
+                    "provider_id": sid,
+                    **({"keyword": found} if found else {}),
+                },
+            )
+        )
+        self._count("twilio-inbound", "ok")
+        return _twiml()
+
+    # -- Amazon SES (through SNS) ----------------------------------------------------------
+
+    async def ses(self, request: web.Request) -> web.StreamResponse:
+        if self.sns is None:
+            return self._not_found("ses")
+        from engine.sns import SnsError, parse_ses
+
+        body = await request.read()
+        try:
+            message = await self.sns.verify(body)
+        except SnsError as exc:
+            self._count("ses", "forbidden")
+            log.warning("refused an SNS message: %s", exc)
+            raise web.HTTPForbidden(text=f"{exc}\n") from None
+        kind = message.get("Type")
+        if kind == "SubscriptionConfirmation":
+            await self.sns.confirm_subscription(message)
+            self._count("ses", "subscribed")
+            return web.Response(text="subscribed\n")
+        if kind != "Notification":
+            self._count("ses", "ignored")
+            return web.Response(text="ok\n")
+        try:
+            import json
+
+            event = parse_ses(json.loads(message.get("Message", "")))
+        except ValueError:
+            self._count("ses", "unreadable")
+            return web.Response(text="ok\n")
+        delivery = self._delivery_of(event.source, event.message_id_header)
+        now = self.clock.now()
+        signals = []
+        for i, r in enumerate(event.recipients or ()):
+            key = f"ses:{message.get('MessageId')}:{i}"
+            if event.kind == "bounce":
+                signals.append(
+                    Signal(
+                        "bounce",
+                        now,
+                        "ses",
+                        delivery_id=delivery,
+                        dedupe_key=key,
+                        detail={
+                            "hard": r.severity == "hard",
+                            "status": r.status,
+                            "diagnostic": r.diagnostic,
+                            "recipient": r.address,
+                            "bounce_type": event.bounce_type,
+                        },
+                    )
+                )
+            elif event.kind == "complaint":
+                signals.append(
+                    Signal(
+                        "complaint",
+                        now,
+                        "ses",
+                        delivery_id=delivery,
+                        dedupe_key=key,
+                        detail={"feedback_type": event.feedback_type, "recipient": r.address},
+                    )
+                )
+            elif event.kind == "delivery":
+                signals.append(
+                    Signal(
+                        "delivered",
+                        now,
+                        "ses",
+                        delivery_id=delivery,
+                        dedupe_key=key,
+                        detail={"recipient": r.address},
+                    )
+                )
+        if delivery is None or not signals:
+            self._count("ses", "unknown")
+            return web.Response(text="ok\n")
+        for future in [self.writer.submit(s) for s in signals]:
+            await future
+        self._count("ses", "ok")
+        return web.Response(text="ok\n")
+
+    def _delivery_of(self, return_path: str | None, message_id: str | None) -> int | None:
+        """The delivery a report names: by the VERP return path, else by our Message-ID."""
+        if return_path:
+            found = self.signer.delivery_from_verp(return_path)
+            if found is not None:
+                return found
+        if message_id:
+            local = message_id.strip().strip("<>").partition("@")[0]
+            ids = self.signer.verify("m", local)
+            if ids:
+                return ids[0]
+        return None
+
+    # -- health and metrics --------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.store.run(self.store.ping), 5)
+        except Exception as exc:
+            return web.json_response(
+                {"status": "error", "database": f"unreachable: {type(exc).__name__}"},
+                status=503,
+                headers=NO_STORE,
+            )
+        return web.json_response(
+            {
+                "status": "ok",
+                "version": __version__,
+                "database_ms": round((time.perf_counter() - started) * 1000, 1),
+                "queued_signals": self.writer.queue.qsize(),
+            },
+            headers=NO_STORE,
+        )
+
+    async def metrics_page(self, request: web.Request) -> web.StreamResponse:
+        peer = request.remote or ""
+        try:
+            allowed = any(ipaddress.ip_address(peer) in n for n in self.metrics_from)
+        except ValueError:
+            allowed = False
+        if not allowed:
+            return web.Response(status=403, text="metrics are not served to this address\n")
+        body = await asyncio.to_thread(self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
+
+
+def _client(request: web.Request) -> dict[str, str]:
+    """A little about who fetched (for telling people from scanners later); no IP kept."""
+    agent = request.headers.get("User-Agent", "")[:200]
+    return {"agent": agent} if agent else {}
+
+
+def _twiml() -> web.Response:
+    return web.Response(
+        text='<?xml version="1.0" encoding="UTF-8"?><Response></Response>',
+        content_type="text/xml",
+    )
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;"
+    "line-height:1.5;color:#222}button{font-size:1rem;padding:.6rem 1rem;margin:.3rem 0;"
+    "width:100%;cursor:pointer}small{color:#666}"
+)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="pt-BR"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta name="robots" content="noindex">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+PAGE_CHOOSE = _page(
+    "Descadastrar",
+    "<h1>Não quer mais receber estas mensagens?</h1>"
+    '<form method="post"><input type="hidden" name="scope" value="campaign">'
+    '<button type="submit">Não receber mais mensagens desta campanha</button></form>'
+    '<form method="post"><input type="hidden" name="scope" value="all">'
+    '<button type="submit">Não receber mais nenhuma mensagem</button></form>'
+    "<p><small>Unsubscribe: the first button stops this campaign, the second stops all "
+    "future campaigns.</small></p>",
+)
+PAGE_DONE_CAMPAIGN = _page(
+    "Pronto",
+    "<h1>Pronto.</h1><p>Você não receberá mais mensagens desta campanha.</p>"
+    "<p><small>Done: you will get no more messages of this campaign.</small></p>",
+)
+PAGE_DONE_ALL = _page(
+    "Pronto",
+    "<h1>Pronto.</h1><p>Você não receberá mais nenhuma mensagem nossa.</p>"
+    "<p><small>Done: you will get no more messages from us.</small></p>",
+)
