@@ -28,6 +28,7 @@ from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
 from engine.store.suppressions import Suppressions
+from engine.store.views import Views
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -51,6 +52,7 @@ class Store:
         self.suppressions = Suppressions(self)
         self.feedback = Feedback(self)
         self.campaigns = Campaigns(self)
+        self.views = Views(self)
 
     @classmethod
     def open(
