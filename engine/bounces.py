@@ -29,7 +29,9 @@ What is recognised, most trustworthy first:
    its subject or text speaks of an abuse/spam complaint ("complaint about message from…").
 5. **Auto-replies** (RFC 3834): ``Auto-Submitted: auto-replied``, ``X-Autoreply``,
    ``X-Autorespond``, ``Precedence: auto_reply``, or an out-of-office subject in English,
-   Portuguese, Spanish, Italian, French or German — unless the sender is a mail system.
+   Portuguese, Spanish, Italian, French or German — unless the sender is a mail system
+   (``MAILER-DAEMON``/``postmaster`` or a delivery-status report; a null ``Return-Path`` is no
+   sign of one here: RFC 3834 and Sieve vacation send auto-replies with it).
 
 Severity of a recipient (:func:`classify`, enhanced codes of RFC 3463): ``"hard"`` only when
 the address itself is bad — 5.1.0, 5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10, 5.2.1 (disabled) and
@@ -223,13 +225,14 @@ _MICROSOFT = re.compile(r"^staff@(?:hotmail|outlook|live|msn)\.[a-z.]{2,12}$")
 #: where a text bounce starts copying the original message
 _COPY_MARKER = re.compile(
     r"this is a copy of the message|below this line is a copy of the message"
-    r"|original message headers|^-+ ?original message ?-+|mensagem original"
+    r"|original message headers|^-+ ?original message ?-+|^-* ?(?:cabecalhos da )?mensagem original"
     r"|header of the original message|the original message was received|^received: "
 )
 _LIST_MARKER = re.compile(
     r"address\(es\) (?:failed|deferred)|delivery (?:has failed|is delayed) to these recipients"
     r"|falha na entrega para estes destinatarios|following recipients? (?:failed|could not)"
     r"|diagnostic information for administrators|destinatarios? abaixo|seguintes destinatarios"
+    r"|address(?:es)? to which the message has not yet been delivered"
 )
 _SENTENCE = re.compile(
     rf"(?:was ?n[o']?t|could ?n[o']?t be|could not be|n[aã]o (?:foi|p[oô]de ser) entregue)"
@@ -820,7 +823,10 @@ class _Head:
     subject: str
     from_address: str | None
     from_text: str
+    #: a mail system sent it: From or report type (below), or a null Return-Path
     daemon: bool
+    #: From names a mail system (MAILER-DAEMON, postmaster…) or report-type=delivery-status
+    mail_system: bool
     auto_reply: bool
     envelope: list[str]
     in_reply_to: str
@@ -842,12 +848,12 @@ def _head(msg: Message) -> _Head:
             report_type = param.strip().lower()[:64]
     except Exception:
         report_type = ""
-    daemon = bool(
+    mail_system = bool(
         _DAEMON_LOCAL.match(local)
         or _DAEMON_NAME.search(_fold(from_text))
-        or return_path.replace(" ", "") == "<>"
         or report_type == "delivery-status"
     )
+    daemon = mail_system or return_path.replace(" ", "") == "<>"
     auto_submitted = _fold(_header(msg, "Auto-Submitted"))
     precedence = _fold(_header(msg, "Precedence"))
     auto_reply = bool(
@@ -866,6 +872,7 @@ def _head(msg: Message) -> _Head:
         from_address=from_address,
         from_text=from_text,
         daemon=daemon,
+        mail_system=mail_system,
         auto_reply=auto_reply,
         envelope=envelope,
         in_reply_to=_header(msg, "In-Reply-To"),
@@ -957,7 +964,7 @@ def _parse(raw: bytes) -> Report:
                 kind = "complaint"
                 fallback = _original_recipient(original)
                 recipients = [_recipient(fallback, "complaint", None, None)] if fallback else []
-            elif head.auto_reply and not head.daemon:
+            elif head.auto_reply and not head.mail_system:
                 kind = "auto-reply"
                 recipients = []
 

@@ -761,6 +761,13 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         )
         if problem:
             reader.problem(f"{where}.host", problem.replace("sources may", "mailboxes may"))
+        if tracking is None:
+            reader.problem(
+                where,
+                "a bounce mailbox needs [tracking] (its `secret` signs the VERP return path and "
+                "the Message-ID that map a bounce back to its delivery); add a [tracking] "
+                "section with `public_url` and `secret_file`",
+            )
         tls = values.get("tls", "implicit")
         mailboxes[name] = MailboxSettings(
             name=name,
@@ -984,6 +991,22 @@ def starter_blocks() -> list[StarterBlock]:
                     "listen": "127.0.0.1:8080",
                 }
             },
+        ),
+        StarterBlock(
+            "Bounces and complaints by e-mail (D14): an IMAP mailbox where the VERP return\n"
+            "path delivers DSNs and ARF reports; handled ones move to `processed_folder`,\n"
+            "unreadable ones stay, flagged $DisparoUnparsed. Check it with\n"
+            "`disparo mailboxes test retorno`. E.g.:\n"
+            "  [mailboxes.retorno]\n"
+            '  host = "imap.empresa.com.br"\n'
+            '  user = "bounces@empresa.com.br"\n'
+            '  password_env = "DISPARO_IMAP_PASSWORD"\n'
+            '  tls = "implicit"            # or "starttls" (port 143)\n'
+            '  folder = "INBOX"\n'
+            '  processed_folder = "disparo/handled"\n'
+            '  every = "2m"\n'
+            "Amazon SES users: subscribe `public_url`/ses to the SNS topics and list them in\n"
+            '[tracking] ses_topics = ["arn:aws:sns:us-east-1:123456789012:ses-bounces"].'
         ),
         StarterBlock(
             "WhatsApp templates (_nt): the approved template's Content SID and the contact\n"

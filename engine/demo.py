@@ -11,6 +11,7 @@ import email.policy
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import socket
@@ -166,6 +167,7 @@ def main(argv: list[str]) -> None:
         )
         disparo(*c, "campaign", "show", str(paced))
     summarise_sandbox(workspace)
+    show_tracking(workspace, config)
     console.rule("[bold]done")
     console.print(
         f"The workspace is in {workspace}/. Drop more files into {drop}/ and run "
@@ -278,6 +280,93 @@ def summarise_sandbox(workspace: Path) -> None:
         console.print(f"{len(lines)} message(s) in {path}")
         if lines:
             console.print(f"  first: {lines[0][:160]}", markup=False)
+
+
+def tracking_links(workspace: Path) -> tuple[str, str] | None:
+    """The open pixel and the first click link of one e-mail in the sink's Maildir."""
+    maildir = workspace / "maildir" / "new"
+    for path in sorted(maildir.glob("*")) if maildir.exists() else []:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(("html",))
+        if body is None:
+            continue
+        html = body.get_content()
+        pixel = re.search(r'src="([^"]+/o/[^"]+\.gif)"', html)
+        link = re.search(r'href="([^"]+/c/[^"]+)"', html)
+        if pixel and link:
+            return pixel.group(1), link.group(1)
+    return None
+
+
+def show_tracking(workspace: Path, config: Path) -> None:
+    """Serve the tracking endpoint, open and click one e-mail, and show what was recorded."""
+    console.rule("[bold]6. Opens, clicks and unsubscribes come back (D17–D19)")
+    found = tracking_links(workspace)
+    if found is None:
+        console.print("[yellow]no tracked e-mail in the sink; skipping this step[/]")
+        return
+    pixel, link = found
+    port = free_port(8080)
+    text = config.read_text(encoding="utf-8")
+    public = re.search(r'public_url = "([^"]+)"', text)
+    base = public.group(1) if public else "http://127.0.0.1:8080"
+    listen = ("tracking", "serve", "--listen", f"127.0.0.1:{port}")
+    console.print(f"\n[bold cyan]$ disparo {' '.join(listen)} &[/]")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), *listen],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not wait_port(port, server):
+            console.print(f"[bold red]the tracking endpoint did not start on port {port}[/]")
+            return
+        local = f"http://127.0.0.1:{port}"
+        console.print(f"an e-mail's open pixel:  {pixel}", markup=False)
+        console.print(f"its first tracked link:  {link}", markup=False)
+        status, _ = fetch(pixel.replace(base, local, 1))
+        console.print(f"GET the pixel → {status} (the open is recorded)")
+        status, location = fetch(link.replace(base, local, 1))
+        console.print(
+            f"GET the link  → {status}, Location: {location} (from the campaign's link "
+            "table, never from the request)"
+        )
+        tampered = link[:-1] + ("0" if link[-1] != "0" else "1")
+        status, _ = fetch(tampered.replace(base, local, 1))
+        console.print(f"GET a tampered link → {status} (no redirect, nothing recorded)")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    mailed = campaign_id(config, "_email_")
+    if mailed is not None:
+        disparo("--config", str(config), "campaign", "results", str(mailed), "--limit", "3")
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """GET ``url`` without following a redirect: (status, Location)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        response = connection.getresponse()
+        return response.status, response.getheader("Location") or ""
+    finally:
+        connection.close()
 
 
 if __name__ == "__main__":

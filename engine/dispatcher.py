@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from engine.channels import (
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
 from engine.events import CampaignEvent, DeliveryEvent
+from engine.metrics import Metrics
 from engine.plugins import Plugins
 from engine.render import variables
 from engine.store import Store
@@ -104,8 +106,10 @@ class Dispatcher:
         lease: timedelta = timedelta(minutes=5),
         tick_seconds: float = 1.0,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.plugins = plugins
         self.config = config
         self.clock = clock
@@ -489,6 +493,10 @@ class AccountSender:
     async def _confirm(self, c: CampaignState, outcomes: list[Outcome]) -> None:
         d = self.d
         await d.store.run(d.store.dispatch.confirm, c.id, d.node, outcomes, account=self.name)
+        if d.metrics is not None:
+            counted = Counter(o.kind for o in outcomes if o.kind != "release")
+            for kind, n in counted.items():
+                d.metrics.messages.labels(self.name, c.channel, kind).inc(n)
         if d.plugins.pm.hook.delivery_event.get_hookimpls():
             now = d.clock.now()
             for o in outcomes:

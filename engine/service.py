@@ -14,9 +14,12 @@ from engine.collector import Collector, PollSummary
 from engine.config import Config
 from engine.dispatcher import Dispatcher
 from engine.guard import Guard
+from engine.mailbox import MailboxPoller, PollResult
+from engine.metrics import Metrics
 from engine.plugins import Plugins
 from engine.store import Store
 from engine.tokens import Signer
+from engine.tracking import SignalWriter, Tracking
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class RunSummary:
     """What ``disparo run --until-idle`` did."""
 
     polls: list[PollSummary] = field(default_factory=list)
+    mailboxes: list[PollResult] = field(default_factory=list)
     campaigns: list[tuple[int, str, str, int, int]] = field(default_factory=list)
 
 
@@ -67,11 +71,34 @@ class Engine:
         self.config = config
         self.clock = clock
         self.stop = asyncio.Event()
+        self.metrics = Metrics(store)
+        self.writer = SignalWriter(store, plugins, self.metrics)
+        self.signer = signer_for(config)
         self.collector = Collector(store, plugins, config, clock)
         self.dispatcher = Dispatcher(
-            store, plugins, config, clock, signer=signer_for(config), lease=config.engine.lease
+            store,
+            plugins,
+            config,
+            clock,
+            signer=self.signer,
+            lease=config.engine.lease,
+            metrics=self.metrics,
         )
         self.guard = Guard(store, config, clock)
+        self.tracking: Tracking | None = None
+        if config.tracking is not None:
+            self.tracking = Tracking(
+                store, config, clock, plugins=plugins, metrics=self.metrics, writer=self.writer
+            )
+        self.mailboxes: list[MailboxPoller] = []
+        if self.signer is not None:
+            self.mailboxes = [
+                MailboxPoller(store, settings, clock, self.signer, self.writer.apply_many)
+                for settings in config.mailboxes.values()
+                if settings.enabled
+            ]
+        #: where the tracking endpoint listens once ``run`` started it
+        self.listening: str | None = None
 
     async def run_until_idle(self, *, settle: float = 2.0) -> RunSummary:
         """Poll every source, import what is ready, send everything due, and return."""
@@ -79,15 +106,35 @@ class Engine:
         summary.polls = await self.collector.run_until_idle(settle=settle)
         await self.guard.check()
         await self.dispatcher.run_until_idle()
+        if self.mailboxes:
+            self.writer.start()
+            try:
+                for poller in self.mailboxes:
+                    summary.mailboxes.append(await poller.poll())
+            finally:
+                await self.writer.close()
+            await self.guard.check()  # bounces that just came in count at once
         for c in await self.store.run(self.store.campaigns.recent, 50):
             summary.campaigns.append((c.id, c.name, c.status, c.recipients, c.counters["sent"]))
         return summary
 
     async def run(self) -> None:
         """Run until ``stop`` is set (SIGTERM/SIGINT), then stop cleanly."""
+        self.writer.start()
+        if self.tracking is not None:
+            self.listening = await self.tracking.start()
+            log.info(
+                "tracking endpoint listening on %s (public URL %s)",
+                self.listening,
+                self.tracking.settings.public_url,
+            )
         background = [
             asyncio.create_task(self.collector.run_forever(self.stop), name="collector"),
             asyncio.create_task(self.guard.run(), name="guard"),
+        ]
+        background += [
+            asyncio.create_task(p.run_forever(self.stop), name=f"mailbox-{p.settings.name}")
+            for p in self.mailboxes
         ]
         try:
             await self.dispatcher.run(self.stop)
@@ -98,4 +145,7 @@ class Engine:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self.tracking is not None:
+                await self.tracking.stop()
+            await self.writer.close()
             await asyncio.to_thread(self.store.checkpoint)

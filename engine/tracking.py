@@ -33,7 +33,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -127,6 +127,12 @@ class SignalWriter:
         """Submit and wait until it is stored."""
         return await self.submit(signal)
 
+    async def apply_many(self, signals: Sequence[Signal]) -> list[Applied]:
+        """Submit several and wait until all are stored (the bounce mailbox's rounds)."""
+        self.start()
+        futures = [self.submit(s) for s in signals]
+        return [await f for f in futures]
+
     async def _run(self) -> None:
         while True:
             first = await self.queue.get()
@@ -219,6 +225,7 @@ class Tracking:
         plugins: Plugins | None = None,
         metrics: Metrics | None = None,
         sns_fetch: Callable[[str], Awaitable[bytes]] | None = None,
+        writer: SignalWriter | None = None,
     ) -> None:
         if config.tracking is None:
             raise ValueError("[tracking] is not configured")
@@ -228,7 +235,8 @@ class Tracking:
         self.clock = clock
         self.signer = Signer(self.settings.secret.reveal())
         self.metrics = metrics or Metrics(store)
-        self.writer = SignalWriter(store, plugins, self.metrics)
+        self.writer = writer or SignalWriter(store, plugins, self.metrics)
+        self._own_writer = writer is None
         self.links = _Links(store)
         self.metrics_from = [
             ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
@@ -260,7 +268,8 @@ class Tracking:
         self.writer.start()
 
     async def _cleanup(self, app: web.Application) -> None:
-        await self.writer.close()
+        if self._own_writer:
+            await self.writer.close()
 
     # -- serving ----------------------------------------------------------------------------
 

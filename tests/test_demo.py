@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.store import Store
+
 
 def test_make_demo_imports_the_examples_and_sends_through_the_sandbox(tmp_path: Path) -> None:
     workspace = tmp_path / "demo"
@@ -44,3 +46,13 @@ def test_make_demo_imports_the_examples_and_sends_through_the_sandbox(tmp_path: 
     assert whatsapp["ContentSid"].startswith("HX")
     assert json.loads(whatsapp["ContentVariables"])["1"]  # {{1}} = the contact's nome
     assert "4. What was sent" in done.stdout and "5. The sandbox transports" in done.stdout
+    # 6: the tracking endpoint took an open and a click, refused a tampered link (D17)
+    assert "GET the pixel → 200" in done.stdout
+    assert "GET the link  → 302, Location: https://example.com/oferta" in done.stdout
+    assert "GET a tampered link → 404" in done.stdout
+    store = Store.open(f"sqlite:///{tmp_path / 'demo' / 'disparo.db'}")
+    try:
+        email = next(c for c in store.campaigns.recent() if c.channel == "email")
+        assert (email.counters["opened"], email.counters["clicks"]) == (1, 1)
+    finally:
+        store.close()

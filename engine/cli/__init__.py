@@ -33,9 +33,15 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import campaigns, collect, names, setup
+    from engine.cli import campaigns, collect, feedback, names, setup
 
-    for command in (*setup.COMMANDS, *names.COMMANDS, *collect.COMMANDS, *campaigns.COMMANDS):
+    for command in (
+        *setup.COMMANDS,
+        *names.COMMANDS,
+        *collect.COMMANDS,
+        *campaigns.COMMANDS,
+        *feedback.COMMANDS,
+    ):
         cli.add_command(command)
 
 

@@ -7,7 +7,9 @@ import asyncio
 import getpass
 import json
 import os
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,8 +18,10 @@ from rich.text import Text
 
 from engine.actions import ROLES, Applied, submit_and_apply
 from engine.cli.context import AppContext, app, fail
+from engine.csvsafe import SafeWriter
 from engine.dispatcher import released_count
 from engine.pacing import PercentPacing, SizePacing, plan
+from engine.store.campaigns import RecipientResult
 from engine.store.dispatch import CampaignState
 
 STATUS_STYLE = {
@@ -154,6 +158,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     ]
     for key in (
         "sent",
+        "delivered",
         "failed",
         "bounced",
         "suppressed",
@@ -164,6 +169,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         "clicked",
         "clicks",
         "unsubscribed",
+        "complaints",
     ):
         rows.append((key, f"{c.counters[key]:,}"))
     for key, value in rows:
@@ -194,6 +200,150 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
                 state = "expires (after the deadline)"
             timeline.add_row(str(b.index), str(b.size), _t(a, b.release_at), state)
         a.console.print(timeline)
+
+
+#: the columns of a results export (D17), Portuguese as the customers' own files
+RESULT_COLUMNS = (
+    "codigo",
+    "nome",
+    "endereco",
+    "status",
+    "status_provedor",
+    "enviado_em",
+    "entregue_em",
+    "lido_em",
+    "clicado_em",
+    "cliques",
+    "urls_clicadas",
+    "motivo_nao_enviado",
+    "descadastrado_campanha",
+    "descadastrado_todas",
+    "reclamacao_em",
+)
+
+
+def _result_row(a: AppContext, r: RecipientResult) -> list[str]:
+    def t(value: datetime | None) -> str:
+        return value.astimezone(a.config.tz).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+    return [
+        r.code or "",
+        r.name or "",
+        r.address,
+        r.status,
+        r.provider_status or "",
+        t(r.sent_at),
+        t(r.delivered_at),
+        t(r.opened_at),
+        t(r.clicked_at),
+        str(r.clicks),
+        " ".join(r.urls),
+        r.reason or "",
+        "sim" if r.unsubscribed_campaign else "nao",
+        "sim" if r.unsubscribed_all else "nao",
+        t(r.complained_at),
+    ]
+
+
+@campaign.command("results")
+@click.argument("campaign_id", type=int)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write every recipient to this CSV file (`-` for standard output).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one recipient per line.")
+@click.option(
+    "--limit", type=int, default=20, show_default=True, help="Rows shown on screen without --csv."
+)
+@click.pass_context
+def campaign_results(
+    ctx: click.Context, campaign_id: int, csv_path: Path | None, as_json: bool, limit: int
+) -> None:
+    """Per-recipient results (D17): sent, delivered, first read, clicks and the URLs clicked,
+    why it was not sent, unsubscribes (this campaign / all). `--csv` exports every recipient
+    (`;`-separated, UTF-8 with BOM, formula-safe cells, E2)."""
+    a = app(ctx)
+    c = _get(a, campaign_id)
+    if as_json:
+        for chunk in a.store.campaigns.results(c.id):
+            for r in chunk:
+                row = dict(zip(RESULT_COLUMNS, _result_row(a, r), strict=True))
+                row["urls_clicadas"] = list(r.urls)  # type: ignore[assignment]
+                click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    if csv_path is not None:
+        _export_results(a, c, csv_path)
+        return
+    table = Table(title=f"Campaign {c.id}: first {limit} recipients", title_justify="left")
+    for column in ("Code", "Address", "Status", "Sent", "Read", "Clicks", "Reason", "Unsub."):
+        table.add_column(column)
+    shown = 0
+    for chunk in a.store.campaigns.results(c.id, chunk=max(1, min(limit, 5000))):
+        for r in chunk:
+            if shown >= limit:
+                break
+            cells = _result_row(a, r)
+            table.add_row(
+                Text(cells[0][:20]),
+                Text(r.address),
+                Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+                cells[5],
+                cells[7],
+                str(r.clicks),
+                Text((r.reason or "")[:60]),
+                "all" if r.unsubscribed_all else ("campaign" if r.unsubscribed_campaign else ""),
+            )
+            shown += 1
+        if shown >= limit:
+            break
+    a.console.print(table)
+    if c.recipients > shown:
+        a.console.print(
+            f"{c.recipients - shown:,} more; export them all with "
+            f"`disparo campaign results {c.id} --csv results.csv`"
+        )
+
+
+def _export_results(a: AppContext, c: CampaignState, path: Path) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    err = a.err
+    to_stdout = str(path) == "-"
+    handle = (
+        sys.stdout
+        if to_stdout
+        else open(path.with_name(path.name + ".part"), "w", encoding="utf-8-sig", newline="")  # noqa: SIM115
+    )
+    written = 0
+    try:
+        writer = SafeWriter(handle)
+        writer.writerow(RESULT_COLUMNS)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task(f"campaign {c.id}", total=c.recipients)
+            for chunk in a.store.campaigns.results(c.id):
+                for r in chunk:
+                    writer.writerow(_result_row(a, r))
+                written += len(chunk)
+                progress.update(task, completed=written)
+    except BaseException:
+        if not to_stdout:
+            handle.close()
+            path.with_name(path.name + ".part").unlink(missing_ok=True)
+        raise
+    if not to_stdout:
+        handle.close()
+        path.with_name(path.name + ".part").replace(path)  # never a half-written file
+        a.console.print(f"{written:,} recipients of campaign {c.id} written to {path}")
 
 
 def _act(

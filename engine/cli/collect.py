@@ -351,6 +351,14 @@ def _print_run(a: AppContext, summary: Any) -> None:
     for poll in summary.polls:
         for report in poll.reports:
             _print_report(a, report)
+    for box in summary.mailboxes:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(box.kinds.items()))
+        a.console.print(
+            Text(
+                f"mailbox {box.name}: {box.message}" + (f" ({kinds})" if kinds else ""),
+                style="" if box.ok else "red",
+            )
+        )
     _print_campaigns(a, summary)
 
 

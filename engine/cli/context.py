@@ -79,9 +79,13 @@ class AppContext:
         """The store of the configuration, migrated to the current schema."""
         url = self.database_url()
         try:
-            return Store.open(url, clock=self.clock)
+            store = Store.open(url, clock=self.clock)
         except Exception as exc:  # connection refused, bad credentials, locked file…
             fail(f"cannot open the database {url.render_as_string(hide_password=True)}: {exc}")
+        context = click.get_current_context(silent=True)
+        if context is not None:  # close its connections when the command is done
+            context.find_root().call_on_close(store.close)
+        return store
 
 
 def app(ctx: click.Context) -> AppContext:

@@ -27,6 +27,7 @@ from engine.store.dispatch import Dispatch
 from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
+from engine.store.mailboxes import Mailboxes
 from engine.store.suppressions import Suppressions
 from engine.store.views import Views
 
@@ -51,6 +52,7 @@ class Store:
         self.dispatch = Dispatch(self)
         self.suppressions = Suppressions(self)
         self.feedback = Feedback(self)
+        self.mailboxes = Mailboxes(self)
         self.campaigns = Campaigns(self)
         self.views = Views(self)
 

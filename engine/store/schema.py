@@ -162,6 +162,8 @@ remote_files = Table(
     Column("last_seen_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("source", "path"),
 )
+# the Sources screen: a source's files, newest first
+Index("ix_remote_files_source_last_seen_at", remote_files.c.source, remote_files.c.last_seen_at)
 
 # The ledger (F10): one row per file content handled; the unique key makes "once" hold
 # across crashes, restarts and engine nodes.
