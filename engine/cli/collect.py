@@ -289,7 +289,8 @@ def sources_test(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
     """Run the engine: collect and import files on each source's schedule, send campaigns
-    paced within each account's rate, and watch bounce rates (the guard).
+    paced within each account's rate, and watch bounce rates (the guard); with [tracking],
+    serve the tracking endpoint, and poll the bounce mailboxes ([mailboxes.NAME]).
 
     Stops cleanly on SIGTERM or Ctrl-C: in-flight messages finish, the rest waits for the
     next start.
