@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -552,3 +554,82 @@ async def test_metrics_are_refused_outside_the_allowed_networks(
 
 
 _ = FakeResponse  # (the fake's scripted answers are exercised in test_channels.py)
+
+
+async def test_ses_notifications_through_sns(sent: Sent) -> None:
+    """Amazon SES through SNS: a genuine signed bounce (mapped by our Message-ID) bounces
+    and suppresses the address once, whatever the retries; a complaint suppresses; a forged
+    signature or a topic not configured gets 403 and changes nothing."""
+    from dataclasses import replace
+
+    from tests.test_sns import TOPIC, FakeFetch, body, notification, sign, signer, stranger
+
+    settings = sent.config.tracking
+    assert settings is not None
+    config = replace(sent.config, tracking=replace(settings, ses_topics=(TOPIC,)))
+    fetch = FakeFetch({sign(notification())["SigningCertURL"]: signer().pem})
+    tracking = Tracking(sent.store, config, sent.clock, plugins=sent.plugins, sns_fetch=fetch)
+    bound = await tracking.start("127.0.0.1:0")
+    try:
+        now = datetime.now(UTC)
+
+        def ses(kind: str, rcpt: str, message_id: str) -> bytes:
+            mail = sent.mails[rcpt]
+            payload: dict[str, Any] = {
+                "notificationType": kind,
+                "mail": {
+                    "source": "aviso@empresa.com.br",
+                    "messageId": "0100018e-ses-id",
+                    "commonHeaders": {"messageId": str(mail["Message-ID"])},
+                },
+            }
+            if kind == "Bounce":
+                payload["bounce"] = {
+                    "bounceType": "Permanent",
+                    "bounceSubType": "General",
+                    "bouncedRecipients": [
+                        {"emailAddress": rcpt, "action": "failed", "status": "5.1.1",
+                         "diagnosticCode": "smtp; 550 5.1.1 user unknown"}
+                    ],
+                }  # fmt: skip
+            else:
+                payload["complaint"] = {
+                    "complainedRecipients": [{"emailAddress": rcpt}],
+                    "complaintFeedbackType": "abuse",
+                }
+            return body(
+                sign(
+                    notification(
+                        json.dumps(payload), sent=now - timedelta(seconds=5), MessageId=message_id
+                    )
+                )
+            )
+
+        url = f"http://{bound}/ses"
+        bounce = ses("Bounce", "p1@example.com", "sns-1")
+        for _ in range(2):  # SNS retries deliver the same MessageId again
+            async with sent.http.post(url, data=bounce) as r:
+                assert r.status == 200, await r.text()
+        async with sent.http.post(url, data=ses("Complaint", "p2@example.com", "sns-2")) as r:
+            assert r.status == 200
+        forged = json.loads(ses("Bounce", "p3@example.com", "sns-3"))
+        forged = sign({k: v for k, v in forged.items() if k != "Signature"}, by=stranger())
+        async with sent.http.post(url, data=body(forged)) as r:
+            assert r.status == 403
+        other = json.loads(ses("Bounce", "p3@example.com", "sns-4"))
+        other["TopicArn"] = TOPIC + "-other"
+        async with sent.http.post(url, data=body(sign(other))) as r:
+            assert r.status == 403
+        await tracking.writer.close()
+    finally:
+        await tracking.stop()
+
+    assert delivery(sent, "p1@example.com").status == "bounced"
+    assert delivery(sent, "p2@example.com").complained_at is not None
+    assert delivery(sent, "p3@example.com").status == "sent"
+    assert [e.kind for e in events(sent) if e.origin == "ses"] == ["bounced", "complaint"]
+    with sent.store.read() as c:
+        origins = dict(
+            c.execute(sa.select(t.suppressions.c.address, t.suppressions.c.origin)).all()
+        )
+    assert origins == {"p1@example.com": "bounce", "p2@example.com": "complaint"}
