@@ -35,7 +35,7 @@ What is recognised, most trustworthy first:
 
 Severity of a recipient (:func:`classify`, enhanced codes of RFC 3463): ``"hard"`` only when
 the address itself is bad — 5.1.0, 5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10, 5.2.1 (disabled) and
-5.4.4 (no route, null MX); or, without an informative enhanced code, SMTP reply 550/551/553
+5.4.4 (no route, null MX); or, without an informative enhanced code, SMTP reply 550/551/553/554
 worded as an unknown user ("user unknown", "no such user", "does not exist", "usuário
 desconhecido", "caixa postal inexistente"…). Two refinements keep a list from being wrongly
 suppressed: a text that blames the *sender* ("Sender address rejected: User unknown", a
@@ -96,7 +96,7 @@ _DONE = frozenset({"delivered", "relayed", "expanded"})
 _ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 #: subject.detail of the 5.x.x codes that say the address itself is bad
 _HARD_DETAILS = frozenset({"1.0", "1.1", "1.2", "1.3", "1.6", "1.10", "2.1", "4.4"})
-_HARD_REPLIES = frozenset({550, 551, 553})
+_HARD_REPLIES = frozenset({550, 551, 553, 554})
 
 _DSN_TYPES = frozenset(
     {"message/delivery-status", "message/global-delivery-status", "text/delivery-status"}
@@ -162,7 +162,8 @@ _INLINE_ID = re.compile(r"^message-id:\s*(<[^<>\s]{1,490}>)", re.IGNORECASE)
 _USER_UNKNOWN = re.compile(
     r"user unknown|unknown (?:user|recipient|mailbox|address)|recipient unknown"
     r"|(?:mailbox|address) unknown|no such (?:user|mailbox|recipient|address|account)"
-    r"|does ?n[o']?t exist|mailbox (?:is )?unavailable|mailbox not found|user not found"
+    r"|does ?n[o']?t exist|user does ?n[o']?t have an? [\w.-]{1,60} account"
+    r"|mailbox (?:is )?unavailable|mailbox not found|user not found"
     r"|recipient not found|address not found|invalid (?:recipient|mailbox|address|user)"
     r"|address rejected|no mailbox here|not our customer"
     r"|usuario (?:desconhecido|inexistente|invalido)|nao existe"
@@ -434,6 +435,7 @@ def classify(status: str | None, diagnostic: str | None, action: str) -> Severit
         and replies & _HARD_REPLIES
         and _USER_UNKNOWN.search(diag)
         and not _NOT_ADDRESS.search(diag)
+        and not _SENDER_BLAME.search(diag)
     ):
         return "hard"
     if act == "failed":
