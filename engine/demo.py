@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -104,7 +105,19 @@ def drop_examples(drop: Path, today: str) -> list[str]:
     broken = drop / BROKEN.replace("221126", today)
     broken.write_text(contacts(5, 8), encoding="utf-8")
     written.append(broken.name)
+    paced = drop / deadline_example()
+    paced.write_text(contacts(300, 9), encoding="utf-8")
+    written.append(paced.name)
     return written
+
+
+def deadline_example() -> str:
+    """A paced SMS campaign whose deadline (_LE) falls 45 minutes from now: 10 % every 5
+    minutes cannot finish in time, so its last batch will expire (D8) — what the TUI's
+    deadline panel warns about."""
+    now = RealClock().now().astimezone(ZoneInfo("America/Sao_Paulo"))
+    deadline = now + timedelta(minutes=45)
+    return f"mailing_{now:%d%m%y}_009_cBRAD_smsshort_q10005_LE{deadline:%d%m%y%H%M}.csv"
 
 
 def main(argv: list[str]) -> None:
@@ -166,6 +179,13 @@ def main(argv: list[str]) -> None:
             "out now, the rest are released on schedule while `disparo run` runs."
         )
         disparo(*c, "campaign", "show", str(paced))
+    deadline = campaign_id(config, "_q10005_LE")
+    if deadline is not None:
+        console.print(
+            "\nThe `_q10005_LE…` campaign sends 10 % every 5 minutes but must stop 45 minutes "
+            "from now: its last batch would be released after the deadline, so it expires."
+        )
+        disparo(*c, "campaign", "show", str(deadline))
     summarise_sandbox(workspace)
     show_tracking(workspace, config)
     console.rule("[bold]done")
