@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from email.utils import format_datetime, formataddr
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiosmtplib
-import dkim
 from jinja2 import TemplateError
 
 from engine import hookimpl
@@ -51,6 +49,11 @@ from engine.render import (
     track_links,
     trial_render,
 )
+
+if TYPE_CHECKING:
+    # aiosmtplib and dkimpy are imported where mail is sent and signed: loading the plugins,
+    # which every `disparo` process does, stays light
+    import aiosmtplib
 
 SIGNED_HEADERS = [
     b"from",
@@ -135,6 +138,8 @@ async def _transaction(
     measured as the largest cost of sending); these addresses were already checked by
     email-validator, so the commands go through aiosmtplib's ``execute_command`` as they are.
     """
+    import aiosmtplib
+
     if utf8 and not client.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported(
             "the relay does not offer SMTPUTF8 (RFC 6531), which an address with accents "
@@ -161,6 +166,8 @@ async def _transaction(
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:
+    import aiosmtplib
+
     with contextlib.suppress(aiosmtplib.SMTPException, ConnectionError):
         await client.rset()
 
@@ -176,6 +183,8 @@ class SmtpPool:
         self._all: set[aiosmtplib.SMTP] = set()
 
     async def send(self, sender: str, recipient: str, data: bytes, utf8: bool) -> None:
+        import aiosmtplib
+
         async with self._slots:
             try:
                 client = self._idle.get_nowait()
@@ -296,6 +305,8 @@ class EmailChannel(Channel):
         return int(o.get("port") or {"implicit": 465, "none": 25}.get(o.get("tls", ""), 587))
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        import aiosmtplib
+
         o = self.account.options
         timeout = float(o["timeout"].total_seconds()) if o.get("timeout") else 30.0
         if self.account.sandbox:
@@ -441,6 +452,8 @@ class EmailChannel(Channel):
         )
         data = head + body
         if self._dkim_key is not None:
+            import dkim
+
             present = {name.lower().encode() for name, _ in headers}
             signature = dkim.sign(
                 data,
@@ -466,6 +479,8 @@ class EmailChannel(Channel):
         except Exception as exc:  # a template that fails for this recipient
             return Failed(f"the message could not be rendered: {exc}")
         utf8 = not (checked.value.isascii() and envelope.isascii())
+        import aiosmtplib
+
         try:
             await self.pool.send(envelope, checked.value, data, utf8)
         except aiosmtplib.SMTPRecipientsRefused as exc:

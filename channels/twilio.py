@@ -13,21 +13,15 @@ recipient replied STOP) suppresses the number, invalid numbers are permanent.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 from jinja2 import TemplateError
-from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response
-from twilio.rest import Client
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
@@ -45,6 +39,15 @@ from engine.channels import (
 from engine.config import AccountSettings, Key
 from engine.render import compile_text, trial_render
 
+if TYPE_CHECKING:
+    # the twilio library is imported when a live account opens (channels._twilio_http):
+    # loading the plugins, which every `disparo` process does, stays light
+    from twilio.base.exceptions import TwilioRestException
+    from twilio.http.response import Response
+    from twilio.rest import Client
+
+    from channels._twilio_http import TwilioHttp
+
 TWILIO_API = "https://api.twilio.com"
 #: the last HTTP response seen by this task (asyncio gives each send its own copy)
 LAST_RESPONSE: contextvars.ContextVar[Response | None] = contextvars.ContextVar(
@@ -57,46 +60,6 @@ INVALID_NUMBER = {
     21612: "the number cannot be reached",
     63003: "not a WhatsApp number",
 }
-
-
-class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """The twilio library's own async client, with three changes: the API base can point at a
-    Twilio-compatible gateway (or a test fake); credentials go in an Authorization header
-    (aiohttp 3.14 warns about ``auth=``); each response is kept per task, for Retry-After."""
-
-    def __init__(self, base_url: str | None, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self.base_url = (base_url or TWILIO_API).rstrip("/")
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
-        allow_redirects: bool = False,
-    ) -> Response:
-        if url.startswith(TWILIO_API):
-            url = self.base_url + url[len(TWILIO_API) :]
-        headers = dict(headers or {})
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        response: Response = await super().request(
-            method,
-            url,
-            params=params,
-            data=data,
-            headers=headers,
-            auth=None,
-            timeout=timeout,
-            allow_redirects=allow_redirects,
-        )
-        LAST_RESPONSE.set(response)
-        return response
 
 
 @dataclass(frozen=True)
@@ -173,6 +136,8 @@ class TwilioChannel(Channel):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._outbox = path.open("a", encoding="utf-8")
             return
+        from channels._twilio_http import Client, TwilioHttp
+
         o = self.account.options
         self.http = TwilioHttp(o.get("api_base_url"), o["timeout"].total_seconds())
         self.client = Client(o["account_sid"], o["auth_token"].reveal(), http_client=self.http)
@@ -212,6 +177,8 @@ class TwilioChannel(Channel):
                 self._outbox.flush()
             return Sent(provider_id=f"SANDBOX{delivery.id}")
         assert self.client is not None
+        from channels._twilio_http import TRANSPORT_ERRORS, TwilioRestException
+
         LAST_RESPONSE.set(None)
         try:
             message = await self.client.messages.create_async(
@@ -219,7 +186,7 @@ class TwilioChannel(Channel):
             )
         except TwilioRestException as exc:
             return self._error(exc)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TRANSPORT_ERRORS as exc:
             return Retry(f"Twilio could not be reached: {exc}")
         return Sent(provider_id=message.sid)
 
@@ -390,3 +357,13 @@ def register_channels(register: Any) -> None:
         WhatsAppProspectChannel,
     ):
         register(cls)
+
+
+def __getattr__(name: str) -> Any:
+    """``TwilioHttp`` moved to ``channels._twilio_http`` (imported on first use); it is still
+    reachable here."""
+    if name == "TwilioHttp":
+        from channels._twilio_http import TwilioHttp
+
+        return TwilioHttp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.addresses import normalise_email, normalise_phone, suppression_key
 from engine.plugins import Plugins
-from engine.store import Store
-from engine.store.commands import Command
+
+if TYPE_CHECKING:
+    # the store (SQLAlchemy) is reached through the arguments: importing this module for
+    # ROLES, as the `disparo tui` registration does, stays light
+    from engine.store import Store
+    from engine.store.commands import Command
 
 ROLES = ("viewer", "operator", "admin")
 #: the least role that may do each action

@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -19,10 +19,13 @@ from rich.text import Text
 from engine.actions import ROLES, Applied, submit_and_apply
 from engine.cli.context import AppContext, app, fail
 from engine.csvsafe import SafeWriter
-from engine.dispatcher import released_count
 from engine.pacing import PercentPacing, SizePacing, plan
-from engine.store.campaigns import RecipientResult
-from engine.store.dispatch import CampaignState
+
+if TYPE_CHECKING:
+    # the store and the dispatcher are imported by the commands that use them, so building
+    # the command line (every `disparo` process does) stays light
+    from engine.store.campaigns import RecipientResult
+    from engine.store.dispatch import CampaignState
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -190,6 +193,8 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
             rate=rate,
             deadline=c.deadline,
         )
+        from engine.dispatcher import released_count
+
         released = released_count(c, a.clock.now())
         timeline = Table(title="Batches", title_justify="left")
         for column in ("Batch", "Size", "Released", "State"):

@@ -8,7 +8,7 @@ import signal
 from datetime import date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -19,8 +19,12 @@ from rich.text import Text
 from engine.cli.context import AppContext, app, fail
 from engine.clock import local_today
 from engine.formats import Format, FormatContext
-from engine.importer import ImportReport, file_digest, import_file
 from engine.sources import Source, SourceError
+
+if TYPE_CHECKING:
+    # the importer (and the store under it) is imported by `disparo import`, so building the
+    # command line (every `disparo` process does) stays light
+    from engine.importer import ImportReport
 
 STATUS_STYLE = {
     "imported": "green",
@@ -112,6 +116,8 @@ def import_command(
     e-mail body is the sibling <stem>.html when there is one. Exit status 1 when a file is
     rejected.
     """
+    from engine.importer import ImportReport, file_digest, import_file
+
     a = app(ctx)
     config = a.config
     store = a.store

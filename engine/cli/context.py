@@ -5,18 +5,22 @@ from __future__ import annotations
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.engine import URL
 
 from engine.clock import Clock, RealClock
 from engine.config import Config, ConfigError, SecretError, find_config, load_config
 from engine.plugins import Plugins, load_plugins
-from engine.store import Store
-from engine.store.db import database_url
+
+if TYPE_CHECKING:
+    # the store (SQLAlchemy) is imported by the commands that open it: `disparo --help`,
+    # `disparo plugins`, `disparo check-name`… start without it
+    from sqlalchemy.engine import URL
+
+    from engine.store import Store
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
@@ -65,6 +69,8 @@ class AppContext:
 
     def database_url(self) -> URL:
         """The database URL with its password (from the secret reference) filled in."""
+        from engine.store.db import database_url
+
         engine = self.config.engine
         password = None
         if engine.database_password is not None:
@@ -77,6 +83,8 @@ class AppContext:
     @cached_property
     def store(self) -> Store:
         """The store of the configuration, migrated to the current schema."""
+        from engine.store import Store
+
         url = self.database_url()
         try:
             store = Store.open(url, clock=self.clock)

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from engine.cli.context import app, fail
 from engine.config import CONFIG_NAME, write_starter
-from engine.store import migrate
 
 
 @click.command()
@@ -87,6 +86,7 @@ def db_upgrade(ctx: click.Context) -> None:
 def db_status(ctx: click.Context) -> None:
     """Show the database's schema revision against the newest this version knows."""
     a = app(ctx)
+    from engine.store import migrate
     from engine.store.db import create_db_engine
 
     engine = create_db_engine(a.database_url())

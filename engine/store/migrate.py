@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
+
+# Alembic (with Mako under it, ~12 MB) is imported when a migration function runs: importing
+# the store does not load it.
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: any constant: serialises concurrent upgrades of one PostgreSQL database
@@ -16,6 +18,8 @@ _PG_LOCK_ID = 0x6469_7370_6172_6F
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -25,6 +29,8 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 def head_revision() -> str:
     """The newest migration this code knows."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -32,6 +38,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -43,6 +51,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     transaction holding the database's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
     an advisory lock), and the current revision is read inside it.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")

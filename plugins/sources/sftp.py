@@ -10,19 +10,21 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import hmac
 import stat
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
-
-import paramiko
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from engine import hookimpl
 from engine.config import Key, SourceSettings
 from engine.hosts import check_host_value, check_literal, connect, resolve
 from engine.sources import RemoteFile, Source, SourceError, join, network_error, unsafe_reason
+
+if TYPE_CHECKING:
+    # paramiko is imported when a source connects: loading the plugins, which every
+    # `disparo` process does, stays light
+    import paramiko
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -39,24 +41,6 @@ def _check_fingerprint(value: object) -> str | None:
             'CARLviKw6E5SY8" (see `ssh-keygen -lf`)'
         )
     return None
-
-
-class PinnedKey(paramiko.MissingHostKeyPolicy):
-    """Accept a host absent from known_hosts only when its key has the pinned fingerprint."""
-
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        actual = fingerprint(key)
-        if not hmac.compare_digest(actual, self.expected):
-            raise paramiko.SSHException(
-                f"the host key of {hostname} has fingerprint {actual}, not the pinned "
-                f"{self.expected}: refused (the key changed, or this is not the right server)"
-            )
-        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 class SftpSource(Source):
@@ -110,6 +94,10 @@ class SftpSource(Source):
         return f"sftp://{self.user}@{self.host}:{self.port}/{self.remote_dir.lstrip('/')}"
 
     def open(self) -> None:
+        import paramiko
+
+        from plugins.sources._sftp_keys import PinnedKey
+
         where = f"{self.host}:{self.port}"
         client = paramiko.SSHClient()
         sock = None
@@ -169,6 +157,8 @@ class SftpSource(Source):
                     pass
 
     def _error(self, exc: BaseException, where: str) -> SourceError:
+        import paramiko
+
         if isinstance(exc, paramiko.BadHostKeyException):
             return SourceError(
                 "hostkey",
@@ -296,3 +286,13 @@ class SftpSource(Source):
 @hookimpl
 def register_source_kinds(register: Any) -> None:
     register(SftpSource)
+
+
+def __getattr__(name: str) -> Any:
+    """``PinnedKey`` moved to ``plugins.sources._sftp_keys`` (imported on first use); it is
+    still reachable here."""
+    if name == "PinnedKey":
+        from plugins.sources._sftp_keys import PinnedKey
+
+        return PinnedKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
