@@ -110,7 +110,8 @@ class SignalWriter:
         self.metrics = metrics
         self.max_batch = max_batch
         self.linger = linger
-        self.queue: asyncio.Queue[tuple[Signal, asyncio.Future[Applied]]] = asyncio.Queue()
+        #: ``None`` tells the writer to stop once everything before it is written
+        self.queue: asyncio.Queue[tuple[Signal, asyncio.Future[Applied]] | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.applied = 0
 
@@ -136,12 +137,21 @@ class SignalWriter:
     async def _run(self) -> None:
         while True:
             first = await self.queue.get()
+            if first is None:
+                return
             batch = [first]
             if self.linger:
                 await asyncio.sleep(self.linger)  # let concurrent requests join
+            stop = False
             while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+                item = self.queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
             await self._write(batch)
+            if stop:
+                return
 
     async def _write(self, batch: list[tuple[Signal, asyncio.Future[Applied]]]) -> None:
         try:
@@ -174,20 +184,16 @@ class SignalWriter:
                     )
 
     async def close(self) -> None:
-        """Write what is queued, then stop."""
+        """Write everything submitted so far (including a batch being gathered), then stop.
+
+        The writer is never cancelled mid-batch: signals it already took from the queue
+        (an open whose pixel was answered) would be lost.
+        """
         if self.task is None:
             return
-        while not self.queue.empty():
-            batch: list[tuple[Signal, asyncio.Future[Applied]]] = []
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            await self._write(batch)
-        self.task.cancel()
-        try:
-            await self.task
-        except asyncio.CancelledError:
-            pass
-        self.task = None
+        task, self.task = self.task, None
+        self.queue.put_nowait(None)
+        await asyncio.shield(task)
 
 
 @dataclass

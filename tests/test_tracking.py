@@ -34,6 +34,7 @@ from engine.plugins import Plugins, load_plugins
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
+from engine.store.feedback import Signal
 from engine.tracking import Tracking, keyword
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.peers.twilio import FakeResponse, TwilioFake, start_twilio_fake
@@ -633,3 +634,21 @@ async def test_ses_notifications_through_sns(sent: Sent) -> None:
             c.execute(sa.select(t.suppressions.c.address, t.suppressions.c.origin)).all()
         )
     assert origins == {"p1@example.com": "bounce", "p2@example.com": "complaint"}
+
+
+async def test_closing_the_writer_never_drops_a_batch_being_gathered(
+    store: Store, clock: TestClock
+) -> None:
+    """The endpoint answers a pixel before the open is stored; stopping the server (SIGTERM)
+    must still store it, even when the writer is in the middle of gathering a batch."""
+    from engine.tracking import SignalWriter
+
+    writer = SignalWriter(store, linger=0.2)
+    writer.start()
+    first = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9))
+    await asyncio.sleep(0.02)  # the writer took it and waits for more to join
+    second = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9 + 1))
+    await writer.close()
+    assert first.done() and second.done()
+    assert first.result().unknown and second.result().unknown
+    assert writer.applied == 2
