@@ -193,6 +193,44 @@ def main(argv: list[str]) -> None:
         f"The workspace is in {workspace}/. Drop more files into {drop}/ and run "
         f"`disparo --config {config} run` (with `disparo sink` running for the e-mail sandbox)."
     )
+    if interactive():
+        watch_live(workspace, config)
+    else:
+        console.print(
+            f"Watch it live: `disparo --config {config} tui --engine` (with `disparo sink` "
+            "running), or run `make demo` in a terminal."
+        )
+
+
+def interactive() -> bool:
+    """A person at a terminal (not CI, not a pipe): the demo ends in the terminal UI."""
+    return (
+        sys.stdin.isatty()
+        and sys.stdout.isatty()
+        and not os.environ.get("CI")
+        and not os.environ.get("DEMO_NO_TUI")
+    )
+
+
+def watch_live(workspace: Path, config: Path) -> None:
+    """End in the terminal UI with the engine running in it: the paced campaigns release
+    their batches in real time, the deadline counts down; pause and resume with p / r."""
+    console.rule("[bold]7. Live: the terminal UI with the engine (q quits)")
+    console.print(
+        "Campaigns screen: Enter opens a campaign (its batches, the countdown to the next "
+        "release, the deadline); p pauses, r resumes; 1–4 switch between campaigns, queues, "
+        "sources and suppressions; Ctrl-P lists every action; q quits."
+    )
+    time.sleep(2)
+    sink = start_sink(workspace, config)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "engine.cli", "--config", str(config), "tui", "--engine"],
+            check=False,
+        )
+    finally:
+        sink.terminate()
+        sink.wait(timeout=30)
 
 
 #: what the demo adds to the starter config: the sender that the example `_ce` names (D10)

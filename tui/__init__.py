@@ -1,0 +1,1 @@
+"""disparo's terminal UI (Textual): a client of the store, started by `disparo tui`."""

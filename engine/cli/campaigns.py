@@ -18,13 +18,12 @@ from rich.text import Text
 
 from engine.actions import ROLES, Applied, submit_and_apply
 from engine.cli.context import AppContext, app, fail
-from engine.csvsafe import SafeWriter
 from engine.pacing import PercentPacing, SizePacing, plan
+from engine.results import RESULT_COLUMNS, export_results, result_row, write_results
 
 if TYPE_CHECKING:
     # the store and the dispatcher are imported by the commands that use them, so building
     # the command line (every `disparo` process does) stays light
-    from engine.store.campaigns import RecipientResult
     from engine.store.dispatch import CampaignState
 
 STATUS_STYLE = {
@@ -207,49 +206,6 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         a.console.print(timeline)
 
 
-#: the columns of a results export (D17), Portuguese as the customers' own files
-RESULT_COLUMNS = (
-    "codigo",
-    "nome",
-    "endereco",
-    "status",
-    "status_provedor",
-    "enviado_em",
-    "entregue_em",
-    "lido_em",
-    "clicado_em",
-    "cliques",
-    "urls_clicadas",
-    "motivo_nao_enviado",
-    "descadastrado_campanha",
-    "descadastrado_todas",
-    "reclamacao_em",
-)
-
-
-def _result_row(a: AppContext, r: RecipientResult) -> list[str]:
-    def t(value: datetime | None) -> str:
-        return value.astimezone(a.config.tz).strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-    return [
-        r.code or "",
-        r.name or "",
-        r.address,
-        r.status,
-        r.provider_status or "",
-        t(r.sent_at),
-        t(r.delivered_at),
-        t(r.opened_at),
-        t(r.clicked_at),
-        str(r.clicks),
-        " ".join(r.urls),
-        r.reason or "",
-        "sim" if r.unsubscribed_campaign else "nao",
-        "sim" if r.unsubscribed_all else "nao",
-        t(r.complained_at),
-    ]
-
-
 @campaign.command("results")
 @click.argument("campaign_id", type=int)
 @click.option(
@@ -274,7 +230,7 @@ def campaign_results(
     if as_json:
         for chunk in a.store.campaigns.results(c.id):
             for r in chunk:
-                row = dict(zip(RESULT_COLUMNS, _result_row(a, r), strict=True))
+                row = dict(zip(RESULT_COLUMNS, result_row(r, a.config.tz), strict=True))
                 row["urls_clicadas"] = list(r.urls)  # type: ignore[assignment]
                 click.echo(json.dumps(row, ensure_ascii=False))
         return
@@ -289,7 +245,7 @@ def campaign_results(
         for r in chunk:
             if shown >= limit:
                 break
-            cells = _result_row(a, r)
+            cells = result_row(r, a.config.tz)
             table.add_row(
                 Text(cells[0][:20]),
                 Text(r.address),
@@ -315,40 +271,25 @@ def _export_results(a: AppContext, c: CampaignState, path: Path) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     err = a.err
-    to_stdout = str(path) == "-"
-    handle = (
-        sys.stdout
-        if to_stdout
-        else open(path.with_name(path.name + ".part"), "w", encoding="utf-8-sig", newline="")  # noqa: SIM115
-    )
-    written = 0
-    try:
-        writer = SafeWriter(handle)
-        writer.writerow(RESULT_COLUMNS)
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as progress:
-            task = progress.add_task(f"campaign {c.id}", total=c.recipients)
-            for chunk in a.store.campaigns.results(c.id):
-                for r in chunk:
-                    writer.writerow(_result_row(a, r))
-                written += len(chunk)
-                progress.update(task, completed=written)
-    except BaseException:
-        if not to_stdout:
-            handle.close()
-            path.with_name(path.name + ".part").unlink(missing_ok=True)
-        raise
-    if not to_stdout:
-        handle.close()
-        path.with_name(path.name + ".part").replace(path)  # never a half-written file
-        a.console.print(f"{written:,} recipients of campaign {c.id} written to {path}")
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"campaign {c.id}", total=c.recipients)
+
+        def advance(done: int) -> None:
+            progress.update(task, completed=done)
+
+        if str(path) == "-":
+            write_results(a.store, c.id, sys.stdout, a.config.tz, advance)
+            return
+        written = export_results(a.store, c.id, path, a.config.tz, progress=advance)
+    a.console.print(f"{written:,} recipients of campaign {c.id} written to {path}")
 
 
 def _act(

@@ -1,0 +1,284 @@
+"""TUI benchmark (issue: the terminal UI): one refresh of the Campaigns, Campaign and Queues
+screens against a SQLite store of 1,000 campaigns and 1,000,000 deliveries.
+
+A refresh is what a screen's worker thread does once a second: the queries (``store.views``)
+and building the rows and panels the widgets show (``tui.models``). The store is built with
+bulk Core inserts (not the import pipeline): one campaign of half the deliveries, paced in 10
+batches, 6 released, 56 % sent over the last 90 minutes (a ``sent`` event each), the rest
+spread over 999 campaigns on four accounts. Figures: median and p95 over 20 refreshes, and
+the ratio to the 100 ms budget; the first (cold) refresh of the Campaign screen separately,
+as it counts the last hour's sends once. A last figure applies 1,000 rows to the table widget,
+in place and rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.clock import TestClock
+from engine.config import Config, load_config
+from engine.plugins import load_plugins
+from engine.store import Store
+from engine.store import schema as t
+from tests.bench.conftest import rows
+from tests.helpers import write_config
+from tui import models
+from tui.backend import Backend
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+CAMPAIGNS = 1000
+ACCOUNTS = ("sms", "sms-curto", "email", "whatsapp")
+BUDGET_MS = 100.0
+REFRESHES = 20
+CHUNK = 50_000
+
+
+def _campaign(i: int, recipients: int, big: bool) -> dict[str, Any]:
+    created = NOW - timedelta(minutes=3 * (CAMPAIGNS - i) + 100)
+    active = big or i > CAMPAIGNS - 20
+    return {
+        "id": i,
+        "name": f"mailing_231126_{i:03d}_cW{i % 40}_smslong"
+        + ("_q10060_LE2311261900" if big else ""),
+        "wallet_id": 1 + i % 40,
+        "channel": "sms-long",
+        "account": ACCOUNTS[i % len(ACCOUNTS)],
+        "status": "sending" if active else "completed",
+        "priority": i % 3,
+        "start_at": created,
+        "started_at": created,
+        "deadline": NOW + timedelta(hours=4) if big else None,
+        "finished_at": None if active else created + timedelta(minutes=20),
+        "pacing_kind": "percent" if big else None,
+        "pacing_value": 10 if big else None,
+        "pacing_interval_s": 3600 if big else None,
+        "recipients": recipients,
+        "batches": 10 if big else 1,
+        "released_batches": 6 if big else 1,
+        "paused_seconds": 0,
+        "sent": int(recipients * 0.56) if big else (recipients // 2 if active else recipients),
+        "created_at": created,
+        "updated_at": NOW,
+        "settings": {},
+    }
+
+
+def _deliveries(sizes: dict[int, int]) -> Iterator[dict[str, Any]]:
+    did = 0
+    for cid, n in sizes.items():
+        big = cid == 1
+        batch = -(-n // 10) if big else n
+        sent = int(n * 0.56) if big else n // 2 if cid > CAMPAIGNS - 20 else n
+        for p in range(n):
+            did += 1
+            status = "sent" if p < sent else "claimed" if p < sent + 100 and big else "pending"
+            yield {
+                "id": did,
+                "campaign_id": cid,
+                "position": p,
+                "batch": p // batch + 1,
+                "address": f"+55119{did:08d}",
+                "status": status,
+                "attempts": 1 if status == "sent" else 0,
+                "sent_at": NOW - timedelta(seconds=(sent - p) * 0.02) if status == "sent" else None,
+                "lease_owner": "bench" if status == "claimed" else None,
+                "lease_until": NOW + timedelta(minutes=5) if status == "claimed" else None,
+            }
+
+
+def _chunks(items: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def build(folder: Path, deliveries: int) -> tuple[Store, Config, float]:
+    """The store, its config, and how long building it took."""
+    started = time.perf_counter()
+    config = load_config(
+        write_config(
+            folder,
+            accounts={a: {"channel": "sms-long", "sandbox": True, "rate": 50} for a in ACCOUNTS},
+        ),
+        plugins=load_plugins(),
+    )
+    store = Store.open(f"sqlite:///{folder / 'bench.db'}", clock=TestClock(NOW))
+    big = deliveries // 2
+    small = (deliveries - big) // (CAMPAIGNS - 1)
+    sizes = {1: big, **{i: small for i in range(2, CAMPAIGNS + 1)}}
+    with store.write() as c:
+        c.execute(
+            sa.insert(t.wallets),
+            [{"id": w, "code": f"W{w}", "created_at": NOW} for w in range(1, 41)],
+        )
+        c.execute(sa.insert(t.campaigns), [_campaign(i, n, i == 1) for i, n in sizes.items()])
+        c.execute(
+            sa.insert(t.accounts),
+            [
+                {
+                    "name": a,
+                    "channel": "sms-long",
+                    "guard_state": "ok",
+                    "updated_at": NOW,
+                    "sent_24h": 0,
+                    "bounces_24h": 0,
+                    "complaints_24h": 0,
+                }
+                for a in ACCOUNTS
+            ],
+        )
+        for chunk in _chunks(_deliveries(sizes)):
+            c.execute(sa.insert(t.deliveries), chunk)
+        sent = int(big * 0.56)
+        events = (
+            {
+                "at": NOW - timedelta(seconds=(sent - p) * 0.02),
+                "kind": "sent",
+                "campaign_id": 1,
+                "delivery_id": p + 1,
+                "account": "sms-curto",
+                "origin": "engine",
+                "detail": {},
+            }
+            for p in range(sent)
+        )
+        for chunk in _chunks(events):
+            c.execute(sa.insert(t.events), chunk)
+    store.checkpoint()
+    return store, config, time.perf_counter() - started
+
+
+def timings(refresh: Callable[[], object], clock: TestClock, n: int = REFRESHES) -> list[float]:
+    """Milliseconds per refresh, the clock moving a second between them as in the UI."""
+    found = []
+    for _ in range(n):
+        clock.jump(1)
+        started = time.perf_counter()
+        refresh()
+        found.append((time.perf_counter() - started) * 1000)
+    return found
+
+
+def report(name: str, ms: list[float]) -> None:
+    ms = sorted(ms)
+    median = statistics.median(ms)
+    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+    print(
+        f"  {name:<38} median {median:7.1f} ms   p95 {p95:7.1f} ms   "
+        f"({median / BUDGET_MS:.2f} × the {BUDGET_MS:.0f} ms budget)"
+    )
+
+
+def bench_tui_refresh_with_a_million_deliveries(tmp_path: Path) -> None:
+    total = rows(1_000_000)
+    store, config, took = build(tmp_path, total)
+    clock = store.clock
+    assert isinstance(clock, TestClock)
+    backend = Backend(store, config, clock, role="viewer", actor="bench")
+    with store.read() as c:
+        counted = c.execute(sa.select(sa.func.count()).select_from(t.deliveries)).scalar()
+    print(
+        f"\nTUI refresh: {CAMPAIGNS:,} campaigns, {counted:,} deliveries "
+        f"(campaign 1: {total // 2:,} in 10 batches), built in {took:.1f} s"
+    )
+    report("Campaigns (1,000 rows)", timings(lambda: models.campaign_list(backend), clock))
+    report(
+        "Campaigns, filtered ('sending')",
+        timings(lambda: models.campaign_list(backend, "sending"), clock),
+    )
+    cache = models.DetailCache()
+    started = time.perf_counter()
+    models.campaign_detail(backend, 1, cache)
+    cold = (time.perf_counter() - started) * 1000
+    report(
+        f"Campaign 1 ({total // 2:,} recipients)",
+        timings(lambda: models.campaign_detail(backend, 1, cache), clock),
+    )
+    print(f"  {'Campaign 1, first refresh (cold cache)':<38} {cold:7.1f} ms")
+    small = models.DetailCache()
+    report(
+        "Campaign 500 (500 recipients)",
+        timings(lambda: models.campaign_detail(backend, 500, small), clock),
+    )
+    report("Queues (4 accounts, 21 active)", timings(lambda: models.queues(backend), clock))
+    deep = int(total * 0.4)  # a page deep in campaign 1, by position
+    page = [r.position for r in store.views.recipients_page(1, after=deep, limit=100)]
+    assert page == list(range(deep + 1, deep + 101))
+    report(
+        f"Recipients page at {deep:,} (keyset)",
+        timings(lambda: store.views.recipients_page(1, after=deep, limit=100), clock),
+    )
+    store.close()
+
+
+def bench_tui_table_widget_with_a_thousand_rows(tmp_path: Path) -> None:
+    """Applying 1,000 campaign rows to the table: in place (a refresh where a few counters
+    changed) and rebuilt (rows came or went)."""
+    from textual.app import App, ComposeResult
+
+    from tui.widgets import LiveTable
+
+    rows_a = [
+        (
+            str(i),
+            (
+                str(i),
+                "23/11 09:00",
+                f"name {i}",
+                "W",
+                "sms-long",
+                "sms",
+                "500",
+                "23/11 09:00",
+                "-",
+                models.Styled("sending 5%", "status--sending"),
+            ),
+        )
+        for i in range(1000)
+    ]
+    rows_b = [
+        (k, (*cells[:6], "501", *cells[7:])) if i % 100 == 0 else (k, cells)
+        for i, (k, cells) in enumerate(rows_a)
+    ]
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LiveTable(models.CAMPAIGN_COLUMNS, id="t")
+
+    async def run() -> tuple[list[float], list[float]]:
+        app = One()
+        in_place: list[float] = []
+        rebuilt: list[float] = []
+        async with app.run_test(size=(132, 40)) as pilot:
+            table = app.query_one(LiveTable)
+            table.show(rows_a)
+            await pilot.pause()
+            for i in range(REFRESHES):
+                started = time.perf_counter()
+                table.show(rows_b if i % 2 == 0 else rows_a)
+                in_place.append((time.perf_counter() - started) * 1000)
+                await pilot.pause()
+            for i in range(REFRESHES // 2):
+                started = time.perf_counter()
+                table.show(rows_a[i + 1 :])
+                rebuilt.append((time.perf_counter() - started) * 1000)
+                await pilot.pause()
+        return in_place, rebuilt
+
+    in_place, rebuilt = asyncio.run(run())
+    print("\nTUI table widget, 1,000 rows × 10 columns:")
+    report("in place (10 cells changed)", in_place)
+    report("rebuilt (a row less)", rebuilt)
