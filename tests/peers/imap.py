@@ -44,6 +44,8 @@ from pymap.parsing.specials.flag import Flag, Wildcard
 from pymap.user import UserMetadata
 from pysasl.hashing import Cleartext
 
+from tests.peers.common import run_loop, server_context
+
 T = TypeVar("T")
 _TIMEOUT = 10.0
 TLS_MODES = ("implicit", "starttls", "none")
@@ -272,28 +274,6 @@ class ImapServer:
         await self._server.wait_closed()
 
 
-def _server_context(ca: trustme.CA, hostnames: tuple[str, ...]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # no client certificates
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    ca.issue_cert(*hostnames).configure_cert(context)
-    return context
-
-
-def _run(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-        leftovers = asyncio.all_tasks(loop)
-        for task in leftovers:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 def start_imap_server(
     *,
     tls: str = "implicit",
@@ -324,7 +304,7 @@ def start_imap_server(
     )
     if tls != "none":
         ca = ca or trustme.CA()
-        context = _server_context(ca, cert_hostnames)
+        context = server_context(ca, cert_hostnames)
         peer._tmpdir = Path(tempfile.mkdtemp(prefix="disparo-imap-"))
         peer.ca_pem = peer._tmpdir / "ca.pem"
         ca.cert_pem.write_to_path(str(peer.ca_pem))
@@ -332,7 +312,7 @@ def start_imap_server(
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # unused, spares env lookups
     loop = asyncio.new_event_loop()
     peer._loop = loop
-    peer._thread = threading.Thread(target=_run, args=(loop,), name="imap-peer", daemon=True)
+    peer._thread = threading.Thread(target=run_loop, args=(loop,), name="imap-peer", daemon=True)
     peer._thread.start()
 
     async def listen() -> asyncio.Server:

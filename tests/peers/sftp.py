@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from tests.peers.common import run_loop
+
 T = TypeVar("T")
 _TIMEOUT = 10.0
 
@@ -164,21 +166,6 @@ def _known_hosts_line(host: str, port: int, key: asyncssh.SSHKey) -> str:
     return f"{where} {algorithm} {blob}"
 
 
-def _run(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-        leftovers = asyncio.all_tasks(loop)
-        for task in leftovers:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 def _keys_dir() -> Path:
     """Keys must outlive a stopped server (a test may restart it with the same host key)."""
     path = Path(tempfile.mkdtemp(prefix="disparo-sftp-"))
@@ -226,7 +213,9 @@ def start_sftp_server(
         client_key_path=client_key_path,
     )
     peer._loop = asyncio.new_event_loop()
-    peer._thread = threading.Thread(target=_run, args=(peer._loop,), name="sftp-peer", daemon=True)
+    peer._thread = threading.Thread(
+        target=run_loop, args=(peer._loop,), name="sftp-peer", daemon=True
+    )
     peer._thread.start()
 
     async def listen() -> Any:

@@ -26,6 +26,8 @@ from aiosmtpd.smtp import (
     TLSSetupException,
 )
 
+from tests.peers.common import run_loop, server_context
+
 T = TypeVar("T")
 _TIMEOUT = 10.0
 TLS_MODES = ("starttls", "implicit", "none")
@@ -339,28 +341,6 @@ class _Handler:
         return f"451 4.3.0 Error: ({error.__class__.__name__}) {error}"
 
 
-def _server_context(ca: trustme.CA, hostnames: tuple[str, ...]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # no client certificates
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    ca.issue_cert(*hostnames).configure_cert(context)
-    return context
-
-
-def _run(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-        leftovers = asyncio.all_tasks(loop)
-        for task in leftovers:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 def start_smtp_server(
     *,
     tls: str = "starttls",
@@ -395,7 +375,7 @@ def start_smtp_server(
     context: ssl.SSLContext | None = None
     if tls != "none":
         ca = ca or trustme.CA()
-        context = _server_context(ca, cert_hostnames)
+        context = server_context(ca, cert_hostnames)
         peer._tmpdir = Path(tempfile.mkdtemp(prefix="disparo-smtp-"))
         peer.ca_pem = peer._tmpdir / "ca.pem"
         ca.cert_pem.write_to_path(str(peer.ca_pem))
@@ -422,7 +402,7 @@ def start_smtp_server(
         return conn
 
     peer._loop = loop
-    peer._thread = threading.Thread(target=_run, args=(loop,), name="smtp-peer", daemon=True)
+    peer._thread = threading.Thread(target=run_loop, args=(loop,), name="smtp-peer", daemon=True)
     peer._thread.start()
 
     async def listen() -> asyncio.Server:

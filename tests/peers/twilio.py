@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tests.peers.common import run_loop
+
 T = TypeVar("T")
 _TIMEOUT = 10.0
 API_VERSION = "2010-04-01"
@@ -232,21 +234,6 @@ def _error(
     )
 
 
-def _run(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-        leftovers = asyncio.all_tasks(loop)
-        for task in leftovers:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 def start_twilio_fake(
     account_sid: str = "AC" + "0" * 32, auth_token: str = "fake-auth-token"
 ) -> TwilioFake:
@@ -262,7 +249,7 @@ def start_twilio_fake(
     app.router.add_post(MESSAGES_PATH, fake._create_message)
     loop = asyncio.new_event_loop()
     fake._loop = loop
-    fake._thread = threading.Thread(target=_run, args=(loop,), name="twilio-fake", daemon=True)
+    fake._thread = threading.Thread(target=run_loop, args=(loop,), name="twilio-fake", daemon=True)
     fake._thread.start()
 
     async def listen() -> web.AppRunner:
