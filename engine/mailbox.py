@@ -102,20 +102,6 @@ def quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def delivery_of(signer: Signer, report: Report) -> int | None:
-    """The delivery a report is about: by a VERP envelope address, else by our Message-ID."""
-    for address in report.envelope_addresses:
-        found = signer.delivery_from_verp(address)
-        if found is not None:
-            return found
-    if report.original_message_id:
-        local = report.original_message_id.strip().strip("<>").partition("@")[0]
-        ids = signer.verify("m", local)
-        if ids:
-            return ids[0]
-    return None
-
-
 def signals_of(report: Report, delivery_id: int, digest: str, at: datetime) -> list[Signal]:
     """The signals a report carries for one of our deliveries (one per recipient block)."""
     out: list[Signal] = []
@@ -165,7 +151,11 @@ def signals_of(report: Report, delivery_id: int, digest: str, at: datetime) -> l
 def decode(signer: Signer, uid: str, raw: bytes, at: datetime) -> Decoded:
     """Parse one message and turn it into signals (pure; never raises)."""
     report = parse_report(raw)
-    delivery = delivery_of(signer, report) if report.kind != "unknown" else None
+    delivery = (
+        signer.delivery_named(report.envelope_addresses, report.original_message_id)
+        if report.kind != "unknown"
+        else None
+    )
     signals: list[Signal] = []
     if delivery is not None and report.kind in _ACTED:
         digest = hashlib.sha256(raw).hexdigest()[:32]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 
 #: hex characters of the MAC kept in a token: 80 bits, far beyond guessing
 MAC_LENGTH = 20
@@ -63,3 +64,16 @@ class Signer:
         token = local.rpartition("+")[2]
         ids = self.verify("b", token)
         return ids[0] if ids else None
+
+    def delivery_named(self, addresses: Iterable[str], message_id: str | None) -> int | None:
+        """The delivery a report (a DSN, a complaint, an SES notification) is about: by the
+        first genuine VERP address among ``addresses``, else by our signed Message-ID."""
+        for address in addresses:
+            found = self.delivery_from_verp(address)
+            if found is not None:
+                return found
+        if message_id:
+            ids = self.verify("m", message_id.strip().strip("<>").partition("@")[0])
+            if ids:
+                return ids[0]
+        return None

@@ -506,7 +506,9 @@ class Tracking:
         except ValueError:
             self._count("ses", "unreadable")
             return web.Response(text="ok\n")
-        delivery = self._delivery_of(event.source, event.message_id_header)
+        delivery = self.signer.delivery_named(
+            [event.source] if event.source else [], event.message_id_header
+        )
         now = self.clock.now()
         signals = []
         for i, r in enumerate(event.recipients or ()):
@@ -557,19 +559,6 @@ class Tracking:
             await future
         self._count("ses", "ok")
         return web.Response(text="ok\n")
-
-    def _delivery_of(self, return_path: str | None, message_id: str | None) -> int | None:
-        """The delivery a report names: by the VERP return path, else by our Message-ID."""
-        if return_path:
-            found = self.signer.delivery_from_verp(return_path)
-            if found is not None:
-                return found
-        if message_id:
-            local = message_id.strip().strip("<>").partition("@")[0]
-            ids = self.signer.verify("m", local)
-            if ids:
-                return ids[0]
-        return None
 
     # -- health and metrics --------------------------------------------------------------------
 

@@ -66,15 +66,7 @@ def message_id(delivery: int) -> str:
 
 def delivery_of(report: Report) -> int | None:
     """What the mailbox poller does with a report: VERP first, then our Message-ID."""
-    for address in report.envelope_addresses:
-        found = SIGNER.delivery_from_verp(address)
-        if found is not None:
-            return found
-    if report.original_message_id:
-        ids = SIGNER.verify("m", report.original_message_id.strip("<>").partition("@")[0])
-        if ids:
-            return ids[0]
-    return None
+    return SIGNER.delivery_named(report.envelope_addresses, report.original_message_id)
 
 
 def load(name: str) -> bytes:

@@ -158,21 +158,9 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         ("deadline", _t(a, c.deadline)),
         ("recipients", f"{c.recipients:,} (remaining {c.remaining:,})"),
     ]
-    for key in (
-        "sent",
-        "delivered",
-        "failed",
-        "bounced",
-        "suppressed",
-        "skipped",
-        "expired",
-        "cancelled",
-        "opened",
-        "clicked",
-        "clicks",
-        "unsubscribed",
-        "complaints",
-    ):
+    from engine.store.schema import COUNTERS
+
+    for key in COUNTERS:
         rows.append((key, f"{c.counters[key]:,}"))
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))

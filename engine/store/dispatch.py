@@ -22,6 +22,7 @@ from engine.addresses import suppression_key
 from engine.store.base import Queries
 from engine.store.schema import (
     COUNTERS,
+    SETTLED_COUNTERS,
     UTCDateTime,
     accounts,
     audit_log,
@@ -79,10 +80,7 @@ class CampaignState:
     @property
     def remaining(self) -> int:
         """Recipients not settled yet (pending, in flight or waiting for a retry)."""
-        settled = sum(
-            self.counters.get(k, 0)
-            for k in ("sent", "failed", "bounced", "suppressed", "skipped", "expired", "cancelled")
-        )
+        settled = sum(self.counters.get(k, 0) for k in SETTLED_COUNTERS)
         return max(0, self.recipients - settled)
 
 

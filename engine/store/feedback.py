@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from engine.addresses import address_kind, normalise_email, normalise_phone, suppression_key
 from engine.store.base import Queries
 from engine.store.schema import (
+    SETTLED_COUNTERS,
     accounts,
     campaigns,
     contacts,
@@ -276,18 +277,7 @@ class Feedback(Queries):
         """Queue depth and in-flight per account, guard state, campaigns by status, mailbox
         counts: grouped queries over campaigns (their counters) and the lease index."""
         settled = sum(
-            (
-                getattr(campaigns.c, k)
-                for k in (
-                    "sent",
-                    "failed",
-                    "bounced",
-                    "suppressed",
-                    "skipped",
-                    "expired",
-                    "cancelled",
-                )
-            ),
+            (getattr(campaigns.c, k) for k in SETTLED_COUNTERS),
             sa.literal(0),
         )
         with self.store.read() as c:

@@ -230,6 +230,8 @@ COUNTERS = (
     "unsubscribed",
     "complaints",
 )
+#: the counters whose sum is what a campaign has settled; the rest of its recipients remain
+SETTLED_COUNTERS = ("sent", "failed", "bounced", "suppressed", "skipped", "expired", "cancelled")
 
 campaigns = Table(
     "campaigns",

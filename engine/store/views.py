@@ -23,6 +23,8 @@ from engine.store.base import Queries
 from engine.store.dispatch import AccountState
 from engine.store.files import Observation
 from engine.store.schema import (
+    COUNTERS,
+    SETTLED_COUNTERS,
     accounts,
     campaigns,
     contacts,
@@ -45,8 +47,6 @@ SETTLED_STATES = (
     "expired",
     "cancelled",
 )
-#: the counters whose sum is what a campaign settled (``CampaignState.remaining``)
-SETTLED_COUNTERS = ("sent", "failed", "bounced", "suppressed", "skipped", "expired", "cancelled")
 #: campaigns that still hold work on their account (D1)
 ACTIVE = ("scheduled", "sending", "paused", "held")
 #: what the campaign list can be sorted by (column name -> expression)
@@ -142,21 +142,6 @@ class QueueSnapshot:
     sent_recently: dict[str, int]
 
 
-_COUNTER_NAMES = (
-    "sent",
-    "delivered",
-    "failed",
-    "bounced",
-    "suppressed",
-    "skipped",
-    "expired",
-    "cancelled",
-    "opened",
-    "clicked",
-    "clicks",
-    "unsubscribed",
-    "complaints",
-)
 _ROW_COLUMNS = [
     campaigns.c.id,
     campaigns.c.created_at,
@@ -178,7 +163,7 @@ _ROW_COLUMNS = [
     campaigns.c.pacing_interval_s,
     campaigns.c.paused_seconds,
     campaigns.c.paused_since,
-    *(campaigns.c[name] for name in _COUNTER_NAMES),
+    *(campaigns.c[name] for name in COUNTERS),
 ]
 _ACCOUNT_FIELDS = tuple(AccountState.__dataclass_fields__)
 _OBSERVATION_FIELDS = tuple(Observation.__dataclass_fields__)
@@ -208,7 +193,7 @@ def _row(r: Any) -> CampaignRow:
         pacing_interval_s=m["pacing_interval_s"],
         paused_seconds=m["paused_seconds"],
         paused_since=m["paused_since"],
-        counters={name: int(m[name] or 0) for name in _COUNTER_NAMES},
+        counters={name: int(m[name] or 0) for name in COUNTERS},
     )
 
 
