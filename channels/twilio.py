@@ -357,13 +357,3 @@ def register_channels(register: Any) -> None:
         WhatsAppProspectChannel,
     ):
         register(cls)
-
-
-def __getattr__(name: str) -> Any:
-    """``TwilioHttp`` moved to ``channels._twilio_http`` (imported on first use); it is still
-    reachable here."""
-    if name == "TwilioHttp":
-        from channels._twilio_http import TwilioHttp
-
-        return TwilioHttp
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

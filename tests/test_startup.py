@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 #: libraries that loading the plugins and building the CLI must not import
 HEAVY = (
     "twilio",
@@ -173,21 +171,3 @@ def test_loading_plugins_and_building_the_cli_imports_no_heavy_library(tmp_path:
         "or a private module imported on first use)"
         for lib, via in sorted(imported.items())
     )
-
-
-@pytest.mark.parametrize(
-    ("module", "name", "home"),
-    [
-        ("channels.twilio", "TwilioHttp", "channels._twilio_http"),
-        ("plugins.sources.sftp", "PinnedKey", "plugins.sources._sftp_keys"),
-    ],
-)
-def test_classes_moved_out_for_lazy_import_are_still_reachable(
-    module: str, name: str, home: str
-) -> None:
-    import importlib
-
-    moved = getattr(importlib.import_module(module), name)
-    assert moved is getattr(importlib.import_module(home), name)
-    with pytest.raises(AttributeError):
-        importlib.import_module(module).NoSuchThing  # noqa: B018

@@ -286,13 +286,3 @@ class SftpSource(Source):
 @hookimpl
 def register_source_kinds(register: Any) -> None:
     register(SftpSource)
-
-
-def __getattr__(name: str) -> Any:
-    """``PinnedKey`` moved to ``plugins.sources._sftp_keys`` (imported on first use); it is
-    still reachable here."""
-    if name == "PinnedKey":
-        from plugins.sources._sftp_keys import PinnedKey
-
-        return PinnedKey
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
