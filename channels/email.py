@@ -28,7 +28,7 @@ from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email
-from engine.channels import (
+from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
     Channel,
@@ -40,7 +40,7 @@ from engine.channels import (
     Sent,
 )
 from engine.config import AccountSettings, Key
-from engine.render import (
+from engine.sending.render import (
     LINK_VARIABLE,
     OPEN_VARIABLE,
     compile_html,

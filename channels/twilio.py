@@ -25,7 +25,7 @@ from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
-from engine.channels import (
+from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
     Channel,
@@ -37,7 +37,7 @@ from engine.channels import (
     Sent,
 )
 from engine.config import AccountSettings, Key
-from engine.render import compile_text, trial_render
+from engine.sending.render import compile_text, trial_render
 
 if TYPE_CHECKING:
     # the twilio library is imported when a live account opens (channels._twilio_http):

@@ -8,7 +8,7 @@ from typing import Any
 import tomli_w
 
 from engine.clock import TestClock
-from engine.collector import Collector
+from engine.intake.collector import Collector
 from engine.config import Config, load_config
 from engine.plugins import load_plugins
 from engine.store import Store

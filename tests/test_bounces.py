@@ -1,4 +1,4 @@
-"""Bounce and complaint parsing (engine.bounces), D14.
+"""Bounce and complaint parsing (engine.feedback.bounces), D14.
 
 The guard's rates (D14) count *hard* bounces and complaints, and a hard bounce suppresses the
 address (D4, D13): a report read as hard when the address is fine wrongly shrinks a list, and a
@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bounces import (
+from engine.feedback.bounces import (
     MAX_ADDRESS,
     MAX_DIAGNOSTIC,
     MAX_ENVELOPE,

@@ -25,7 +25,7 @@ from channels.twilio import (
     WhatsAppProspectChannel,
     WhatsAppSharedChannel,
 )
-from engine.channels import (
+from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
     ChannelContext,
@@ -36,7 +36,7 @@ from engine.channels import (
 )
 from engine.clock import TestClock
 from engine.config import Config
-from engine.render import variables
+from engine.sending.render import variables
 from engine.tokens import Signer
 from tests.helpers import load, write_config
 from tests.peers.smtp import SmtpServer, start_smtp_server

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from engine.clock import TestClock
-from engine.collector import Collector, PollSummary
+from engine.intake.collector import Collector, PollSummary
 from engine.config import Config
-from engine.sources import CATEGORIES, SourceError
+from engine.intake.sources import CATEGORIES, SourceError
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import collector, load, name, write_config

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from engine.actions import apply_pending
-from engine.channels import Failed, Retry
+from engine.sending.channel import Failed, Retry
 from engine.clock import TestClock
-from engine.dispatcher import Dispatcher, released_count, retry_delay
+from engine.sending.dispatcher import Dispatcher, released_count, retry_delay
 from engine.plugins import reset_plugins
 from engine.store import Store
 from engine.store import schema as t

@@ -12,8 +12,8 @@ import tomli_w
 
 from engine.clock import RealClock, local_today
 from engine.config import load_config
-from engine.formats import FormatContext
-from engine.importer import file_digest, import_file
+from engine.intake.formats import FormatContext
+from engine.intake.importer import file_digest, import_file
 from engine.plugins import load_plugins
 from engine.service import Engine
 from engine.store import Store

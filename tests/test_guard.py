@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from engine.actions import apply_pending
 from engine.clock import TestClock
 from engine.config import AccountSettings
-from engine.guard import Guard, Rates, decide
+from engine.sending.guard import Guard, Rates, decide
 from engine.plugins import reset_plugins
 from engine.store import Store
 from engine.store import schema as t

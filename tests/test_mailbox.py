@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 
 from engine.clock import TestClock, local_today
 from engine.config import Config, MailboxSettings, load_config
-from engine.dispatcher import Dispatcher
-from engine.formats import FormatContext
-from engine.guard import Guard
-from engine.importer import file_digest, import_file
-from engine.mailbox import UNPARSED, MailboxError, MailboxPoller, check_mailbox, decode
+from engine.sending.dispatcher import Dispatcher
+from engine.intake.formats import FormatContext
+from engine.sending.guard import Guard
+from engine.intake.importer import file_digest, import_file
+from engine.feedback.mailbox import UNPARSED, MailboxError, MailboxPoller, check_mailbox, decode
 from engine.plugins import Plugins, load_plugins
 from engine.service import signer_for
 from engine.store import Store

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from engine.clock import TestClock, local_today
 from engine.config import Config
-from engine.formats import FormatContext
-from engine.importer import ImportReport, file_digest, import_file
+from engine.intake.formats import FormatContext
+from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import load_plugins
 from engine.store import Store
 from engine.store import schema as t

@@ -26,16 +26,16 @@ from engine import hookimpl
 from engine.addresses import normalise_phone
 from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
-from engine.dispatcher import Dispatcher
+from engine.sending.dispatcher import Dispatcher
 from engine.events import DeliveryEvent
-from engine.formats import FormatContext
-from engine.importer import file_digest, import_file
+from engine.intake.formats import FormatContext
+from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
 from engine.store.feedback import Signal
-from engine.tracking import Tracking, keyword
+from engine.feedback.tracking import Tracking, keyword
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.peers.twilio import FakeResponse, TwilioFake, start_twilio_fake
 
@@ -641,7 +641,7 @@ async def test_closing_the_writer_never_drops_a_batch_being_gathered(
 ) -> None:
     """The endpoint answers a pixel before the open is stored; stopping the server (SIGTERM)
     must still store it, even when the writer is in the middle of gathering a batch."""
-    from engine.tracking import SignalWriter
+    from engine.feedback.tracking import SignalWriter
 
     writer = SignalWriter(store, linger=0.2)
     writer.start()

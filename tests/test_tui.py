@@ -882,9 +882,9 @@ def test_tui_command_with_the_engine_logs_into_the_ui(
     [app] = started
     assert app.engine is not None and app.backend.engine and app.backend.role == "operator"
     assert app.log_buffer is not None and root.handlers == [app.log_buffer]
-    logging.getLogger("engine.dispatcher").warning("account %s: %s", "sms", "429")
+    logging.getLogger("engine.sending.dispatcher").warning("account %s: %s", "sms", "429")
     [line] = app.log_buffer.lines
-    assert line.endswith("WARNING engine.dispatcher: account sms: 429")
+    assert line.endswith("WARNING engine.sending.dispatcher: account sms: 429")
     missing = run_cli("tui", "--engine", "--config", str(tmp_path / "none.toml"))
     assert missing.exit_code == 2 and "none.toml: file not found" in missing.output
 

@@ -26,10 +26,10 @@ import tomli_w
 from engine.actions import submit_and_apply
 from engine.clock import TestClock
 from engine.config import Config, load_config
-from engine.dispatcher import Dispatcher
-from engine.formats import FormatContext
-from engine.guard import Guard
-from engine.importer import file_digest, import_file
+from engine.sending.dispatcher import Dispatcher
+from engine.intake.formats import FormatContext
+from engine.sending.guard import Guard
+from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
 from engine.store import Store
 from engine.store.feedback import Signal

@@ -19,7 +19,7 @@ from rich.text import Text
 from engine.actions import ROLES, Applied, submit_and_apply
 from engine.cli.context import AppContext, app, fail
 from engine.pacing import PercentPacing, SizePacing, plan
-from engine.results import RESULT_COLUMNS, export_results, result_row, write_results
+from engine.publish.results import RESULT_COLUMNS, export_results, result_row, write_results
 
 if TYPE_CHECKING:
     # the store and the dispatcher are imported by the commands that use them, so building
@@ -180,7 +180,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
             rate=rate,
             deadline=c.deadline,
         )
-        from engine.dispatcher import released_count
+        from engine.sending.dispatcher import released_count
 
         released = released_count(c, a.clock.now())
         timeline = Table(title="Batches", title_justify="left")

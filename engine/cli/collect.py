@@ -18,13 +18,13 @@ from rich.text import Text
 
 from engine.cli.context import AppContext, app, fail
 from engine.clock import local_today
-from engine.formats import Format, FormatContext
-from engine.sources import Source, SourceError
+from engine.intake.formats import Format, FormatContext
+from engine.intake.sources import Source, SourceError
 
 if TYPE_CHECKING:
     # the importer (and the store under it) is imported by `disparo import`, so building the
     # command line (every `disparo` process does) stays light
-    from engine.importer import ImportReport
+    from engine.intake.importer import ImportReport
 
 STATUS_STYLE = {
     "imported": "green",
@@ -116,7 +116,7 @@ def import_command(
     e-mail body is the sibling <stem>.html when there is one. Exit status 1 when a file is
     rejected.
     """
-    from engine.importer import ImportReport, file_digest, import_file
+    from engine.intake.importer import ImportReport, file_digest, import_file
 
     a = app(ctx)
     config = a.config
@@ -316,7 +316,7 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
             summary = await engine.run_until_idle(settle=settle)
             _print_run(a, summary)
         else:
-            from engine.dispatcher import describe_accounts
+            from engine.sending.dispatcher import describe_accounts
 
             a.console.print(
                 f"disparo running: {len(config.sources)} source(s), "

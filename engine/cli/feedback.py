@@ -89,7 +89,7 @@ def _mailbox(a: AppContext, name: str) -> MailboxSettings:
 @click.pass_context
 def mailboxes_test(ctx: click.Context, name: str) -> None:
     """Connect to mailbox NAME, log in and open its folder; say what failed in plain words."""
-    from engine.mailbox import MailboxError, check_mailbox
+    from engine.feedback.mailbox import MailboxError, check_mailbox
 
     a = app(ctx)
     settings = _mailbox(a, name)
@@ -105,10 +105,10 @@ def mailboxes_test(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def mailboxes_poll(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Poll the mailboxes NAMES (default: every enabled one) once, now."""
-    from engine.mailbox import MailboxPoller
-    from engine.metrics import Metrics
+    from engine.feedback.mailbox import MailboxPoller
+    from engine.feedback.metrics import Metrics
     from engine.service import signer_for
-    from engine.tracking import SignalWriter
+    from engine.feedback.tracking import SignalWriter
 
     a = app(ctx)
     config = a.require_config()
@@ -150,9 +150,9 @@ def tracking_command() -> None:
 def tracking_serve(ctx: click.Context, listen: str | None) -> None:
     """Serve only the tracking endpoint (`disparo run` serves it too): for a web-facing
     process apart from the engine, both on the same store."""
-    from engine.metrics import Metrics
+    from engine.feedback.metrics import Metrics
     from engine.service import configure_logging
-    from engine.tracking import Tracking
+    from engine.feedback.tracking import Tracking
 
     a = app(ctx)
     config = a.require_config()

@@ -310,10 +310,10 @@ async def _twilio_rates(
     import aiohttp
 
     from channels.twilio import SmsLongChannel, WhatsAppSharedChannel
-    from engine.channels import CampaignInfo, ChannelContext, DeliveryInfo
+    from engine.sending.channel import CampaignInfo, ChannelContext, DeliveryInfo
     from engine.clock import RealClock
     from engine.config import load_config
-    from engine.render import variables
+    from engine.sending.render import variables
 
     os.environ["TWILIO_TOKEN"] = token
     config_path = root / "twilio.toml"
@@ -426,7 +426,7 @@ def bench_sms_and_whatsapp_through_the_twilio_client(tmp_path: Path) -> None:
 
 
 def bench_token_bucket_accuracy() -> None:
-    from engine.bucket import TokenBucket
+    from engine.sending.bucket import TokenBucket
     from engine.clock import RealClock
 
     seconds = 60.0 if os.environ.get("BENCH_ROWS") is None else 10.0

@@ -53,7 +53,7 @@ REFERENCE = textwrap.dedent(
     """
     import sys
     from aiohttp import web
-    from engine.tracking import PIXEL
+    from engine.feedback.tracking import PIXEL
 
     async def pixel(request):
         return web.Response(body=PIXEL, content_type="image/gif")

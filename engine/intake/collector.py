@@ -23,12 +23,12 @@ from typing import BinaryIO
 
 from engine.clock import Clock, local_today
 from engine.config import Config, SourceSettings
-from engine.formats import Format, FormatContext, Verdict
-from engine.importer import ImportReport, import_file
+from engine.intake.formats import Format, FormatContext, Verdict
+from engine.intake.importer import ImportReport, import_file
 from engine.plugins import Plugins
 from engine.problems import Catalogue, Problem
-from engine.reports import error_report, report_stem
-from engine.sources import RemoteFile, Source, SourceError, join, unsafe_reason
+from engine.intake.reports import error_report, report_stem
+from engine.intake.sources import RemoteFile, Source, SourceError, join, unsafe_reason
 from engine.store import Store
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.accounts import resolve_account
+from engine.sending.accounts import resolve_account
 from engine.addresses import address_kind, suppression_key
-from engine.bucket import TokenBucket
-from engine.channels import (
+from engine.sending.bucket import TokenBucket
+from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
     Channel,
@@ -40,9 +40,9 @@ from engine.channels import (
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
 from engine.events import CampaignEvent, DeliveryEvent
-from engine.metrics import Metrics
+from engine.feedback.metrics import Metrics
 from engine.plugins import Plugins
-from engine.render import variables
+from engine.sending.render import variables
 from engine.store import Store
 from engine.store.dispatch import CampaignState, Claimed, Outcome
 from engine.tokens import Signer

@@ -7,7 +7,7 @@ Every ``every`` (default 2 minutes) each enabled ``[mailboxes.NAME]`` is read:
 2. ``UID SEARCH UNKEYWORD $DisparoUnparsed``: every message not already given up on, oldest
    first, at most :data:`BATCH` per round (a poll runs rounds until the folder is drained);
 3. ``UID FETCH … BODY.PEEK[]`` (nothing is marked read), parse each message
-   (:func:`engine.bounces.parse_report`) and map it to a delivery by the VERP return path,
+   (:func:`engine.feedback.bounces.parse_report`) and map it to a delivery by the VERP return path,
    else by our signed Message-ID in the original's headers;
 4. store what it says (one transaction per round, each event deduplicated by a key made of
    the message's SHA-256 and the recipient's position, so a message read twice counts once):
@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine import hosts
-from engine.bounces import Report, parse_report
+from engine.feedback.bounces import Report, parse_report
 from engine.clock import Clock, wait_event
 from engine.config import MailboxSettings
 from engine.store import Store

@@ -46,9 +46,9 @@ from engine.addresses import normalise_phone
 from engine.clock import Clock
 from engine.config import Config
 from engine.events import DeliveryEvent
-from engine.metrics import CONTENT_TYPE, Metrics
+from engine.feedback.metrics import CONTENT_TYPE, Metrics
 from engine.plugins import Plugins
-from engine.render import StrictSandbox
+from engine.sending.render import StrictSandbox
 from engine.store import Store
 from engine.store.feedback import Applied, Signal
 from engine.tokens import Signer
@@ -249,7 +249,7 @@ class Tracking:
         ]
         self.sns: Any = None
         if self.settings.ses_topics:
-            from engine.sns import SnsVerifier
+            from engine.feedback.sns import SnsVerifier
 
             self.sns = SnsVerifier(allowed_topics=self.settings.ses_topics, fetch=sns_fetch)
         self.app = web.Application(client_max_size=256 * 1024)
@@ -344,7 +344,7 @@ class Tracking:
 
     async def _personal(self, template: str, delivery_id: int) -> str | None:
         """A link made per recipient, rendered with their values (each URL-encoded)."""
-        from engine.render import variables
+        from engine.sending.render import variables
 
         found = await self.store.run(self.store.feedback.recipient, delivery_id)
         if found is None:
@@ -482,7 +482,7 @@ class Tracking:
     async def ses(self, request: web.Request) -> web.StreamResponse:
         if self.sns is None:
             return self._not_found("ses")
-        from engine.sns import SnsError, parse_ses
+        from engine.feedback.sns import SnsError, parse_ses
 
         body = await request.read()
         try:

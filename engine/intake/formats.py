@@ -1,6 +1,6 @@
 """What a file format provides: which listed files are its own, and their contents as contacts.
 
-A format reads; the importer (``engine.importer``) writes, in one transaction (F12). The
+A format reads; the importer (``engine.intake.importer``) writes, in one transaction (F12). The
 values below cross that border.
 """
 

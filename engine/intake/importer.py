@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from engine.formats import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
+from engine.intake.formats import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
 from engine.problems import Catalogue, Problem
-from engine.reports import RejectedRows
+from engine.intake.reports import RejectedRows
 from engine.store import Store
 from engine.store.imports import (
     CampaignFacts,
