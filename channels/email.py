@@ -28,6 +28,7 @@ from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email
+from engine.config import AccountSettings, Key
 from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
@@ -39,7 +40,6 @@ from engine.sending.channel import (
     SendResult,
     Sent,
 )
-from engine.config import AccountSettings, Key
 from engine.sending.render import (
     LINK_VARIABLE,
     OPEN_VARIABLE,

@@ -25,6 +25,7 @@ from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
+from engine.config import AccountSettings, Key
 from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
@@ -36,7 +37,6 @@ from engine.sending.channel import (
     SendResult,
     Sent,
 )
-from engine.config import AccountSettings, Key
 from engine.sending.render import compile_text, trial_render
 
 if TYPE_CHECKING:

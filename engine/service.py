@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from engine.clock import Clock
-from engine.intake.collector import Collector, PollSummary
 from engine.config import Config
-from engine.sending.dispatcher import Dispatcher
-from engine.sending.guard import Guard
 from engine.feedback.mailbox import MailboxPoller, PollResult
 from engine.feedback.metrics import Metrics
+from engine.feedback.tracking import SignalWriter, Tracking
+from engine.intake.collector import Collector, PollSummary
 from engine.plugins import Plugins
+from engine.sending.dispatcher import Dispatcher
+from engine.sending.guard import Guard
 from engine.store import Store
 from engine.tokens import Signer
-from engine.feedback.tracking import SignalWriter, Tracking
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 import tomli_w
 
 from engine.clock import TestClock
-from engine.intake.collector import Collector
 from engine.config import Config, load_config
+from engine.intake.collector import Collector
 from engine.plugins import load_plugins
 from engine.store import Store
 

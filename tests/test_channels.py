@@ -25,6 +25,8 @@ from channels.twilio import (
     WhatsAppProspectChannel,
     WhatsAppSharedChannel,
 )
+from engine.clock import TestClock
+from engine.config import Config
 from engine.sending.channel import (
     CampaignInfo,
     CampaignProblem,
@@ -34,8 +36,6 @@ from engine.sending.channel import (
     Retry,
     Sent,
 )
-from engine.clock import TestClock
-from engine.config import Config
 from engine.sending.render import variables
 from engine.tokens import Signer
 from tests.helpers import load, write_config

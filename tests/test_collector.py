@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from engine.clock import TestClock
-from engine.intake.collector import Collector, PollSummary
 from engine.config import Config
+from engine.intake.collector import Collector, PollSummary
 from engine.intake.sources import CATEGORIES, SourceError
 from engine.store import Store
 from engine.store import schema as t

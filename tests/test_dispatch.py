@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from engine.actions import apply_pending
-from engine.sending.channel import Failed, Retry
 from engine.clock import TestClock
-from engine.sending.dispatcher import Dispatcher, released_count, retry_delay
 from engine.plugins import reset_plugins
+from engine.sending.channel import Failed, Retry
+from engine.sending.dispatcher import Dispatcher, released_count, retry_delay
 from engine.store import Store
 from engine.store import schema as t
 from tests.world import Scripted, World, make_world, minutes, phones

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from engine.actions import apply_pending
 from engine.clock import TestClock
 from engine.config import AccountSettings
-from engine.sending.guard import Guard, Rates, decide
 from engine.plugins import reset_plugins
+from engine.sending.guard import Guard, Rates, decide
 from engine.store import Store
 from engine.store import schema as t
 from engine.store.dispatch import AccountState

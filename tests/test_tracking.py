@@ -26,16 +26,16 @@ from engine import hookimpl
 from engine.addresses import normalise_phone
 from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
-from engine.sending.dispatcher import Dispatcher
 from engine.events import DeliveryEvent
+from engine.feedback.tracking import Tracking, keyword
 from engine.intake.formats import FormatContext
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
+from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
 from engine.store.feedback import Signal
-from engine.feedback.tracking import Tracking, keyword
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.peers.twilio import FakeResponse, TwilioFake, start_twilio_fake
 

@@ -19,13 +19,13 @@ import sqlalchemy as sa
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
-from engine.sending.channel import CampaignInfo, Channel, DeliveryInfo, SendResult, Sent
 from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
-from engine.sending.dispatcher import Dispatcher
 from engine.intake.formats import FormatContext
 from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import Plugins, load_plugins
+from engine.sending.channel import CampaignInfo, Channel, DeliveryInfo, SendResult, Sent
+from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import write_config

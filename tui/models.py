@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.sending.dispatcher import released_count
 from engine.pacing import DEFAULT_RATE, Pacing, PercentPacing, SizePacing, batch_sizes, plan
 from engine.publish.results import export_results
+from engine.sending.dispatcher import released_count
 from engine.store.dispatch import AccountState, CampaignState
 from engine.store.files import Observation
 from engine.store.suppressions import ORIGINS

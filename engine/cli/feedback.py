@@ -107,8 +107,8 @@ def mailboxes_poll(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Poll the mailboxes NAMES (default: every enabled one) once, now."""
     from engine.feedback.mailbox import MailboxPoller
     from engine.feedback.metrics import Metrics
-    from engine.service import signer_for
     from engine.feedback.tracking import SignalWriter
+    from engine.service import signer_for
 
     a = app(ctx)
     config = a.require_config()
@@ -151,8 +151,8 @@ def tracking_serve(ctx: click.Context, listen: str | None) -> None:
     """Serve only the tracking endpoint (`disparo run` serves it too): for a web-facing
     process apart from the engine, both on the same store."""
     from engine.feedback.metrics import Metrics
-    from engine.service import configure_logging
     from engine.feedback.tracking import Tracking
+    from engine.service import configure_logging
 
     a = app(ctx)
     config = a.require_config()

@@ -41,9 +41,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine import hosts
-from engine.feedback.bounces import Report, parse_report
 from engine.clock import Clock, wait_event
 from engine.config import MailboxSettings
+from engine.feedback.bounces import Report, parse_report
 from engine.store import Store
 from engine.store.feedback import Applied, Signal
 from engine.tokens import Signer

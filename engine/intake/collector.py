@@ -25,10 +25,10 @@ from engine.clock import Clock, local_today
 from engine.config import Config, SourceSettings
 from engine.intake.formats import Format, FormatContext, Verdict
 from engine.intake.importer import ImportReport, import_file
-from engine.plugins import Plugins
-from engine.problems import Catalogue, Problem
 from engine.intake.reports import error_report, report_stem
 from engine.intake.sources import RemoteFile, Source, SourceError, join, unsafe_reason
+from engine.plugins import Plugins
+from engine.problems import Catalogue, Problem
 from engine.store import Store
 
 log = logging.getLogger(__name__)

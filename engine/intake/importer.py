@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from engine.intake.formats import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
-from engine.problems import Catalogue, Problem
 from engine.intake.reports import RejectedRows
+from engine.problems import Catalogue, Problem
 from engine.store import Store
 from engine.store.imports import (
     CampaignFacts,

@@ -23,8 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.sending.accounts import resolve_account
 from engine.addresses import address_kind, suppression_key
+from engine.clock import Clock, wait_event
+from engine.config import AccountSettings, Config
+from engine.events import CampaignEvent, DeliveryEvent
+from engine.feedback.metrics import Metrics
+from engine.plugins import Plugins
+from engine.sending.accounts import resolve_account
 from engine.sending.bucket import TokenBucket
 from engine.sending.channel import (
     CampaignInfo,
@@ -37,11 +42,6 @@ from engine.sending.channel import (
     SendResult,
     Sent,
 )
-from engine.clock import Clock, wait_event
-from engine.config import AccountSettings, Config
-from engine.events import CampaignEvent, DeliveryEvent
-from engine.feedback.metrics import Metrics
-from engine.plugins import Plugins
 from engine.sending.render import variables
 from engine.store import Store
 from engine.store.dispatch import CampaignState, Claimed, Outcome

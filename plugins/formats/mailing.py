@@ -28,7 +28,6 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine import hookimpl
-from engine.sending.accounts import resolve_account
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.intake.formats import (
     CampaignSpec,
@@ -43,6 +42,7 @@ from engine.intake.formats import (
 from engine.mailing_names import PHONE_CHANNELS, NameCheck, check_name
 from engine.pacing import PercentPacing
 from engine.problems import Catalogue, Problem
+from engine.sending.accounts import resolve_account
 from engine.sending.render import compile_html, compile_text, trial_render
 
 MAX_LINE = 1 << 20  # characters; a longer line is refused, not read

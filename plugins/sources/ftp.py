@@ -19,7 +19,14 @@ from typing import Any, BinaryIO, ClassVar
 from engine import hookimpl
 from engine.config import Key, SourceSettings
 from engine.hosts import Target, check_host_value, check_literal, resolve
-from engine.intake.sources import RemoteFile, Source, SourceError, join, network_error, unsafe_reason
+from engine.intake.sources import (
+    RemoteFile,
+    Source,
+    SourceError,
+    join,
+    network_error,
+    unsafe_reason,
+)
 
 
 def _check_host(value: object) -> str | None:

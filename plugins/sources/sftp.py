@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from engine import hookimpl
 from engine.config import Key, SourceSettings
 from engine.hosts import check_host_value, check_literal, connect, resolve
-from engine.intake.sources import RemoteFile, Source, SourceError, join, network_error, unsafe_reason
+from engine.intake.sources import (
+    RemoteFile,
+    Source,
+    SourceError,
+    join,
+    network_error,
+    unsafe_reason,
+)
 
 if TYPE_CHECKING:
     # paramiko is imported when a source connects: loading the plugins, which every

@@ -310,9 +310,9 @@ async def _twilio_rates(
     import aiohttp
 
     from channels.twilio import SmsLongChannel, WhatsAppSharedChannel
-    from engine.sending.channel import CampaignInfo, ChannelContext, DeliveryInfo
     from engine.clock import RealClock
     from engine.config import load_config
+    from engine.sending.channel import CampaignInfo, ChannelContext, DeliveryInfo
     from engine.sending.render import variables
 
     os.environ["TWILIO_TOKEN"] = token
@@ -426,8 +426,8 @@ def bench_sms_and_whatsapp_through_the_twilio_client(tmp_path: Path) -> None:
 
 
 def bench_token_bucket_accuracy() -> None:
-    from engine.sending.bucket import TokenBucket
     from engine.clock import RealClock
+    from engine.sending.bucket import TokenBucket
 
     seconds = 60.0 if os.environ.get("BENCH_ROWS") is None else 10.0
 

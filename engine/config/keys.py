@@ -1,0 +1,253 @@
+"""Reading one table of ``disparo.toml``: the rule of each key (``Key``), the checks and
+conversions, and the problems found (every one names the file, the key and what was expected)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine.config.secrets import SECRET_WORDS, SecretRef
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "required"
+
+
+MISSING: Any = _Missing()
+
+
+# --------------------------------------------------------------------------------------------
+# Problems
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in the file: where (file and dotted key) and what was expected."""
+
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists everything found at once."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Key:
+    """The rule for one key of a table.
+
+    ``kind`` is one of: ``str``, ``int``, ``float``, ``bool``, ``path`` (relative to the
+    config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"`` or seconds), ``secret``
+    (written as ``<key>_env`` or ``<key>_file``), ``choice``, ``zone``, ``cron``,
+    ``strings`` (a list of strings) and ``table`` (a table of strings).
+    """
+
+    kind: str
+    default: Any = MISSING
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: object) -> timedelta | None:
+    """``"2m"``, ``"1h30m"``, ``"45s"`` or a number of seconds -> timedelta (None if invalid)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return timedelta(seconds=value) if value > 0 else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    match = _DURATION.fullmatch(value.strip().lower())
+    if not match or not any(match.groups()):
+        return None
+    h, m, s = (int(g) if g else 0 for g in match.groups())
+    total = timedelta(hours=h, minutes=m, seconds=s)
+    return total if total > timedelta(0) else None
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+@dataclass
+class _Reader:
+    file: str
+    root: Path
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, key, message))
+
+    def table(self, where: str, raw: object, keys: Mapping[str, Key]) -> dict[str, Any]:
+        """Validate one table against ``keys``; return the values with defaults filled in."""
+        out: dict[str, Any] = {}
+        if not isinstance(raw, dict):
+            self.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
+            return out
+        secrets = {name for name, key in keys.items() if key.kind == "secret"}
+        for name, value in raw.items():
+            dotted = f"{where}.{name}"
+            base, _, suffix = name.rpartition("_")
+            if suffix in ("env", "file") and base in secrets:
+                if base in out:
+                    self.problem(dotted, f"give `{base}_env` or `{base}_file`, not both")
+                    continue
+                if not isinstance(value, str) or not value.strip():
+                    what = "variable name" if suffix == "env" else "file path"
+                    self.problem(dotted, f"expected a {what} (a non-empty string)")
+                    continue
+                if suffix == "env":
+                    out[base] = SecretRef(base, env=value.strip())
+                else:
+                    out[base] = SecretRef(base, file=self._path(value))
+                continue
+            if name in secrets or (name not in keys and name.lower() in SECRET_WORDS):
+                self.problem(
+                    dotted,
+                    "secrets are never written in the configuration (F5); write "
+                    f'`{name}_env = "ENV_VAR_NAME"` or `{name}_file = "path/to/file"` instead',
+                )
+                continue
+            key = keys.get(name)
+            if key is None:
+                close = difflib.get_close_matches(name, list(keys) + [f"{s}_env" for s in secrets])
+                hint = f"; did you mean `{close[0]}`?" if close else ""
+                known = ", ".join(sorted(keys))
+                self.problem(dotted, f"unknown key{hint} (known keys: {known})")
+                continue
+            converted = self.value(dotted, value, key)
+            if converted is not MISSING:
+                out[name] = converted
+        for name, key in keys.items():
+            if name in out:
+                continue
+            if key.required:
+                how = f"`{name}_env` or `{name}_file`" if key.kind == "secret" else f"`{name}`"
+                self.problem(f"{where}.{name}", f"missing: {how} is required. {key.help}".strip())
+            else:
+                out[name] = key.default
+        return out
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def value(self, dotted: str, value: object, key: Key) -> Any:
+        kind = key.kind
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return self._bad(dotted, "true or false", value)
+        if kind == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return self._bounded(dotted, value, key)
+            return self._bad(dotted, "an integer", value)
+        if kind == "float":
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return self._bounded(dotted, float(value), key)
+            return self._bad(dotted, "a number", value)
+        if kind == "duration":
+            parsed = parse_duration(value)
+            if parsed is None:
+                return self._bad(dotted, 'a duration such as "90s", "2m" or "1h30m"', value)
+            return parsed
+        if kind == "strings":
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            return self._bad(dotted, "a list of strings", value)
+        if kind == "table":
+            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+                return MappingProxyType(dict(value))
+            return self._bad(dotted, "a table of strings", value)
+        if not isinstance(value, str):
+            return self._bad(dotted, "a string", value)
+        if kind == "str":
+            if not value.strip():
+                return self._bad(dotted, "a non-empty string", value)
+            result: Any = value
+        elif kind == "path":
+            if not value.strip():
+                return self._bad(dotted, "a path", value)
+            result = self._path(value)
+        elif kind == "choice":
+            if value not in key.choices:
+                close = difflib.get_close_matches(value, key.choices, n=1)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                options = ", ".join(key.choices) or "(none installed)"
+                self.problem(dotted, f"expected one of {options}; got `{value}`{hint}")
+                return MISSING
+            result = value
+        elif kind == "zone":
+            try:
+                result = ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                return self._bad(dotted, "an IANA time zone such as America/Sao_Paulo", value)
+        elif kind == "cron":
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                return self._bad(dotted, 'a cron expression such as "0 * * * *"', value)
+            result = value
+        else:  # pragma: no cover - a programming error in a Key table
+            raise ValueError(f"unknown key kind {kind!r}")
+        if key.check is not None:
+            message = key.check(result)
+            if message:
+                self.problem(dotted, message)
+                return MISSING
+        return result
+
+    def _bounded(self, dotted: str, value: float, key: Key) -> Any:
+        if key.minimum is not None and value < key.minimum:
+            return self._bad(dotted, f"at least {key.minimum:g}", value)
+        if key.maximum is not None and value > key.maximum:
+            return self._bad(dotted, f"at most {key.maximum:g}", value)
+        return value
+
+    def _bad(self, dotted: str, expected: str, value: object) -> Any:
+        shown = value if not isinstance(value, str) else f'"{value}"'
+        self.problem(dotted, f"expected {expected}; got {shown}")
+        return MISSING
+
+
+class Configurable:
+    """Mixin for plugin classes with their own keys in a config table.
+
+    A source kind or channel class sets ``config_keys``; they are validated together with
+    the common keys of its table and handed back in ``options``.
+    """
+
+    config_keys: ClassVar[Mapping[str, Key]] = {}

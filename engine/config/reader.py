@@ -1,0 +1,358 @@
+"""Find, read and validate ``disparo.toml`` into a ``Config``; every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from engine.config.keys import MISSING, ConfigError, ConfigProblem, Key, _Reader, _type_name
+from engine.config.settings import (
+    ACCOUNT_KEYS,
+    CONFIG_NAME,
+    DEFAULT_TIME_ZONE,
+    ENGINE_KEYS,
+    ENV_VAR,
+    MAILBOX_KEYS,
+    SOURCE_KEYS,
+    TEMPLATE_KEYS,
+    TRACKING_KEYS,
+    WALLET_KEYS,
+    AccountSettings,
+    Config,
+    EngineSettings,
+    MailboxSettings,
+    PollSchedule,
+    SourceSettings,
+    TemplateSettings,
+    TrackingSettings,
+    WalletSettings,
+)
+from engine.hosts import check_host_value, check_literal
+
+if TYPE_CHECKING:
+    from engine.plugins import Plugins
+
+SECTIONS = ("engine", "sources", "accounts", "wallets", "tracking", "templates", "mailboxes")
+_WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
+_SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def _default_database_url(root: Path) -> str:
+    return f"sqlite:///{(root / 'disparo.db').as_posix()}"
+
+
+def _database_url(reader: _Reader, value: str | None) -> str:
+    if value is None:
+        return _default_database_url(reader.root)
+    url = value.strip()
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_absolute():
+            url = f"sqlite:///{(reader.root / path).as_posix()}"
+        return url
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if not url.startswith(("postgresql+psycopg://", "sqlite://")):
+        reader.problem(
+            "engine.database_url",
+            'expected "sqlite:///path/to/disparo.db" or "postgresql://user@host/db"; '
+            f'got "{value}"',
+        )
+        return _default_database_url(reader.root)
+    if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", url):
+        reader.problem(
+            "engine.database_url",
+            "the URL carries a password; secrets are never written in the configuration (F5): "
+            'remove it from the URL and add `database_password_env = "ENV_VAR_NAME"`',
+        )
+    return url
+
+
+def _plugin_keys(cls: type[Any]) -> Mapping[str, Key]:
+    return getattr(cls, "config_keys", {}) or {}
+
+
+def _check_names(reader: _Reader, section: str, tables: dict[str, Any]) -> None:
+    for name in tables:
+        if not _SECTION_NAME.fullmatch(name):
+            reader.problem(
+                f"{section}.{name}",
+                "names are letters, digits, '-', '_' and '.', starting with a letter or digit",
+            )
+
+
+def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plugins) -> Config:
+    """Validate the parsed TOML ``data``; raise ``ConfigError`` listing every problem."""
+    reader = _Reader(file, root)
+    for section in data:
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            reader.problem(section, f"unknown section{hint} (sections: {', '.join(SECTIONS)})")
+
+    raw_engine = data.get("engine", {})
+    engine_values = reader.table("engine", raw_engine, ENGINE_KEYS)
+    engine = EngineSettings(
+        time_zone=engine_values.get("time_zone") or ZoneInfo(DEFAULT_TIME_ZONE),
+        database_url=_database_url(reader, engine_values.get("database_url")),
+        database_password=engine_values.get("database_password"),
+        spool_dir=_resolve(root, engine_values.get("spool_dir", Path("spool"))),
+        role=engine_values.get("role", "operator"),
+        log_level=engine_values.get("log_level", "info"),
+        lease=engine_values.get("lease") or timedelta(minutes=5),
+    )
+
+    kinds = plugins.source_kinds()
+    formats = plugins.formats()
+    sources: dict[str, SourceSettings] = {}
+    raw_sources = _tables(reader, "sources", data.get("sources", {}))
+    for name, raw in raw_sources.items():
+        where = f"sources.{name}"
+        if not isinstance(raw, dict):
+            reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
+            continue
+        kind_cls = kinds.get(raw.get("kind", ""))
+        keys = {
+            **SOURCE_KEYS,
+            "kind": Key("choice", MISSING, choices=tuple(kinds)),
+            "format": Key("choice", "mailing", choices=tuple(formats)),
+            **(_plugin_keys(kind_cls) if kind_cls else {}),
+        }
+        if kind_cls is None:
+            # Without a known kind, its own keys cannot be checked: report only the kind.
+            keys = {k: v for k, v in keys.items() if k == "kind"}
+            raw = {"kind": raw["kind"]} if "kind" in raw else {}
+        values = reader.table(where, raw, keys)
+        if kind_cls is None:
+            continue
+        if "every" in raw and "cron" in raw:
+            reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
+        schedule = PollSchedule(
+            every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
+        )
+        common = set(SOURCE_KEYS)
+        sources[name] = SourceSettings(
+            name=name,
+            kind=values.get("kind", ""),
+            format=values.get("format", "mailing"),
+            schedule=schedule,
+            stable_listings=values.get("stable_listings", 2),
+            processed_dir=values.get("processed_dir", "processed"),
+            rejected_dir=values.get("rejected_dir", "rejected"),
+            enabled=values.get("enabled", True),
+            allow_private=values.get("allow_private", False),
+            options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
+        )
+        validate = getattr(kind_cls, "validate_settings", None)
+        if validate is not None:
+            for key, message in validate(sources[name]):
+                reader.problem(f"{where}.{key}", message)
+
+    channels = plugins.channels()
+    accounts: dict[str, AccountSettings] = {}
+    for name, raw in _tables(reader, "accounts", data.get("accounts", {})).items():
+        where = f"accounts.{name}"
+        if not isinstance(raw, dict):
+            reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
+            continue
+        channel_cls = channels.get(raw.get("channel", ""))
+        keys = {
+            **ACCOUNT_KEYS,
+            "channel": Key("choice", MISSING, choices=tuple(channels)),
+            **(_plugin_keys(channel_cls) if channel_cls else {}),
+        }
+        if channel_cls is None:
+            keys = {"channel": keys["channel"]}
+            raw = {"channel": raw["channel"]} if "channel" in raw else {}
+        values = reader.table(where, raw, keys)
+        if channel_cls is None:
+            continue
+        rate = float(values.get("rate", 10.0))
+        burst = values.get("burst") or max(1, round(rate))
+        common = set(ACCOUNT_KEYS)
+        accounts[name] = AccountSettings(
+            name=name,
+            channel=values.get("channel", ""),
+            rate=rate,
+            burst=int(burst),
+            options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
+            sandbox=bool(values.get("sandbox", False)),
+            concurrency=values.get("concurrency"),
+            bounce_limit=float(values.get("bounce_limit", 5.0)),
+            complaint_limit=float(values.get("complaint_limit", 0.1)),
+            min_sample=int(values.get("min_sample", 200)),
+            min_pause=values.get("min_pause") or timedelta(hours=24),
+        )
+        validate = getattr(channel_cls, "validate_account", None)
+        if validate is not None:
+            for key, message in validate(accounts[name]):
+                reader.problem(f"{where}.{key}", message)
+
+    tracking = None
+    if "tracking" in data:
+        values = reader.table("tracking", data["tracking"], TRACKING_KEYS)
+        url = str(values.get("public_url", ""))
+        if url and not url.startswith(("https://", "http://")):
+            reader.problem(
+                "tracking.public_url", f'expected "https://track.example.com"; got "{url}"'
+            )
+        if "secret" in values and "public_url" in values:
+            tracking = TrackingSettings(
+                public_url=url.rstrip("/"),
+                secret=values["secret"],
+                listen=values.get("listen", "127.0.0.1:8080"),
+                open_tracking=values.get("open_tracking", True),
+                click_tracking=values.get("click_tracking", True),
+                ses_topics=tuple(values.get("ses_topics", ())),
+                metrics_from=tuple(values.get("metrics_from", TrackingSettings.metrics_from)),
+            )
+        for i, network in enumerate(values.get("metrics_from", ())):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                reader.problem(
+                    f"tracking.metrics_from[{i}]",
+                    f'expected a network such as "10.0.0.0/8" or "127.0.0.1"; got "{network}"',
+                )
+        for i, arn in enumerate(values.get("ses_topics", ())):
+            if not re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", arn):
+                reader.problem(
+                    f"tracking.ses_topics[{i}]",
+                    f'expected an SNS topic ARN such as "arn:aws:sns:us-east-1:123456789012:'
+                    f'ses-bounces"; got "{arn}"',
+                )
+
+    mailboxes: dict[str, MailboxSettings] = {}
+    for name, raw in _tables(reader, "mailboxes", data.get("mailboxes", {})).items():
+        where = f"mailboxes.{name}"
+        values = reader.table(where, raw, MAILBOX_KEYS)
+        if not all(k in values for k in ("host", "user", "password")):
+            continue
+        problem = check_host_value(str(values["host"])) or check_literal(
+            str(values["host"]).strip(), bool(values.get("allow_private", False))
+        )
+        if problem:
+            reader.problem(f"{where}.host", problem.replace("sources may", "mailboxes may"))
+        if tracking is None:
+            reader.problem(
+                where,
+                "a bounce mailbox needs [tracking] (its `secret` signs the VERP return path and "
+                "the Message-ID that map a bounce back to its delivery); add a [tracking] "
+                "section with `public_url` and `secret_file`",
+            )
+        tls = values.get("tls", "implicit")
+        mailboxes[name] = MailboxSettings(
+            name=name,
+            host=values["host"],
+            port=values.get("port") or (993 if tls == "implicit" else 143),
+            tls=tls,
+            user=values["user"],
+            password=values["password"],
+            folder=values.get("folder", "INBOX"),
+            processed_folder=values.get("processed_folder", "disparo/handled"),
+            every=values.get("every") or timedelta(minutes=2),
+            allow_private=values.get("allow_private", False),
+            enabled=values.get("enabled", True),
+            timeout=values.get("timeout") or timedelta(seconds=30),
+            ca_file=values.get("ca_file"),
+        )
+
+    templates: dict[str, TemplateSettings] = {}
+    for template, raw in _tables(reader, "templates", data.get("templates", {})).items():
+        values = reader.table(f"templates.{template}", raw, TEMPLATE_KEYS)
+        if "content_sid" in values:
+            templates[template] = TemplateSettings(
+                template, values["content_sid"], tuple(values.get("variables", ()))
+            )
+
+    wallets: dict[str, WalletSettings] = {}
+    for code, raw in _tables(reader, "wallets", data.get("wallets", {})).items():
+        where = f"wallets.{code}"
+        if not _WALLET_CODE.fullmatch(code):
+            reader.problem(where, "a wallet code is letters, digits, '-' and '.' (N13)")
+            continue
+        values = reader.table(where, raw, WALLET_KEYS)
+        sender = values.get("default_sender")
+        declared = data.get("accounts", {})
+        if sender is not None and isinstance(declared, dict) and sender not in declared:
+            known = ", ".join(sorted(declared)) or "none configured"
+            reader.problem(
+                f"{where}.default_sender",
+                f"names the account `{sender}`, which is not in [accounts] (accounts: {known})",
+            )
+        wallets[code] = WalletSettings(code=code, **values)
+
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        path=None if file == "(defaults)" else Path(file),
+        root=root,
+        engine=engine,
+        sources=MappingProxyType(sources),
+        accounts=MappingProxyType(accounts),
+        wallets=MappingProxyType(wallets),
+        raw=MappingProxyType(dict(data)),
+        tracking=tracking,
+        templates=MappingProxyType(templates),
+        mailboxes=MappingProxyType(mailboxes),
+    )
+
+
+def _resolve(root: Path, path: Path) -> Path:
+    return path if path.is_absolute() else root / path
+
+
+def _tables(reader: _Reader, section: str, raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        reader.problem(section, f"expected tables such as [{section}.NAME]")
+        return {}
+    _check_names(reader, section, raw)
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and loading
+
+
+def find_config(explicit: Path | None = None, *, cwd: Path | None = None) -> Path | None:
+    """``--config``, else ``$DISPARO_CONFIG``, else ``./disparo.toml`` if it exists."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    candidate = (cwd or Path.cwd()) / CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(path: Path | None, *, plugins: Plugins | None = None) -> Config:
+    """Read and validate ``path``; with None, the built-in defaults (current folder)."""
+    if plugins is None:
+        from engine.plugins import load_plugins
+
+        plugins = load_plugins()
+    if path is None:
+        return parse_config({}, file="(defaults)", root=Path.cwd(), plugins=plugins)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [ConfigProblem(shown, "", "file not found; create one with `disparo init`")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(shown, "", f"cannot be read: {exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(shown, "", f"is not valid TOML: {exc}")]) from None
+    return parse_config(data, file=shown, root=path.resolve().parent, plugins=plugins)
