@@ -28,9 +28,9 @@ from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email
+from engine.campaign import Campaign
 from engine.config import AccountSettings, Key
 from engine.sending.channel import (
-    CampaignInfo,
     CampaignProblem,
     Channel,
     ChannelContext,
@@ -341,12 +341,12 @@ class EmailChannel(Channel):
     def normalise(self, address: str) -> Checked:
         return normalise_email(address)
 
-    def prepare(self, campaign: CampaignInfo) -> PreparedEmail:
-        if not campaign.body or not campaign.subject:
+    def prepare(self, campaign: Campaign) -> PreparedEmail:
+        if not campaign.content.body or not campaign.content.subject:
             raise CampaignProblem("the campaign has no subject or body")
         o = self.account.options
         unsubscribe = self.context.signer is not None and self.context.config.tracking is not None
-        html_source = campaign.body
+        html_source = campaign.content.body
         if unsubscribe and "unsubscribe_url" not in html_source:
             html_source = _with_footer(html_source, FOOTER_HTML)
         tracking = self.context.config.tracking
@@ -358,13 +358,15 @@ class EmailChannel(Channel):
                 html_source, clicks=tracking.click_tracking, opens=opens
             )
         # the text part carries the same (tracked) links, without the pixel
-        text_source = html_to_text(track_links(campaign.body, clicks=bool(links), opens=False)[0])
-        if unsubscribe and "unsubscribe_url" not in campaign.body:
+        text_source = html_to_text(
+            track_links(campaign.content.body, clicks=bool(links), opens=False)[0]
+        )
+        if unsubscribe and "unsubscribe_url" not in campaign.content.body:
             text_source += FOOTER_TEXT
-        sender = campaign.sender or self.from_address
-        name = campaign.from_name or o.get("from_name")
+        sender = campaign.content.sender or self.from_address
+        name = campaign.content.from_name or o.get("from_name")
         subject, html, text = (
-            compile_text(campaign.subject),
+            compile_text(campaign.content.subject),
             compile_html(html_source),
             compile_text(text_source),
         )
@@ -379,7 +381,7 @@ class EmailChannel(Channel):
             html=html,
             text=text,
             from_header=_header(_address(name, sender)) if name else sender,
-            reply_to=campaign.reply_to or o.get("reply_to"),
+            reply_to=campaign.content.reply_to or o.get("reply_to"),
             envelope_from=self.bounce_address,
             unsubscribe=unsubscribe,
             links=tuple(links),

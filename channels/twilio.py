@@ -25,9 +25,9 @@ from jinja2 import TemplateError
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
+from engine.campaign import Campaign
 from engine.config import AccountSettings, Key
 from engine.sending.channel import (
-    CampaignInfo,
     CampaignProblem,
     Channel,
     ChannelContext,
@@ -221,8 +221,8 @@ class SmsChannel(TwilioChannel):
             found.append(("from_number", "give `from_number` or `messaging_service_sid`"))
         return found
 
-    def prepare(self, campaign: CampaignInfo) -> PreparedMessage:
-        body = compile_text(campaign.body) if campaign.body else None
+    def prepare(self, campaign: Campaign) -> PreparedMessage:
+        body = compile_text(campaign.content.body) if campaign.content.body else None
         if body is not None:
             try:
                 trial_render(body)
@@ -268,17 +268,17 @@ class WhatsAppChannel(TwilioChannel):
 
     whatsapp = True
 
-    def _sender(self, campaign: CampaignInfo) -> str | None:
+    def _sender(self, campaign: Campaign) -> str | None:
         return self.account.options.get("from_number")
 
-    def prepare(self, campaign: CampaignInfo) -> PreparedMessage:
+    def prepare(self, campaign: Campaign) -> PreparedMessage:
         templates = self.context.config.templates
-        if not campaign.template or campaign.template not in templates:
+        if not campaign.content.template or campaign.content.template not in templates:
             raise CampaignProblem(
-                f"the WhatsApp template `{campaign.template}` (_nt) is not configured: add "
-                f"[templates.{campaign.template}] with its content_sid"
+                f"the WhatsApp template `{campaign.content.template}` (_nt) is not configured: add "
+                f"[templates.{campaign.content.template}] with its content_sid"
             )
-        template = templates[campaign.template]
+        template = templates[campaign.content.template]
         sender = self._sender(campaign)
         if sender is None and not self.account.options.get("messaging_service_sid"):
             raise CampaignProblem(
@@ -314,10 +314,10 @@ class WhatsAppExclusiveChannel(WhatsAppChannel):
 
     name = "whatsapp-exclusive"
 
-    def _sender(self, campaign: CampaignInfo) -> str | None:
-        if not campaign.whatsapp_number:
+    def _sender(self, campaign: Campaign) -> str | None:
+        if not campaign.content.whatsapp_number:
             raise CampaignProblem("the campaign has no exclusive number (_nw, N15)")
-        return campaign.whatsapp_number
+        return campaign.content.whatsapp_number
 
 
 class WhatsAppSharedChannel(WhatsAppChannel):
@@ -329,7 +329,7 @@ class WhatsAppSharedChannel(WhatsAppChannel):
         "from_numbers": Key("strings", (), help="The shared pool of sending numbers."),
     }
 
-    def _sender(self, campaign: CampaignInfo) -> str | None:
+    def _sender(self, campaign: Campaign) -> str | None:
         pool = self.account.options.get("from_numbers") or ()
         return pool[0] if pool else self.account.options.get("from_number")
 

@@ -9,6 +9,8 @@ the audit log with who did it.
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,11 @@ def allowed(role: str, action: str) -> bool:
 
 class ActionRefused(Exception):
     """An action that cannot be done; the message says why and what would work."""
+
+
+def actor() -> str:
+    """Who is acting: $DISPARO_ACTOR, else the system user (recorded in the audit log)."""
+    return os.environ.get("DISPARO_ACTOR") or getpass.getuser()
 
 
 @dataclass(frozen=True)
@@ -102,13 +109,13 @@ def apply(store: Store, command: Command) -> Applied:
 
 
 def _apply(store: Store, command: Command) -> Applied:
-    d = store.dispatch
+    d = store.campaigns
     action, actor, args = command.action, command.actor, dict(command.args)
     reason = str(args.get("reason") or "") or None
     with store.write() as c:
         if action in ("pause", "resume", "cancel", "priority"):
             cid = _campaign_id(command)
-            campaign = d.campaign(cid, conn=c)
+            campaign = d.get(cid, content=False, conn=c)
             if campaign is None:
                 raise ActionRefused(f"there is no campaign {cid}")
             if action == "priority":
@@ -150,7 +157,7 @@ def _apply(store: Store, command: Command) -> Applied:
             result = Applied(command, True, done, cid, status, previous)
         elif action in ("override", "clear-override"):
             name = _target(command, "account")
-            states = d.account_states()
+            states = store.accounts.states()
             if name not in states:
                 raise ActionRefused(
                     f"there is no account {name!r} (accounts: "
@@ -160,7 +167,7 @@ def _apply(store: Store, command: Command) -> Applied:
                 if not reason:
                     raise ActionRefused("an override needs a reason (D16)")
                 now = store.clock.now()
-                d.set_guard(
+                store.accounts.set_guard(
                     name,
                     actor=actor,
                     audit="account.override",
@@ -173,7 +180,7 @@ def _apply(store: Store, command: Command) -> Applied:
                 )
                 done = f"account {name}: the guard is overridden by {actor} ({reason})"
             else:
-                d.set_guard(
+                store.accounts.set_guard(
                     name,
                     actor=actor,
                     audit="account.override-cleared",

@@ -13,13 +13,14 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from engine.problems import Catalogue, Problem
+from engine.schedule import Pacing
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -69,14 +70,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # --------------------------------------------------------------------------------------------
 # Values
-
-
-@dataclass(frozen=True)
-class Pacing:
-    """``_qPPMMM``: ``percent`` of the base per batch, one batch every ``interval_minutes``."""
-
-    percent: int
-    interval_minutes: int
 
 
 @dataclass(frozen=True)
@@ -163,11 +156,7 @@ class NameCheck:
                 "sender": m.sender,
                 "subject": m.subject,
                 "start_at": _local(m.start_at),
-                "pacing": (
-                    {"percent": m.pacing.percent, "interval_minutes": m.pacing.interval_minutes}
-                    if m.pacing
-                    else None
-                ),
+                "pacing": (m.pacing.as_json() if m.pacing else None),
                 "exclude_recent_hours": m.exclude_recent_hours,
                 "replace_tags": m.replace_tags,
                 "remove_other_wallets": m.remove_other_wallets,
@@ -601,7 +590,9 @@ class _Parser:
             if self.take("q", piece):
                 digits = piece[1:]
                 if re.fullmatch(r"[0-9]{5}", digits) and int(digits[:2]) and int(digits[2:]):
-                    self.values["q"] = Pacing(int(digits[:2]), int(digits[2:]))
+                    self.values["q"] = Pacing.percent(
+                        int(digits[:2]), timedelta(minutes=int(digits[2:]))
+                    )
                 else:
                     self.error("bad-value:q", piece)
         elif low.startswith("x"):
@@ -840,7 +831,7 @@ def render_name(m: MailingName, *, folder: str | None = None, width: int = 3) ->
     if m.start_at is not None:
         parts.append("i" + _stamp(m.start_at))
     if m.pacing is not None:
-        parts.append(f"q{m.pacing.percent:02d}{m.pacing.interval_minutes:03d}")
+        parts.append(f"q{m.pacing.value:02d}{m.pacing.interval_minutes:03d}")
     if m.exclude_recent_hours is not None:
         parts.append(f"x{m.exclude_recent_hours}")
     if m.replace_tags:

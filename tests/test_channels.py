@@ -9,6 +9,8 @@ import email
 import email.policy
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,10 @@ from channels.twilio import (
     WhatsAppProspectChannel,
     WhatsAppSharedChannel,
 )
+from engine.campaign import Campaign, Content
 from engine.clock import TestClock
 from engine.config import Config
 from engine.sending.channel import (
-    CampaignInfo,
     CampaignProblem,
     ChannelContext,
     DeliveryInfo,
@@ -109,20 +111,22 @@ def _write_with_tracking(tmp_path: Path, account: dict[str, Any]) -> Path:
     return path
 
 
-CAMPAIGN = CampaignInfo(
+CAMPAIGN = Campaign(
     id=7,
     name="Oferta",
     channel="email",
     account="avisos",
-    subject="Olá {{ nome }}, uma oferta",
-    sender=None,
-    from_name=None,
-    reply_to=None,
-    body="<html><body><p>Olá {{ nome }} de {{ cidade }},</p>"
-    '<p><a href="https://loja.example/oferta">Ver a oferta</a></p></body></html>',
-    template=None,
-    whatsapp_number=None,
+    start_at=datetime(2026, 11, 23, 12, tzinfo=UTC),
+    content=Content(
+        subject="Olá {{ nome }}, uma oferta",
+        body="<html><body><p>Olá {{ nome }} de {{ cidade }},</p>"
+        '<p><a href="https://loja.example/oferta">Ver a oferta</a></p></body></html>',
+    ),
 )
+
+
+def with_body(campaign: Campaign, body: str) -> Campaign:
+    return replace(campaign, content=replace(campaign.content, body=body))
 
 
 def delivery(i: int, address: str, **fields: str) -> DeliveryInfo:
@@ -358,13 +362,11 @@ async def test_templates_are_sandboxed_and_escaped(
         "<p>{{ cycler.__init__.__globals__.os.system('id') }}</p>",
         "<p>{{ self._TemplateReference__context }}</p>",
     ]
-    benign = CampaignInfo(
-        **{**CAMPAIGN.__dict__, "body": "<p>{{ nome }}|{{ desconhecido }}|{{ cidade }}</p>"}
-    )
+    benign = with_body(CAMPAIGN, "<p>{{ nome }}|{{ desconhecido }}|{{ cidade }}</p>")
     try:
         for body in attacks:  # refused once, for the campaign, before anyone is sent to
             with pytest.raises(CampaignProblem, match="cannot be used"):
-                channel.prepare(CampaignInfo(**{**CAMPAIGN.__dict__, "body": body}))
+                channel.prepare(with_body(CAMPAIGN, body))
         result = await channel.send(
             channel.prepare(benign), delivery(9, "ana@example.com", nome="<script>x</script>")
         )
@@ -418,22 +420,23 @@ def twilio_config(
     return load(path)
 
 
-def sms_campaign(**kw: Any) -> CampaignInfo:
+def sms_campaign(**kw: Any) -> Campaign:
+    content = {
+        k: kw.pop(k)
+        for k in ("subject", "body", "template", "whatsapp_number", "sender", "from_name")
+        if k in kw
+    }
+    content.setdefault("body", "Olá {{ nome }}, sua fatura vence amanhã")
     values: dict[str, Any] = dict(
         id=3,
         name="SMS",
         channel="sms-long",
         account="tw",
-        subject=None,
-        body="Olá {{ nome }}, sua fatura vence amanhã",
-        template=None,
-        whatsapp_number=None,
-        sender=None,
-        from_name=None,
-        reply_to=None,
+        start_at=datetime(2026, 11, 23, 12, tzinfo=UTC),
+        address_kind="phone",
     )
     values.update(kw)
-    return CampaignInfo(**values)
+    return Campaign(**values, content=Content(**content))
 
 
 def phone_delivery(i: int, phone: str, message: str | None = None, **fields: str) -> DeliveryInfo:

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from engine.actions import apply_pending
 from engine.clock import TestClock
 from engine.plugins import reset_plugins
+from engine.schedule import released_count
 from engine.sending.channel import Failed, Retry
-from engine.sending.dispatcher import Dispatcher, released_count, retry_delay
+from engine.sending.dispatcher import Dispatcher, retry_delay
 from engine.store import Store
 from engine.store import schema as t
 from tests.world import Scripted, World, make_world, minutes, phones
@@ -285,7 +286,7 @@ async def test_cancel_and_refusals(world: World) -> None:
 async def test_d12_a_lost_lease_is_rescued_and_sent(world: World, clock: TestClock) -> None:
     cid = world.import_("smslong", phones(20)).campaign_id
     await world.dispatcher.tick()
-    crashed = world.store.dispatch.claim(
+    crashed = world.store.claims.claim(
         cid, owner="dead-node", released=1, limit=20, lease=timedelta(minutes=5)
     )
     assert len(crashed) == 20

@@ -15,14 +15,16 @@ from engine.actions import apply_pending
 from engine.clock import TestClock
 from engine.config import AccountSettings
 from engine.plugins import reset_plugins
-from engine.sending.guard import Guard, Rates, decide
+from engine.rates import Rates
+from engine.sending.guard import Guard, decide
 from engine.store import Store
 from engine.store import schema as t
-from engine.store.dispatch import AccountState
+from engine.store.accounts import AccountState
 from tests.world import Scripted, World, make_world, phones
 
 NOW = datetime.fromisoformat("2026-11-23T12:00:00+00:00")
 ACCOUNT = AccountSettings("sms", "sms-long", 10, 10, {})
+LIMITS = ACCOUNT.limits
 
 
 def state(**kw: Any) -> AccountState:
@@ -49,7 +51,7 @@ def state(**kw: Any) -> AccountState:
 
 @pytest.mark.parametrize(("bounces", "pauses"), [(49, False), (50, False), (51, True)])
 def test_d15_pauses_only_above_5_percent(bounces: int, pauses: bool) -> None:
-    decision = decide(ACCOUNT, Rates(1000, bounces, 0), state(), NOW)
+    decision = decide(ACCOUNT, Rates(1000, bounces, 0, LIMITS), state(), NOW)
     assert (decision.change == "paused") is pauses
     if pauses:
         assert decision.paused_until == NOW + timedelta(hours=24)
@@ -58,33 +60,33 @@ def test_d15_pauses_only_above_5_percent(bounces: int, pauses: bool) -> None:
 
 @pytest.mark.parametrize(("complaints", "pauses"), [(1, False), (2, True)])
 def test_d15_complaints_above_a_tenth_of_a_percent(complaints: int, pauses: bool) -> None:
-    decision = decide(ACCOUNT, Rates(1000, 0, complaints), state(), NOW)
+    decision = decide(ACCOUNT, Rates(1000, 0, complaints, LIMITS), state(), NOW)
     assert (decision.change == "paused") is pauses
 
 
 def test_d15_below_the_minimum_sample_nothing_pauses() -> None:
-    assert decide(ACCOUNT, Rates(199, 199, 199), state(), NOW).change is None
-    assert decide(ACCOUNT, Rates(200, 11, 0), state(), NOW).change == "paused"
+    assert decide(ACCOUNT, Rates(199, 199, 199, LIMITS), state(), NOW).change is None
+    assert decide(ACCOUNT, Rates(200, 11, 0, LIMITS), state(), NOW).change == "paused"
 
 
 def test_d15_resumes_after_the_minimum_pause_when_rates_are_back() -> None:
     paused = state(
         guard_state="paused", paused_until=NOW + timedelta(hours=2), pause_reason="bounce rate 6 %"
     )
-    assert decide(ACCOUNT, Rates(1000, 0, 0), paused, NOW).state == "paused"  # too soon
+    assert decide(ACCOUNT, Rates(1000, 0, 0, LIMITS), paused, NOW).state == "paused"  # too soon
     later = NOW + timedelta(hours=3)
-    assert decide(ACCOUNT, Rates(1000, 60, 0), paused, later).state == "paused"  # still bad
-    assert decide(ACCOUNT, Rates(1000, 10, 0), paused, later).change == "resumed"
+    assert decide(ACCOUNT, Rates(1000, 60, 0, LIMITS), paused, later).state == "paused"  # still bad
+    assert decide(ACCOUNT, Rates(1000, 10, 0, LIMITS), paused, later).change == "resumed"
 
 
 def test_d16_an_override_keeps_the_account_sending() -> None:
     over = state(override_by="admin", override_reason="list verified by hand")
-    assert decide(ACCOUNT, Rates(1000, 500, 50), over, NOW).state == "ok"
+    assert decide(ACCOUNT, Rates(1000, 500, 50, LIMITS), over, NOW).state == "ok"
 
 
 def test_limits_are_configurable_per_account() -> None:
     strict = AccountSettings("sms", "sms-long", 10, 10, {}, bounce_limit=2.0, min_sample=50)
-    assert decide(strict, Rates(100, 3, 0), state(), NOW).change == "paused"
+    assert decide(strict, Rates(100, 3, 0, strict.limits), state(), NOW).change == "paused"
 
 
 # -- with the store and the dispatcher ---------------------------------------------------------
@@ -124,7 +126,7 @@ async def test_the_guard_window_holds_campaigns_then_lets_them_go(
     campaign = world.campaign(cid)
     assert campaign.status == "held" and "paused by the guard" in (campaign.status_reason or "")
     assert Scripted.log == []
-    states = world.store.dispatch.account_states()
+    states = world.store.accounts.states()
     assert states["sms"].sent_24h == 1000 and states["sms"].bounces_24h == 60
     # 24 h later the old sends and bounces left the window: the rates are back, it resumes
     await clock.advance(timedelta(hours=24, minutes=5))
@@ -156,7 +158,7 @@ async def test_an_admin_override_is_recorded_and_honoured(world: World, clock: T
     results = await apply_pending(world.store)
     assert [r.ok for r in results] == [False, False, True]
     assert "needs admin" in results[0].message and "needs a reason" in results[1].message
-    state_now = world.store.dispatch.account_states()["sms"]
+    state_now = world.store.accounts.states()["sms"]
     assert state_now.override_by == "root" and state_now.override_reason == "list cleaned by hand"
     assert (await guard.check())["sms"].state == "ok"
     cid = world.import_("smslong", phones(5)).campaign_id

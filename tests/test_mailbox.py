@@ -404,7 +404,7 @@ async def test_guard_pauses_when_the_sample_is_reached(
     assert decision.change == "paused", decision
     assert decision.paused_until is not None and decision.paused_until > w.clock.now()
     assert "bounce rate 8.00 % > 5 % (2 of 25 in 24 h)" in (decision.reason or "")
-    state = w.store.dispatch.account_states()["mail"]
+    state = w.store.accounts.states()["mail"]
     assert state.guard_state == "paused"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import phonenumbers
 import pytest
@@ -15,10 +15,10 @@ from engine.mailing_names import (
     WHATSAPP_CHANNELS,
     MailingName,
     NameCheck,
-    Pacing,
     check_name,
     render_name,
 )
+from engine.schedule import Pacing
 
 DAY = date(2026, 11, 22)
 
@@ -452,9 +452,9 @@ def valid_mailings(draw: st.DrawFn) -> MailingName:
             draw(
                 st.none()
                 | st.builds(
-                    Pacing,
+                    Pacing.percent,
                     st.integers(min_value=1, max_value=99),
-                    st.integers(min_value=1, max_value=999),
+                    st.integers(min_value=1, max_value=999).map(lambda m: timedelta(minutes=m)),
                 )
             )
             if channel

@@ -27,6 +27,7 @@ from textual.widgets import Input, Static
 from engine.clock import RealClock, TestClock
 from engine.config import Config, load_config
 from engine.plugins import Plugins, load_plugins
+from engine.schedule import live
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import write_config
@@ -513,12 +514,12 @@ async def test_queues_per_account_and_an_admin_override_with_a_reason(world: Wor
         await fill(pilot, "#field-reason", "lista validada")
         await pilot.press("enter")
         await settle(pilot)
-        state = world.store.dispatch.account_states()["cobranca"]
+        state = world.store.accounts.states()["cobranca"]
         assert (state.override_by, state.override_reason) == ("ana", "lista validada")
         assert column(accounts, "guard")[2] == "override by ana: lista validada"
         await pilot.press("u", "enter")
         await settle(pilot)
-        assert world.store.dispatch.account_states()["cobranca"].override_by is None
+        assert world.store.accounts.states()["cobranca"].override_by is None
         actions = [e.action for e in world.store.audit.entries(target="account:cobranca")]
         assert actions[:2] == ["account.override-cleared", "account.override"]
         # Enter on a campaign of the queue opens it
@@ -685,13 +686,9 @@ def full_count(store: Store, campaign_id: int) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("cap", [5_000, 3, 1])
-def test_batch_progress_matches_a_full_count(
-    world: World, cap: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_batch_progress_matches_a_full_count(world: World, cap: int) -> None:
     """Seeks, capped counts and the counters give what counting every row gives, whichever
     way a batch is worked out (the cap makes the demo's batches "big")."""
-    monkeypatch.setattr(models, "BATCH_COUNT_CAP", cap)
-    backend = Backend(world.store, world.config, world.clock, role="viewer", actor="t")
     # a retry left in batch 1 and a cancel in batch 4: three batches partly done
     promo = world.campaign("q25010")
     with world.store.write() as c:
@@ -702,44 +699,30 @@ def test_batch_progress_matches_a_full_count(
         )
         c.execute(sa.update(t.campaigns).where(t.campaigns.c.id == promo).values(sent=207))
     for row in world.store.views.campaign_rows()[0]:
-        c = world.store.dispatch.campaign(row.id)
+        c = world.store.campaigns.get(row.id)
         assert c is not None
-        batches = models.batch_progress(
-            backend, c, world.store.views.excluded_at_creation(c.id), NOW
-        )
+        opened = world.store.views.open_by_batch(c, cap=cap)
+        schedule = live(c, NOW, rate=1.0, open_by_batch=opened)
         expected = full_count(world.store, c.id)
-        assert {b.index: b.open for b in batches if b.open} == expected, c.name
-        assert sum(b.size for b in batches) + world.store.views.excluded_at_creation(c.id) == (
-            c.recipients
-        )
-
-
-def test_projection_batch_after_batch_at_the_rate_with_the_deadline() -> None:
-    start = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    batches = [
-        models.BatchProgress(1, 100, start, 0),
-        models.BatchProgress(2, 100, start + timedelta(minutes=10), 40),
-        models.BatchProgress(3, 100, start + timedelta(minutes=20), 100),
-    ]
-    now = start + timedelta(minutes=12)
-    # 40 at 1/s: until 12:12:40; batch 3 waits for 12:20, then 100 s: 12:21:40
-    p = models.project(batches, now, 1.0, None, measured=True)
-    assert p.finish_at == start + timedelta(minutes=21, seconds=40) and p.expiring == 0
-    late = models.project(batches, now, 1.0, start + timedelta(minutes=21), measured=True)
-    assert late.expiring == 40  # message k of batch 3 starts at 12:20 + k s; 60 start in time
-    nothing = models.project(batches[:1], now, 1.0, None, measured=False)
-    assert nothing.finish_at is None
+        assert {b.index: b.open for b in schedule.batches if b.open} == expected, c.name
+        with world.store.read() as conn:
+            excluded = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(t.deliveries)
+                .where(t.deliveries.c.campaign_id == c.id, t.deliveries.c.batch == 0)
+            ).scalar()
+        assert sum(b.size for b in schedule.batches) == c.audience == c.recipients - excluded
 
 
 def test_recipients_are_paged_by_position_in_both_directions(world: World) -> None:
-    views, promo = world.store.views, world.campaign("q25010")
+    results, promo = world.store.results, world.campaign("q25010")
     pages, after = [], None
-    while page := views.recipients_page(promo, after=after, limit=64):
+    while page := results.page(promo, after=after, limit=64):
         pages.append(page)
         after = page[-1].position
     positions = [r.position for page in pages for r in page]
     assert positions == list(range(400)) and len(pages) == 7
-    back = views.recipients_page(promo, before=128, limit=64)
+    back = results.page(promo, before=128, limit=64)
     assert [r.position for r in back] == list(range(64, 128))
 
 
@@ -841,7 +824,7 @@ def test_the_views_on_postgresql(pg_url: str, clock: TestClock) -> None:
         assert store.views.count_in_batch(cid, 2, open_=True) == 1
         windows = [(now - timedelta(seconds=60), now), (now - timedelta(hours=1), now)]
         assert store.views.sends_in(windows, campaign_id=cid) == [2, 3]
-        assert [r.position for r in store.views.recipients_page(cid, after=2, limit=2)] == [3, 4]
+        assert [r.position for r in store.results.page(cid, after=2, limit=2)] == [3, 4]
         rows, total = store.views.campaign_rows(text="pg sms", sort="sent")
         assert [r.id for r in rows] == [cid] and total == 1
         assert store.views.queues(now - timedelta(minutes=1)).sent_recently == {"sms": 2}

@@ -19,12 +19,13 @@ import sqlalchemy as sa
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
+from engine.campaign import Campaign
 from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
 from engine.intake.formats import FormatContext
 from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import Plugins, load_plugins
-from engine.sending.channel import CampaignInfo, Channel, DeliveryInfo, SendResult, Sent
+from engine.sending.channel import Channel, DeliveryInfo, SendResult, Sent
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.store import schema as t
@@ -51,10 +52,10 @@ class Scripted(Channel):
     def normalise(self, address: str) -> Checked:
         return normalise_phone(address, mobile=True)
 
-    def prepare(self, campaign: CampaignInfo) -> CampaignInfo:
+    def prepare(self, campaign: Campaign) -> Campaign:
         return campaign
 
-    async def send(self, prepared: CampaignInfo, delivery: DeliveryInfo) -> SendResult:
+    async def send(self, prepared: Campaign, delivery: DeliveryInfo) -> SendResult:
         address = self.normalise(delivery.address).value or delivery.address
         Scripted.log.append(
             Record(

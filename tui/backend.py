@@ -16,8 +16,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine.actions import NEEDS, ROLES, allowed, apply
-from engine.cli.campaigns import actor
+from engine.actions import NEEDS, ROLES, actor, allowed, apply
 from engine.clock import Clock
 from engine.config import Config
 from engine.plugins import Plugins

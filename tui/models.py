@@ -9,19 +9,20 @@ whose style is a class of the one stylesheet (``disparo.tcss``), so colours stay
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.pacing import DEFAULT_RATE, Pacing, PercentPacing, SizePacing, batch_sizes, plan
+from engine.campaign import Campaign
 from engine.publish.results import export_results
-from engine.sending.dispatcher import released_count
-from engine.store.dispatch import AccountState, CampaignState
+from engine.schedule import Batch, Schedule, live
+from engine.sending.status import account_rates, campaign_schedule
+from engine.store.accounts import AccountState
 from engine.store.files import Observation
+from engine.store.results import RecipientResult
 from engine.store.suppressions import ORIGINS
-from engine.store.views import CampaignRow, RecipientRow
 from tui.backend import Backend
 
 
@@ -35,8 +36,6 @@ class Styled(NamedTuple):
 Cell = str | Styled
 Row = tuple[str, tuple[Cell, ...]]
 
-#: how many index entries a per-batch count may read before the counters decide
-BATCH_COUNT_CAP = 5_000
 #: the window of the "actual rate" figures
 RATE_WINDOW = timedelta(seconds=60)
 #: the sparkline: sends per minute over this many minutes
@@ -71,15 +70,6 @@ def span(delta: timedelta) -> str:
     return f"{secs}s"
 
 
-def interval_text(seconds: int) -> str:
-    """A pacing interval: ``20 min``, ``2 h``, ``1 h 30 min``, ``45 s``."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
-    parts.append(f"{secs} s" if secs else "")
-    return " ".join(p for p in parts if p) or "0 s"
-
-
 def clock_time(backend: Backend, now: datetime, value: datetime | None) -> str:
     """A time of today as ``HH:MM``, of another day as ``dd/mm HH:MM``."""
     if value is None:
@@ -106,16 +96,6 @@ def rate_text(per_second: float) -> str:
     if per_second < 1:
         return f"{per_second * 60:.3g}/min"
     return f"{per_second:.3g}/s"
-
-
-def pacing_of(c: CampaignState | CampaignRow, value: int | None) -> Pacing | None:
-    """The campaign's pacing (D5–D7) from its stored columns."""
-    if c.pacing_kind is None or not c.pacing_interval_s:
-        return None
-    interval = timedelta(seconds=c.pacing_interval_s)
-    if c.pacing_kind == "percent":
-        return PercentPacing(value or 100, interval)
-    return SizePacing(value or 1, interval)
 
 
 # -- campaigns -------------------------------------------------------------------------------
@@ -185,119 +165,11 @@ def campaign_list(
 # -- one campaign ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BatchProgress:
-    """One batch of the pacing timeline (D5): its size, release and how much of it is open."""
-
-    index: int
-    size: int
-    release_at: datetime
-    open: int
-
-    @property
-    def done(self) -> int:
-        """Sent, or settled otherwise (failed, suppressed, expired, cancelled…)."""
-        return self.size - self.open
-
-
-def batch_progress(
-    backend: Backend, c: CampaignState, excluded: int, now: datetime
-) -> list[BatchProgress]:
-    """Each batch's size (the pacing math on the recipients the batches were cut from), its
-    release time (shifted by the time the campaign spent paused, as the dispatcher does) and
-    its open deliveries.
-
-    Open deliveries come from two index seeks per batch: a batch with none is done, one
-    with nothing settled is whole. Only partly sent batches are counted, with a cap; the one
-    too big to count (the batch being sent) is what the campaign's counters leave over.
-    """
-    views = backend.store.views
-    pacing = pacing_of(c, c.pacing_value)
-    sizes = batch_sizes(c.recipients - excluded, pacing)
-    if len(sizes) != c.batches:  # a campaign of another shape: keep the stored count
-        sizes = (sizes + [0] * c.batches)[: c.batches]
-    if not sizes:
-        return []
-    flags = views.batch_flags(c.id, len(sizes))
-    opened: dict[int, int] = {}
-    unknown: list[int] = []
-    for f, size in zip(flags, sizes, strict=True):
-        if not f.has_open:
-            opened[f.index] = 0
-        elif not f.has_settled:
-            opened[f.index] = size
-        else:
-            unknown.append(f.index)
-    big: list[int] = []
-    for k in unknown:
-        n = views.count_in_batch(c.id, k, open_=True, cap=BATCH_COUNT_CAP)
-        if n < BATCH_COUNT_CAP:
-            opened[k] = n
-            continue
-        settled = views.count_in_batch(c.id, k, open_=False, cap=BATCH_COUNT_CAP)
-        if settled < BATCH_COUNT_CAP:
-            opened[k] = max(0, sizes[k - 1] - settled)
-        else:
-            big.append(k)
-    for k in big[:-1]:  # rare: several batches half sent, each with thousands left
-        opened[k] = views.count_in_batch(c.id, k, open_=True)
-    if big:
-        k = big[-1]
-        rest = c.remaining - sum(opened.values())
-        opened[k] = min(sizes[k - 1], max(0, rest))
-    start = (c.started_at or c.start_at) + timedelta(seconds=paused_seconds(c, now))
-    interval = timedelta(seconds=c.pacing_interval_s or 0)
-    return [
-        BatchProgress(k, size, start + (k - 1) * interval if pacing else start, opened[k])
-        for k, size in enumerate(sizes, start=1)
-    ]
-
-
-def paused_seconds(c: CampaignState, now: datetime) -> float:
-    """Time the campaign spent paused or held (its schedule shifts by it, D7)."""
-    extra = (now - c.paused_since).total_seconds() if c.paused_since is not None else 0.0
-    return c.paused_seconds + extra
-
-
-@dataclass(frozen=True)
-class Projection:
-    """When the campaign would finish at ``rate``, and what would expire at its deadline."""
-
-    rate: float
-    measured: bool
-    finish_at: datetime | None
-    expiring: int
-
-
-def project(
-    batches: Iterable[BatchProgress],
-    now: datetime,
-    rate: float,
-    deadline: datetime | None,
-    *,
-    measured: bool,
-) -> Projection:
-    """One batch after the other at ``rate`` (``engine.pacing.plan`` for each): a batch
-    begins at its release or when the one before is done, whichever is later (D5, D8)."""
-    t = now
-    expiring = 0
-    left = False
-    for b in batches:
-        if b.open <= 0:
-            continue
-        left = True
-        step = plan(b.open, max(t, b.release_at), rate=rate, deadline=deadline)
-        t = step.finish_at
-        expiring += step.expired
-    return Projection(rate, measured, t if left else None, expiring)
-
-
 @dataclass
 class DetailCache:
-    """What a campaign's screen keeps between refreshes: facts that never change once
-    known (recipients excluded at creation, sends of minutes long past)."""
+    """What a campaign's screen keeps between refreshes: sends of minutes long past (they
+    never change once counted)."""
 
-    excluded: dict[int, int] = field(default_factory=dict)
     minutes: dict[tuple[int, datetime], int] = field(default_factory=dict)
 
 
@@ -311,7 +183,9 @@ class Panel:
 
 @dataclass(frozen=True)
 class CampaignDetail:
-    campaign: CampaignState
+    campaign: Campaign
+    #: the one schedule (``engine.schedule``), as ``campaign show`` computes it
+    schedule: Schedule
     title: str
     totals: Panel
     deadline: Panel
@@ -365,12 +239,9 @@ def campaign_detail(
     two of events, and one page of recipients."""
     store = backend.store
     now = backend.now()
-    c = store.dispatch.campaign(campaign_id)
+    c = store.campaigns.get(campaign_id, content=False)
     if c is None:
         return None
-    if c.id not in cache.excluded:
-        cache.excluded[c.id] = store.views.excluded_at_creation(c.id)
-    batches = batch_progress(backend, c, cache.excluded[c.id], now)
     per_minute, last_minute = sends_per_minute(backend, c.id, now, cache)
     k = c.counters
     totals = Panel(
@@ -389,24 +260,17 @@ def campaign_detail(
             ("Expired", f"{k.get('expired', 0):,}"),
         ]
     )
-    account = backend.config.accounts.get(c.account or "")
-    limit = account.rate if account is not None else DEFAULT_RATE
     measured = last_minute / RATE_WINDOW.total_seconds()
     use_measured = c.status == "sending" and measured > 0
-    projection = project(
-        batches, now, measured if use_measured else limit, c.deadline, measured=use_measured
+    schedule = campaign_schedule(
+        store, backend.config, c, now, rate=measured if use_measured else None
     )
-    deadline = deadline_panel(backend, c, now, projection)
-    # before its start nothing is released, whatever the pacing says (D2)
-    released = c.released_batches
-    if now >= c.start_at:
-        released = max(released, released_count(c, now))
+    deadline = deadline_panel(backend, c, now, schedule, measured=use_measured)
+    released = schedule.released
+    batches = schedule.batches
     first_open = min((b.index for b in batches if b.index <= released and b.open), default=None)
     timeline: list[Row] = []
-    next_release: BatchProgress | None = None
     for b in batches:
-        if b.index > released and next_release is None:
-            next_release = b
         state = batch_state(c, b, released, first_open, now)
         same_day = backend.local(b.release_at).date() == backend.local(now).date()
         release = when(backend, b.release_at, "%H:%M:%S" if same_day else "%d/%m %H:%M")
@@ -422,7 +286,8 @@ def campaign_detail(
                 ),
             )
         )
-    pacing = pacing_text(c)
+    next_release = schedule.next_release
+    pacing = pacing_text(c, schedule)
     if c.status in ("completed", "cancelled", "expired"):
         pacing += f" · finished {when(backend, c.finished_at)}"
     elif now < c.start_at:
@@ -433,7 +298,7 @@ def campaign_detail(
             f"{when(backend, next_release.release_at, '%H:%M:%S')} "
             f"({until(now, next_release.release_at)})"
         )
-    rows = store.views.recipients_page(c.id, after=after, before=before, limit=page)
+    rows = store.results.page(c.id, after=after, before=before, limit=page)
     peak = max(per_minute) if per_minute else 0
     first = rows[0].position if rows else None
     last = rows[-1].position if rows else None
@@ -445,6 +310,7 @@ def campaign_detail(
     title = f"Campaign {c.id} · {c.name}"
     return CampaignDetail(
         campaign=c,
+        schedule=schedule,
         title=title,
         totals=totals,
         deadline=deadline,
@@ -460,7 +326,7 @@ def campaign_detail(
 
 
 def batch_state(
-    c: CampaignState, b: BatchProgress, released: int, first_open: int | None, now: datetime
+    c: Campaign, b: Batch, released: int, first_open: int | None, now: datetime
 ) -> Cell:
     """Where a batch is: done, being sent (or paused, held), queued behind an earlier one,
     or waiting for its release, which may fall after the deadline (D5, D8)."""
@@ -477,19 +343,16 @@ def batch_state(
     return Styled(f"releases {until(now, b.release_at)}", "muted")
 
 
-def pacing_text(c: CampaignState) -> str:
-    if c.pacing_kind == "percent" and c.pacing_interval_s:
-        how = f"{c.pacing_value} % every {interval_text(c.pacing_interval_s)}"
-    elif c.pacing_kind == "size" and c.pacing_interval_s:
-        how = f"{c.pacing_value:,} every {interval_text(c.pacing_interval_s)}"
-    else:
-        how = "no pacing: one batch"
-    return f"Pacing: {how} · {c.released_batches}/{c.batches} batches released"
+def pacing_text(c: Campaign, schedule: Schedule) -> str:
+    how = c.pacing.describe() if c.pacing else "no pacing: one batch"
+    return f"Pacing: {how} · {schedule.released}/{c.batches} batches released"
 
 
-def deadline_panel(backend: Backend, c: CampaignState, now: datetime, p: Projection) -> Panel:
+def deadline_panel(
+    backend: Backend, c: Campaign, now: datetime, p: Schedule, *, measured: bool
+) -> Panel:
     """The deadline (``_LE``), time left, the projected finish and what would expire (D8)."""
-    rate = f"{rate_text(p.rate)} " + ("(last minute)" if p.measured else "(account limit)")
+    rate = f"{rate_text(p.rate)} " + ("(last minute)" if measured else "(account limit)")
     finish = clock_time(backend, now, p.finish_at) if p.finish_at else "nothing left to send"
     if c.status in ("completed", "cancelled", "expired"):
         return Panel(
@@ -513,9 +376,9 @@ def deadline_panel(backend: Backend, c: CampaignState, now: datetime, p: Project
         ("Rate", rate),
         ("Projected finish", finish),
     ]
-    if p.expiring > 0:
+    if p.expired > 0:
         lines[2] = ("Projected finish", Styled(f"{finish}, after the deadline", "level--late"))
-        lines.append(("Will expire", Styled(f"{p.expiring:,} recipients", "level--late")))
+        lines.append(("Will expire", Styled(f"{p.expired:,} recipients", "level--late")))
         return Panel(lines, "late")
     if p.finish_at is not None and left > timedelta(0):
         slack = (c.deadline - p.finish_at) / left
@@ -539,8 +402,8 @@ RECIPIENT_COLUMNS = (
 )
 
 
-def recipient_row(backend: Backend, r: RecipientRow) -> Row:
-    reason = r.error if r.status not in ("sent", "delivered") and r.error else ""
+def recipient_row(backend: Backend, r: RecipientResult) -> Row:
+    reason = r.reason or ""
     return (
         str(r.position),
         (
@@ -632,7 +495,7 @@ def queues(backend: Backend) -> Queues:
     names = list(backend.config.accounts)
     names += sorted(n for n in snap.accounts if n not in backend.config.accounts)
     names += sorted({c.account for c in snap.campaigns if c.account and c.account not in names})
-    by_account: dict[str, list[CampaignRow]] = {n: [] for n in names}
+    by_account: dict[str, list[Campaign]] = {n: [] for n in names}
     for c in snap.campaigns:
         if c.account:
             by_account.setdefault(c.account, []).append(c)
@@ -653,7 +516,7 @@ def queues(backend: Backend) -> Queues:
             if settings
             else Styled("not configured", "level--late")
         )
-        bounce, complaint, guard = _guard_cells(backend, settings, state, now)
+        bounce, complaint, guard = _guard_cells(backend, state, now)
         overridden[name] = bool(state and state.override_by)
         guard_states[name] = state.guard_state if state else "ok"
         rows.append(
@@ -702,7 +565,7 @@ def queues(backend: Backend) -> Queues:
     )
 
 
-def _current(mine: list[CampaignRow], flying: dict[int, int]) -> CampaignRow | None:
+def _current(mine: list[Campaign], flying: dict[int, int]) -> Campaign | None:
     """What the account sends now: the campaign with deliveries in flight, else the one the
     dispatcher picks next (D11: highest priority, then oldest, among those sending)."""
     busy = [c for c in mine if flying.get(c.id)]
@@ -712,41 +575,31 @@ def _current(mine: list[CampaignRow], flying: dict[int, int]) -> CampaignRow | N
     return sending[0] if sending else None
 
 
-def _next(backend: Backend, c: CampaignRow, now: datetime, current: CampaignRow | None) -> str:
+def _next(backend: Backend, c: Campaign, now: datetime, current: Campaign | None) -> str:
     """What the campaign waits for."""
     if c.status == "scheduled" and c.start_at > now:
         return f"starts {until(now, c.start_at)}"
     if c.status in ("paused", "held"):
         return c.status_reason or c.status
-    if c.pacing_kind and c.pacing_interval_s and c.released_batches < c.batches:
-        start = c.started_at or c.start_at
-        paused = c.paused_seconds + (
-            (now - c.paused_since).total_seconds() if c.paused_since else 0
-        )
-        at = start + timedelta(seconds=paused + c.released_batches * c.pacing_interval_s)
-        return f"batch {c.released_batches + 1} {until(now, at)}"
+    following = live(c, now, rate=1.0).next_release if c.pacing is not None else None
+    if following is not None:
+        return f"batch {following.index} {until(now, following.release_at)}"
     if current is not None and c is not current and c.status == "sending":
         return f"waits for #{current.id} (D11)"
     return ""
 
 
 def _guard_cells(
-    backend: Backend, settings: object, state: AccountState | None, now: datetime
+    backend: Backend, state: AccountState | None, now: datetime
 ) -> tuple[Cell, Cell, Cell]:
-    from engine.config import AccountSettings
-
     if state is None:
         return "-", "-", Styled("no state yet", "muted")
-    bounce_limit = settings.bounce_limit if isinstance(settings, AccountSettings) else 5.0
-    complaint_limit = settings.complaint_limit if isinstance(settings, AccountSettings) else 0.1
-    sent = state.sent_24h
-    bounce = 100 * state.bounces_24h / sent if sent else 0.0
-    complaint = 100 * state.complaints_24h / sent if sent else 0.0
-    b: Cell = f"{bounce:.2f}%/{bounce_limit:g}%"
-    k: Cell = f"{complaint:.3f}%/{complaint_limit:g}%"
-    if bounce > bounce_limit:
+    rates = account_rates(backend.config, state)
+    b: Cell = rates.bounce_text()
+    k: Cell = rates.complaint_text()
+    if rates.bounces_over:
         b = Styled(str(b), "level--late")
-    if complaint > complaint_limit:
+    if rates.complaints_over:
         k = Styled(str(k), "level--late")
     if state.override_by:
         guard: Cell = Styled(

@@ -237,8 +237,8 @@ async def _act(demo: Demo, action: str, role: str, reason: str) -> None:
 
 
 def _sent(demo: Demo, role: str) -> list[int]:
-    rows = demo.store.views.recipients_page(demo.campaigns[role], limit=10_000)
-    return [r.id for r in rows if r.status == "sent"]
+    rows = demo.store.results.page(demo.campaigns[role], limit=10_000)
+    return [r.delivery_id for r in rows if r.status == "sent"]
 
 
 async def _feedback(demo: Demo, role: str, *, clicks: int, twice: int) -> None:
@@ -269,9 +269,9 @@ async def _bounce(demo: Demo, role: str, count: int) -> None:
 
 async def _unsubscribe(demo: Demo, role: str) -> None:
     now = demo.clock.now()
-    rows = demo.store.views.recipients_page(demo.campaigns[role], limit=10_000)
-    pending = [r.id for r in rows if r.status == "pending"]
-    sent = [r.id for r in rows if r.status == "sent"]
+    rows = demo.store.results.page(demo.campaigns[role], limit=10_000)
+    pending = [r.delivery_id for r in rows if r.status == "pending"]
+    sent = [r.delivery_id for r in rows if r.status == "sent"]
     demo.store.feedback.apply(
         [
             Signal("unsubscribe", now, "tracking", delivery_id=sent[3], detail={"scope": "all"}),

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,15 +14,15 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from engine.actions import ROLES, Applied, submit_and_apply
+from engine.actions import ROLES, Applied, actor, submit_and_apply
 from engine.cli.context import AppContext, app, fail
-from engine.pacing import PercentPacing, SizePacing, plan
 from engine.publish.results import RESULT_COLUMNS, export_results, result_row, write_results
 
 if TYPE_CHECKING:
-    # the store and the dispatcher are imported by the commands that use them, so building
-    # the command line (every `disparo` process does) stays light
-    from engine.store.dispatch import CampaignState
+    # the store is imported by the commands that use it, so building the command line
+    # (every `disparo` process does) stays light
+    from engine.campaign import Campaign
+    from engine.schedule import Schedule
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -37,22 +35,18 @@ STATUS_STYLE = {
 }
 
 
-def actor() -> str:
-    """Who is acting: $DISPARO_ACTOR, else the system user."""
-    return os.environ.get("DISPARO_ACTOR") or getpass.getuser()
-
-
 def _t(a: AppContext, value: datetime | None) -> str:
     return value.astimezone(a.config.tz).strftime("%d/%m/%Y %H:%M") if value else "-"
 
 
-def campaign_json(a: AppContext, c: CampaignState) -> dict[str, Any]:
+def campaign_json(a: AppContext, c: Campaign) -> dict[str, Any]:
     def t(value: datetime | None) -> str | None:
         return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
 
     return {
         "id": c.id,
         "name": c.name,
+        "origin": c.origin,
         "wallet": c.wallet,
         "channel": c.channel,
         "account": c.account,
@@ -68,6 +62,7 @@ def campaign_json(a: AppContext, c: CampaignState) -> dict[str, Any]:
         "remaining": c.remaining,
         "batches": c.batches,
         "released_batches": c.released_batches,
+        "pacing": c.pacing.as_json() if c.pacing else None,
         **dict(c.counters),
     }
 
@@ -123,7 +118,7 @@ def campaign() -> None:
     """One campaign: show it, or pause, resume, cancel it, change its priority."""
 
 
-def _get(a: AppContext, campaign_id: int) -> CampaignState:
+def _get(a: AppContext, campaign_id: int) -> Campaign:
     c = a.store.campaigns.get(campaign_id)
     if c is None:
         fail(f"there is no campaign {campaign_id} (see `disparo campaigns`)")
@@ -136,10 +131,15 @@ def _get(a: AppContext, campaign_id: int) -> CampaignState:
 @click.pass_context
 def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     """Totals (D18), the pacing timeline and the deadline of a campaign."""
+    from engine.campaign import COUNTERS
+    from engine.sending.status import campaign_schedule
+
     a = app(ctx)
     c = _get(a, campaign_id)
+    schedule = campaign_schedule(a.store, a.config, c, a.clock.now())
     if as_json:
-        click.echo(json.dumps(campaign_json(a, c), ensure_ascii=False, indent=2))
+        body = campaign_json(a, c) | {"schedule": schedule.as_json(a.config.tz)}
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
         return
     table = Table(show_header=False, title=f"Campaign {c.id}: {c.name}", title_justify="left")
     table.add_column(style="bold")
@@ -153,45 +153,48 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
             ),
         ),
         ("wallet / channel / account", f"{c.wallet or '-'} / {c.channel} / {c.account or '-'}"),
+        ("origin", c.origin),
         ("priority", str(c.priority)),
         ("created / start", f"{_t(a, c.created_at)} / {_t(a, c.start_at)}"),
         ("deadline", _t(a, c.deadline)),
         ("recipients", f"{c.recipients:,} (remaining {c.remaining:,})"),
     ]
-    from engine.store.schema import COUNTERS
-
     for key in COUNTERS:
-        rows.append((key, f"{c.counters[key]:,}"))
+        rows.append((key, f"{c.counters.get(key, 0):,}"))
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     a.console.print(table)
-    if c.batches > 1 and c.pacing_interval_s:
-        pacing = (
-            PercentPacing(c.pacing_value or 100, timedelta(seconds=c.pacing_interval_s))
-            if c.pacing_kind == "percent"
-            else SizePacing(c.pacing_value or 1, timedelta(seconds=c.pacing_interval_s))
-        )
-        account = a.config.accounts.get(c.account or "")
-        rate = account.rate if account is not None else 10.0
-        schedule = plan(
-            c.recipients - c.counters["suppressed"] - c.counters["skipped"],
-            c.started_at or c.start_at,
-            pacing=pacing,
-            rate=rate,
-            deadline=c.deadline,
-        )
-        from engine.sending.dispatcher import released_count
+    _print_schedule(a, c, schedule)
 
-        released = released_count(c, a.clock.now())
+
+def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
+    """The pacing timeline (D5–D8): each batch, when it is released, what is left of it."""
+    if c.pacing is not None:
+        a.console.print(
+            f"Pacing: {c.pacing.describe()} · {schedule.released}/{c.batches} batches released"
+        )
+    if c.batches > 1:
         timeline = Table(title="Batches", title_justify="left")
-        for column in ("Batch", "Size", "Released", "State"):
+        for column in ("Batch", "Size", "Released", "Left", "State"):
             timeline.add_column(column)
         for b in schedule.batches:
-            state = "released" if b.index <= released else "waiting"
+            if b.open == 0:
+                state = "done"
+            elif b.index <= schedule.released:
+                state = "released"
+            else:
+                state = "waiting"
             if b.expired:
                 state = "expires (after the deadline)"
-            timeline.add_row(str(b.index), str(b.size), _t(a, b.release_at), state)
+            timeline.add_row(str(b.index), f"{b.size:,}", _t(a, b.release_at), f"{b.open:,}", state)
         a.console.print(timeline)
+    if c.finished:
+        return
+    if schedule.finish_at is not None:
+        a.console.print(
+            f"Projected finish {_t(a, schedule.finish_at)} at {schedule.rate:g}/s"
+            + (f"; {schedule.expired:,} would expire at the deadline" if schedule.expired else "")
+        )
 
 
 @campaign.command("results")
@@ -216,7 +219,7 @@ def campaign_results(
     a = app(ctx)
     c = _get(a, campaign_id)
     if as_json:
-        for chunk in a.store.campaigns.results(c.id):
+        for chunk in a.store.results.all(c.id):
             for r in chunk:
                 row = dict(zip(RESULT_COLUMNS, result_row(r, a.config.tz), strict=True))
                 row["urls_clicadas"] = list(r.urls)  # type: ignore[assignment]
@@ -229,7 +232,7 @@ def campaign_results(
     for column in ("Code", "Address", "Status", "Sent", "Read", "Clicks", "Reason", "Unsub."):
         table.add_column(column)
     shown = 0
-    for chunk in a.store.campaigns.results(c.id, chunk=max(1, min(limit, 5000))):
+    for chunk in a.store.results.all(c.id, chunk=max(1, min(limit, 5000))):
         for r in chunk:
             if shown >= limit:
                 break
@@ -255,7 +258,7 @@ def campaign_results(
         )
 
 
-def _export_results(a: AppContext, c: CampaignState, path: Path) -> None:
+def _export_results(a: AppContext, c: Campaign, path: Path) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     err = a.err
@@ -358,17 +361,17 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
         return
     a = app(ctx)
     config = a.config
-    a.store.dispatch.sync_accounts({n: s.channel for n, s in config.accounts.items()})
-    states = a.store.dispatch.account_states()
+    from engine.rates import Rates
+
+    a.store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
+    states = a.store.accounts.states()
     flying = a.store.campaigns.in_flight()
     rows: list[dict[str, Any]] = []
     since = a.clock.now() - timedelta(hours=24)
     for name, s in config.accounts.items():
         st = states[name]
         # counted now, not as of the guard's last check (every 5 minutes)
-        sent, bounces, complaints = a.store.dispatch.guard_window(name, since)
-        bounce = 100 * bounces / sent if sent else 0.0
-        complaint = 100 * complaints / sent if sent else 0.0
+        rates = Rates(*a.store.accounts.counts(name, since), s.limits)
         rows.append(
             {
                 "name": name,
@@ -377,11 +380,16 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
                 "rate": s.rate,
                 "burst": s.burst,
                 "in_flight": flying.get(name, 0),
-                "sent_24h": sent,
-                "bounce_rate": round(bounce, 3),
+                "sent_24h": rates.sent,
+                "bounces_24h": rates.bounces,
+                "complaints_24h": rates.complaints,
+                "bounce_rate": round(rates.bounce_rate, 3),
                 "bounce_limit": s.bounce_limit,
-                "complaint_rate": round(complaint, 4),
+                "bounce_over": rates.bounces_over,
+                "complaint_rate": round(rates.complaint_rate, 4),
                 "complaint_limit": s.complaint_limit,
+                "complaint_over": rates.complaints_over,
+                "min_sample": s.min_sample,
                 "guard": st.guard_state,
                 "paused_until": _t(a, st.paused_until) if st.paused_until else None,
                 "pause_reason": st.pause_reason,

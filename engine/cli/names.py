@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, tzinfo
 
 import click
 from rich.table import Table
@@ -14,7 +14,7 @@ from engine.cli.context import AppContext, app, fail
 from engine.clock import local_now
 from engine.config import Config
 from engine.mailing_names import NameCheck, check_name
-from engine.pacing import DEFAULT_RATE, PercentPacing, plan
+from engine.schedule import DEFAULT_RATE, plan
 
 _STATUS_STYLE = {"valid": "bold green", "invalid": "bold red", "not-mailing": "yellow"}
 
@@ -95,7 +95,7 @@ def _summary(c: NameCheck) -> Text:
     if m.start_at:
         parts.append(f"starts {m.start_at.strftime('%d/%m/%Y %H:%M')}")
     if m.pacing:
-        parts.append(f"{m.pacing.percent}% every {m.pacing.interval_minutes} min")
+        parts.append(m.pacing.describe())
     if m.exclude_recent_hours is not None:
         parts.append(f"skip contacts active in {m.exclude_recent_hours} h")
     if m.replace_tags:
@@ -142,28 +142,16 @@ def _table(checks: list[NameCheck]) -> Table:
 
 
 def _account_rate(config: Config, check: NameCheck) -> tuple[float, str]:
-    """D9: the sender account's rate, else 10/s; and where it came from."""
+    """D9: the rate of the account that would send it, chosen exactly as the importer chooses
+    (D10, ``resolve_account``), else 10/s; and where it came from."""
+    from engine.sending.accounts import resolve_account
+
     m = check.mailing
     assert m is not None and m.channel is not None
-    candidates = [acc for acc in config.accounts.values() if acc.channel == m.channel]
-    chosen = None
-    if m.sender:
-        chosen = next(
-            (
-                acc
-                for acc in candidates
-                if str(acc.options.get("from_address", "")).lower() == m.sender.lower()
-            ),
-            None,
-        )
-    if chosen is None and check.wallet:
-        name = config.wallet(check.wallet).default_sender
-        chosen = config.accounts.get(name) if name else None
-    if chosen is None and len(candidates) == 1:
-        chosen = candidates[0]
-    if chosen is None:
-        return DEFAULT_RATE, "default"
-    return chosen.rate, f"account {chosen.name}"
+    name, why = resolve_account(config, m.channel, check.wallet, m.sender)
+    if name is None:
+        return DEFAULT_RATE, f"default: {why}"
+    return config.accounts[name].rate, f"account {name}"
 
 
 @click.command("plan")
@@ -208,12 +196,7 @@ def plan_command(
     if m.start_at is not None:
         start = max(now, m.start_at.replace(tzinfo=tz))
     deadline = m.deadline.replace(tzinfo=tz) if m.deadline else None
-    pacing = (
-        PercentPacing(m.pacing.percent, timedelta(minutes=m.pacing.interval_minutes))
-        if m.pacing
-        else None
-    )
-    result = plan(contacts, start, pacing=pacing, rate=rate, deadline=deadline)
+    result = plan(contacts, start, pacing=m.pacing, rate=rate, deadline=deadline)
     if as_json:
         click.echo(json.dumps(result.as_json(tz), indent=2))
         return
@@ -245,7 +228,8 @@ def plan_command(
     a.console.print(f"Starts    {t(result.start_at)}")
     if deadline:
         a.console.print(f"Deadline  {t(deadline)}")
-    a.console.print(f"Finishes  {t(result.finish_at)} (expected)")
+    if result.finish_at is not None:
+        a.console.print(f"Finishes  {t(result.finish_at)} (expected)")
     if result.expired:
         share = math.floor(100 * result.expired / contacts) if contacts else 0
         a.console.print(

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from engine.config.keys import MISSING, Key
 from engine.config.secrets import SecretRef
+from engine.rates import Limits
 
 CONFIG_NAME = "disparo.toml"
 ENV_VAR = "DISPARO_CONFIG"
@@ -162,6 +163,11 @@ class AccountSettings:
     complaint_limit: float = 0.1
     min_sample: int = 200
     min_pause: timedelta = timedelta(hours=24)
+
+    @property
+    def limits(self) -> Limits:
+        """The guard's limits of this account (D15)."""
+        return Limits(self.bounce_limit, self.complaint_limit, self.min_sample)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from engine.campaign import Campaign
 from engine.config import Config
-from engine.pacing import Pacing
 from engine.problems import Problem
 
 
@@ -81,37 +81,6 @@ class RejectedRow(NamedTuple):
 
 
 @dataclass(frozen=True)
-class CampaignSpec:
-    """The campaign a file creates (D2–D8), before its recipients are materialised."""
-
-    name: str
-    channel: str
-    #: the sender account; None when none is configured yet (the campaign waits, held)
-    account: str | None
-    start_at: datetime
-    deadline: datetime | None
-    pacing: Pacing | None
-    exclude_recent_hours: int | None
-    #: which contact address the channel uses
-    address: Literal["email", "phone"]
-    #: send only to prospect rows (N27, ``whatsapp-prospect``)
-    prospects_only: bool = False
-    subject: str | None = None
-    body: str | None = None
-    template: str | None = None
-    whatsapp_number: str | None = None
-    sender: str | None = None
-    from_name: str | None = None
-    reply_to: str | None = None
-    priority: int = 0
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    #: the problem reported when no recipient is left (N20 for prospects)
-    empty_problem: Problem | None = None
-    #: why the campaign waits (no sender account configured…), shown to operators
-    held_reason: str | None = None
-
-
-@dataclass(frozen=True)
 class MailingRecord:
     """The mailing a file is (N1–N6): its name, day, sequence and parameters."""
 
@@ -137,7 +106,14 @@ class ImportSpec:
     replace_tags: bool = False
     remove_other_wallets: bool = False
     mailing: MailingRecord | None = None
-    campaign: CampaignSpec | None = None
+    #: the campaign the file creates (``id`` None; ``status_reason`` says why it must wait
+    #: when no sender account can send it yet), its recipients materialised at import (D3)
+    campaign: Campaign | None = None
+    #: send only to prospect rows (N27, ``whatsapp-prospect``)
+    prospects_only: bool = False
+    #: the problem reported when the campaign would have no recipient (N20 for prospects);
+    #: None: an empty campaign is created
+    empty_campaign_problem: Problem | None = None
     #: bytes read so far of the file, for progress bars
     progress: Callable[[], int] = lambda: 0
     #: releases the open file; the importer calls it whatever happens

@@ -18,7 +18,6 @@ from engine.intake.reports import RejectedRows
 from engine.problems import Catalogue, Problem
 from engine.store import Store
 from engine.store.imports import (
-    CampaignFacts,
     CommitFacts,
     DuplicateFile,
     DuplicateSequence,
@@ -141,7 +140,7 @@ def import_file(
     report = ImportReport(path, "imported", wallet=spec.wallet)
     if spec.campaign is not None:
         report.channel = spec.campaign.channel
-        report.held_reason = spec.campaign.held_reason
+        report.held_reason = spec.campaign.status_reason
     try:
         return _import(
             store,
@@ -204,7 +203,7 @@ def _import(
                 return reject([mailing.duplicate_problem], report)
             except EmptyAudience:
                 assert spec.campaign is not None
-                problem = spec.campaign.empty_problem or MESSAGES.make("no-recipients")
+                problem = spec.empty_campaign_problem or MESSAGES.make("no-recipients")
                 return reject([problem], report)
     finally:
         rejected.close()
@@ -235,7 +234,7 @@ def _stage(
     In this thread on purpose: staging from a second thread while this one parses was
     measured slower (the two fight over the interpreter lock for every bound row).
     """
-    prospects = spec.campaign is not None and spec.campaign.prospects_only
+    prospects = spec.campaign is not None and spec.prospects_only
     for chunk in spec.rows:
         report.rows += len(chunk)
         contacts: list[StagedRow] = [r for r in chunk if len(r) == CONTACT_FIELDS]
@@ -270,7 +269,6 @@ def _facts(
     report: ImportReport,
     actor: str,
 ) -> CommitFacts:
-    c = spec.campaign
     m = spec.mailing
     return CommitFacts(
         file=FileFacts(source, path, size, mtime, sha256, dedupe_key),
@@ -281,33 +279,10 @@ def _facts(
         mailing=(
             MailingFacts(m.name, m.file_date, m.sequence, m.description, m.params) if m else None
         ),
-        campaign=(
-            CampaignFacts(
-                name=c.name,
-                channel=c.channel,
-                account=c.account,
-                start_at=c.start_at,
-                deadline=c.deadline,
-                pacing=c.pacing,
-                exclude_recent_hours=c.exclude_recent_hours,
-                address=c.address,
-                prospects_only=c.prospects_only,
-                subject=c.subject,
-                body=c.body,
-                template=c.template,
-                whatsapp_number=c.whatsapp_number,
-                sender=c.sender,
-                from_name=c.from_name,
-                reply_to=c.reply_to,
-                priority=c.priority,
-                settings=c.settings,
-                held_reason=c.held_reason,
-                empty_is_error=c.empty_problem is not None,
-            )
-            if c
-            else None
-        ),
+        campaign=spec.campaign,
         rows_total=report.rows,
         rows_rejected=sum(report.rejected_rows.values()),
         actor=actor,
+        prospects_only=spec.prospects_only,
+        empty_is_error=spec.empty_campaign_problem is not None,
     )

@@ -13,7 +13,7 @@ from engine.csvsafe import SafeWriter
 
 if TYPE_CHECKING:
     from engine.store import Store
-    from engine.store.campaigns import RecipientResult
+    from engine.store.results import RecipientResult
 
 #: the columns of a results file, in order
 RESULT_COLUMNS = (
@@ -72,7 +72,7 @@ def write_results(
     out = SafeWriter(handle)
     out.writerow(RESULT_COLUMNS)
     written = 0
-    for chunk in store.campaigns.results(campaign_id):
+    for chunk in store.results.all(campaign_id):
         for r in chunk:
             out.writerow(result_row(r, tz))
         written += len(chunk)

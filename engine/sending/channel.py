@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from engine.addresses import Checked
+from engine.campaign import Campaign
 from engine.clock import Clock
 from engine.config import AccountSettings, Config, Configurable
 from engine.tokens import Signer
@@ -44,24 +45,6 @@ class Failed(NamedTuple):
 
 
 SendResult = Sent | Retry | Failed
-
-
-@dataclass(frozen=True)
-class CampaignInfo:
-    """What a channel needs of a campaign to prepare its messages."""
-
-    id: int
-    name: str
-    channel: str
-    account: str
-    subject: str | None
-    body: str | None
-    template: str | None
-    whatsapp_number: str | None
-    sender: str | None
-    from_name: str | None
-    reply_to: str | None
-    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,7 +110,7 @@ class Channel(Configurable, ABC):
         """Disconnect; never raises."""
 
     @abstractmethod
-    def prepare(self, campaign: CampaignInfo) -> Any:
+    def prepare(self, campaign: Campaign) -> Any:
         """Compile what is the same for every recipient (templates, headers); raise
         ``CampaignProblem`` when the campaign cannot be sent. Called once per campaign."""
 

@@ -24,15 +24,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.addresses import address_kind, suppression_key
+from engine.campaign import Campaign
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
 from engine.events import CampaignEvent, DeliveryEvent
 from engine.feedback.metrics import Metrics
 from engine.plugins import Plugins
+from engine.schedule import released_count
 from engine.sending.accounts import resolve_account
 from engine.sending.bucket import TokenBucket
 from engine.sending.channel import (
-    CampaignInfo,
     CampaignProblem,
     Channel,
     ChannelContext,
@@ -44,7 +45,7 @@ from engine.sending.channel import (
 )
 from engine.sending.render import variables
 from engine.store import Store
-from engine.store.dispatch import CampaignState, Claimed, Outcome
+from engine.store.claims import Claimed, Outcome
 from engine.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -59,23 +60,6 @@ GIVE_UP = timedelta(hours=48)
 def node_name() -> str:
     """This engine process, for leases: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def released_count(c: CampaignState, now: datetime) -> int:
-    """How many batches are released at ``now`` (D5–D7). The schedule starts when the
-    campaign did and shifts by the time it spent paused or held."""
-    if c.batches == 0:
-        return 0
-    if c.pacing_kind is None or not c.pacing_interval_s:
-        return c.batches
-    start = c.started_at or c.start_at
-    paused = c.paused_seconds + (
-        (now - c.paused_since).total_seconds() if c.paused_since is not None else 0
-    )
-    elapsed = (now - start).total_seconds() - paused
-    if elapsed < 0:
-        return 0
-    return min(c.batches, int(elapsed // c.pacing_interval_s) + 1)
 
 
 def retry_delay(attempt: int, rng: random.Random) -> timedelta:
@@ -118,7 +102,7 @@ class Dispatcher:
         self.lease = lease
         self.tick_seconds = tick_seconds
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self.campaigns: dict[int, CampaignState] = {}
+        self.campaigns: dict[int, Campaign] = {}
         #: why a campaign cannot be sent as configured (CampaignProblem), by campaign id
         self.problems: dict[int, str] = {}
         self.senders: dict[str, AccountSender] = {}
@@ -138,16 +122,16 @@ class Dispatcher:
         now = self.clock.now()
         await apply_pending(self.store, self.plugins, on_change=self._changed)
         if self._ticks % 10 == 0 or self.until_idle:
-            rescued = await self.store.run(self.store.dispatch.rescue_leases)
+            rescued = await self.store.run(self.store.claims.rescue_leases)
             if rescued:
                 log.warning(
                     "%s deliveries had lost their lease (an engine stopped): retried", rescued
                 )
         self._ticks += 1
-        states = await self.store.run(self.store.dispatch.account_states)
-        for campaign in await self.store.run(self.store.dispatch.open_campaigns):
+        states = await self.store.run(self.store.accounts.states)
+        for campaign in await self.store.run(self.store.campaigns.open):
             await self._advance(campaign, now, states)
-        self.campaigns = {c.id: c for c in await self.store.run(self.store.dispatch.open_campaigns)}
+        self.campaigns = {c.id: c for c in await self.store.run(self.store.campaigns.open)}
         for name in {
             c.account for c in self.campaigns.values() if c.status == "sending" and c.account
         }:
@@ -179,10 +163,10 @@ class Dispatcher:
             )
 
     async def _status(
-        self, c: CampaignState, status: str, actor: str, reason: str | None = None, **values: Any
+        self, c: Campaign, status: str, actor: str, reason: str | None = None, **values: Any
     ) -> None:
         previous = await self.store.run(
-            self.store.dispatch.set_status,
+            self.store.campaigns.set_status,
             c.id,
             status,
             actor=actor,
@@ -196,12 +180,12 @@ class Dispatcher:
             )
             await self._changed(c.id, status, previous, actor)
 
-    async def _reload(self, c: CampaignState) -> CampaignState:
-        fresh = await self.store.run(self.store.dispatch.campaign, c.id)
+    async def _reload(self, c: Campaign) -> Campaign:
+        fresh = await self.store.run(self.store.campaigns.get, c.id)
         return fresh or c
 
-    async def _advance(self, c: CampaignState, now: datetime, states: dict[str, Any]) -> None:
-        d = self.store.dispatch
+    async def _advance(self, c: Campaign, now: datetime, states: dict[str, Any]) -> None:
+        d = self.store.campaigns
         if c.deadline is not None and now >= c.deadline:  # D8
             expired = await self.store.run(d.close_out, c.id, "expired", "the deadline passed")
             if await self.store.run(d.has_open_deliveries, c.id):
@@ -220,7 +204,7 @@ class Dispatcher:
         account = c.account
         reason = None
         if account is None:
-            account, reason = resolve_account(self.config, c.channel, c.wallet, c.sender)
+            account, reason = resolve_account(self.config, c.channel, c.wallet, c.content.sender)
             if account is not None:
                 await self.store.run(d.set_fields, c.id, account=account)
                 c = await self._reload(c)
@@ -273,7 +257,7 @@ class Dispatcher:
         """Make sure every configured account has its state row (leases, guard)."""
         self._started = True
         await self.store.run(
-            self.store.dispatch.sync_accounts,
+            self.store.accounts.sync,
             {name: a.channel for name, a in self.config.accounts.items()},
         )
 
@@ -303,7 +287,7 @@ class Dispatcher:
                     if (
                         c.status == "sending"
                         and await self.store.run(
-                            self.store.dispatch.next_claimable,
+                            self.store.campaigns.next_claimable,
                             c.id,
                             c.released_batches,
                             self.clock.now(),
@@ -311,7 +295,7 @@ class Dispatcher:
                         is not None
                     ):
                         busy = True
-                others = await self.store.run(self.store.dispatch.claimed_by_others, self.node)
+                others = await self.store.run(self.store.claims.claimed_by_others, self.node)
                 if not busy and others:
                     busy = True  # an engine died holding leases: wait for them to run out
                     await wait_event(self.clock, asyncio.Event(), self.tick_seconds)
@@ -327,7 +311,7 @@ class Dispatcher:
         for sender in list(self.senders.values()):
             await sender.stop()
         self.senders.clear()
-        released = await self.store.run(self.store.dispatch.release_all, self.node)
+        released = await self.store.run(self.store.claims.release_all, self.node)
         if released:
             log.info("released %s claimed deliveries for other nodes or the next start", released)
 
@@ -375,7 +359,7 @@ class AccountSender:
         if self._lease_until is not None and now < self._lease_until - self.d.lease / 2:
             return True
         ok = await self.d.store.run(
-            self.d.store.dispatch.lease_account, self.name, self.d.node, self.d.lease
+            self.d.store.accounts.lease, self.name, self.d.node, self.d.lease
         )
         self._lease_until = now + self.d.lease if ok else None
         return bool(ok)
@@ -405,7 +389,7 @@ class AccountSender:
             await self.channel.close()
             self.idle.set()
 
-    async def _pick(self) -> CampaignState | None:
+    async def _pick(self) -> Campaign | None:
         """D11: keep the current campaign within its batch; at a boundary (or without work)
         take the highest-priority, then oldest, campaign with work ready now."""
         d = self.d
@@ -417,14 +401,14 @@ class AccountSender:
         current = d.campaigns.get(self.current) if self.current is not None else None
         if current is not None and current.status == "sending":
             batch = await d.store.run(
-                d.store.dispatch.next_claimable, current.id, current.released_batches, now
+                d.store.campaigns.next_claimable, current.id, current.released_batches, now
             )
-            soft = current.pacing_kind is None and self.since_pick >= SOFT_BATCH
+            soft = current.pacing is None and self.since_pick >= SOFT_BATCH
             if batch is not None and batch == self.current_batch and not soft:
                 return current
         for c in candidates:
             batch = await d.store.run(
-                d.store.dispatch.next_claimable, c.id, c.released_batches, now
+                d.store.campaigns.next_claimable, c.id, c.released_batches, now
             )
             if batch is not None:
                 if c.id != self.current:
@@ -439,27 +423,13 @@ class AccountSender:
         self.current = None
         return None
 
-    def _prepare(self, c: CampaignState) -> Any:
+    def _prepare(self, c: Campaign) -> Any:
         assert self.channel is not None
         if c.id not in self.prepared:
-            info = CampaignInfo(
-                id=c.id,
-                name=c.name,
-                channel=c.channel,
-                account=self.name,
-                subject=c.subject,
-                body=c.body,
-                template=c.template,
-                whatsapp_number=c.whatsapp_number,
-                sender=c.sender,
-                from_name=c.from_name,
-                reply_to=c.reply_to,
-                settings=c.settings,
-            )
-            self.prepared[c.id] = self.channel.prepare(info)
+            self.prepared[c.id] = self.channel.prepare(c)
         return self.prepared[c.id]
 
-    async def _send_chunk(self, c: CampaignState) -> None:
+    async def _send_chunk(self, c: Campaign) -> None:
         d = self.d
         try:
             prepared = self._prepare(c)
@@ -474,7 +444,7 @@ class AccountSender:
                 await d.store.run(d.store.feedback.register_links, c.id, urls)
             self.links_recorded.add(c.id)
         claimed = await d.store.run(
-            d.store.dispatch.claim,
+            d.store.claims.claim,
             c.id,
             owner=d.node,
             released=c.released_batches,
@@ -490,9 +460,9 @@ class AccountSender:
             await self._confirming  # one confirmation in flight: it overlaps the next chunk
         self._confirming = asyncio.create_task(self._confirm(c, outcomes))
 
-    async def _confirm(self, c: CampaignState, outcomes: list[Outcome]) -> None:
+    async def _confirm(self, c: Campaign, outcomes: list[Outcome]) -> None:
         d = self.d
-        await d.store.run(d.store.dispatch.confirm, c.id, d.node, outcomes, account=self.name)
+        await d.store.run(d.store.claims.confirm, c.id, d.node, outcomes, account=self.name)
         if d.metrics is not None:
             counted = Counter(o.kind for o in outcomes if o.kind != "release")
             for kind, n in counted.items():
@@ -521,9 +491,7 @@ class AccountSender:
                         )
                     )
 
-    async def _process(
-        self, c: CampaignState, prepared: Any, claimed: list[Claimed]
-    ) -> list[Outcome]:
+    async def _process(self, c: Campaign, prepared: Any, claimed: list[Claimed]) -> list[Outcome]:
         """Checks at send time (D4, D8), then sends within the bucket and concurrency."""
         d = self.d
         channel = self.channel
@@ -531,7 +499,7 @@ class AccountSender:
         kind = address_kind(c.channel)
         checked = [channel.normalise(x.address) for x in claimed]
         suppressed = await d.store.run(
-            d.store.dispatch.suppressed,
+            d.store.claims.suppressed,
             kind,
             [suppression_key(kind, n.value) for n in checked if n.value],
         )
@@ -620,7 +588,7 @@ class AccountSender:
         return [o for o in outcomes if o is not None]
 
     def _outcome(
-        self, c: CampaignState, x: Claimed, result: SendResult, base: dict[str, Any]
+        self, c: Campaign, x: Claimed, result: SendResult, base: dict[str, Any]
     ) -> Outcome:
         d = self.d
         if isinstance(result, Sent):

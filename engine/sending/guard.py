@@ -8,41 +8,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fractions import Fraction
 from functools import partial
 from typing import Any
 
 from engine.clock import Clock
 from engine.config import AccountSettings, Config
+from engine.rates import Rates
 from engine.store import Store
-from engine.store.dispatch import AccountState
+from engine.store.accounts import AccountState
 
 log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
 EVERY = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Messages sent, hard bounces and complaints of an account over the window."""
-
-    sent: int
-    bounces: int
-    complaints: int
-
-    @property
-    def bounce_rate(self) -> float:
-        return 100 * self.bounces / self.sent if self.sent else 0.0
-
-    @property
-    def complaint_rate(self) -> float:
-        return 100 * self.complaints / self.sent if self.sent else 0.0
-
-
-def _over(count: int, sent: int, limit: float) -> bool:
-    """count / sent > limit %, exactly (5.0 % of 1,000 is not above 5 %)."""
-    return Fraction(count * 100) > Fraction(str(limit)) * sent
 
 
 @dataclass(frozen=True)
@@ -55,19 +33,8 @@ class Decision:
 
 
 def decide(settings: AccountSettings, rates: Rates, state: AccountState, now: datetime) -> Decision:
-    """D15/D16 for one account (pure)."""
-    too_many: list[str] = []
-    if rates.sent >= settings.min_sample:
-        if _over(rates.bounces, rates.sent, settings.bounce_limit):
-            too_many.append(
-                f"bounce rate {rates.bounce_rate:.2f} % > {settings.bounce_limit:g} % "
-                f"({rates.bounces} of {rates.sent} in 24 h)"
-            )
-        if _over(rates.complaints, rates.sent, settings.complaint_limit):
-            too_many.append(
-                f"complaint rate {rates.complaint_rate:.3f} % > {settings.complaint_limit:g} % "
-                f"({rates.complaints} of {rates.sent} in 24 h)"
-            )
+    """D15/D16 for one account (pure): ``rates`` carry the account's limits."""
+    too_many = rates.breaches()
     paused = state.guard_state == "paused"
     if state.override_by:
         return Decision("ok", None, None, "resumed" if paused else None)
@@ -91,16 +58,14 @@ class Guard:
 
     async def check(self) -> dict[str, Decision]:
         """One pass over the configured accounts."""
-        d = self.store.dispatch
-        await self.store.run(
-            d.sync_accounts, {name: a.channel for name, a in self.config.accounts.items()}
-        )
-        states = await self.store.run(d.account_states)
+        d = self.store.accounts
+        await self.store.run(d.sync, {name: a.channel for name, a in self.config.accounts.items()})
+        states = await self.store.run(d.states)
         now = self.clock.now()
         decisions: dict[str, Decision] = {}
         for name, settings in self.config.accounts.items():
-            sent, bounces, complaints = await self.store.run(d.guard_window, name, now - WINDOW)
-            rates = Rates(sent, bounces, complaints)
+            sent, bounces, complaints = await self.store.run(d.counts, name, now - WINDOW)
+            rates = Rates(sent, bounces, complaints, settings.limits)
             decision = decide(settings, rates, states[name], now)
             decisions[name] = decision
             values: dict[str, Any] = {

@@ -19,15 +19,17 @@ from sqlalchemy.engine import URL
 
 from engine.clock import Clock, RealClock
 from engine.store import migrate
+from engine.store.accounts import Accounts
 from engine.store.audit import Audit
 from engine.store.campaigns import Campaigns
+from engine.store.claims import Claims
 from engine.store.commands import Commands
 from engine.store.db import create_db_engine, database_url
-from engine.store.dispatch import Dispatch
 from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
 from engine.store.mailboxes import Mailboxes
+from engine.store.results import Results
 from engine.store.suppressions import Suppressions
 from engine.store.views import Views
 
@@ -49,11 +51,13 @@ class Store:
         self.commands = Commands(self)
         self.files = Files(self)
         self.imports = Imports(self)
-        self.dispatch = Dispatch(self)
+        self.campaigns = Campaigns(self)
+        self.claims = Claims(self)
+        self.accounts = Accounts(self)
+        self.results = Results(self)
         self.suppressions = Suppressions(self)
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
-        self.campaigns = Campaigns(self)
         self.views = Views(self)
 
     @classmethod

@@ -1,28 +1,154 @@
-"""Campaign reads for people (the CLI and the UI): lists, one campaign, queues per account."""
+"""Campaigns in the store: the one mapping of a row to a ``Campaign``, the reads of the CLI,
+the UI and the dispatcher, and the changes of state (D1) with their audit."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 
+from engine.campaign import COUNTERS, FINISHED, Campaign, Content
+from engine.schedule import Pacing
 from engine.store.base import Queries
-from engine.store.dispatch import _CAMPAIGN_COLUMNS, CampaignState, _campaign
-from engine.store.schema import campaigns, contacts, deliveries, events, links, wallets
+from engine.store.schema import audit_log, campaigns, deliveries, wallets
+
+#: delivery states that still need work
+OPEN = ("pending", "claimed")
+
+#: every column of a campaign but its content, and the wallet's code
+ROW_COLUMNS: list[Any] = [
+    *(c for c in campaigns.c if c.name not in Content.__dataclass_fields__),
+    wallets.c.code.label("wallet"),
+]
+#: ... and its content too
+FULL_COLUMNS: list[Any] = [*campaigns.c, wallets.c.code.label("wallet")]
+FROM = campaigns.outerjoin(wallets, wallets.c.id == campaigns.c.wallet_id)
+
+
+def pacing_columns(pacing: Pacing | None) -> dict[str, Any]:
+    """A ``Pacing`` as the campaign's columns (the only place it is written)."""
+    if pacing is None:
+        return {"pacing_kind": None, "pacing_value": None, "pacing_interval_s": None}
+    return {
+        "pacing_kind": pacing.kind,
+        "pacing_value": pacing.value,
+        "pacing_interval_s": int(pacing.interval.total_seconds()),
+    }
+
+
+def _pacing(m: Mapping[Any, Any]) -> Pacing | None:
+    kind, value, seconds = m["pacing_kind"], m["pacing_value"], m["pacing_interval_s"]
+    if kind not in ("percent", "size") or not seconds:
+        return None
+    return Pacing(kind, int(value or (100 if kind == "percent" else 1)), timedelta(seconds=seconds))
+
+
+def campaign_from(m: Mapping[Any, Any]) -> Campaign:
+    """A campaign row (``ROW_COLUMNS`` or ``FULL_COLUMNS``) as a ``Campaign`` (the only place
+    it is read); ``content`` is filled when the row carries it."""
+    content = Content()
+    if "body" in m:
+        content = Content(
+            subject=m["subject"],
+            body=m["body"],
+            template=m["template"],
+            whatsapp_number=m["whatsapp_number"],
+            sender=m["sender"],
+            from_name=m["from_name"],
+            reply_to=m["reply_to"],
+            settings=m["settings"] or {},
+        )
+    return Campaign(
+        id=m["id"],
+        name=m["name"],
+        channel=m["channel"],
+        account=m["account"],
+        wallet=m["wallet"],
+        origin=m["origin"],
+        address_kind=m["address_kind"],
+        status=m["status"],
+        status_reason=m["status_reason"],
+        priority=m["priority"],
+        created_at=m["created_at"],
+        start_at=m["start_at"],
+        deadline=m["deadline"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        pacing=_pacing(m),
+        exclude_recent_hours=m["exclude_recent_hours"],
+        recipients=m["recipients"],
+        audience=m["audience"],
+        batches=m["batches"],
+        released_batches=m["released_batches"],
+        paused_seconds=m["paused_seconds"],
+        paused_since=m["paused_since"],
+        counters={name: int(m[name] or 0) for name in COUNTERS},
+        content=content,
+        mailing_id=m["mailing_id"],
+    )
+
+
+def campaign_columns(c: Campaign) -> dict[str, Any]:
+    """A new ``Campaign`` as the values of its row (the store sets ids and counters)."""
+    content = c.content
+    return {
+        "mailing_id": c.mailing_id,
+        "name": c.name,
+        "channel": c.channel,
+        "account": c.account,
+        "origin": c.origin,
+        "address_kind": c.address_kind,
+        "status": c.status,
+        "status_reason": c.status_reason,
+        "priority": c.priority,
+        "start_at": c.start_at,
+        "deadline": c.deadline,
+        "exclude_recent_hours": c.exclude_recent_hours,
+        "subject": content.subject,
+        "body": content.body,
+        "template": content.template,
+        "whatsapp_number": content.whatsapp_number,
+        "sender": content.sender,
+        "from_name": content.from_name,
+        "reply_to": content.reply_to,
+        "settings": dict(content.settings),
+        **pacing_columns(c.pacing),
+    }
 
 
 class Campaigns(Queries):
-    def _select(self) -> sa.Select[tuple[object, ...]]:
-        return sa.select(*_CAMPAIGN_COLUMNS).select_from(
-            campaigns.outerjoin(wallets, wallets.c.id == campaigns.c.wallet_id)
+    """Campaign reads and changes of state."""
+
+    def _select(self, *, content: bool = False) -> sa.Select[Any]:
+        return sa.select(*(FULL_COLUMNS if content else ROW_COLUMNS)).select_from(FROM)
+
+    def get(
+        self, campaign_id: int, *, content: bool = True, conn: Connection | None = None
+    ) -> Campaign | None:
+        """One campaign, with its content unless ``content=False``."""
+        with self._reading(conn) as c:
+            row = c.execute(self._select(content=content).where(campaigns.c.id == campaign_id))
+            found = row.first()
+        return campaign_from(found._mapping) if found else None
+
+    def open(self, *, conn: Connection | None = None) -> list[Campaign]:
+        """Every campaign not finished (scheduled, sending, paused, held), with its content,
+        highest priority then oldest first (D11)."""
+        query = (
+            self._select(content=True)
+            .where(campaigns.c.status.not_in(FINISHED))
+            .order_by(campaigns.c.priority.desc(), campaigns.c.created_at, campaigns.c.id)
         )
+        with self._reading(conn) as c:
+            return [campaign_from(r._mapping) for r in c.execute(query)]
 
     def recent(
         self, limit: int = 200, *, status: str | None = None, text: str | None = None
-    ) -> list[CampaignState]:
+    ) -> list[Campaign]:
         """Newest first; ``text`` matches the name, wallet or channel."""
         query = self._select().order_by(campaigns.c.id.desc()).limit(limit)
         if status:
@@ -37,12 +163,147 @@ class Campaigns(Queries):
                 )
             )
         with self.store.read() as c:
-            return [_campaign(r) for r in c.execute(query)]
+            return [campaign_from(r._mapping) for r in c.execute(query)]
 
-    def get(self, campaign_id: int) -> CampaignState | None:
+    def set_status(
+        self,
+        campaign_id: int,
+        status: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expect: Iterable[str] | None = None,
+        values: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
+    ) -> str | None:
+        """Change a campaign's status (D1), recorded in the audit log with who and why.
+        With ``expect``, only from one of those statuses. Returns the previous status, or None
+        when nothing changed."""
+        now = self.store.clock.now()
+        with self._writing(conn) as c:
+            row = c.execute(
+                sa.select(
+                    campaigns.c.status,
+                    campaigns.c.paused_since,
+                    campaigns.c.paused_seconds,
+                    campaigns.c.started_at,
+                ).where(campaigns.c.id == campaign_id)
+            ).first()
+            if row is None or (expect is not None and row.status not in set(expect)):
+                return None
+            if row.status == status and not values:
+                return None
+            update: dict[str, Any] = {
+                "status": status,
+                "status_reason": reason,
+                "updated_at": now,
+                **(values or {}),
+            }
+            stopped = ("paused", "held")
+            if status in stopped and row.paused_since is None:
+                update["paused_since"] = now
+            if status not in stopped and row.paused_since is not None:
+                update["paused_since"] = None
+                update["paused_seconds"] = row.paused_seconds + int(
+                    (now - row.paused_since).total_seconds()
+                )
+            if update.get("started_at") is not None and row.started_at is None:
+                # the schedule runs from the start: time held or paused before it is not a shift
+                update["paused_seconds"] = 0
+            c.execute(sa.update(campaigns).where(campaigns.c.id == campaign_id).values(**update))
+            c.execute(
+                sa.insert(audit_log).values(
+                    at=now,
+                    actor=actor,
+                    action="campaign.status",
+                    target=f"campaign:{campaign_id}",
+                    detail={"from": row.status, "to": status, "reason": reason},
+                )
+            )
+            return str(row.status)
+
+    def set_fields(
+        self, campaign_id: int, *, conn: Connection | None = None, **values: Any
+    ) -> None:
+        with self._writing(conn) as c:
+            c.execute(
+                sa.update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(updated_at=self.store.clock.now(), **values)
+            )
+
+    def release_batches(self, campaign_id: int, released: int) -> bool:
+        """Record that batches 1..``released`` are released (D5); False if already so."""
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.released_batches < released)
+                .values(released_batches=released, updated_at=self.store.clock.now())
+            )
+            return done.rowcount == 1
+
+    def has_open_deliveries(self, campaign_id: int) -> bool:
+        """Is any delivery still pending or claimed (retries included)?"""
         with self.store.read() as c:
-            row = c.execute(self._select().where(campaigns.c.id == campaign_id)).first()
-        return _campaign(row) if row else None
+            return (
+                c.execute(
+                    sa.select(deliveries.c.id)
+                    .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status.in_(OPEN))
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
+    def next_claimable(self, campaign_id: int, released: int, now: datetime) -> int | None:
+        """The lowest released batch with a delivery ready to send now, or None."""
+        with self.store.read() as c:
+            value = c.execute(
+                sa.select(sa.func.min(deliveries.c.batch)).where(
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == "pending",
+                    deliveries.c.batch.between(1, released),
+                    sa.or_(
+                        deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now
+                    ),
+                )
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def next_retry_at(self, campaign_id: int) -> datetime | None:
+        with self.store.read() as c:
+            value = c.execute(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.campaign_id == campaign_id, deliveries.c.status == "pending"
+                )
+            ).scalar()
+        return value if isinstance(value, datetime) else None
+
+    def close_out(
+        self,
+        campaign_id: int,
+        status: str,
+        reason: str | None = None,
+        *,
+        conn: Connection | None = None,
+    ) -> int:
+        """Expire (D8) or cancel every delivery not handed to a provider yet; returns how many.
+        Claimed ones are left to their sender, which stops before sending."""
+        now = self.store.clock.now()
+        counter = {"expired": "expired", "cancelled": "cancelled"}[status]
+        with self._writing(conn) as c:
+            done = c.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "pending")
+                .values(status=status, finished_at=now, error=reason, next_attempt_at=None)
+            )
+            n = int(done.rowcount or 0)
+            if n:
+                c.execute(
+                    sa.update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(**{counter: getattr(campaigns.c, counter) + n}, updated_at=now)
+                )
+            return n
 
     def in_flight(self) -> Counter[str]:
         """Deliveries claimed right now, per account."""
@@ -58,129 +319,3 @@ class Campaigns(Queries):
         )
         with self.store.read() as c:
             return Counter({str(a): int(n) for a, n in c.execute(query) if a})
-
-    def results(self, campaign_id: int, *, chunk: int = 5000) -> Iterator[list[RecipientResult]]:
-        """Per-recipient results (D17) in the campaign's order, ``chunk`` rows at a time.
-
-        Keyset pagination on (campaign, position) — the unique index — so a million-row
-        export reads each row once and never holds more than one chunk; the URLs clicked
-        come from the click events of the chunk's deliveries (the (delivery, kind) index).
-        """
-        with self.store.read() as c:
-            urls = dict(
-                c.execute(
-                    sa.select(links.c.position, links.c.url).where(
-                        links.c.campaign_id == campaign_id
-                    )
-                ).all()
-            )
-        after = -1
-        while True:
-            query = (
-                sa.select(
-                    deliveries.c.id,
-                    deliveries.c.position,
-                    deliveries.c.address,
-                    deliveries.c.status,
-                    deliveries.c.provider_status,
-                    deliveries.c.sent_at,
-                    deliveries.c.delivered_at,
-                    deliveries.c.opened_at,
-                    deliveries.c.clicked_at,
-                    deliveries.c.complained_at,
-                    deliveries.c.unsubscribed,
-                    deliveries.c.unsubscribed_at,
-                    deliveries.c.error,
-                    contacts.c.external_key,
-                    contacts.c.identity,
-                    contacts.c.name,
-                )
-                .select_from(
-                    deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
-                )
-                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.position > after)
-                .order_by(deliveries.c.position)
-                .limit(chunk)
-            )
-            with self.store.read() as c:
-                rows = c.execute(query).all()
-                clicked = [r.id for r in rows if r.clicked_at is not None]
-                clicks: dict[int, list[int]] = {}
-                for start in range(0, len(clicked), 900):
-                    for delivery_id, detail in c.execute(
-                        sa.select(events.c.delivery_id, events.c.detail)
-                        .where(
-                            events.c.delivery_id.in_(clicked[start : start + 900]),
-                            events.c.kind == "click",
-                        )
-                        .order_by(events.c.id)
-                    ):
-                        link = (detail or {}).get("link")
-                        if isinstance(link, int):
-                            clicks.setdefault(delivery_id, []).append(link)
-            if not rows:
-                return
-            out = []
-            for r in rows:
-                positions = clicks.get(r.id, [])
-                seen: list[str] = []
-                for p in positions:
-                    url = urls.get(p)
-                    if url is not None and url not in seen:
-                        seen.append(url)
-                out.append(
-                    RecipientResult(
-                        position=r.position,
-                        delivery_id=r.id,
-                        code=r.external_key or r.identity,
-                        name=r.name,
-                        address=r.address,
-                        status=r.status,
-                        provider_status=r.provider_status,
-                        sent_at=r.sent_at,
-                        delivered_at=r.delivered_at,
-                        opened_at=r.opened_at,
-                        clicked_at=r.clicked_at,
-                        clicks=len(positions),
-                        urls=tuple(seen),
-                        complained_at=r.complained_at,
-                        unsubscribed=r.unsubscribed,
-                        unsubscribed_at=r.unsubscribed_at,
-                        reason=None if r.status in ("sent", "delivered") else (r.error or None),
-                    )
-                )
-            yield out
-            after = rows[-1].position
-            if len(rows) < chunk:
-                return
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """One recipient's result (D17)."""
-
-    position: int
-    delivery_id: int
-    code: str | None
-    name: str | None
-    address: str
-    status: str
-    provider_status: str | None
-    sent_at: datetime | None
-    delivered_at: datetime | None
-    opened_at: datetime | None
-    clicked_at: datetime | None
-    clicks: int
-    urls: tuple[str, ...]
-    complained_at: datetime | None
-    unsubscribed: str | None  # campaign | all
-    unsubscribed_at: datetime | None
-    reason: str | None  # why it was not sent (or bounced), for the ones not sent
-
-    @property
-    def unsubscribed_campaign(self) -> bool:
-        return self.unsubscribed in ("campaign", "all")
-
-    @property
-    def unsubscribed_all(self) -> bool:
-        return self.unsubscribed == "all"

@@ -39,9 +39,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from engine.addresses import address_kind, normalise_email, normalise_phone, suppression_key
+from engine.campaign import SETTLED_COUNTERS
 from engine.store.base import Queries
 from engine.store.schema import (
-    SETTLED_COUNTERS,
     accounts,
     campaigns,
     contacts,

@@ -17,8 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from engine.pacing import Pacing, PercentPacing, SizePacing, batch_size, batch_sizes
+from engine.campaign import Campaign
+from engine.schedule import batch_sizes
 from engine.store.base import Queries
+from engine.store.campaigns import campaign_columns
 from engine.store.schema import UTCDateTime, audit_log, campaigns, files, mailings, wallets
 
 STAGING = "import_rows"
@@ -72,30 +74,6 @@ class MailingFacts:
 
 
 @dataclass(frozen=True)
-class CampaignFacts:
-    name: str
-    channel: str
-    account: str | None
-    start_at: datetime
-    deadline: datetime | None
-    pacing: Pacing | None
-    exclude_recent_hours: int | None
-    address: str  # "email" | "phone"
-    prospects_only: bool
-    subject: str | None
-    body: str | None
-    template: str | None
-    whatsapp_number: str | None
-    sender: str | None
-    from_name: str | None
-    reply_to: str | None
-    priority: int
-    settings: Mapping[str, Any]
-    held_reason: str | None
-    empty_is_error: bool
-
-
-@dataclass(frozen=True)
 class CommitFacts:
     file: FileFacts
     wallet: str
@@ -103,10 +81,14 @@ class CommitFacts:
     replace_tags: bool
     remove_other_wallets: bool
     mailing: MailingFacts | None
-    campaign: CampaignFacts | None
+    campaign: Campaign | None
     rows_total: int
     rows_rejected: int
     actor: str
+    #: send only to prospect rows (N27, ``whatsapp-prospect``)
+    prospects_only: bool = False
+    #: a campaign left with no recipient is an error (N20), not an empty campaign
+    empty_is_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,22 +105,6 @@ class CommitResult:
     skipped: int
     duplicate_addresses: int
     batches: int
-
-
-def _pacing_columns(pacing: Pacing | None) -> dict[str, Any]:
-    if isinstance(pacing, PercentPacing):
-        return {
-            "pacing_kind": "percent",
-            "pacing_value": pacing.percent,
-            "pacing_interval_s": int(pacing.interval.total_seconds()),
-        }
-    if isinstance(pacing, SizePacing):
-        return {
-            "pacing_kind": "size",
-            "pacing_value": pacing.size,
-            "pacing_interval_s": int(pacing.interval.total_seconds()),
-        }
-    return {"pacing_kind": None, "pacing_value": None, "pacing_interval_s": None}
 
 
 class ImportSession:
@@ -546,7 +512,7 @@ class _Commit:
         since = None
         if spec.exclude_recent_hours is not None:
             since = self.now - timedelta(hours=spec.exclude_recent_hours)
-        self._materialise_audience(spec.address, spec.prospects_only, since)
+        self._materialise_audience(spec.address_kind, self.f.prospects_only, since)
         counts: dict[str, int] = {}
         dups = 0
         for row in self.sql(
@@ -558,40 +524,27 @@ class _Commit:
             else:
                 counts[state] = n
         recipients = sum(counts.values())
-        if recipients == 0 and spec.empty_is_error:
+        if recipients == 0 and self.f.empty_is_error:
             raise EmptyAudience(spec.name)
         pending = counts.get("pending", 0)
-        size = batch_size(pending, spec.pacing) or 1
-        status = "scheduled"
+        sizes = batch_sizes(pending, spec.pacing)
+        size = sizes[0] if sizes else 1
+        status = spec.status
         result = self.c.execute(
             sa.insert(campaigns).values(
-                mailing_id=mailing_id,
-                name=spec.name,
-                wallet_id=wallet_id,
-                channel=spec.channel,
-                account=spec.account,
-                status=status,
-                status_reason=spec.held_reason,
-                priority=spec.priority,
-                start_at=spec.start_at,
-                deadline=spec.deadline,
-                exclude_recent_hours=spec.exclude_recent_hours,
-                recipients=recipients,
-                batches=len(batch_sizes(pending, spec.pacing)),
-                released_batches=0,
-                sender=spec.sender,
-                from_name=spec.from_name,
-                reply_to=spec.reply_to,
-                subject=spec.subject,
-                body=spec.body,
-                template=spec.template,
-                whatsapp_number=spec.whatsapp_number,
-                settings=dict(spec.settings),
-                created_at=self.now,
-                updated_at=self.now,
-                suppressed=counts.get("suppressed", 0),
-                skipped=counts.get("skipped", 0),
-                **_pacing_columns(spec.pacing),
+                {
+                    **campaign_columns(spec),
+                    "mailing_id": mailing_id,
+                    "wallet_id": wallet_id,
+                    "recipients": recipients,
+                    "audience": pending,
+                    "batches": len(sizes),
+                    "released_batches": 0,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                    "suppressed": counts.get("suppressed", 0),
+                    "skipped": counts.get("skipped", 0),
+                }
             )
         )
         campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -621,7 +574,7 @@ class _Commit:
                     "status": status,
                     "recipients": recipients,
                     "file": self.f.file.path,
-                    "reason": spec.held_reason,
+                    "reason": spec.status_reason,
                 },
             )
         )
@@ -632,7 +585,7 @@ class _Commit:
             counts.get("suppressed", 0),
             counts.get("skipped", 0),
             dups,
-            len(batch_sizes(pending, spec.pacing)),
+            len(sizes),
         )
 
 

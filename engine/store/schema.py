@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from engine.campaign import COUNTERS
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, aware UTC datetimes out; naive UTC in the database."""
@@ -213,26 +215,6 @@ mailings = Table(
     UniqueConstraint("source", "file_date", "sequence"),
 )
 
-#: the counters each campaign keeps (D18); "opened", "clicked" and "unsubscribed" count
-#: recipients, "clicks" every click
-COUNTERS = (
-    "sent",
-    "delivered",
-    "failed",
-    "bounced",
-    "suppressed",
-    "skipped",
-    "expired",
-    "cancelled",
-    "opened",
-    "clicked",
-    "clicks",
-    "unsubscribed",
-    "complaints",
-)
-#: the counters whose sum is what a campaign has settled; the rest of its recipients remain
-SETTLED_COUNTERS = ("sent", "failed", "bounced", "suppressed", "skipped", "expired", "cancelled")
-
 campaigns = Table(
     "campaigns",
     metadata,
@@ -242,6 +224,10 @@ campaigns = Table(
     Column("wallet_id", Id, ForeignKey("wallets.id")),
     Column("channel", String(40), nullable=False),
     Column("account", String(100)),  # the sender account ([accounts.NAME])
+    # file | operator | api:<client>
+    Column("origin", String(100), nullable=False, default="file", server_default="file"),
+    # the contact address the channel sends to: email | phone
+    Column("address_kind", String(10), nullable=False, default="email", server_default="email"),
     # scheduled | sending | paused | held | completed | cancelled | expired (D1)
     Column("status", String(20), nullable=False),
     Column("status_reason", Text),
@@ -255,6 +241,8 @@ campaigns = Table(
     Column("pacing_interval_s", Integer),
     Column("exclude_recent_hours", Integer),
     Column("recipients", Integer, nullable=False, default=0),
+    # the recipients cut into batches at creation (the rest was suppressed or skipped, D5)
+    Column("audience", Integer, nullable=False, default=0, server_default="0"),
     Column("batches", Integer, nullable=False, default=0),
     Column("released_batches", Integer, nullable=False, default=0),
     # time spent paused or held since the start: the pacing schedule shifts by it, so a

@@ -12,25 +12,24 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.campaign import ACTIVE, Campaign
+from engine.schedule import batch_sizes
+from engine.store.accounts import AccountState, account_state
 from engine.store.base import Queries
-from engine.store.dispatch import AccountState
+from engine.store.campaigns import FROM, ROW_COLUMNS, campaign_from
 from engine.store.files import Observation
 from engine.store.schema import (
-    COUNTERS,
-    SETTLED_COUNTERS,
     accounts,
     campaigns,
-    contacts,
     deliveries,
     events,
-    links,
     remote_files,
     wallets,
 )
@@ -47,8 +46,8 @@ SETTLED_STATES = (
     "expired",
     "cancelled",
 )
-#: campaigns that still hold work on their account (D1)
-ACTIVE = ("scheduled", "sending", "paused", "held")
+#: partly sent batches are counted up to this many deliveries (the rest is derived)
+BATCH_COUNT_CAP = 5_000
 #: what the campaign list can be sorted by (column name -> expression)
 SORTS: dict[str, Any] = {
     "id": campaigns.c.id,
@@ -67,42 +66,6 @@ SORTS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class CampaignRow:
-    """A campaign as lists show it: no body or settings, just what a row needs."""
-
-    id: int
-    created_at: datetime
-    name: str
-    wallet: str | None
-    channel: str
-    account: str | None
-    status: str
-    status_reason: str | None
-    priority: int
-    recipients: int
-    start_at: datetime
-    started_at: datetime | None
-    deadline: datetime | None
-    finished_at: datetime | None
-    batches: int
-    released_batches: int
-    pacing_kind: str | None
-    pacing_interval_s: int | None
-    paused_seconds: int
-    paused_since: datetime | None
-    counters: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def sent(self) -> int:
-        return self.counters.get("sent", 0)
-
-    @property
-    def remaining(self) -> int:
-        """Recipients not settled yet (as ``CampaignState.remaining``)."""
-        return max(0, self.recipients - sum(self.counters.get(k, 0) for k in SETTLED_COUNTERS))
-
-
-@dataclass(frozen=True)
 class BatchFlags:
     """Whether a batch still has open deliveries, and whether it has settled ones."""
 
@@ -112,89 +75,18 @@ class BatchFlags:
 
 
 @dataclass(frozen=True)
-class RecipientRow:
-    """One recipient of a campaign (D17)."""
-
-    id: int
-    position: int
-    batch: int
-    code: str | None
-    address: str
-    status: str
-    sent_at: datetime | None
-    opened_at: datetime | None
-    clicked_at: datetime | None
-    error: str | None
-    unsubscribed: str | None
-    clicks: int = 0
-    urls: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class QueueSnapshot:
     """Everything the Queues screen shows, read in one transaction."""
 
     accounts: dict[str, AccountState]
-    campaigns: list[CampaignRow]
+    campaigns: list[Campaign]
     #: deliveries claimed right now, per campaign
     in_flight: Counter[int]
     #: messages sent over the rate window, per account
     sent_recently: dict[str, int]
 
 
-_ROW_COLUMNS = [
-    campaigns.c.id,
-    campaigns.c.created_at,
-    campaigns.c.name,
-    wallets.c.code.label("wallet"),
-    campaigns.c.channel,
-    campaigns.c.account,
-    campaigns.c.status,
-    campaigns.c.status_reason,
-    campaigns.c.priority,
-    campaigns.c.recipients,
-    campaigns.c.start_at,
-    campaigns.c.started_at,
-    campaigns.c.deadline,
-    campaigns.c.finished_at,
-    campaigns.c.batches,
-    campaigns.c.released_batches,
-    campaigns.c.pacing_kind,
-    campaigns.c.pacing_interval_s,
-    campaigns.c.paused_seconds,
-    campaigns.c.paused_since,
-    *(campaigns.c[name] for name in COUNTERS),
-]
-_ACCOUNT_FIELDS = tuple(AccountState.__dataclass_fields__)
 _OBSERVATION_FIELDS = tuple(Observation.__dataclass_fields__)
-_FROM = campaigns.outerjoin(wallets, wallets.c.id == campaigns.c.wallet_id)
-
-
-def _row(r: Any) -> CampaignRow:
-    m = r._mapping
-    return CampaignRow(
-        id=m["id"],
-        created_at=m["created_at"],
-        name=m["name"],
-        wallet=m["wallet"],
-        channel=m["channel"],
-        account=m["account"],
-        status=m["status"],
-        status_reason=m["status_reason"],
-        priority=m["priority"],
-        recipients=m["recipients"],
-        start_at=m["start_at"],
-        started_at=m["started_at"],
-        deadline=m["deadline"],
-        finished_at=m["finished_at"],
-        batches=m["batches"],
-        released_batches=m["released_batches"],
-        pacing_kind=m["pacing_kind"],
-        pacing_interval_s=m["pacing_interval_s"],
-        paused_seconds=m["paused_seconds"],
-        paused_since=m["paused_since"],
-        counters={name: int(m[name] or 0) for name in COUNTERS},
-    )
 
 
 class Views(Queries):
@@ -211,7 +103,7 @@ class Views(Queries):
         descending: bool = True,
         limit: int = 1000,
         conn: Connection | None = None,
-    ) -> tuple[list[CampaignRow], int]:
+    ) -> tuple[list[Campaign], int]:
         """Campaigns for the list, sorted (``SORTS``) and filtered, at most ``limit``; with how
         many match in all. ``text`` matches the name, wallet, channel, sender account or
         status, or is the id."""
@@ -235,8 +127,8 @@ class Views(Queries):
                 matches.append(campaigns.c.id == int(word))
             where.append(sa.or_(*matches))
         query = (
-            sa.select(*_ROW_COLUMNS)
-            .select_from(_FROM)
+            sa.select(*ROW_COLUMNS)
+            .select_from(FROM)
             .where(*where)
             .order_by(
                 order.desc() if descending else order.asc(),
@@ -244,39 +136,57 @@ class Views(Queries):
             )
             .limit(limit)
         )
-        count = sa.select(sa.func.count()).select_from(_FROM).where(*where)
+        count = sa.select(sa.func.count()).select_from(FROM).where(*where)
         with self._reading(conn) as c:
-            rows = [_row(r) for r in c.execute(query)]
+            rows = [campaign_from(r._mapping) for r in c.execute(query)]
             total = len(rows) if len(rows) < limit else int(c.execute(count).scalar() or 0)
         return rows, total
 
-    def campaign_row(
-        self, campaign_id: int, *, conn: Connection | None = None
-    ) -> CampaignRow | None:
-        with self._reading(conn) as c:
-            row = c.execute(
-                sa.select(*_ROW_COLUMNS).select_from(_FROM).where(campaigns.c.id == campaign_id)
-            ).first()
-        return _row(row) if row else None
-
     # -- pacing (D5–D8) ----------------------------------------------------------------------
 
-    def excluded_at_creation(self, campaign_id: int, *, conn: Connection | None = None) -> int:
-        """Recipients suppressed or skipped when the campaign was created (batch 0): the
-        batches were cut from the others (D5). Costs as many index entries as there are."""
-        with self._reading(conn) as c:
-            return int(
-                c.execute(
-                    sa.select(sa.func.count())
-                    .select_from(deliveries)
-                    .where(
-                        deliveries.c.campaign_id == campaign_id,
-                        deliveries.c.status.in_(("suppressed", "skipped")),
-                        deliveries.c.batch == 0,
-                    )
-                ).scalar()
-                or 0
-            )
+    def open_by_batch(
+        self, c: Campaign, *, cap: int = BATCH_COUNT_CAP, conn: Connection | None = None
+    ) -> dict[int, int]:
+        """Open (pending or claimed) deliveries of each batch of the campaign, cheaply.
+
+        Two index seeks per batch (``batch_flags``): a batch with none open is done, one with
+        nothing settled is whole. Only partly sent batches are counted, up to ``cap``; the
+        one too big to count (the batch being sent) is what the campaign's counters leave.
+        """
+        sizes = batch_sizes(c.audience, c.pacing)
+        if len(sizes) != c.batches:  # a campaign of another shape: keep the stored count
+            sizes = (sizes + [0] * c.batches)[: c.batches]
+        if not sizes or c.finished:
+            return dict.fromkeys(range(1, len(sizes) + 1), 0)
+        with self._reading(conn) as conn_:
+            flags = self.batch_flags(c.id, len(sizes), conn=conn_)
+            opened: dict[int, int] = {}
+            unknown: list[int] = []
+            for f, size in zip(flags, sizes, strict=True):
+                if not f.has_open:
+                    opened[f.index] = 0
+                elif not f.has_settled:
+                    opened[f.index] = size
+                else:
+                    unknown.append(f.index)
+            big: list[int] = []
+            for k in unknown:
+                n = self.count_in_batch(c.id, k, open_=True, cap=cap, conn=conn_)
+                if n < cap:
+                    opened[k] = n
+                    continue
+                settled = self.count_in_batch(c.id, k, open_=False, cap=cap, conn=conn_)
+                if settled < cap:
+                    opened[k] = max(0, sizes[k - 1] - settled)
+                else:
+                    big.append(k)
+            for k in big[:-1]:  # rare: several batches half sent, each with thousands left
+                opened[k] = self.count_in_batch(c.id, k, open_=True, conn=conn_)
+        if big:
+            k = big[-1]
+            rest = c.remaining - sum(opened.values())
+            opened[k] = min(sizes[k - 1], max(0, rest))
+        return opened
 
     def batch_flags(
         self, campaign_id: int, batches: int, *, conn: Connection | None = None
@@ -361,107 +271,18 @@ class Views(Queries):
             row = c.execute(sa.select(*columns)).one()
         return [int(v or 0) for v in row]
 
-    # -- recipients (D17) --------------------------------------------------------------------
-
-    def recipients_page(
-        self,
-        campaign_id: int,
-        *,
-        after: int | None = None,
-        before: int | None = None,
-        limit: int = 100,
-        conn: Connection | None = None,
-    ) -> list[RecipientRow]:
-        """One page of a campaign's recipients in their stable order (D3): those after
-        position ``after`` (or before ``before``, for the previous page), ``limit`` at most,
-        with the clicks and clicked URLs of each (from the click events)."""
-        d = deliveries
-        query = (
-            sa.select(
-                d.c.id,
-                d.c.position,
-                d.c.batch,
-                contacts.c.external_key,
-                contacts.c.identity,
-                d.c.address,
-                d.c.status,
-                d.c.sent_at,
-                d.c.opened_at,
-                d.c.clicked_at,
-                d.c.error,
-                d.c.unsubscribed,
-            )
-            .select_from(d.outerjoin(contacts, contacts.c.id == d.c.contact_id))
-            .where(d.c.campaign_id == campaign_id)
-            .limit(limit)
-        )
-        if before is not None:
-            query = query.where(d.c.position < before).order_by(d.c.position.desc())
-        else:
-            if after is not None:
-                query = query.where(d.c.position > after)
-            query = query.order_by(d.c.position)
-        with self._reading(conn) as c:
-            rows = sorted(c.execute(query).all(), key=lambda r: r.position)
-            clicks = self._clicks(c, campaign_id, [r.id for r in rows if r.clicked_at])
-        out = []
-        for r in rows:
-            found = clicks.get(r.id, [])
-            out.append(
-                RecipientRow(
-                    id=r.id,
-                    position=r.position,
-                    batch=r.batch,
-                    code=r.external_key or r.identity,  # as the results files say
-                    address=r.address,
-                    status=r.status,
-                    sent_at=r.sent_at,
-                    opened_at=r.opened_at,
-                    clicked_at=r.clicked_at,
-                    error=r.error,
-                    unsubscribed=r.unsubscribed,
-                    clicks=len(found),
-                    urls=tuple(dict.fromkeys(found)),
-                )
-            )
-        return out
-
-    def _clicks(self, c: Connection, campaign_id: int, ids: list[int]) -> dict[int, list[str]]:
-        """Clicked URLs per delivery, in click order (a link template shows as written)."""
-        if not ids:
-            return {}
-        urls = {
-            int(p): str(u)
-            for p, u in c.execute(
-                sa.select(links.c.position, links.c.url).where(links.c.campaign_id == campaign_id)
-            )
-        }
-        found: dict[int, list[str]] = defaultdict(list)
-        for delivery_id, detail in c.execute(
-            sa.select(events.c.delivery_id, events.c.detail)
-            .where(events.c.delivery_id.in_(ids), events.c.kind == "click")
-            .order_by(events.c.id)
-        ):
-            position = (detail or {}).get("link")
-            url = urls.get(int(position)) if isinstance(position, int) else None
-            found[int(delivery_id)].append(url or f"link {position}")
-        return found
-
     # -- queues (D10, D11, D14–D16) ----------------------------------------------------------
 
     def queues(self, since: datetime, *, conn: Connection | None = None) -> QueueSnapshot:
         """Accounts with their guard state, the campaigns holding work on them, deliveries in
         flight per campaign (the lease index), and what each account sent since ``since``."""
         with self._reading(conn) as c:
-            states = {
-                r.name: AccountState(**{k: r._mapping[k] for k in _ACCOUNT_FIELDS})
-                for r in c.execute(sa.select(accounts))
-            }
+            states = {r.name: account_state(r._mapping) for r in c.execute(sa.select(accounts))}
             active = [
-                _row(r)
+                campaign_from(r._mapping)
                 for r in c.execute(
-                    sa.select(*_ROW_COLUMNS)
-                    .select_from(_FROM)
+                    sa.select(*ROW_COLUMNS)
+                    .select_from(FROM)
                     .where(campaigns.c.status.in_(ACTIVE))
                     .order_by(campaigns.c.priority.desc(), campaigns.c.created_at, campaigns.c.id)
                 )

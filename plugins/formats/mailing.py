@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,8 +28,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
+from engine.campaign import Campaign, Content
 from engine.intake.formats import (
-    CampaignSpec,
     ContactRow,
     FileRejected,
     Format,
@@ -40,7 +39,6 @@ from engine.intake.formats import (
     Verdict,
 )
 from engine.mailing_names import PHONE_CHANNELS, NameCheck, check_name
-from engine.pacing import PercentPacing
 from engine.problems import Catalogue, Problem
 from engine.sending.accounts import resolve_account
 from engine.sending.render import compile_html, compile_text, trial_render
@@ -374,6 +372,7 @@ class MailingFormat(Format):
             raise missing("phone or e-mail", "telefone ou e-mail", "phone")
 
         campaign = None
+        prospects = channel == "whatsapp-prospect"
         if channel is not None:
             try:
                 campaign = self._campaign(check, wallet, path, companions, "message" in roles)
@@ -414,6 +413,8 @@ class MailingFormat(Format):
             remove_other_wallets=m.remove_other_wallets,
             mailing=mailing,
             campaign=campaign,
+            prospects_only=prospects,
+            empty_campaign_problem=MESSAGES.make("no-prospects") if prospects else None,
             progress=raw.tell,
             close=handle.close,
         )
@@ -425,7 +426,7 @@ class MailingFormat(Format):
         path: str,
         companions: Mapping[str, Path],
         has_message_column: bool,
-    ) -> CampaignSpec:
+    ) -> Campaign:
         m = check.mailing
         assert m is not None and m.channel is not None
         config = self.context.config
@@ -436,9 +437,6 @@ class MailingFormat(Format):
         if m.start_at is not None:
             start = max(now, m.start_at.replace(tzinfo=tz))
         deadline = m.deadline.replace(tzinfo=tz) if m.deadline else None
-        pacing = None
-        if m.pacing is not None:
-            pacing = PercentPacing(m.pacing.percent, timedelta(minutes=m.pacing.interval_minutes))
         account, held = resolve_account(config, m.channel, wallet, m.sender)
         subject = body = None
         if m.channel == "email":
@@ -453,26 +451,26 @@ class MailingFormat(Format):
                 raise FileRejected([MESSAGES.make("missing-message", wallet=wallet)])
             if body is not None:
                 check_template(body, "SMS template", "o modelo de SMS")
-        prospects = m.channel == "whatsapp-prospect"
-        return CampaignSpec(
+        return Campaign(
             name=check.description,
             channel=m.channel,
             account=account,
+            wallet=wallet,
+            address_kind="email" if m.channel == "email" else "phone",
+            status_reason=held,
             start_at=start,
             deadline=deadline,
-            pacing=pacing,
+            pacing=m.pacing,
             exclude_recent_hours=m.exclude_recent_hours,
-            address="email" if m.channel == "email" else "phone",
-            prospects_only=prospects,
-            subject=subject,
-            body=body,
-            template=m.template,
-            whatsapp_number=m.whatsapp_number,
-            sender=m.sender,
-            from_name=settings.from_name,
-            reply_to=settings.reply_to,
-            empty_problem=MESSAGES.make("no-prospects") if prospects else None,
-            held_reason=held,
+            content=Content(
+                subject=subject,
+                body=body,
+                template=m.template,
+                whatsapp_number=m.whatsapp_number,
+                sender=m.sender,
+                from_name=settings.from_name,
+                reply_to=settings.reply_to,
+            ),
         )
 
     def _email_body(

@@ -310,9 +310,10 @@ async def _twilio_rates(
     import aiohttp
 
     from channels.twilio import SmsLongChannel, WhatsAppSharedChannel
+    from engine.campaign import Campaign, Content
     from engine.clock import RealClock
     from engine.config import load_config
-    from engine.sending.channel import CampaignInfo, ChannelContext, DeliveryInfo
+    from engine.sending.channel import ChannelContext, DeliveryInfo
     from engine.sending.render import variables
 
     os.environ["TWILIO_TOKEN"] = token
@@ -349,8 +350,13 @@ async def _twilio_rates(
         account = config.accounts["sms" if name == "SMS" else "wa"]
         ch = cls(account, ChannelContext(config, RealClock()))
         await ch.open()
-        campaign = CampaignInfo(
-            1, "x", channel, account.name, None, "Olá {{ nome }}", "PROMO", None, None, None, None
+        campaign = Campaign(
+            id=1,
+            name="x",
+            channel=channel,
+            account=account.name,
+            start_at=RealClock().now(),
+            content=Content(body="Olá {{ nome }}", template="PROMO"),
         )
         prepared = ch.prepare(campaign)
         slots = asyncio.Semaphore(CONCURRENCY)

@@ -1,4 +1,4 @@
-"""Pacing math (D5–D9): batch sizes, release times, finish, expirations."""
+"""The schedule (D5–D9): pacing, batch sizes, release times, finish, expirations, pauses."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.pacing import (
-    PercentPacing,
-    SizePacing,
-    batch_index,
-    batch_size,
+from engine.campaign import Campaign
+from engine.schedule import (
+    Pacing,
+    batch_of,
     batch_sizes,
+    live,
     plan,
     release_at,
 )
 
 START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-Q15020 = PercentPacing(15, timedelta(minutes=20))
+Q15020 = Pacing.percent(15, timedelta(minutes=20))
 
 
 def test_d5_q15020_on_1000_contacts_is_7_batches_20_minutes_apart() -> None:
@@ -34,13 +34,13 @@ def test_d5_q15020_on_1000_contacts_is_7_batches_20_minutes_apart() -> None:
 
 
 def test_d5_size_is_rounded_up() -> None:
-    assert batch_size(10, PercentPacing(15, timedelta(minutes=1))) == 2  # ceil(1.5)
-    assert batch_sizes(10, PercentPacing(15, timedelta(minutes=1))) == [2] * 5
-    assert batch_sizes(1, PercentPacing(1, timedelta(minutes=1))) == [1]
+    assert Pacing.percent(15, timedelta(minutes=1)).batch_size(10) == 2  # ceil(1.5)
+    assert batch_sizes(10, Pacing.percent(15, timedelta(minutes=1))) == [2] * 5
+    assert batch_sizes(1, Pacing.percent(1, timedelta(minutes=1))) == [1]
 
 
 def test_d6_size_pacing() -> None:
-    pacing = SizePacing(5000, timedelta(hours=1))
+    pacing = Pacing.size(5000, timedelta(hours=1))
     assert batch_sizes(50_000, pacing) == [5000] * 10  # the seed's example: 10 sends, 1 h apart
     assert batch_sizes(12_000, pacing) == [5000, 5000, 2000]
     assert release_at(START, 10, pacing) == START + timedelta(hours=9)
@@ -55,18 +55,18 @@ def test_d7_no_pacing_releases_everything_at_start() -> None:
 
 def test_empty_campaign() -> None:
     p = plan(0, START, pacing=Q15020)
-    assert p.batches == () and p.expired == 0 and p.finish_at == START
+    assert p.batches == () and p.expired == 0 and p.finish_at is None
 
 
 def test_batch_index_matches_sizes() -> None:
     sizes = batch_sizes(1000, Q15020)
-    indexes = [batch_index(i, 1000, Q15020) for i in range(1000)]
+    indexes = [batch_of(i, 1000, Q15020) for i in range(1000)]
     assert [indexes.count(k) for k in range(1, 8)] == sizes
 
 
 def test_d9_done_at_follows_the_rate_and_waits_for_the_previous_batch() -> None:
     # 150 at 0.1/s takes 1500 s = 25 min > the 20 min interval: batch 2 starts when 1 is done
-    p = plan(300, START, pacing=PercentPacing(50, timedelta(minutes=20)), rate=0.1)
+    p = plan(300, START, pacing=Pacing.percent(50, timedelta(minutes=20)), rate=0.1)
     b1, b2 = p.batches
     assert b1.done_at == START + timedelta(minutes=25)
     assert b2.release_at == START + timedelta(minutes=20)
@@ -85,6 +85,7 @@ def test_d8_batches_released_at_or_after_the_deadline_expire() -> None:
     assert json["batches"][0] == {
         "index": 1,
         "size": 150,
+        "open": 150,
         "release_at": "2026-11-23T09:00:00-03:00",
         "done_at": "2026-11-23T09:00:15-03:00",
         "expired": False,
@@ -106,12 +107,12 @@ def test_rate_must_be_positive() -> None:
 _PACINGS = st.one_of(
     st.none(),
     st.builds(
-        PercentPacing,
+        Pacing.percent,
         st.integers(1, 99),
         st.integers(1, 999).map(lambda m: timedelta(minutes=m)),
     ),
     st.builds(
-        SizePacing, st.integers(500, 50_000), st.integers(1, 48).map(lambda h: timedelta(hours=h))
+        Pacing.size, st.integers(500, 50_000), st.integers(1, 48).map(lambda h: timedelta(hours=h))
     ),
 )
 
@@ -125,7 +126,7 @@ _PACINGS = st.one_of(
 )
 def test_property_schedule(
     recipients: int,
-    pacing: PercentPacing | SizePacing | None,
+    pacing: Pacing | None,
     rate: float,
     deadline_minutes: int | None,
 ) -> None:
@@ -135,7 +136,9 @@ def test_property_schedule(
     # sizes sum to N, and every batch but the last has the computed size
     assert sum(sizes) == recipients
     if sizes:
-        assert all(s == batch_size(recipients, pacing) for s in sizes[:-1])
+        assert all(
+            s == (pacing.batch_size(recipients) if pacing else recipients) for s in sizes[:-1]
+        )
         assert 0 < sizes[-1] <= sizes[0]
     for b in p.batches:
         # batch k released at start + (k-1)·interval
@@ -153,5 +156,53 @@ def test_property_schedule(
     assert 0 <= p.expired <= recipients
     if deadline is None:
         assert p.expired == 0
-    if pacing is not None and isinstance(pacing, PercentPacing) and recipients:
-        assert len(sizes) == math.ceil(recipients / math.ceil(recipients * pacing.percent / 100))
+    if pacing is not None and pacing.kind == "percent" and recipients:
+        assert len(sizes) == math.ceil(recipients / math.ceil(recipients * pacing.value / 100))
+
+
+def campaign(**kw: object) -> Campaign:
+    values: dict[str, object] = {
+        "id": 1,
+        "name": "x",
+        "channel": "sms-long",
+        "status": "sending",
+        "start_at": START,
+        "started_at": START,
+        "pacing": Pacing.size(100, timedelta(minutes=10)),
+        "recipients": 300,
+        "audience": 300,
+        "batches": 3,
+    }
+    values.update(kw)
+    return Campaign(**values)  # type: ignore[arg-type]
+
+
+def test_live_projection_batch_after_batch_at_the_rate_with_the_deadline() -> None:
+    c = campaign()
+    now = START + timedelta(minutes=12)
+    left = {1: 0, 2: 40, 3: 100}
+    # 40 at 1/s: until 12:12:40; batch 3 waits for 12:20, then 100 s: 12:21:40
+    s = live(c, now, rate=1.0, open_by_batch=left)
+    assert s.released == 2 and s.next_release is s.batches[2]
+    assert s.finish_at == START + timedelta(minutes=21, seconds=40) and s.expired == 0
+    late = live(campaign(deadline=START + timedelta(minutes=21)), now, rate=1.0, open_by_batch=left)
+    assert late.expired == 40  # message k of batch 3 starts at 12:20 + k s; 60 start in time
+    assert live(c, now, rate=1.0, open_by_batch={1: 0, 2: 0, 3: 0}).finish_at is None
+
+
+def test_d7_a_pause_shifts_every_later_release() -> None:
+    paused = campaign(paused_seconds=300, status="sending")
+    s = live(paused, START + timedelta(minutes=12), rate=1.0)
+    assert [b.release_at for b in s.batches] == [
+        START + timedelta(minutes=5 + 10 * k) for k in range(3)
+    ]
+    assert s.released == 1
+    # a pause still running stops the clock too
+    running = campaign(status="paused", paused_since=START + timedelta(minutes=8))
+    assert live(running, START + timedelta(minutes=30), rate=1.0).released == 1
+
+
+def test_a_live_schedule_seen_at_its_start_is_the_plan() -> None:
+    c = campaign(started_at=None, status="scheduled", deadline=START + timedelta(minutes=25))
+    expected = plan(300, START, pacing=c.pacing, rate=0.5, deadline=c.deadline)
+    assert live(c, START, rate=0.5) == expected

@@ -1,0 +1,133 @@
+"""Sender accounts' state: which engine sends for each (a lease), the guard's state and the
+counts it judges (D10, D14–D16)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.rates import Limits, Rates
+from engine.store.base import Queries
+from engine.store.schema import accounts, audit_log, events
+
+
+@dataclass(frozen=True)
+class AccountState:
+    name: str
+    channel: str
+    guard_state: str
+    paused_at: datetime | None
+    paused_until: datetime | None
+    pause_reason: str | None
+    override_by: str | None
+    override_reason: str | None
+    override_at: datetime | None
+    checked_at: datetime | None
+    sent_24h: int
+    bounces_24h: int
+    complaints_24h: int
+    lease_owner: str | None
+    lease_until: datetime | None
+
+    def rates(self, limits: Limits) -> Rates:
+        """The counts of the guard's last check against ``limits`` (D14)."""
+        return Rates(self.sent_24h, self.bounces_24h, self.complaints_24h, limits)
+
+
+def account_state(m: Mapping[Any, Any]) -> AccountState:
+    """An ``accounts`` row as an ``AccountState``."""
+    return AccountState(**{k: m[k] for k in AccountState.__dataclass_fields__})
+
+
+class Accounts(Queries):
+    """Sender accounts' rows: leases and the guard."""
+
+    def sync(self, configured: Mapping[str, str]) -> None:
+        """Make sure every configured account (name -> channel) has a state row."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            known = {
+                r.name: r.channel for r in c.execute(sa.select(accounts.c.name, accounts.c.channel))
+            }
+            for name, channel in configured.items():
+                if name not in known:
+                    c.execute(
+                        sa.insert(accounts).values(
+                            name=name, channel=channel, guard_state="ok", updated_at=now
+                        )
+                    )
+                elif known[name] != channel:
+                    c.execute(
+                        sa.update(accounts)
+                        .where(accounts.c.name == name)
+                        .values(channel=channel, updated_at=now)
+                    )
+
+    def states(self) -> dict[str, AccountState]:
+        with self.store.read() as c:
+            return {r.name: account_state(r._mapping) for r in c.execute(sa.select(accounts))}
+
+    def lease(self, name: str, owner: str, lease: timedelta) -> bool:
+        """Take (or renew) the right to send for an account: one engine node at a time."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(accounts)
+                .where(
+                    accounts.c.name == name,
+                    sa.or_(
+                        accounts.c.lease_owner.is_(None),
+                        accounts.c.lease_owner == owner,
+                        accounts.c.lease_until < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+            return done.rowcount == 1
+
+    def counts(self, account: str, since: datetime) -> tuple[int, int, int]:
+        """(messages sent, hard bounces, complaints) of an account since ``since`` (D14)."""
+        with self.store.read() as c:
+            found: dict[str, int] = dict(
+                c.execute(
+                    sa.select(events.c.kind, sa.func.count())
+                    .where(
+                        events.c.account == account,
+                        events.c.at >= since,
+                        events.c.kind.in_(("sent", "bounced", "complaint")),
+                    )
+                    .group_by(events.c.kind)
+                ).all()
+            )
+        return found.get("sent", 0), found.get("bounced", 0), found.get("complaint", 0)
+
+    def set_guard(
+        self,
+        name: str,
+        *,
+        actor: str,
+        audit: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
+        **values: Any,
+    ) -> None:
+        now = self.store.clock.now()
+        with self._writing(conn) as c:
+            c.execute(
+                sa.update(accounts).where(accounts.c.name == name).values(updated_at=now, **values)
+            )
+            if audit:
+                c.execute(
+                    sa.insert(audit_log).values(
+                        at=now,
+                        actor=actor,
+                        action=audit,
+                        target=f"account:{name}",
+                        detail=dict(detail or {}),
+                    )
+                )

@@ -1,0 +1,393 @@
+"""Claims (D12): deliveries leased for sending, confirmed with their events, counters and
+suppressions in one transaction; leases rescued after a crash and released on stop.
+
+On SQLite a claim is a ``BEGIN IMMEDIATE`` transaction and ``UPDATE … RETURNING``; on
+PostgreSQL the same statement whose inner select is ``FOR UPDATE SKIP LOCKED``, so engine
+nodes never take the same delivery.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.addresses import suppression_key
+from engine.store.base import Queries
+from engine.store.schema import (
+    UTCDateTime,
+    accounts,
+    campaigns,
+    contacts,
+    deliveries,
+    events,
+    suppressions,
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery claimed for sending, with what personalises it."""
+
+    id: int
+    campaign_id: int
+    contact_id: int | None
+    address: str
+    batch: int
+    attempts: int
+    first_attempt_at: datetime | None
+    payload: Mapping[str, Any] | None
+    name: str | None
+    email: str | None
+    phone: str | None
+    external_key: str | None
+    fields: Mapping[str, Any]
+    last_interaction_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed delivery.
+
+    ``kind``: sent | retry | failed | bounced | suppressed | skipped | expired | cancelled |
+    release (back to pending, untouched: a pause or a shutdown).
+    """
+
+    delivery_id: int
+    kind: str
+    contact_id: int | None = None
+    address: str | None = None
+    provider_id: str | None = None
+    message_id: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    #: suppress the address with this origin (bounce, stop)
+    suppress: str | None = None
+    #: the address kind for the suppression (email | phone)
+    address_kind: str = "email"
+
+
+_CLAIMED: dict[str, Any] = {
+    "id": sa.Integer(),
+    "contact_id": sa.Integer(),
+    "address": sa.String(),
+    "batch": sa.Integer(),
+    "attempts": sa.Integer(),
+    "first_attempt_at": UTCDateTime(),
+    "payload": deliveries.c.payload.type,
+}
+
+
+class Claims(Queries):
+    """The dispatcher's claims on deliveries, and what came of them."""
+
+    def _text(self, sql: str, *datetimes: str) -> sa.TextClause:
+        return sa.text(sql).bindparams(*(sa.bindparam(n, type_=UTCDateTime()) for n in datetimes))
+
+    def claim(
+        self, campaign_id: int, *, owner: str, released: int, limit: int, lease: timedelta
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` ready deliveries of a campaign, in batch and file order."""
+        now = self.store.clock.now()
+        # the only text put into this SQL is this constant clause, never a value
+        skip = " FOR UPDATE SKIP LOCKED" if self.store.dialect == "postgresql" else ""
+        sql = (
+            "UPDATE deliveries SET status = 'claimed', lease_owner = :owner, lease_until = :until "
+            "WHERE id IN (SELECT id FROM deliveries WHERE campaign_id = :c "
+            "AND status = 'pending' AND batch BETWEEN 1 AND :released "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= :now) "
+            f"ORDER BY batch, position LIMIT :limit{skip}) "
+            "RETURNING id, contact_id, address, batch, attempts, first_attempt_at, payload"
+        )
+        statement = self._text(sql, "now", "until").columns(**_CLAIMED)
+        with self.store.write() as c:
+            rows = c.execute(
+                statement,
+                {
+                    "owner": owner,
+                    "until": now + lease,
+                    "c": campaign_id,
+                    "released": released,
+                    "now": now,
+                    "limit": limit,
+                },
+            ).all()
+            if not rows:
+                return []
+            ids = [r.contact_id for r in rows if r.contact_id is not None]
+            people = (
+                {
+                    p.id: p
+                    for p in c.execute(
+                        sa.select(
+                            contacts.c.id,
+                            contacts.c.name,
+                            contacts.c.email,
+                            contacts.c.phone,
+                            contacts.c.external_key,
+                            contacts.c.fields,
+                            contacts.c.last_interaction_at,
+                        ).where(contacts.c.id.in_(ids))
+                    )
+                }
+                if ids
+                else {}
+            )
+        claimed = []
+        for r in sorted(rows, key=lambda r: (r.batch, r.id)):
+            p = people.get(r.contact_id)
+            payload = r.payload
+            if isinstance(payload, str):
+                payload = json.loads(payload)
+            first = r.first_attempt_at
+            fields = p.fields if p is not None else {}
+            claimed.append(
+                Claimed(
+                    id=r.id,
+                    campaign_id=campaign_id,
+                    contact_id=r.contact_id,
+                    address=r.address,
+                    batch=r.batch,
+                    attempts=r.attempts,
+                    first_attempt_at=first,
+                    payload=payload,
+                    name=p.name if p else None,
+                    email=p.email if p else None,
+                    phone=p.phone if p else None,
+                    external_key=p.external_key if p else None,
+                    fields=fields or {},
+                    last_interaction_at=p.last_interaction_at if p else None,
+                )
+            )
+        return claimed
+
+    def suppressed(self, kind: str, addresses: Sequence[str]) -> set[str]:
+        """Which of these (normalised) addresses are suppressed (D4)."""
+        if not addresses:
+            return set()
+        with self.store.read() as c:
+            return {
+                r.address
+                for r in c.execute(
+                    sa.select(suppressions.c.address).where(
+                        suppressions.c.kind == kind, suppressions.c.address.in_(list(addresses))
+                    )
+                )
+            }
+
+    def confirm(
+        self, campaign_id: int, owner: str, outcomes: Sequence[Outcome], *, account: str | None
+    ) -> Counter[str]:
+        """Record what happened to claimed deliveries, in one transaction: delivery states,
+        events, contacts' last interaction, suppressions and the campaign's counters. Only
+        deliveries this owner still holds change; the returned counts say how many did."""
+        now = self.store.clock.now()
+        done: Counter[str] = Counter()
+        if not outcomes:
+            return done
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            by_kind.setdefault(o.kind, []).append(o)
+        with self.store.write() as c:
+            held = {
+                r.id
+                for r in c.execute(
+                    sa.select(deliveries.c.id).where(
+                        deliveries.c.id.in_([o.delivery_id for o in outcomes]),
+                        deliveries.c.status == "claimed",
+                        deliveries.c.lease_owner == owner,
+                    )
+                )
+            }
+            ev: list[dict[str, Any]] = []
+            for kind, items in by_kind.items():
+                mine = [o for o in items if o.delivery_id in held]
+                if not mine:
+                    continue
+                done[kind] += len(mine)
+                c.execute(
+                    _UPDATES[kind],
+                    [
+                        {
+                            "b_id": o.delivery_id,
+                            "b_now": now,
+                            "b_error": o.error,
+                            "b_next": o.next_attempt_at,
+                            "b_provider": o.provider_id,
+                            "b_message": o.message_id,
+                        }
+                        for o in mine
+                    ],
+                )
+                if kind != "release":
+                    for o in mine:
+                        detail: dict[str, Any] = {}
+                        if o.error:
+                            detail["reason"] = o.error
+                        if o.provider_id:
+                            detail["provider_id"] = o.provider_id
+                        if o.message_id:
+                            detail["message_id"] = o.message_id
+                        ev.append(
+                            {
+                                "at": now,
+                                "kind": kind,
+                                "campaign_id": campaign_id,
+                                "delivery_id": o.delivery_id,
+                                "contact_id": o.contact_id,
+                                "account": account,
+                                "address": o.address,
+                                "origin": "engine",
+                                "detail": detail,
+                            }
+                        )
+                if kind == "sent":
+                    ids = [o.contact_id for o in mine if o.contact_id is not None]
+                    if ids:
+                        c.execute(
+                            sa.update(contacts)
+                            .where(contacts.c.id.in_(ids))
+                            .values(last_interaction_at=now)
+                        )
+                for o in mine:
+                    if o.suppress and o.address:
+                        self._suppress(c, o, campaign_id, now)
+            if ev:
+                c.execute(sa.insert(events), ev)
+            counts = {
+                name: getattr(campaigns.c, name) + n
+                for name, n in ((_COUNTER_OF.get(k), n) for k, n in done.items())
+                if name is not None
+            }
+            if counts:
+                c.execute(
+                    sa.update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(updated_at=now, **counts)
+                )
+        return done
+
+    def _suppress(self, c: Connection, o: Outcome, campaign_id: int, now: datetime) -> None:
+        assert o.address is not None and o.suppress is not None
+        self.store.suppressions.add(
+            o.address_kind,
+            suppression_key(o.address_kind, o.address),
+            origin=o.suppress,
+            actor="engine",
+            reason=o.error,
+            campaign_id=campaign_id,
+            conn=c,
+        )
+
+    def rescue_leases(self) -> int:
+        """Claims whose lease ran out (their engine died) go back to pending: at least once."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.lease_until.is_not(None),
+                    deliveries.c.lease_until < now,
+                    deliveries.c.status == "claimed",
+                )
+                .values(status="pending", lease_owner=None, lease_until=None)
+            )
+            return int(done.rowcount or 0)
+
+    def claimed_by_others(self, owner: str) -> int:
+        """Deliveries leased by other engines (alive, or dead and not yet rescued)."""
+        with self.store.read() as c:
+            return int(
+                c.execute(
+                    sa.select(sa.func.count())
+                    .select_from(deliveries)
+                    .where(
+                        deliveries.c.lease_until.is_not(None),
+                        deliveries.c.status == "claimed",
+                        deliveries.c.lease_owner != owner,
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def release_all(self, owner: str) -> int:
+        """A stopping engine gives back what it claimed and did not send."""
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.lease_owner == owner, deliveries.c.status == "claimed")
+                .values(status="pending", lease_owner=None, lease_until=None)
+            )
+            c.execute(
+                sa.update(accounts)
+                .where(accounts.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(done.rowcount or 0)
+
+
+def _update(kind: str) -> sa.Update:
+    """The statement that records one kind of outcome (run with executemany)."""
+    now = sa.bindparam("b_now", type_=UTCDateTime())
+    values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    if kind == "release":
+        values["status"] = "pending"
+    elif kind == "retry":
+        values |= {
+            "status": "pending",
+            "attempts": deliveries.c.attempts + 1,
+            "first_attempt_at": sa.func.coalesce(deliveries.c.first_attempt_at, now),
+            "next_attempt_at": sa.bindparam("b_next", type_=UTCDateTime()),
+            "error": sa.bindparam("b_error"),
+        }
+    else:
+        values |= {
+            "status": kind,
+            "finished_at": now,
+            "error": sa.bindparam("b_error"),
+            "next_attempt_at": None,
+        }
+        if kind in ("sent", "failed", "bounced"):
+            values |= {
+                "attempts": deliveries.c.attempts + 1,
+                "first_attempt_at": sa.func.coalesce(deliveries.c.first_attempt_at, now),
+            }
+        if kind == "sent":
+            values |= {
+                "sent_at": now,
+                "provider_id": sa.bindparam("b_provider"),
+                "message_id": sa.bindparam("b_message"),
+            }
+    return sa.update(deliveries).where(deliveries.c.id == sa.bindparam("b_id")).values(**values)
+
+
+_UPDATES = {
+    kind: _update(kind)
+    for kind in (
+        "sent",
+        "retry",
+        "failed",
+        "bounced",
+        "suppressed",
+        "skipped",
+        "expired",
+        "cancelled",
+        "release",
+    )
+}
+
+_COUNTER_OF = {
+    "sent": "sent",
+    "failed": "failed",
+    "bounced": "bounced",
+    "suppressed": "suppressed",
+    "skipped": "skipped",
+    "expired": "expired",
+    "cancelled": "cancelled",
+}

@@ -1,0 +1,182 @@
+"""Per-recipient results (D17): one row per delivery with what came of it, read in the
+campaign's stable order a page or a chunk at a time (keyset pagination on the unique
+``(campaign_id, position)`` index), with the clicks and clicked URLs of each."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.store.base import Queries
+from engine.store.schema import contacts, deliveries, events, links
+
+#: delivery states that mean the message went out
+SENT_STATES = ("sent", "delivered")
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """One recipient of a campaign and what came of it (D17)."""
+
+    delivery_id: int
+    position: int
+    batch: int
+    #: the contact's external key, else its identity (as the results files say)
+    code: str | None
+    name: str | None
+    address: str
+    status: str
+    provider_status: str | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    opened_at: datetime | None
+    clicked_at: datetime | None
+    clicks: int
+    urls: tuple[str, ...]
+    complained_at: datetime | None
+    unsubscribed: str | None  # campaign | all
+    unsubscribed_at: datetime | None
+    #: the delivery's last error (a retried one keeps it while pending)
+    error: str | None
+
+    @property
+    def reason(self) -> str | None:
+        """Why it was not sent (or bounced), for the ones not sent."""
+        return None if self.status in SENT_STATES else (self.error or None)
+
+    @property
+    def unsubscribed_campaign(self) -> bool:
+        return self.unsubscribed in ("campaign", "all")
+
+    @property
+    def unsubscribed_all(self) -> bool:
+        return self.unsubscribed == "all"
+
+
+_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.position,
+    deliveries.c.batch,
+    deliveries.c.address,
+    deliveries.c.status,
+    deliveries.c.provider_status,
+    deliveries.c.sent_at,
+    deliveries.c.delivered_at,
+    deliveries.c.opened_at,
+    deliveries.c.clicked_at,
+    deliveries.c.complained_at,
+    deliveries.c.unsubscribed,
+    deliveries.c.unsubscribed_at,
+    deliveries.c.error,
+    contacts.c.external_key,
+    contacts.c.identity,
+    contacts.c.name,
+)
+
+
+class Results(Queries):
+    """Reads of per-recipient results."""
+
+    def _query(self, campaign_id: int, limit: int) -> sa.Select[Any]:
+        return (
+            sa.select(*_COLUMNS)
+            .select_from(deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id))
+            .where(deliveries.c.campaign_id == campaign_id)
+            .limit(limit)
+        )
+
+    def _rows(self, c: Connection, campaign_id: int, rows: list[Any]) -> list[RecipientResult]:
+        clicks = _clicks(c, campaign_id, [r.id for r in rows if r.clicked_at is not None])
+        out = []
+        for r in rows:
+            found = clicks.get(r.id, [])
+            out.append(
+                RecipientResult(
+                    delivery_id=r.id,
+                    position=r.position,
+                    batch=r.batch,
+                    code=r.external_key or r.identity,
+                    name=r.name,
+                    address=r.address,
+                    status=r.status,
+                    provider_status=r.provider_status,
+                    sent_at=r.sent_at,
+                    delivered_at=r.delivered_at,
+                    opened_at=r.opened_at,
+                    clicked_at=r.clicked_at,
+                    clicks=len(found),
+                    urls=tuple(dict.fromkeys(found)),
+                    complained_at=r.complained_at,
+                    unsubscribed=r.unsubscribed,
+                    unsubscribed_at=r.unsubscribed_at,
+                    error=r.error,
+                )
+            )
+        return out
+
+    def page(
+        self,
+        campaign_id: int,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        conn: Connection | None = None,
+    ) -> list[RecipientResult]:
+        """One page of a campaign's recipients in their stable order (D3): those after
+        position ``after`` (or before ``before``, for the previous page), ``limit`` at most."""
+        query = self._query(campaign_id, limit)
+        if before is not None:
+            query = query.where(deliveries.c.position < before).order_by(
+                deliveries.c.position.desc()
+            )
+        else:
+            if after is not None:
+                query = query.where(deliveries.c.position > after)
+            query = query.order_by(deliveries.c.position)
+        with self._reading(conn) as c:
+            rows = sorted(c.execute(query).all(), key=lambda r: r.position)
+            return self._rows(c, campaign_id, rows)
+
+    def all(self, campaign_id: int, *, chunk: int = 5000) -> Iterator[list[RecipientResult]]:
+        """Every recipient in the campaign's order, ``chunk`` rows at a time: a million-row
+        export reads each row once and never holds more than one chunk."""
+        after = -1
+        while True:
+            rows = self.page(campaign_id, after=after, limit=chunk)
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].position
+            if len(rows) < chunk:
+                return
+
+
+def _clicks(c: Connection, campaign_id: int, ids: list[int]) -> dict[int, list[str]]:
+    """Clicked URLs per delivery, in click order, from the click events of those deliveries
+    (the ``(delivery, kind)`` index) and the campaign's link table."""
+    if not ids:
+        return {}
+    urls = {
+        int(p): str(u)
+        for p, u in c.execute(
+            sa.select(links.c.position, links.c.url).where(links.c.campaign_id == campaign_id)
+        )
+    }
+    found: dict[int, list[str]] = defaultdict(list)
+    for start in range(0, len(ids), 900):  # SQLite's limit of bound parameters
+        for delivery_id, detail in c.execute(
+            sa.select(events.c.delivery_id, events.c.detail)
+            .where(events.c.delivery_id.in_(ids[start : start + 900]), events.c.kind == "click")
+            .order_by(events.c.id)
+        ):
+            position = (detail or {}).get("link")
+            url = urls.get(int(position)) if isinstance(position, int) else None
+            found[int(delivery_id)].append(url or f"link {position}")
+    return found
