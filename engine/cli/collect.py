@@ -316,7 +316,7 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
             summary = await engine.run_until_idle(settle=settle)
             _print_run(a, summary)
         else:
-            from engine.sending.dispatcher import describe_accounts
+            from engine.sending.status import describe_accounts
 
             a.console.print(
                 f"disparo running: {len(config.sources)} source(s), "

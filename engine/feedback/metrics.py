@@ -58,8 +58,9 @@ class _StoreCollector(Collector):
             queue.add_metric([account], state.queued)
             flight.add_metric([account], state.in_flight)
             paused.add_metric([account], 1.0 if state.paused else 0.0)
-            bounce.add_metric([account], state.bounce_rate)
-            complaint.add_metric([account], state.complaint_rate)
+            # Prometheus ratios (0–1): the guard's percentages over 100
+            bounce.add_metric([account], state.rates.bounce_rate / 100)
+            complaint.add_metric([account], state.rates.complaint_rate / 100)
         campaigns = GaugeMetricFamily("disparo_campaigns", "Campaigns by status", labels=["status"])
         for status, n in sorted(snapshot.campaigns.items()):
             campaigns.add_metric([status], n)

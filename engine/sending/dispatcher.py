@@ -18,7 +18,6 @@ import random
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -617,11 +616,3 @@ class AccountSender:
                 **base,
             )
         return Outcome(kind="retry", error=result.reason, next_attempt_at=at, **base)
-
-
-def describe_accounts(config: Config, plugins: Plugins, clock: Clock) -> Iterable[str]:
-    """One line per account: where it sends (for logs at start)."""
-    for name, settings in config.accounts.items():
-        cls = plugins.channels()[settings.channel]
-        channel: Channel = cls(settings, ChannelContext(config, clock))
-        yield f"{name}: {channel.describe()}, {settings.rate:g}/s"

@@ -5,12 +5,16 @@ computed once here for ``disparo campaign show``, ``disparo accounts``, the term
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from engine.campaign import Campaign
+from engine.clock import Clock
 from engine.config import Config
+from engine.plugins import Plugins
 from engine.rates import Limits, Rates
 from engine.schedule import DEFAULT_RATE, Schedule, live
+from engine.sending.channel import Channel, ChannelContext
 from engine.store import Store
 from engine.store.accounts import AccountState
 
@@ -44,3 +48,11 @@ def account_rates(config: Config, state: AccountState) -> Rates:
     limits (the defaults when it is no longer configured)."""
     settings = config.accounts.get(state.name)
     return state.rates(settings.limits if settings is not None else Limits())
+
+
+def describe_accounts(config: Config, plugins: Plugins, clock: Clock) -> Iterable[str]:
+    """One line per account: where it sends (for logs at start)."""
+    for name, settings in config.accounts.items():
+        cls = plugins.channels()[settings.channel]
+        channel: Channel = cls(settings, ChannelContext(config, clock))
+        yield f"{name}: {channel.describe()}, {settings.rate:g}/s"

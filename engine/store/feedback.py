@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.addresses import address_kind, normalise_email, normalise_phone, suppression_key
 from engine.campaign import SETTLED_COUNTERS
+from engine.rates import Rates
 from engine.store.base import Queries
 from engine.store.schema import (
     accounts,
@@ -171,8 +172,8 @@ class AccountGauge:
     queued: int = 0
     in_flight: int = 0
     paused: bool = False
-    bounce_rate: float = 0.0
-    complaint_rate: float = 0.0
+    #: the counts of the guard's last check (D14)
+    rates: Rates = field(default_factory=lambda: Rates(0, 0, 0))
 
 
 @dataclass(frozen=True)
@@ -319,8 +320,7 @@ class Feedback(Queries):
                 queued=queued.get(str(name), 0),
                 in_flight=flying.get(str(name), 0),
                 paused=state == "paused",
-                bounce_rate=bounces / sent if sent else 0.0,
-                complaint_rate=complaints / sent if sent else 0.0,
+                rates=Rates(int(sent or 0), int(bounces or 0), int(complaints or 0)),
             )
         for name, n in queued.items():
             found.setdefault(name, AccountGauge(queued=n, in_flight=flying.get(name, 0)))
