@@ -30,7 +30,7 @@ from engine import hookimpl
 from engine.addresses import Checked, normalise_email
 from engine.campaign import Campaign
 from engine.config import AccountSettings, Key
-from engine.sending.channel import (
+from engine.plugins.channel import (
     CampaignProblem,
     Channel,
     ChannelContext,
@@ -40,7 +40,7 @@ from engine.sending.channel import (
     SendResult,
     Sent,
 )
-from engine.sending.render import (
+from engine.render import (
     LINK_VARIABLE,
     OPEN_VARIABLE,
     compile_html,
@@ -491,9 +491,11 @@ class EmailChannel(Channel):
         except aiosmtplib.SMTPRecipientRefused as exc:
             return _refused(exc.code, exc.message)
         except aiosmtplib.SMTPSenderRefused as exc:
-            return Retry(f"the relay refused the sender ({exc.code} {exc.message})", 60)
+            return Retry(
+                f"the relay refused the sender ({exc.code} {exc.message})", 60, scope="account"
+            )
         except aiosmtplib.SMTPServerDisconnected as exc:
-            return Retry(f"the relay closed the connection: {exc}")
+            return Retry(f"the relay closed the connection: {exc}", scope="account")
         except aiosmtplib.SMTPResponseException as exc:
             if 400 <= exc.code < 500:
                 return Retry(f"{exc.code} {exc.message}")
@@ -501,7 +503,7 @@ class EmailChannel(Channel):
         except aiosmtplib.SMTPNotSupported as exc:
             return Failed(f"cannot send to {checked.value}: {exc}")
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            return Retry(f"connection to the relay failed: {exc}")
+            return Retry(f"connection to the relay failed: {exc}", scope="account")
         except ValueError as exc:
             return Failed(f"the address cannot be used in SMTP: {exc}")
         return Sent(message_id=message_id)

@@ -27,7 +27,7 @@ from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
 from engine.campaign import Campaign
 from engine.config import AccountSettings, Key
-from engine.sending.channel import (
+from engine.plugins.channel import (
     CampaignProblem,
     Channel,
     ChannelContext,
@@ -37,7 +37,7 @@ from engine.sending.channel import (
     SendResult,
     Sent,
 )
-from engine.sending.render import compile_text, trial_render
+from engine.render import compile_text, trial_render
 
 if TYPE_CHECKING:
     # the twilio library is imported when a live account opens (channels._twilio_http):
@@ -187,7 +187,7 @@ class TwilioChannel(Channel):
         except TwilioRestException as exc:
             return self._error(exc)
         except TRANSPORT_ERRORS as exc:
-            return Retry(f"Twilio could not be reached: {exc}")
+            return Retry(f"Twilio could not be reached: {exc}", scope="account")
         return Sent(provider_id=message.sid)
 
     def _error(self, exc: TwilioRestException) -> SendResult:
@@ -200,13 +200,13 @@ class TwilioChannel(Channel):
                 raw = response.headers.get("Retry-After")
                 if raw and str(raw).strip().isdigit():
                     after = float(raw)
-            return Retry(what, after)
+            return Retry(what, after, scope="account")  # throttled or down: the account waits
         if code == 21610:
             return Failed(f"the recipient opted out (STOP): {what}", suppress="stop")
         if code in INVALID_NUMBER:
             return Failed(f"{INVALID_NUMBER[code]}: {what}", bounce=True)
         if status in (401, 403):
-            return Retry(f"Twilio refused the account's credentials: {what}", 300)
+            return Retry(f"Twilio refused the account's credentials: {what}", 300, scope="account")
         return Failed(what)
 
 

@@ -30,7 +30,7 @@ from channels.twilio import (
 from engine.campaign import Campaign, Content
 from engine.clock import TestClock
 from engine.config import Config
-from engine.sending.channel import (
+from engine.plugins.channel import (
     CampaignProblem,
     ChannelContext,
     DeliveryInfo,
@@ -38,7 +38,7 @@ from engine.sending.channel import (
     Retry,
     Sent,
 )
-from engine.sending.render import variables
+from engine.render import variables
 from engine.tokens import Signer
 from tests.helpers import load, write_config
 from tests.peers.smtp import SmtpServer, start_smtp_server
@@ -486,7 +486,7 @@ async def test_sms_through_the_twilio_client(
     }
     assert isinstance(from_row, Sent)
     assert twilio.requests[1].form["Body"] == "Texto da linha"  # the row's own text (N28)
-    assert limited == Retry(limited.reason, 37.0) and "429" in limited.reason
+    assert limited == Retry(limited.reason, 37.0, scope="account") and "429" in limited.reason
     assert isinstance(down, Retry) and down.retry_after is None
     assert isinstance(stopped, Failed) and stopped.suppress == "stop"
     assert isinstance(invalid, Failed) and invalid.bounce

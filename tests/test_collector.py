@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from engine.clock import TestClock
 from engine.config import Config
 from engine.intake.collector import Collector, PollSummary
-from engine.intake.sources import CATEGORIES, SourceError
+from engine.plugins.source import CATEGORIES, SourceError
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import collector, load, name, write_config

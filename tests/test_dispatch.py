@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from engine.actions import apply_pending
 from engine.clock import TestClock
 from engine.plugins import reset_plugins
+from engine.plugins.channel import Failed, Retry
 from engine.schedule import released_count
-from engine.sending.channel import Failed, Retry
 from engine.sending.dispatcher import Dispatcher, retry_delay
 from engine.store import Store
 from engine.store import schema as t
@@ -170,6 +170,29 @@ async def test_d13_retry_after_is_honoured(world: World) -> None:
     await world.run(900, step=10)
     first, second = (s.at for s in world.sends(cid))
     assert second - first >= timedelta(seconds=600)
+
+
+async def test_a_retry_of_one_delivery_does_not_hold_the_account(world: World) -> None:
+    first, second = phones(2)
+    Scripted.script[first] = [Retry("452 mailbox busy", retry_after=600)]
+    cid = world.import_("smslong", [first, second]).campaign_id
+    await world.run(30, step=1)
+    sent = {s.address: s.at for s in world.sends(cid)}
+    assert second in sent and sent[second] - world.clock.now() < timedelta(seconds=30)
+
+
+async def test_a_retry_of_the_account_holds_every_send_of_it(world: World) -> None:
+    numbers = phones(30)
+    Scripted.script[numbers[0]] = [Retry("429 slow down", retry_after=600, scope="account")]
+    cid = world.import_("smslong", numbers).campaign_id
+    start = world.clock.now()
+    await world.run(900, step=10)
+    sends = world.sends(cid)
+    assert len(sends) == 31  # every recipient, and the first one twice
+    # only what had started when the provider answered went out (at most a burst of the
+    # bucket, 10/s); the rest waited out the account's hold-off
+    early = [s for s in sends if s.at - start < timedelta(seconds=600)]
+    assert numbers[0] in {s.address for s in early} and len(early) <= 10
 
 
 async def test_d13_gives_up_after_48_hours(world: World) -> None:

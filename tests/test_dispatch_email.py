@@ -15,9 +15,9 @@ import tomli_w
 
 from engine.clock import TestClock, local_today
 from engine.config import load_config
-from engine.intake.formats import FormatContext
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import load_plugins
+from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store

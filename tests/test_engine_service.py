@@ -12,9 +12,9 @@ import tomli_w
 
 from engine.clock import RealClock, local_today
 from engine.config import load_config
-from engine.intake.formats import FormatContext
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import load_plugins
+from engine.plugins.format import FormatContext
 from engine.service import Engine
 from engine.store import Store
 from tests.peers.smtp import start_smtp_server

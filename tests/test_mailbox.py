@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from engine.clock import TestClock, local_today
 from engine.config import Config, MailboxSettings, load_config
 from engine.feedback.mailbox import UNPARSED, MailboxError, MailboxPoller, check_mailbox, decode
-from engine.intake.formats import FormatContext
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
+from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.service import signer_for

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 
 from engine.clock import TestClock, local_today
 from engine.config import Config
-from engine.intake.formats import FormatContext
 from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import load_plugins
+from engine.plugins.format import FormatContext
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import load, name, write_config

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from engine.config import ConfigError, SourceSettings
-from engine.intake.sources import Source, SourceError, unsafe_reason
 from engine.plugins import load_plugins
+from engine.plugins.source import Source, SourceError, unsafe_reason
 from tests.helpers import load, write_config
 from tests.peers.ftp import FtpServer, start_ftp_server
 from tests.peers.sftp import SftpServer, start_sftp_server

@@ -28,9 +28,9 @@ from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
 from engine.events import DeliveryEvent
 from engine.feedback.tracking import Tracking, keyword
-from engine.intake.formats import FormatContext
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
+from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store

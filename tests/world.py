@@ -22,10 +22,10 @@ from engine.addresses import Checked, normalise_phone
 from engine.campaign import Campaign
 from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
-from engine.intake.formats import FormatContext
 from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import Plugins, load_plugins
-from engine.sending.channel import Channel, DeliveryInfo, SendResult, Sent
+from engine.plugins.channel import Channel, DeliveryInfo, SendResult, Sent
+from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.store import schema as t

@@ -26,9 +26,9 @@ import tomli_w
 from engine.actions import submit_and_apply
 from engine.clock import TestClock
 from engine.config import Config, load_config
-from engine.intake.formats import FormatContext
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
+from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.store import Store

@@ -18,8 +18,8 @@ from rich.text import Text
 
 from engine.cli.context import AppContext, app, fail
 from engine.clock import local_today
-from engine.intake.formats import Format, FormatContext
-from engine.intake.sources import Source, SourceError
+from engine.plugins.format import Format, FormatContext
+from engine.plugins.source import Source, SourceError
 
 if TYPE_CHECKING:
     # the importer (and the store under it) is imported by `disparo import`, so building the

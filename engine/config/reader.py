@@ -176,7 +176,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         values = reader.table(where, raw, keys)
         if channel_cls is None:
             continue
-        rate = float(values.get("rate", 10.0))
+        rate = float(values.get("rate") or channel_cls.default_rate)
         burst = values.get("burst") or max(1, round(rate))
         common = set(ACCOUNT_KEYS)
         accounts[name] = AccountSettings(

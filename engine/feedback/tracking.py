@@ -48,7 +48,7 @@ from engine.config import Config
 from engine.events import DeliveryEvent
 from engine.feedback.metrics import CONTENT_TYPE, Metrics
 from engine.plugins import Plugins
-from engine.sending.render import StrictSandbox
+from engine.render import StrictSandbox
 from engine.store import Store
 from engine.store.feedback import Applied, Signal
 from engine.tokens import Signer
@@ -344,7 +344,7 @@ class Tracking:
 
     async def _personal(self, template: str, delivery_id: int) -> str | None:
         """A link made per recipient, rendered with their values (each URL-encoded)."""
-        from engine.sending.render import variables
+        from engine.render import variables
 
         found = await self.store.run(self.store.feedback.recipient, delivery_id)
         if found is None:

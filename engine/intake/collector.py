@@ -23,11 +23,11 @@ from typing import BinaryIO
 
 from engine.clock import Clock, local_today
 from engine.config import Config, SourceSettings
-from engine.intake.formats import Format, FormatContext, Verdict
 from engine.intake.importer import ImportReport, import_file
 from engine.intake.reports import error_report, report_stem
-from engine.intake.sources import RemoteFile, Source, SourceError, join, unsafe_reason
 from engine.plugins import Plugins
+from engine.plugins.format import Format, FormatContext, Verdict
+from engine.plugins.source import RemoteFile, Source, SourceError, join, unsafe_reason
 from engine.problems import Catalogue, Problem
 from engine.store import Store
 

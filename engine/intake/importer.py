@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from engine.intake.formats import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
 from engine.intake.reports import RejectedRows
+from engine.plugins.format import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
 from engine.problems import Catalogue, Problem
 from engine.store import Store
 from engine.store.imports import (

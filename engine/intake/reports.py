@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from engine.csvsafe import SafeWriter
-from engine.intake.formats import RejectedRow
+from engine.plugins.format import RejectedRow
 from engine.problems import Problem
 
 

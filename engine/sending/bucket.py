@@ -31,12 +31,28 @@ class TokenBucket:
             return 0.0
         return max((1 - self.tokens) / self.rate, 1e-6)
 
+    def wait_time(self) -> float:
+        """Seconds until a token is there (0 when one is), taking none."""
+        self._refill()
+        return 0.0 if self.tokens >= 1 - 1e-9 else (1 - self.tokens) / self.rate
+
     async def take(self) -> None:
         """Wait (on the clock) until a token is there, and take it."""
         while True:
             wait = self.try_take()
             if wait == 0:
                 return
+            await self.clock.sleep(wait)
+
+    async def take_within(self, limit: float) -> bool:
+        """Take a token, waiting for it while the wait is at most ``limit`` seconds; False
+        (nothing taken) as soon as the next token is further away (a hold-off began)."""
+        while True:
+            wait = self.try_take()
+            if wait == 0:
+                return True
+            if wait > limit:
+                return False
             await self.clock.sleep(wait)
 
     def hold_off(self, seconds: float) -> None:

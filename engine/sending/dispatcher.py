@@ -29,10 +29,7 @@ from engine.config import AccountSettings, Config
 from engine.events import CampaignEvent, DeliveryEvent
 from engine.feedback.metrics import Metrics
 from engine.plugins import Plugins
-from engine.schedule import released_count
-from engine.sending.accounts import resolve_account
-from engine.sending.bucket import TokenBucket
-from engine.sending.channel import (
+from engine.plugins.channel import (
     CampaignProblem,
     Channel,
     ChannelContext,
@@ -42,7 +39,10 @@ from engine.sending.channel import (
     SendResult,
     Sent,
 )
-from engine.sending.render import variables
+from engine.render import variables
+from engine.schedule import released_count
+from engine.sending.accounts import resolve_account
+from engine.sending.bucket import TokenBucket
 from engine.store import Store
 from engine.store.claims import Claimed, Outcome
 from engine.tokens import Signer
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 #: an unpaced campaign yields to a higher-priority one every this many messages (D11)
 SOFT_BATCH = 1000
 FIRST_RETRY = timedelta(minutes=1)
+#: an account whose next token is further away than this is holding off (a provider's
+#: Retry-After): its sender gives its claims back and waits instead of sitting on them
+HELD = 5.0
 MAX_RETRY = timedelta(hours=1)
 GIVE_UP = timedelta(hours=48)
 
@@ -374,6 +377,12 @@ class AccountSender:
                     self.idle.set()
                     await self.d.clock.sleep(5)
                     continue
+                held = self.bucket.wait_time()
+                if held > HELD:  # a provider asked the account to wait (Retry, scope account)
+                    self.idle.set()
+                    await wait_event(self.d.clock, self.wake, held)
+                    self.wake.clear()
+                    continue
                 campaign = await self._pick()
                 if campaign is None:
                     self.idle.set()
@@ -525,7 +534,7 @@ class AccountSender:
                 delivery = DeliveryInfo(
                     id=x.id,
                     campaign_id=c.id,
-                    address=x.address,
+                    address=address,
                     variables=variables(
                         name=x.name,
                         email=x.email,
@@ -568,7 +577,11 @@ class AccountSender:
                 )
                 continue
             await slots.acquire()
-            await self.bucket.take()
+            if not await self.bucket.take_within(HELD):
+                # the account holds off (a provider's Retry-After): give the claims back
+                slots.release()
+                outcomes[i] = Outcome(kind="release", **base(x, None))
+                continue
             now = d.clock.now()
             state = d.campaigns.get(c.id)
             if c.deadline is not None and now >= c.deadline:  # D8: never at or after it
@@ -600,8 +613,8 @@ class AccountSender:
             return Outcome(kind="failed", error=result.reason, suppress=result.suppress, **base)
         assert isinstance(result, Retry)
         now = d.clock.now()
-        if result.retry_after:
-            self.bucket.hold_off(min(result.retry_after, 3600))
+        if result.scope == "account":  # the provider, not this recipient: the account waits
+            self.bucket.hold_off(min(result.retry_after or FIRST_RETRY.total_seconds(), 3600))
         delay = retry_delay(x.attempts + 1, d.rng)
         if result.retry_after:
             delay = max(delay, timedelta(seconds=result.retry_after))

@@ -12,9 +12,9 @@ from engine.campaign import Campaign
 from engine.clock import Clock
 from engine.config import Config
 from engine.plugins import Plugins
+from engine.plugins.channel import Channel, ChannelContext
 from engine.rates import Limits, Rates
 from engine.schedule import DEFAULT_RATE, Schedule, live
-from engine.sending.channel import Channel, ChannelContext
 from engine.store import Store
 from engine.store.accounts import AccountState
 

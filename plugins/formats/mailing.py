@@ -29,7 +29,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.campaign import Campaign, Content
-from engine.intake.formats import (
+from engine.mailing_names import PHONE_CHANNELS, NameCheck, check_name
+from engine.plugins.format import (
     ContactRow,
     FileRejected,
     Format,
@@ -38,10 +39,9 @@ from engine.intake.formats import (
     RejectedRow,
     Verdict,
 )
-from engine.mailing_names import PHONE_CHANNELS, NameCheck, check_name
 from engine.problems import Catalogue, Problem
+from engine.render import compile_html, compile_text, trial_render
 from engine.sending.accounts import resolve_account
-from engine.sending.render import compile_html, compile_text, trial_render
 
 MAX_LINE = 1 << 20  # characters; a longer line is refused, not read
 PARALLEL_BYTES = 4 << 20  # files with hygiene above this size use worker processes

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, ClassVar
 from engine import hookimpl
 from engine.config import Key, SourceSettings
 from engine.hosts import Target, check_host_value, check_literal, resolve
-from engine.intake.sources import (
+from engine.plugins.source import (
     RemoteFile,
     Source,
     SourceError,

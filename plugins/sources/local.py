@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from engine import hookimpl
 from engine.config import Key, SourceSettings
-from engine.intake.sources import RemoteFile, Source, SourceError, unsafe_reason
+from engine.plugins.source import RemoteFile, Source, SourceError, unsafe_reason
 
 
 class LocalSource(Source):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from engine import hookimpl
 from engine.config import Key, SourceSettings
 from engine.hosts import check_host_value, check_literal, connect, resolve
-from engine.intake.sources import (
+from engine.plugins.source import (
     RemoteFile,
     Source,
     SourceError,

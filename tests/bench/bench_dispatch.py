@@ -313,8 +313,8 @@ async def _twilio_rates(
     from engine.campaign import Campaign, Content
     from engine.clock import RealClock
     from engine.config import load_config
-    from engine.sending.channel import ChannelContext, DeliveryInfo
-    from engine.sending.render import variables
+    from engine.plugins.channel import ChannelContext, DeliveryInfo
+    from engine.render import variables
 
     os.environ["TWILIO_TOKEN"] = token
     config_path = root / "twilio.toml"

@@ -115,7 +115,7 @@ IMPORT = textwrap.dedent(
     from pathlib import Path
     from engine.clock import RealClock, local_today
     from engine.config import load_config
-    from engine.intake.formats import FormatContext
+    from engine.plugins.format import FormatContext
     from engine.intake.importer import file_digest, import_file
     from engine.plugins import load_plugins
     from engine.store import Store
