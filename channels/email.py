@@ -240,6 +240,9 @@ class EmailChannel(Channel):
 
     name = "email"
     address_kind = "email"
+    file_word = "email"
+    #: a relay's usual limit for one authenticated sender; raise it with the relay's own
+    default_rate = 10.0
     default_concurrency = 8
     config_keys: ClassVar[dict[str, Key]] = {
         "from_address": Key("str", help="The sender address (From)."),
@@ -519,3 +522,10 @@ def _refused(code: int, message: str) -> SendResult:
 @hookimpl
 def register_channels(register: Any) -> None:
     register(EmailChannel)
+
+
+@hookimpl
+def register_webhooks(register: Any) -> None:
+    from channels._ses import SesWebhooks
+
+    register(SesWebhooks)

@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -71,6 +72,9 @@ class PreparedMessage:
     from_number: str | None = None
 
 
+#: a short code: 3 to 8 digits (Brazilian carriers assign 5-digit ones, such as 28282)
+SHORT_CODE = re.compile(r"[0-9]{3,8}")
+
 #: the client's keyword arguments → the form fields of Twilio's Messages API
 FORM_NAMES = {
     "to": "To",
@@ -92,7 +96,9 @@ class TwilioChannel(Channel):
     config_keys: ClassVar[dict[str, Key]] = {
         "account_sid": Key("str", None),
         "auth_token": Key("secret", None),
-        "from_number": Key("str", None, help="The sending number (E.164)."),
+        "from_number": Key(
+            "str", None, help="The sending number: E.164 (+5511…), or a short code on sms-short."
+        ),
         "messaging_service_sid": Key("str", None),
         "api_base_url": Key("str", None, help="A Twilio-compatible API; default Twilio's."),
         "outbox": Key("path", None, help="Sandbox: the JSON-lines file messages go to."),
@@ -109,9 +115,22 @@ class TwilioChannel(Channel):
             if o.get("auth_token") is None:
                 found.append(("auth_token", "missing: `auth_token_env` or `auth_token_file`"))
         number = o.get("from_number")
-        if number and not normalise_phone(str(number)).ok:
-            found.append(("from_number", f"`{number}` is not a valid phone number (E.164)"))
+        problem = cls.sender_problem(str(number)) if number else None
+        if problem:
+            found.append(("from_number", problem))
         return found
+
+    @classmethod
+    def sender_problem(cls, number: str) -> str | None:
+        """Why ``from_number`` cannot send on this channel, or None: a number in E.164."""
+        if SHORT_CODE.fullmatch(number.strip()):
+            return (
+                f'`{number}` is a short code: a short code sends on `channel = "sms-short"`; '
+                "this channel sends from a phone number in E.164 (+5511…)"
+            )
+        if not normalise_phone(number).ok:
+            return f"`{number}` is not a valid phone number (E.164, such as +5511999990000)"
+        return None
 
     def __init__(self, account: AccountSettings, context: ChannelContext) -> None:
         super().__init__(account, context)
@@ -257,13 +276,34 @@ class SmsChannel(TwilioChannel):
 
 class SmsLongChannel(SmsChannel):
     name = "sms-long"
+    file_word = "smslong"
+    #: a long code (an ordinary number): carriers filter numbers that send much faster
+    default_rate = 10.0
 
 
 class SmsShortChannel(SmsChannel):
+    """SMS from a short code (``from_number = "28282"``) or a Messaging Service."""
+
     name = "sms-short"
+    file_word = "smsshort"
+    #: a short code is provisioned for throughput (Twilio: 100 messages a second)
+    default_rate = 100.0
+
+    @classmethod
+    def sender_problem(cls, number: str) -> str | None:
+        """A short code: 3 to 8 digits, as the carriers assign them."""
+        if SHORT_CODE.fullmatch(number.strip()):
+            return None
+        return (
+            f"`{number}` is not a short code (3 to 8 digits, such as 28282): a phone number "
+            'sends on `channel = "sms-long"`'
+        )
 
 
 class WhatsAppChannel(TwilioChannel):
+    #: a WhatsApp Business sender (Twilio: up to 80 messages a second)
+    default_rate = 80.0
+
     """WhatsApp through an approved template (N16)."""
 
     whatsapp = True
@@ -313,6 +353,7 @@ class WhatsAppExclusiveChannel(WhatsAppChannel):
     """From the campaign's exclusive number (``_nw``, N15)."""
 
     name = "whatsapp-exclusive"
+    file_word = "whatsappexclusivo"
 
     def _sender(self, campaign: Campaign) -> str | None:
         if not campaign.content.whatsapp_number:
@@ -324,6 +365,7 @@ class WhatsAppSharedChannel(WhatsAppChannel):
     """From the account's shared pool: a recipient always hears from the same number."""
 
     name = "whatsapp-shared"
+    file_word = "whatsappcompartilhado"
     config_keys: ClassVar[dict[str, Key]] = {
         **TwilioChannel.config_keys,
         "from_numbers": Key("strings", (), help="The shared pool of sending numbers."),
@@ -345,6 +387,7 @@ class WhatsAppProspectChannel(WhatsAppChannel):
     """From the configured prospect sender (N27)."""
 
     name = "whatsapp-prospect"
+    file_word = "whatsappprospect"
 
 
 @hookimpl
@@ -357,3 +400,10 @@ def register_channels(register: Any) -> None:
         WhatsAppProspectChannel,
     ):
         register(cls)
+
+
+@hookimpl
+def register_webhooks(register: Any) -> None:
+    from channels._twilio_webhooks import TwilioWebhooks
+
+    register(TwilioWebhooks)

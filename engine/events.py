@@ -1,4 +1,5 @@
-"""Event values handed to observer hooks: what happened to a delivery or a campaign."""
+"""Event values: what came back from outside (``Signal``, which the feedback store applies),
+and what observer hooks are told happened to a delivery or a campaign."""
 
 from __future__ import annotations
 
@@ -52,3 +53,28 @@ class CampaignEvent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detail", _frozen(self.detail))
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One thing that came back. ``detail`` by kind:
+
+    - ``click``: ``link`` (the link's position in the campaign);
+    - ``unsubscribe``: ``scope`` (``campaign`` or ``all``), ``via``;
+    - ``status``: ``status`` (Twilio's MessageStatus), ``error_code``, ``hard`` (bool),
+      ``stop`` (bool: the recipient opted out, 21610);
+    - ``bounce``: ``hard`` (bool), ``status`` (e.g. 5.1.1), ``diagnostic``;
+    - ``complaint``: ``feedback_type``;
+    - ``reply``: ``body``, ``to``, ``keyword`` (``stop``, ``start`` or absent).
+
+    ``address`` is needed only for a reply (the sender's number, E.164); for the others it is
+    the delivery's own address.
+    """
+
+    kind: str
+    at: datetime
+    origin: str
+    delivery_id: int | None = None
+    dedupe_key: str | None = None
+    address: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -35,6 +35,21 @@ CHANNEL_WORDS: dict[str, str] = {
     "email": "email",
 }
 CHANNELS: tuple[str, ...] = tuple(CHANNEL_WORDS.values())
+
+
+class ChannelWord(NamedTuple):
+    """A word that selects a channel in a file name (``_smslong``), and the contact address
+    the channel sends to. Channel plugins declare theirs (``Channel.file_word``)."""
+
+    word: str
+    channel: str
+    address_kind: str  # "email" | "phone"
+
+
+#: the built-in channels' words; a channel plugin adds its own (``Plugins.channel_words``)
+BUILTIN_WORDS: dict[str, ChannelWord] = {
+    w: ChannelWord(w, c, "email" if c == "email" else "phone") for w, c in CHANNEL_WORDS.items()
+}
 WORD_OF_CHANNEL: dict[str, str] = {v: k for k, v in CHANNEL_WORDS.items()}
 WHATSAPP_CHANNELS = frozenset({"whatsapp-exclusive", "whatsapp-shared", "whatsapp-prospect"})
 PHONE_CHANNELS = frozenset({"sms-long", "sms-short"}) | WHATSAPP_CHANNELS
@@ -422,10 +437,33 @@ _WHAT = {
 }
 
 
-def _channel_words(channel: str | None) -> tuple[str, str]:
+def _word_of(channel: str, words: Mapping[str, ChannelWord]) -> str:
+    return next((w for w, c in words.items() if c.channel == channel), channel)
+
+
+def _channel_words(channel: str | None, words: Mapping[str, ChannelWord]) -> tuple[str, str]:
     if channel is None:
         return "not set (no channel)", "não informado (sem canal)"
-    return f"`_{WORD_OF_CHANNEL[channel]}`", f"`_{WORD_OF_CHANNEL[channel]}`"
+    word = f"`_{_word_of(channel, words)}`"
+    return word, word
+
+
+_WORD = re.compile(r"[a-z][a-z0-9]{2,29}")
+
+
+def check_channel_word(word: str, channel: str) -> str | None:
+    """Why ``word`` cannot select ``channel`` in file names (N7), or None when it can: it
+    must be 3–30 lower-case letters and digits starting with a letter, not a flag, not the
+    word of another built-in channel, and not read as a parameter (``_q15020``…)."""
+    if not _WORD.fullmatch(word):
+        return "a word is 3–30 lower-case letters and digits, starting with a letter"
+    if word in FLAG_WORDS:
+        return f"`_{word}` is a flag of the grammar"
+    if word in CHANNEL_WORDS and CHANNEL_WORDS[word] != channel:
+        return f"`_{word}` selects the built-in channel `{CHANNEL_WORDS[word]}`"
+    if word not in CHANNEL_WORDS and _strong_parameter(word):
+        return f"`_{word}` reads as a parameter of the grammar"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,6 +548,7 @@ class _Parser:
     seen: dict[str, str] = field(default_factory=dict)  # parameter key -> the piece that set it
     values: dict[str, Any] = field(default_factory=dict)
     channels: list[str] = field(default_factory=list)
+    words: Mapping[str, ChannelWord] = field(default_factory=lambda: BUILTIN_WORDS)
 
     def error(self, key: str, piece: str | None = None, **fields: object) -> None:
         self.errors.append(MESSAGES.make(key, piece, **fields))
@@ -535,8 +574,8 @@ class _Parser:
         if piece == "":
             self.errors.append(MESSAGES.make("unknown-parameter:empty", ""))
             return index + 1
-        if low in CHANNEL_WORDS:
-            channel = CHANNEL_WORDS[low]
+        if low in self.words:
+            channel = self.words[low].channel
             if self.take("channel:" + channel, piece):
                 self.channels.append(channel)
         elif low in FLAG_WORDS:
@@ -642,7 +681,8 @@ class _Parser:
             hint = " (a deadline is `_LE` followed by 10 digits DDMMYYHHMM, e.g. `_LE2211261800`)"
             hint_pt = " (o limite é `_LE` seguido de 10 dígitos DDMMYYHHMM, ex.: `_LE2211261800`)"
         else:
-            close = difflib.get_close_matches(low, [k.lower() for k in KEYWORDS if len(k) > 2])
+            known = [k.lower() for k in (*KEYWORDS, *self.words) if len(k) > 2]
+            close = difflib.get_close_matches(low, known)
             if close:
                 hint = f" (did you mean `_{close[0]}`?)"
                 hint_pt = f" (você quis dizer `_{close[0]}`?)"
@@ -655,6 +695,7 @@ def check_name(
     today: date | None = None,
     now: datetime | None = None,
     default_subject: Callable[[str], str | None] | None = None,
+    words: Mapping[str, ChannelWord] | None = None,
 ) -> NameCheck:
     """Check one file name against N1–N21.
 
@@ -662,7 +703,9 @@ def check_name(
     day (N5: another day gives the warning ``not-today``); ``now`` (naive local time), when
     given, also reports a deadline already past as the warning ``deadline-passed`` (N19 is an
     import-time rejection). ``default_subject(wallet)`` answers the wallet's configured
-    default e-mail subject (N17). Never raises, whatever the input.
+    default e-mail subject (N17). ``words`` are the channel words known (the built-in ones and
+    the channel plugins', ``Plugins.channel_words()``; default: the built-in ones). Never
+    raises, whatever the input.
     """
     shown = name
     name = unicodedata.normalize("NFC", name)
@@ -671,7 +714,7 @@ def check_name(
         problem = MESSAGES.make("not-mailing", None, file=base or shown)
         return NameCheck(shown, "not-mailing", (problem,), (), None, folder, base)
 
-    p = _Parser()
+    p = _Parser(words=words if words is not None else BUILTIN_WORDS)
     if base.lower().endswith(".csv"):
         stem = base[:-4]
     else:
@@ -754,12 +797,13 @@ def _combinations(
 ) -> None:
     """Rules between parameters: N12–N19."""
     seen, values = p.seen, p.values
-    channel_en, channel_pt = _channel_words(channel)
+    channel_en, channel_pt = _channel_words(channel, p.words)
+    kind = next((w.address_kind for w in p.words.values() if w.channel == channel), None)
     if len(p.channels) > 1:
         p.error(
             "conflicting-channels",
             None,
-            channels=", ".join(f"`_{WORD_OF_CHANNEL[c]}`" for c in p.channels),
+            channels=", ".join(f"`_{_word_of(c, p.words)}`" for c in p.channels),
         )
     if "c" not in seen and folder is None:
         p.error("missing-wallet")
@@ -776,7 +820,7 @@ def _combinations(
         p.error("missing-template", None, word=WORD_OF_CHANNEL[channel])
     if "nt" in seen and channel not in WHATSAPP_CHANNELS:
         p.error("template-without-whatsapp", None, channel=channel_en, channel_pt=channel_pt)
-    if channel != "email":
+    if kind != "email":
         for key in ("ce", "te"):
             if key in seen:
                 p.error(
@@ -811,7 +855,13 @@ def _stamp(value: datetime) -> str:
     return value.strftime("%d%m%y%H%M")
 
 
-def render_name(m: MailingName, *, folder: str | None = None, width: int = 3) -> str:
+def render_name(
+    m: MailingName,
+    *,
+    folder: str | None = None,
+    width: int = 3,
+    words: Mapping[str, ChannelWord] | None = None,
+) -> str:
     """The canonical file name for ``m`` (``_nt`` last, N10); ``check_name`` reads it back."""
     parts = [f"mailing_{m.date.strftime('%d%m%y')}_{m.sequence:0{width}d}"]
     if m.wallet is not None:
@@ -821,7 +871,7 @@ def render_name(m: MailingName, *, folder: str | None = None, width: int = 3) ->
     if m.hygiene:
         parts.append("h")
     if m.channel is not None:
-        parts.append(WORD_OF_CHANNEL[m.channel])
+        parts.append(_word_of(m.channel, words if words is not None else BUILTIN_WORDS))
     if m.whatsapp_number is not None:
         parts.append("nw" + m.whatsapp_number.lstrip("+"))
     if m.sender is not None:

@@ -6,11 +6,12 @@ import tomllib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import pytest
 
 from engine import hookimpl
+from engine.addresses import Checked
 from engine.config import (
     Config,
     ConfigError,
@@ -23,21 +24,46 @@ from engine.config import (
     write_starter,
 )
 from engine.plugins import Plugins, load_plugins
+from engine.plugins.channel import Channel, DeliveryInfo, SendResult, Sent
+from engine.plugins.source import RemoteFile, Source
 
 
-class FolderKind:
+class FolderKind(Source):
     """A throwaway source kind with its own keys."""
 
     name = "folder"
+    writable = False
     config_keys: ClassVar[dict[str, Key]] = {
         "path": Key("path"),
         "password": Key("secret", None),
     }
 
+    def describe(self) -> str:
+        return "folder"
 
-class FakeChannel:
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def list_files(self) -> list[RemoteFile]:
+        return []
+
+    def download(self, path: str, dest: BinaryIO) -> int:
+        return 0
+
+
+class FakeChannel(Channel):
     name = "fake"
+    address_kind = "email"
     config_keys: ClassVar[dict[str, Key]] = {"from_address": Key("str")}
+
+    def normalise(self, address: str) -> Checked:
+        return Checked(address, None)
+
+    async def send(self, prepared: Any, delivery: DeliveryInfo) -> SendResult:
+        return Sent()
 
 
 class ThrowawayPlugin:

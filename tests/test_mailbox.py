@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from engine.clock import TestClock, local_today
 from engine.config import Config, MailboxSettings, load_config
+from engine.events import Signal
 from engine.feedback.mailbox import UNPARSED, MailboxError, MailboxPoller, check_mailbox, decode
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
@@ -37,7 +38,7 @@ from engine.sending.guard import Guard
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
-from engine.store.feedback import Applied, Signal
+from engine.store.feedback import Applied
 from engine.tokens import Signer
 from tests.peers.imap import ImapServer, start_imap_server
 from tests.peers.smtp import SmtpServer, start_smtp_server

@@ -4,38 +4,95 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO
 
 import click
 import pytest
+from aiohttp import web
 
 from engine import hookimpl, hookspecs
+from engine.addresses import Checked
 from engine.events import CampaignEvent, DeliveryEvent
+from engine.mailing_names import check_name
 from engine.plugins import PluginError, load_plugins, reset_plugins
+from engine.plugins.channel import Channel, DeliveryInfo, SendResult, Sent
+from engine.plugins.format import FileRejected, Format, ImportSpec, Verdict
+from engine.plugins.publisher import Publication, Publisher
+from engine.plugins.source import RemoteFile, Source
+from engine.plugins.webhook import Route, Webhooks
 
 TESTS = Path(__file__).parent
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
-class EchoFormat:
+class EchoFormat(Format):
     """A throwaway file format."""
 
     name = "echo"
 
+    def inspect(self, path: str, listing: set[str]) -> Verdict:
+        return Verdict("ignore", "not-mailing")
 
-class EchoChannel:
+    def prepare(self, path: str, spool: Path, companions: Mapping[str, Path]) -> ImportSpec:
+        raise FileRejected([])
+
+
+class EchoChannel(Channel):
     name = "echo-channel"
+    address_kind = "phone"
+    file_word = "eco"
+
+    def normalise(self, address: str) -> Checked:
+        return Checked(address, None)
+
+    async def send(self, prepared: Any, delivery: DeliveryInfo) -> SendResult:
+        return Sent()
 
 
-class EchoKind:
+class EchoKind(Source):
     name = "echo-kind"
+    writable = False
+
+    def describe(self) -> str:
+        return "echo"
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def list_files(self) -> list[RemoteFile]:
+        return []
+
+    def download(self, path: str, dest: BinaryIO) -> int:
+        return 0
 
 
-class EchoPublisher:
+class EchoPublisher(Publisher):
     name = "echo-results"
+
+    def due(self, now: datetime) -> Iterable[Publication]:
+        return ()
+
+    def write(self, publication: Publication, out: IO[bytes]) -> None:
+        pass
+
+
+class EchoWebhooks(Webhooks):
+    """Answers ``POST /echo/hook`` with what it was sent, and applies nothing."""
+
+    name = "echo-hooks"
+
+    def routes(self) -> Sequence[Route]:
+        return (Route("POST", "/echo/hook", self.hook),)
+
+    async def hook(self, request: web.Request) -> web.StreamResponse:
+        self.context.count("echo", "ok")
+        return web.Response(text=await request.text())
 
 
 class Throwaway:
@@ -60,6 +117,10 @@ class Throwaway:
     @hookimpl
     def register_publishers(self, register: Any) -> None:
         register(EchoPublisher)
+
+    @hookimpl
+    def register_webhooks(self, register: Any) -> None:
+        register(EchoWebhooks)
 
     @hookimpl
     def register_commands(self, cli: click.Group) -> None:
@@ -95,12 +156,14 @@ def test_registries_see_a_throwaway_plugin(throwaway: Throwaway) -> None:
     assert plugins.channels()["echo-channel"] is EchoChannel
     assert plugins.source_kinds()["echo-kind"] is EchoKind
     assert plugins.publishers()["echo-results"] is EchoPublisher
+    assert plugins.webhooks()["echo-hooks"] is EchoWebhooks
     info = next(i for i in plugins.describe() if i.name == "throwaway")
     assert {(r.registry, r.name) for r in info.registered} == {
         ("format", "echo"),
         ("channel", "echo-channel"),
         ("source kind", "echo-kind"),
         ("publisher", "echo-results"),
+        ("webhooks", "echo-hooks"),
     }
     assert "register_formats" in info.hooks and "delivery_event" in info.hooks
 
@@ -154,7 +217,7 @@ def test_duplicate_and_invalid_names_are_refused(throwaway: Throwaway) -> None:
     class Nameless:
         @hookimpl
         def register_channels(self, register: Any) -> None:
-            register(type("Bad", (), {"name": "Has Spaces"}))
+            register(type("Bad", (EchoChannel,), {"name": "Has Spaces"}))
 
     plugins = load_plugins()
     with pytest.raises(PluginError, match="format `echo` is registered by both"):
@@ -162,6 +225,87 @@ def test_duplicate_and_invalid_names_are_refused(throwaway: Throwaway) -> None:
     with pytest.raises(PluginError, match="lower-case `name`"):
         plugins.register(Nameless(), "nameless")
     assert plugins.formats()["echo"] is EchoFormat  # the failed ones left nothing behind
+
+
+def registering(hook: str, cls: object) -> object:
+    """A plugin object whose ``hook`` registers ``cls``."""
+
+    class One:
+        pass
+
+    def impl(self: object, register: Any) -> None:
+        register(cls)
+
+    impl.__name__ = hook
+    setattr(One, hook, hookimpl(impl))
+    return One()
+
+
+@pytest.mark.parametrize(
+    ("hook", "what", "base"),
+    [
+        ("register_channels", "channel", "Channel"),
+        ("register_source_kinds", "source kind", "Source"),
+        ("register_formats", "format", "Format"),
+        ("register_publishers", "publisher", "Publisher"),
+        ("register_webhooks", "webhooks", "Webhooks"),
+    ],
+)
+def test_registration_is_typed(hook: str, what: str, base: str) -> None:
+    plugins = load_plugins()
+    plain = type("Plain", (), {"name": "plain"})
+    with pytest.raises(PluginError, match=f"a {what} must be a subclass of .*{base}"):
+        plugins.register(registering(hook, plain), "plain")
+    assert "plain" not in plugins.pm.list_name_plugin()
+
+
+def test_an_unfinished_class_is_refused_at_load() -> None:
+    class Half(Channel):
+        name = "half"
+        address_kind = "phone"
+
+    with pytest.raises(PluginError, match="does not implement normalise, send"):
+        load_plugins().register(registering("register_channels", Half), "half")
+
+
+def test_a_writable_source_kind_must_implement_moves_and_uploads() -> None:
+    class Leaky(EchoKind):
+        name = "leaky"
+        writable = True
+
+    with pytest.raises(PluginError, match="writable but does not implement move, upload, exists"):
+        load_plugins().register(registering("register_source_kinds", Leaky), "leaky")
+
+
+@pytest.mark.parametrize(
+    ("word", "why"),
+    [
+        ("smslong", "selects the built-in channel `sms-long`"),
+        ("h", "a word is 3–30"),
+        ("limpartag", "is a flag of the grammar"),
+        ("q15020", "reads as a parameter"),
+        ("Tele", "a word is 3–30"),
+        ("eco", "already uses it"),
+    ],
+)
+def test_a_channel_word_must_be_free(throwaway: Throwaway, word: str, why: str) -> None:
+    taken = type("Taken", (EchoChannel,), {"name": "taken", "file_word": word})
+    with pytest.raises(PluginError, match=f"the file-name word `_{word}`: .*{why}") as refused:
+        load_plugins().register(registering("register_channels", taken), "taken")
+    assert "choose another `file_word`" in str(refused.value)
+
+
+def test_a_plugin_channel_word_selects_it_in_file_names(throwaway: Throwaway) -> None:
+    words = load_plugins().channel_words()
+    assert words["eco"].channel == "echo-channel" and words["smslong"].channel == "sms-long"
+    check = check_name("BRAD/mailing_231126_001_eco_q15020.csv", words=words)
+    assert check.ok and check.mailing is not None
+    assert check.mailing.channel == "echo-channel"
+    # an e-mail parameter on a phone channel is still refused (N17)
+    assert not check_name("BRAD/mailing_231126_001_eco_teOla.csv", words=words).ok
+    # without the plugin's words the piece is unknown (N7)
+    plain = check_name("BRAD/mailing_231126_001_eco.csv")
+    assert [e.code for e in plain.errors] == ["unknown-parameter"]
 
 
 def test_misspelled_hook_fails_at_start() -> None:

@@ -1,4 +1,4 @@
-"""SNS message verification and SES notification parsing (engine.feedback.sns)."""
+"""SNS message verification and SES notification parsing (channels._sns)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.feedback.sns import (
+from channels._sns import (
     CERT_CACHE_SIZE,
     MAX_CERT_BYTES,
     SesEvent,

@@ -10,7 +10,7 @@ import email
 import email.policy
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,16 +26,16 @@ from engine import hookimpl
 from engine.addresses import normalise_phone
 from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
-from engine.events import DeliveryEvent
-from engine.feedback.tracking import Tracking, keyword
+from engine.events import DeliveryEvent, Signal
+from engine.feedback.tracking import Tracking
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
 from engine.plugins.format import FormatContext
+from engine.plugins.webhook import Route, keyword
 from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
-from engine.store.feedback import Signal
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.peers.twilio import FakeResponse, TwilioFake, start_twilio_fake
 
@@ -563,13 +563,19 @@ async def test_ses_notifications_through_sns(sent: Sent) -> None:
     signature or a topic not configured gets 403 and changes nothing."""
     from dataclasses import replace
 
+    from channels._ses import SesWebhooks
     from tests.test_sns import TOPIC, FakeFetch, body, notification, sign, signer, stranger
 
     settings = sent.config.tracking
     assert settings is not None
     config = replace(sent.config, tracking=replace(settings, ses_topics=(TOPIC,)))
     fetch = FakeFetch({sign(notification())["SigningCertURL"]: signer().pem})
-    tracking = Tracking(sent.store, config, sent.clock, plugins=sent.plugins, sns_fetch=fetch)
+
+    class Ses(SesWebhooks):  # certificates come from the test's fetcher, not from AWS
+        pass
+
+    Ses.fetch = fetch
+    tracking = Tracking(sent.store, config, sent.clock, plugins=sent.plugins, webhooks=[Ses])
     bound = await tracking.start("127.0.0.1:0")
     try:
         now = datetime.now(UTC)
@@ -652,3 +658,30 @@ async def test_closing_the_writer_never_drops_a_batch_being_gathered(
     assert first.done() and second.done()
     assert first.result().unknown and second.result().unknown
     assert writer.applied == 2
+
+
+async def test_plugin_webhooks_are_mounted_and_may_not_take_the_endpoints_paths(
+    sent: Sent,
+) -> None:
+    """A plugin's routes answer on the endpoint (its own handler, its own metrics label);
+    a route on one of the endpoint's own paths, or one another plugin has, is refused."""
+    from engine.plugins import PluginError
+    from tests.test_plugins import EchoWebhooks
+
+    tracking = Tracking(sent.store, sent.config, sent.clock, webhooks=[EchoWebhooks])
+    bound = await tracking.start("127.0.0.1:0")
+    try:
+        async with sent.http.post(f"http://{bound}/echo/hook", data=b"hello") as r:
+            assert r.status == 200 and await r.text() == "hello"
+    finally:
+        await tracking.stop()
+
+    class Thief(EchoWebhooks):
+        name = "thief"
+
+        def routes(self) -> Sequence[Route]:
+            return (Route("GET", "/metrics", self.hook),)
+
+    for taken in ([Thief], [EchoWebhooks, EchoWebhooks]):
+        with pytest.raises(PluginError, match="cannot mount"):
+            Tracking(sent.store, sent.config, sent.clock, webhooks=taken)

@@ -26,13 +26,13 @@ import tomli_w
 from engine.actions import submit_and_apply
 from engine.clock import TestClock
 from engine.config import Config, load_config
+from engine.events import Signal
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
 from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.store import Store
-from engine.store.feedback import Signal
 
 #: 09:00 in São Paulo, the day the demo's files are dated
 DEMO_START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -127,7 +127,16 @@ def import_command(
     failed = False
     for file in files:
         name = file.as_posix() if not file.is_absolute() else file.name
-        fmt: Format = fmt_cls(FormatContext(config, "import", today, a.clock.now(), wallet=wallet))
+        fmt: Format = fmt_cls(
+            FormatContext(
+                config,
+                "import",
+                today,
+                a.clock.now(),
+                wallet=wallet,
+                words=a.plugins.channel_words(),
+            )
+        )
         siblings = {p.name for p in file.parent.iterdir() if p.is_file()}
         listing = {f"{name.rsplit('/', 1)[0]}/{s}" if "/" in name else s for s in siblings}
         verdict = fmt.inspect(name, listing)

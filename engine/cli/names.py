@@ -48,7 +48,14 @@ def _checks(a: AppContext, names: tuple[str, ...], today: date | None) -> list[N
         # a chosen processing day: a deadline before that day has surely passed
         now = datetime.combine(today, datetime.min.time())
     return [
-        check_name(n, today=today, now=now, default_subject=config.default_subject) for n in names
+        check_name(
+            n,
+            today=today,
+            now=now,
+            default_subject=config.default_subject,
+            words=a.plugins.channel_words(),
+        )
+        for n in names
     ]
 
 
@@ -182,7 +189,12 @@ def plan_command(
     config = a.config
     tz = config.tz
     now = _parse_local(now_text, tz) or local_now(a.clock, tz)
-    check = check_name(name, today=now.date(), default_subject=config.default_subject)
+    check = check_name(
+        name,
+        today=now.date(),
+        default_subject=config.default_subject,
+        words=a.plugins.channel_words(),
+    )
     if not check.ok or check.mailing is None:
         lines = "\n".join(f"  {p.code}: {p.message}" for p in check.errors)
         fail(f"{name} is not a valid mailing name:\n{lines}")

@@ -152,6 +152,13 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             allow_private=values.get("allow_private", False),
             options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
         )
+        host = sources[name].options.get("host")
+        if host is not None:  # the host rules, for every kind that reaches a server (F2, F3)
+            problem = check_host_value(str(host)) or check_literal(
+                str(host).strip(), sources[name].allow_private
+            )
+            if problem:
+                reader.problem(f"{where}.host", problem)
         validate = getattr(kind_cls, "validate_settings", None)
         if validate is not None:
             for key, message in validate(sources[name]):

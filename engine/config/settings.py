@@ -48,9 +48,7 @@ SOURCE_KEYS: dict[str, Key] = {
 
 ACCOUNT_KEYS: dict[str, Key] = {
     "channel": Key("choice", MISSING, "The channel this account sends on."),
-    "rate": Key(
-        "float", None, "Messages per second (default: the channel's own).", minimum=0.001
-    ),
+    "rate": Key("float", None, "Messages per second (default: the channel's own).", minimum=0.001),
     "burst": Key("int", None, minimum=1),
     "sandbox": Key("bool", False, help="Send to the local sink / outbox, never to people."),
     "concurrency": Key("int", None, minimum=1, maximum=256),

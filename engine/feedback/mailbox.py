@@ -43,9 +43,10 @@ from typing import Any
 from engine import hosts
 from engine.clock import Clock, wait_event
 from engine.config import MailboxSettings
+from engine.events import Signal
 from engine.feedback.bounces import Report, parse_report
 from engine.store import Store
-from engine.store.feedback import Applied, Signal
+from engine.store.feedback import Applied
 from engine.tokens import Signer
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,9 @@ this server binds, usually behind an HTTPS reverse proxy):
   campaigns, D19); it changes nothing. ``POST /u/{token}`` with ``scope`` unsubscribes, and
   with ``List-Unsubscribe=One-Click`` (RFC 8058, what mail clients send) unsubscribes from
   all; neither needs cookies;
-- ``POST /twilio/{account}/status`` and ``/twilio/{account}/inbound``: Twilio's status
-  callbacks and incoming messages, each validated with the twilio library's
-  ``RequestValidator`` against the URL as configured (so it works behind a proxy); a retry
-  with the same ``I-Twilio-Idempotency-Token`` is applied once;
-- ``POST /ses``: Amazon SES notifications through SNS, signature verified, topics allowed
-  by ``ses_topics`` only;
+- the routes of the plugins' webhooks (``register_webhooks``): the Twilio channels' status
+  callbacks and incoming messages, Amazon SES notifications for the e-mail channel…, each
+  checking its provider's signature itself;
 - ``GET /healthz`` (the database answers) and ``GET /metrics`` (Prometheus; only to
   clients from ``metrics_from``).
 
@@ -33,24 +30,22 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from twilio.request_validator import RequestValidator
 
 from engine import __version__
-from engine.addresses import normalise_phone
 from engine.clock import Clock
 from engine.config import Config
-from engine.events import DeliveryEvent
+from engine.events import DeliveryEvent, Signal
 from engine.feedback.metrics import CONTENT_TYPE, Metrics
-from engine.plugins import Plugins
+from engine.plugins import PluginError, Plugins, load_plugins
+from engine.plugins.webhook import Webhooks
 from engine.render import StrictSandbox
 from engine.store import Store
-from engine.store.feedback import Applied, Signal
+from engine.store.feedback import Applied
 from engine.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -62,31 +57,11 @@ PIXEL = (
 )
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 
-#: opt-out keywords (D4): Portuguese ones and Twilio's standard ones; a message that is
-#: exactly one of them (any case, surrounding spaces and punctuation) suppresses the number
-STOP_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-    | {"SAIR", "PARAR", "CANCELAR", "DESCADASTRAR"}
-)
-#: Twilio's opt-in keywords: they lift a suppression that a STOP made (and only that)
-START_WORDS = frozenset({"START", "YES", "UNSTOP"})
-
-#: Twilio error codes in a status callback that mean the number itself is bad
-HARD_TWILIO = frozenset({21211, 21614, 30005, 30006, 63003, 63024})
-STOP_TWILIO = 21610
+#: the tracking endpoint's own paths: no plugin route may start with one
+RESERVED = ("/o/", "/c/", "/u/", "/healthz", "/metrics")
 
 #: link templates (``https://loja/{{ cpf }}``) render with each value URL-encoded
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
-
-
-def keyword(body: str) -> str | None:
-    """``stop`` or ``start`` when a message is exactly an opt-out or opt-in keyword."""
-    word = re.sub(r"[\s.!;,]+", "", body).upper()
-    if word in STOP_WORDS:
-        return "stop"
-    if word in START_WORDS:
-        return "start"
-    return None
 
 
 class SignalWriter:
@@ -219,6 +194,27 @@ class _Links:
         return found
 
 
+class _Context:
+    """What the plugins' webhooks see of the endpoint (``WebhookContext``)."""
+
+    def __init__(self, tracking: Tracking) -> None:
+        self._tracking = tracking
+        self.config = tracking.config
+        self.clock = tracking.clock
+        self.signer = tracking.signer
+        self.public_url = tracking.settings.public_url
+
+    async def apply(self, signals: Iterable[Signal]) -> None:
+        await self._tracking.writer.apply_many(list(signals))
+
+    async def delivery_by_provider_id(self, provider_id: str) -> int | None:
+        store = self._tracking.store
+        return await store.run(store.feedback.delivery_by_provider_id, provider_id)
+
+    def count(self, route: str, outcome: str) -> None:
+        self._tracking._count(route, outcome)
+
+
 class Tracking:
     """The aiohttp application and what its handlers share."""
 
@@ -230,9 +226,11 @@ class Tracking:
         *,
         plugins: Plugins | None = None,
         metrics: Metrics | None = None,
-        sns_fetch: Callable[[str], Awaitable[bytes]] | None = None,
         writer: SignalWriter | None = None,
+        webhooks: Sequence[type[Webhooks]] | None = None,
     ) -> None:
+        """``webhooks``: the plugins' webhook classes to mount (default: every one the
+        loaded plugins registered)."""
         if config.tracking is None:
             raise ValueError("[tracking] is not configured")
         self.store = store
@@ -247,11 +245,6 @@ class Tracking:
         self.metrics_from = [
             ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
         ]
-        self.sns: Any = None
-        if self.settings.ses_topics:
-            from engine.feedback.sns import SnsVerifier
-
-            self.sns = SnsVerifier(allowed_topics=self.settings.ses_topics, fetch=sns_fetch)
         self.app = web.Application(client_max_size=256 * 1024)
         self.app.add_routes(
             [
@@ -259,13 +252,14 @@ class Tracking:
                 web.get("/c/{token}", self.click),
                 web.get("/u/{token}", self.unsubscribe_page),
                 web.post("/u/{token}", self.unsubscribe),
-                web.post("/twilio/{account}/status", self.twilio_status),
-                web.post("/twilio/{account}/inbound", self.twilio_inbound),
-                web.post("/ses", self.ses),
                 web.get("/healthz", self.healthz),
                 web.get("/metrics", self.metrics_page),
             ]
         )
+        if webhooks is None:
+            webhooks = list((plugins or load_plugins()).webhooks().values())
+        self.webhooks = [cls(_Context(self)) for cls in webhooks]
+        self._mount(self.webhooks)
         self.app.on_startup.append(self._startup)
         self.app.on_cleanup.append(self._cleanup)
         self.runner: web.AppRunner | None = None
@@ -274,8 +268,27 @@ class Tracking:
         self.writer.start()
 
     async def _cleanup(self, app: web.Application) -> None:
+        for hooks in self.webhooks:
+            try:
+                await hooks.close()
+            except Exception:
+                log.exception("webhooks %s failed to close", hooks.name)
         if self._own_writer:
             await self.writer.close()
+
+    def _mount(self, webhooks: Sequence[Webhooks]) -> None:
+        """Mount every plugin's routes; a path the engine or another plugin has is refused."""
+        taken = {(r.method, r.resource.canonical) for r in self.app.router.routes() if r.resource}
+        for hooks in webhooks:
+            for route in hooks.routes():
+                key = (route.method, route.path)
+                if key in taken or any(route.path.startswith(p) for p in RESERVED):
+                    raise PluginError(
+                        f"webhooks `{hooks.name}` cannot mount {route.method} {route.path}: "
+                        "the path is the tracking endpoint's own or another plugin's"
+                    )
+                taken.add(key)
+                self.app.router.add_route(route.method, route.path, route.handler)
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -390,176 +403,6 @@ class Tracking:
         page = PAGE_DONE_ALL if scope == "all" else PAGE_DONE_CAMPAIGN
         return web.Response(text=page, content_type="text/html", headers=NO_STORE)
 
-    # -- Twilio ------------------------------------------------------------------------------
-
-    async def _twilio(self, request: web.Request, route: str) -> Mapping[str, str] | None:
-        """The callback's form when its signature is valid for one of our accounts."""
-        name = request.match_info["account"]
-        account = self.config.accounts.get(name)
-        secret = account.options.get("auth_token") if account is not None else None
-        if account is None or account.sandbox or secret is None:
-            self._count(route, "refused")
-            raise web.HTTPNotFound(text="not found\n")
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        url = self.settings.public_url + request.path_qs
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not signature or not RequestValidator(secret.reveal()).validate(url, form, signature):
-            self._count(route, "forbidden")
-            log.warning("refused a Twilio %s callback with a bad signature for %s", route, name)
-            raise web.HTTPForbidden(text="invalid signature\n")
-        sid = account.options.get("account_sid")
-        if sid and form.get("AccountSid") and form["AccountSid"] != sid:
-            self._count(route, "forbidden")
-            raise web.HTTPForbidden(text="another account\n")
-        return form
-
-    async def twilio_status(self, request: web.Request) -> web.StreamResponse:
-        form = await self._twilio(request, "twilio-status")
-        assert form is not None
-        sid = form.get("MessageSid") or form.get("SmsSid") or ""
-        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
-        delivery = await self.store.run(self.store.feedback.delivery_by_provider_id, sid)
-        if delivery is None or not status:
-            self._count("twilio-status", "unknown")
-            return web.Response(status=204)
-        code = int(form["ErrorCode"]) if form.get("ErrorCode", "").isdigit() else None
-        token = request.headers.get("I-Twilio-Idempotency-Token")
-        await self.writer.apply(
-            Signal(
-                "status",
-                self.clock.now(),
-                "twilio",
-                delivery_id=delivery,
-                dedupe_key=f"twilio:{token}" if token else f"twilio:{sid}:{status}",
-                detail={
-                    "status": status,
-                    "provider_id": sid,
-                    **({"error_code": code} if code else {}),
-                    **({"hard": True} if code in HARD_TWILIO else {}),
-                    **({"stop": True} if code == STOP_TWILIO else {}),
-                },
-            )
-        )
-        self._count("twilio-status", "ok")
-        return web.Response(status=204)
-
-    async def twilio_inbound(self, request: web.Request) -> web.StreamResponse:
-        form = await self._twilio(request, "twilio-inbound")
-        assert form is not None
-        sender = form.get("From", "")
-        whatsapp = sender.startswith("whatsapp:")
-        phone = normalise_phone(sender.removeprefix("whatsapp:")).value
-        if phone is None:
-            self._count("twilio-inbound", "unknown")
-            return _twiml()
-        body = form.get("Body", "")
-        found = keyword(body) or (
-            {"stop": "stop", "start": "start"}.get(form.get("OptOutType", "").lower())
-        )
-        token = request.headers.get("I-Twilio-Idempotency-Token")
-        sid = form.get("MessageSid") or form.get("SmsSid") or ""
-        await self.writer.apply(
-            Signal(
-                "reply",
-                self.clock.now(),
-                "twilio",
-                address=phone,
-                dedupe_key=f"twilio-in:{sid}" if sid else (f"twilio:{token}" if token else None),
-                detail={
-                    "body": body[:1600],
-                    "to": form.get("To", ""),
-                    "channel": "whatsapp" if whatsapp else "sms",
-                    "provider_id": sid,
-                    **({"keyword": found} if found else {}),
-                },
-            )
-        )
-        self._count("twilio-inbound", "ok")
-        return _twiml()
-
-    # -- Amazon SES (through SNS) ----------------------------------------------------------
-
-    async def ses(self, request: web.Request) -> web.StreamResponse:
-        if self.sns is None:
-            return self._not_found("ses")
-        from engine.feedback.sns import SnsError, parse_ses
-
-        body = await request.read()
-        try:
-            message = await self.sns.verify(body)
-        except SnsError as exc:
-            self._count("ses", "forbidden")
-            log.warning("refused an SNS message: %s", exc)
-            raise web.HTTPForbidden(text=f"{exc}\n") from None
-        kind = message.get("Type")
-        if kind == "SubscriptionConfirmation":
-            await self.sns.confirm_subscription(message)
-            self._count("ses", "subscribed")
-            return web.Response(text="subscribed\n")
-        if kind != "Notification":
-            self._count("ses", "ignored")
-            return web.Response(text="ok\n")
-        try:
-            import json
-
-            event = parse_ses(json.loads(message.get("Message", "")))
-        except ValueError:
-            self._count("ses", "unreadable")
-            return web.Response(text="ok\n")
-        delivery = self.signer.delivery_named(
-            [event.source] if event.source else [], event.message_id_header
-        )
-        now = self.clock.now()
-        signals = []
-        for i, r in enumerate(event.recipients or ()):
-            key = f"ses:{message.get('MessageId')}:{i}"
-            if event.kind == "bounce":
-                signals.append(
-                    Signal(
-                        "bounce",
-                        now,
-                        "ses",
-                        delivery_id=delivery,
-                        dedupe_key=key,
-                        detail={
-                            "hard": r.severity == "hard",
-                            "status": r.status,
-                            "diagnostic": r.diagnostic,
-                            "recipient": r.address,
-                            "bounce_type": event.bounce_type,
-                        },
-                    )
-                )
-            elif event.kind == "complaint":
-                signals.append(
-                    Signal(
-                        "complaint",
-                        now,
-                        "ses",
-                        delivery_id=delivery,
-                        dedupe_key=key,
-                        detail={"feedback_type": event.feedback_type, "recipient": r.address},
-                    )
-                )
-            elif event.kind == "delivery":
-                signals.append(
-                    Signal(
-                        "delivered",
-                        now,
-                        "ses",
-                        delivery_id=delivery,
-                        dedupe_key=key,
-                        detail={"recipient": r.address},
-                    )
-                )
-        if delivery is None or not signals:
-            self._count("ses", "unknown")
-            return web.Response(text="ok\n")
-        for future in [self.writer.submit(s) for s in signals]:
-            await future
-        self._count("ses", "ok")
-        return web.Response(text="ok\n")
-
     # -- health and metrics --------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
@@ -598,13 +441,6 @@ def _client(request: web.Request) -> dict[str, str]:
     """A little about who fetched (for telling people from scanners later); no IP kept."""
     agent = request.headers.get("User-Agent", "")[:200]
     return {"agent": agent} if agent else {}
-
-
-def _twiml() -> web.Response:
-    return web.Response(
-        text='<?xml version="1.0" encoding="UTF-8"?><Response></Response>',
-        content_type="text/xml",
-    )
 
 
 _STYLE = (

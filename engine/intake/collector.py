@@ -185,6 +185,7 @@ class Collector:
             source=settings.name,
             today=local_today(self.clock, self.config.tz),
             now=now,
+            words=self.plugins.channel_words(),
         )
         fmt: Format = cls(context)
         return fmt
@@ -479,6 +480,8 @@ class Collector:
     ) -> None:
         """Move ``path`` under ``folder`` keeping its subfolder (a name already taken gets a
         numbered twin), with its companions beside it and the reports named after it."""
+        if not source.writable:
+            return  # a read-only source: the file stays; the ledger keeps it imported once
         target = join(folder, path)
         counter = 1
         while True:

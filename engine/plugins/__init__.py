@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
-from engine import hookspecs
+from engine import PLUGIN_API, hookspecs
 
 if TYPE_CHECKING:
     import click
 
     from engine.events import CampaignEvent, DeliveryEvent
+    from engine.mailing_names import ChannelWord
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ REGISTRIES = {
     "register_formats": "format",
     "register_channels": "channel",
     "register_publishers": "publisher",
+    "register_webhooks": "webhooks",
 }
 _NAME = re.compile(r"[a-z0-9][a-z0-9.\-]*")
 
@@ -75,6 +77,29 @@ class PluginInfo:
     registered: list[Registered] = field(default_factory=list)
 
 
+def _base(hook_name: str) -> type[Any]:
+    """The class every registration of a registry hook must subclass."""
+    if hook_name == "register_channels":
+        from engine.plugins.channel import Channel
+
+        return Channel
+    if hook_name == "register_source_kinds":
+        from engine.plugins.source import Source
+
+        return Source
+    if hook_name == "register_formats":
+        from engine.plugins.format import Format
+
+        return Format
+    if hook_name == "register_publishers":
+        from engine.plugins.publisher import Publisher
+
+        return Publisher
+    from engine.plugins.webhook import Webhooks
+
+    return Webhooks
+
+
 def _split_env(var: str) -> set[str] | None:
     raw = os.environ.get(var)
     if raw is None:
@@ -111,6 +136,14 @@ def load_entry_points(pm: pluggy.PluginManager) -> dict[str, tuple[str | None, s
                 f"plugin `{ep.name}` (from {dist}, {ep.value}) failed to import: {exc}; "
                 f"fix or uninstall it, or skip it with DISPARO_BLOCK_PLUGINS={ep.name}"
             ) from exc
+        needed = getattr(plugin, "DISPARO_PLUGIN_API", None)
+        if isinstance(needed, int) and needed > PLUGIN_API:
+            dist = ep.dist.name if ep.dist else "?"
+            raise PluginError(
+                f"plugin `{ep.name}` (from {dist}) needs plugin API {needed}; this disparo "
+                f"offers {PLUGIN_API}: upgrade disparo, or skip it with "
+                f"DISPARO_BLOCK_PLUGINS={ep.name}"
+            )
         pm.register(plugin, name=ep.name)
         origins[ep.name] = (ep.dist.name if ep.dist else None, ep.dist.version if ep.dist else None)
     return origins
@@ -163,7 +196,19 @@ class Plugins:
 
             impl.function(**dict.fromkeys(impl.argnames, register))
 
-    def _add(self, hook_name: str, what: str, cls: type[Any], plugin: str) -> None:
+    def _add(self, hook_name: str, what: str, cls: object, plugin: str) -> None:
+        base = _base(hook_name)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(
+                f"plugin `{plugin}` registered {cls!r} as a {what}, but a {what} must be a "
+                f"subclass of {base.__module__}.{base.__qualname__}; see docs/plugins.md"
+            )
+        abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+        if abstract:
+            raise PluginError(
+                f"plugin `{plugin}` registered the {what} {cls.__qualname__}, which does not "
+                f"implement {', '.join(abstract)}; see docs/plugins.md"
+            )
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise PluginError(
@@ -177,9 +222,63 @@ class Plugins:
                 f"{what} `{name}` is registered by both `{other}` and `{plugin}`; "
                 f"skip one with DISPARO_BLOCK_PLUGINS={plugin}"
             )
+        if hook_name == "register_channels":
+            self._check_channel(cls, name, plugin)
+        if hook_name == "register_source_kinds" and getattr(cls, "writable", False):
+            from engine.plugins.source import Source
+
+            missing = [
+                m for m in ("move", "upload", "exists") if getattr(cls, m) is getattr(Source, m)
+            ]
+            if missing:
+                raise PluginError(
+                    f"plugin `{plugin}`: source kind `{name}` is writable but does not implement "
+                    f"{', '.join(missing)}; implement them, or set `writable = False`"
+                )
         item = Registered(what, name, cls, plugin)
         table[name] = item
         self._registered.append(item)
+
+    def _check_channel(self, cls: type[Any], name: str, plugin: str) -> None:
+        """A channel's address kind and file word (N7): the word must not be one of the
+        grammar's own, nor another channel's."""
+        from engine.mailing_names import check_channel_word
+
+        if getattr(cls, "address_kind", None) not in ("email", "phone"):
+            raise PluginError(
+                f"plugin `{plugin}`: channel `{name}` must set `address_kind` to "
+                '"email" or "phone" (the contact address it sends to)'
+            )
+        word = cls.file_word
+        if word is None:
+            return
+        problem = check_channel_word(word, name)
+        if problem is None:
+            other = next(
+                (
+                    r
+                    for r in self._by_registry["register_channels"].values()
+                    if r.cls.file_word == word
+                ),
+                None,
+            )
+            if other is not None:
+                problem = f"channel `{other.name}` (plugin `{other.plugin}`) already uses it"
+        if problem is not None:
+            raise PluginError(
+                f"plugin `{plugin}`: channel `{name}` cannot take the file-name word "
+                f"`_{word}`: {problem}; choose another `file_word`"
+            )
+
+    def channel_words(self) -> dict[str, ChannelWord]:
+        """File-name word -> the channel it selects (N7), for every loaded channel."""
+        from engine.mailing_names import ChannelWord
+
+        return {
+            r.cls.file_word: ChannelWord(r.cls.file_word, r.name, r.cls.address_kind)
+            for r in self._by_registry["register_channels"].values()
+            if r.cls.file_word
+        }
 
     # -- registries ------------------------------------------------------------------------
 
@@ -201,6 +300,10 @@ class Plugins:
     def publishers(self) -> dict[str, type[Any]]:
         """Publisher name -> class."""
         return self._classes("register_publishers")
+
+    def webhooks(self) -> dict[str, type[Any]]:
+        """Webhooks name -> class (mounted on the tracking endpoint)."""
+        return self._classes("register_webhooks")
 
     def describe(self) -> list[PluginInfo]:
         """Every loaded plugin with the hooks it implements and what it registered."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from engine.campaign import Campaign
 from engine.config import Config
+from engine.mailing_names import BUILTIN_WORDS, ChannelWord
 from engine.problems import Problem
 
 
@@ -30,6 +31,8 @@ class FormatContext:
     now: datetime
     #: the wallet of files that name none (``disparo import --wallet``)
     wallet: str | None = None
+    #: the words that select a channel in file names (N7): built-in and plugins' channels
+    words: Mapping[str, ChannelWord] = field(default_factory=lambda: dict(BUILTIN_WORDS))
 
 
 Action = Literal["ignore", "wait", "reject", "import"]

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import BinaryIO, ClassVar
 
 from engine.config import Configurable, SourceSettings
+from engine.hosts import HostError, Target, resolve
 
 #: kinds of failure, each with the plain words ``sources test`` prints (F6)
 CATEGORIES = {
@@ -54,8 +55,6 @@ def network_error(exc: BaseException, where: str) -> SourceError | None:
     """Plain-words category for the socket-level failures every network source shares."""
     import socket
     import ssl
-
-    from engine.hosts import HostError
 
     if isinstance(exc, SourceError):
         return exc
@@ -111,14 +110,48 @@ def join(*parts: str) -> str:
 class Source(Configurable, ABC):
     """A place files are collected from and results published to.
 
-    Subclasses set ``name`` (the ``kind`` in ``disparo.toml``) and ``config_keys``.
+    Subclasses set ``name`` (the ``kind`` in ``disparo.toml``) and ``config_keys``. A kind
+    that reaches a server has a ``host`` key (and ``default_port``): the engine applies the
+    host rules to it for every kind, built-in or not — a bare name (F2) at load, no private
+    address (F3) as written and as resolved before each session; ``self.target`` is then the
+    vetted address to connect to (connecting to it, not to the name again, closes the door
+    to DNS rebinding). A read-only kind sets ``writable = False`` and leaves ``move``,
+    ``upload`` and ``exists`` out: its files stay where they are after import (the ledger
+    keeps them from being imported twice, F10) and nothing is published to it.
     """
 
     name: ClassVar[str]
+    #: files can be moved and written (processed/rejected folders, reports, publications)
+    writable: ClassVar[bool] = True
+    #: the port of ``host`` when the source does not set ``port``
+    default_port: ClassVar[int | None] = None
 
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
         self.skip_folders = {settings.processed_dir.strip("/"), settings.rejected_dir.strip("/")}
+        #: the vetted address of ``host`` for this session (None: the kind has no host)
+        self.target: Target | None = None
+
+    @property
+    def host(self) -> str | None:
+        """The server this source reaches (its ``host`` key), or None."""
+        host = self.settings.options.get("host")
+        return str(host).strip() if host else None
+
+    @property
+    def port(self) -> int | None:
+        return self.settings.options.get("port") or self.default_port
+
+    def vet(self) -> None:
+        """F3 before connecting: resolve ``host`` and refuse a private address unless the
+        source allows it (``SourceError("private-host")``, or ``"dns"``); keep the address."""
+        host = self.host
+        if host is None:
+            return
+        try:
+            self.target = resolve(host, self.port or 0, allow_private=self.settings.allow_private)
+        except (HostError, OSError) as exc:
+            raise network_error(exc, host) or SourceError("dns", f"{host}: {exc}") from None
 
     @classmethod
     def validate_settings(cls, settings: SourceSettings) -> list[tuple[str, str]]:
@@ -146,21 +179,24 @@ class Source(Configurable, ABC):
     def download(self, path: str, dest: BinaryIO) -> int:
         """Copy the file's bytes into ``dest``; return how many were written."""
 
-    @abstractmethod
     def move(self, path: str, new_path: str) -> None:
-        """Rename ``path`` to ``new_path``, creating its folders; ``FileExistsError`` if taken."""
+        """Rename ``path`` to ``new_path``, creating its folders; ``FileExistsError`` if taken.
+        A writable kind must implement it."""
+        raise SourceError("permission", f"{self.describe()} is read-only: cannot move {path}")
 
-    @abstractmethod
     def upload(self, data: BinaryIO, path: str) -> None:
-        """Write ``data`` to ``path`` (creating folders) under a temporary name, then rename."""
+        """Write ``data`` to ``path`` (creating folders) under a temporary name, then rename.
+        A writable kind must implement it."""
+        raise SourceError("permission", f"{self.describe()} is read-only: cannot write {path}")
 
-    @abstractmethod
     def exists(self, path: str) -> bool:
-        """Whether a file exists at ``path``."""
+        """Whether a file exists at ``path``. A writable kind must implement it."""
+        raise SourceError("permission", f"{self.describe()} is read-only")
 
     @contextmanager
     def session(self) -> Iterator[Source]:
-        """``open()`` … ``close()``."""
+        """The host rules (``vet``), then ``open()`` … ``close()``. Kinds do not override it."""
+        self.vet()
         self.open()
         try:
             yield self

@@ -17,6 +17,7 @@ class TokenBucket:
         self.clock = clock
         self.tokens = float(burst)
         self.stamp = clock.monotonic()
+        self.held_until = self.stamp
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
@@ -31,10 +32,9 @@ class TokenBucket:
             return 0.0
         return max((1 - self.tokens) / self.rate, 1e-6)
 
-    def wait_time(self) -> float:
-        """Seconds until a token is there (0 when one is), taking none."""
-        self._refill()
-        return 0.0 if self.tokens >= 1 - 1e-9 else (1 - self.tokens) / self.rate
+    def holding(self) -> float:
+        """Seconds left of a provider's hold-off (``hold_off``); 0 when there is none."""
+        return max(0.0, self.held_until - self.clock.monotonic())
 
     async def take(self) -> None:
         """Wait (on the clock) until a token is there, and take it."""
@@ -44,18 +44,16 @@ class TokenBucket:
                 return
             await self.clock.sleep(wait)
 
-    async def take_within(self, limit: float) -> bool:
-        """Take a token, waiting for it while the wait is at most ``limit`` seconds; False
-        (nothing taken) as soon as the next token is further away (a hold-off began)."""
-        while True:
-            wait = self.try_take()
-            if wait == 0:
-                return True
-            if wait > limit:
-                return False
-            await self.clock.sleep(wait)
+    async def take_unless_held(self, limit: float) -> bool:
+        """Take a token (waiting for it at the rate as ``take`` does), unless the account is
+        held off for more than ``limit`` seconds: then take nothing and return False."""
+        if self.holding() > limit:
+            return False
+        await self.take()
+        return True
 
     def hold_off(self, seconds: float) -> None:
         """The provider asked to slow down (429 Retry-After): no token for ``seconds``."""
         self._refill()
         self.tokens = min(self.tokens, 0.0) - seconds * self.rate
+        self.held_until = max(self.held_until, self.clock.monotonic() + seconds)

@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 #: an unpaced campaign yields to a higher-priority one every this many messages (D11)
 SOFT_BATCH = 1000
 FIRST_RETRY = timedelta(minutes=1)
-#: an account whose next token is further away than this is holding off (a provider's
-#: Retry-After): its sender gives its claims back and waits instead of sitting on them
+#: an account held off (a provider's Retry-After) for longer than this: its sender gives
+#: its claims back and waits instead of sitting on them past their lease
 HELD = 5.0
 MAX_RETRY = timedelta(hours=1)
 GIVE_UP = timedelta(hours=48)
@@ -377,7 +377,7 @@ class AccountSender:
                     self.idle.set()
                     await self.d.clock.sleep(5)
                     continue
-                held = self.bucket.wait_time()
+                held = self.bucket.holding()
                 if held > HELD:  # a provider asked the account to wait (Retry, scope account)
                     self.idle.set()
                     await wait_event(self.d.clock, self.wake, held)
@@ -577,7 +577,7 @@ class AccountSender:
                 )
                 continue
             await slots.acquire()
-            if not await self.bucket.take_within(HELD):
+            if not await self.bucket.take_unless_held(HELD):
                 # the account holds off (a provider's Retry-After): give the claims back
                 slots.release()
                 outcomes[i] = Outcome(kind="release", **base(x, None))

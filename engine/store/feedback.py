@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.addresses import address_kind, normalise_email, normalise_phone, suppression_key
 from engine.campaign import SETTLED_COUNTERS
+from engine.events import Signal
 from engine.rates import Rates
 from engine.store.base import Queries
 from engine.store.schema import (
@@ -80,31 +81,6 @@ STATUS_RANK = {
     "read": 5,
 }
 FINAL = frozenset({"undelivered", "failed", "canceled", "delivered"})
-
-
-@dataclass(frozen=True)
-class Signal:
-    """One thing that came back. ``detail`` by kind:
-
-    - ``click``: ``link`` (the link's position in the campaign);
-    - ``unsubscribe``: ``scope`` (``campaign`` or ``all``), ``via``;
-    - ``status``: ``status`` (Twilio's MessageStatus), ``error_code``, ``hard`` (bool),
-      ``stop`` (bool: the recipient opted out, 21610);
-    - ``bounce``: ``hard`` (bool), ``status`` (e.g. 5.1.1), ``diagnostic``;
-    - ``complaint``: ``feedback_type``;
-    - ``reply``: ``body``, ``to``, ``keyword`` (``stop``, ``start`` or absent).
-
-    ``address`` is needed only for a reply (the sender's number, E.164); for the others it is
-    the delivery's own address.
-    """
-
-    kind: str
-    at: datetime
-    origin: str
-    delivery_id: int | None = None
-    dedupe_key: str | None = None
-    address: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.campaign import Campaign, Content
-from engine.mailing_names import PHONE_CHANNELS, NameCheck, check_name
+from engine.mailing_names import WHATSAPP_CHANNELS, NameCheck, check_name
 from engine.plugins.format import (
     ContactRow,
     FileRejected,
@@ -269,7 +269,17 @@ class MailingFormat(Format):
         if ctx.wallet and "/" not in path:
             path = f"{ctx.wallet}/{path}"  # `disparo import --wallet`: as if in that folder
         return check_name(
-            path, today=ctx.today, now=local_now, default_subject=ctx.config.default_subject
+            path,
+            today=ctx.today,
+            now=local_now,
+            default_subject=ctx.config.default_subject,
+            words=ctx.words,
+        )
+
+    def _kind(self, channel: str | None) -> str | None:
+        """The contact address a channel sends to (its word's ``address_kind``)."""
+        return next(
+            (w.address_kind for w in self.context.words.values() if w.channel == channel), None
         )
 
     def inspect(self, path: str, listing: set[str]) -> Verdict:
@@ -295,7 +305,7 @@ class MailingFormat(Format):
             return Verdict("reject", "rejected", (passed,))
         companions: tuple[str, ...] = ()
         html = self._html_for(path, listing)
-        if check.mailing.channel == "email" and html:
+        if self._kind(check.mailing.channel) == "email" and html:
             companions = (html,)
         return Verdict("import", "ready", (), companions)
 
@@ -361,10 +371,11 @@ class MailingFormat(Format):
                 ]
             )
 
-        if channel in PHONE_CHANNELS and "phone" not in roles:
+        kind = self._kind(channel)
+        if kind == "phone" and "phone" not in roles:
             handle.close()
             raise missing("phone", "telefone", "phone")
-        if channel == "email" and "email" not in roles:
+        if kind == "email" and "email" not in roles:
             handle.close()
             raise missing("e-mail", "e-mail", "email")
         if channel is None and "phone" not in roles and "email" not in roles:
@@ -391,7 +402,8 @@ class MailingFormat(Format):
             fields=tuple(sorted(fields.items())),
             channel=channel,
             hygiene=m.hygiene,
-            needs_message=channel in ("sms-long", "sms-short") and not settings.sms_template,
+            kind=kind,
+            needs_message=_text_channel(channel, kind) and not settings.sms_template,
         )
         rows = self._rows(lines, delimiter, rules, handle, _workers(spool, m.hygiene))
         mailing = MailingRecord(
@@ -439,13 +451,14 @@ class MailingFormat(Format):
         deadline = m.deadline.replace(tzinfo=tz) if m.deadline else None
         account, held = resolve_account(config, m.channel, wallet, m.sender)
         subject = body = None
-        if m.channel == "email":
+        kind = self._kind(m.channel)
+        if kind == "email":
             subject = m.subject or settings.email_subject
             assert subject is not None  # N17 was checked with the same defaults
             check_template(subject, "subject", "o assunto")
             body = self._email_body(path, wallet, companions, settings.email_template)
             check_template(body, "e-mail body", "o corpo do e-mail")
-        elif m.channel in ("sms-long", "sms-short"):
+        elif _text_channel(m.channel, kind):
             body = settings.sms_template
             if body is None and not has_message_column:
                 raise FileRejected([MESSAGES.make("missing-message", wallet=wallet)])
@@ -456,7 +469,7 @@ class MailingFormat(Format):
             channel=m.channel,
             account=account,
             wallet=wallet,
-            address_kind="email" if m.channel == "email" else "phone",
+            address_kind="email" if kind == "email" else "phone",
             status_reason=held,
             start_at=start,
             deadline=deadline,
@@ -554,8 +567,16 @@ class RowRules:
     prospect: int | None
     fields: tuple[tuple[int, str], ...]
     channel: str | None
+    #: the address the channel sends to: email | phone (None: no channel, import only)
+    kind: str | None
     hygiene: bool
     needs_message: bool
+
+
+def _text_channel(channel: str | None, kind: str | None) -> bool:
+    """A channel that sends a text to a phone (SMS, a plugin's): its text is the row's message
+    column or the wallet's SMS template (N28). WhatsApp sends approved templates instead."""
+    return kind == "phone" and channel not in WHATSAPP_CHANNELS
 
 
 def _reject(line: int, key: str, values: Any, **fields: Any) -> RejectedRow:
@@ -575,8 +596,8 @@ def process_records(
     out: list[ContactRow | RejectedRow] = []
     append = out.append
     columns, channel, hygiene = rules.columns, rules.channel, rules.hygiene
-    phone_channel = channel in PHONE_CHANNELS
-    email_channel = channel == "email"
+    phone_channel = rules.kind == "phone"
+    email_channel = rules.kind == "email"
     sms_message = rules.needs_message
 
     def at(index: int | None) -> int:

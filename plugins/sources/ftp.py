@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from engine import hookimpl
 from engine.config import Key, SourceSettings
-from engine.hosts import Target, check_host_value, check_literal, resolve
+from engine.hosts import Target, resolve
 from engine.plugins.source import (
     RemoteFile,
     Source,
@@ -28,13 +28,8 @@ from engine.plugins.source import (
     unsafe_reason,
 )
 
-
-def _check_host(value: object) -> str | None:
-    return check_host_value(str(value))
-
-
 FTP_KEYS: dict[str, Key] = {
-    "host": Key("str", help="The server's bare host name.", check=_check_host),
+    "host": Key("str", help="The server's bare host name (F2, F3)."),
     "port": Key("int", None, minimum=1, maximum=65535),
     "user": Key("str", "anonymous"),
     "password": Key("secret", None),
@@ -84,25 +79,19 @@ class FtpSource(Source):
     """Plain FTP (port 21). Passwords travel in clear: prefer ``ftps`` or ``sftp``."""
 
     name = "ftp"
+    default_port = 21
     tls = False
     config_keys: ClassVar[dict[str, Key]] = FTP_KEYS
 
     def __init__(self, settings: SourceSettings) -> None:
         super().__init__(settings)
         options = settings.options
-        self.host: str = options["host"]
-        self.port: int = options.get("port") or 21
         self.user: str = options.get("user") or "anonymous"
         self.password = options.get("password")
         self.remote_dir: str = options.get("remote_dir") or "/"
         timeout = options.get("timeout")
         self.timeout = timeout.total_seconds() if timeout else 30.0
         self.ftp: ftplib.FTP | None = None
-
-    @classmethod
-    def validate_settings(cls, settings: SourceSettings) -> list[tuple[str, str]]:
-        message = check_literal(str(settings.options.get("host", "")), settings.allow_private)
-        return [("host", message)] if message else []
 
     def describe(self) -> str:
         scheme = "ftps" if self.tls else "ftp"
@@ -123,7 +112,9 @@ class FtpSource(Source):
         where = f"{self.host}:{self.port}"
         ftp = self._client()
         try:
-            target = resolve(self.host, self.port, allow_private=self.settings.allow_private)
+            target = self.target or resolve(
+                self.host or "", self.port or 0, allow_private=self.settings.allow_private
+            )
             connect_vetted(ftp, target, self.timeout)
             self._secure(ftp)
             password = self.password.reveal() if self.password is not None else ""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from engine import hookimpl
 from engine.config import Key, SourceSettings
-from engine.hosts import check_host_value, check_literal, connect, resolve
+from engine.hosts import connect, resolve
 from engine.plugins.source import (
     RemoteFile,
     Source,
@@ -54,10 +54,9 @@ class SftpSource(Source):
     """SFTP (SSH, port 22) with password or key authentication."""
 
     name = "sftp"
+    default_port = 22
     config_keys: ClassVar[dict[str, Key]] = {
-        "host": Key(
-            "str", help="The server's bare host name.", check=lambda v: check_host_value(str(v))
-        ),
+        "host": Key("str", help="The server's bare host name (F2, F3)."),
         "port": Key("int", 22, minimum=1, maximum=65535),
         "user": Key("str"),
         "password": Key("secret", None),
@@ -72,8 +71,6 @@ class SftpSource(Source):
     def __init__(self, settings: SourceSettings) -> None:
         super().__init__(settings)
         o = settings.options
-        self.host: str = o["host"]
-        self.port: int = o.get("port") or 22
         self.user: str = o["user"]
         self.password = o.get("password")
         self.key_file: Path | None = o.get("key_file")
@@ -90,9 +87,6 @@ class SftpSource(Source):
     def validate_settings(cls, settings: SourceSettings) -> list[tuple[str, str]]:
         o = settings.options
         found = []
-        message = check_literal(str(o.get("host", "")), settings.allow_private)
-        if message:
-            found.append(("host", message))
         if o.get("password") is None and o.get("key_file") is None:
             found.append(("password", "give `password_env`/`password_file` or `key_file`"))
         return found
@@ -123,7 +117,9 @@ class SftpSource(Source):
             client.set_missing_host_key_policy(
                 PinnedKey(self.pinned) if self.pinned else paramiko.RejectPolicy()
             )
-            target = resolve(self.host, self.port, allow_private=self.settings.allow_private)
+            target = self.target or resolve(
+                self.host or "", self.port or 0, allow_private=self.settings.allow_private
+            )
             sock = connect(target, self.timeout)
             pkey = None
             if self.key_file is not None:
