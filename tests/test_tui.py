@@ -31,11 +31,12 @@ from engine.schedule import live
 from engine.store import Store
 from engine.store import schema as t
 from tests.helpers import write_config
-from tui import models
 from tui.app import DisparoApp
 from tui.backend import Backend
 from tui.dialogs import FormDialog, TextDialog
 from tui.screens import CampaignScreen, QueuesScreen, SourcesScreen, SuppressionsScreen
+from tui.screens import campaign as campaign_screen
+from tui.screens import campaigns as campaigns_screen
 from tui.screenshots import DEMO_LENGTH, DEMO_START, SIZE, build_demo
 from tui.widgets import LiveTable
 
@@ -273,7 +274,7 @@ async def test_campaign_detail_totals_pacing_deadline_sparkline_and_recipients(
         detail = screen.detail
         assert detail is not None
         # sends per minute: what the events say, minute by minute
-        assert sum(detail.spark) == 208 and len(detail.spark) == models.SPARK_MINUTES
+        assert sum(detail.spark) == 208 and len(detail.spark) == campaign_screen.SPARK_MINUTES
         recipients = table(app, "#recipients")
         assert len(recipients.keys) == 100 and recipients.keys[0] == "0"
         first = recipients.get_cell("0", "code").plain, recipients.get_cell("0", "urls").plain
@@ -655,7 +656,7 @@ async def test_a_failing_load_shows_what_went_wrong_and_the_screen_tries_again(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(models, "campaign_list", broken)
+    monkeypatch.setattr(campaigns_screen, "campaign_list", broken)
     app = world.app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -749,7 +750,7 @@ def test_sends_per_window_from_the_events(world: World) -> None:
 
 def test_sends_per_minute_counts_old_minutes_once(world: World) -> None:
     backend = Backend(world.store, world.config, world.clock, role="viewer", actor="t")
-    cache = models.DetailCache()
+    cache = campaign_screen.DetailCache()
     promo = world.campaign("q25010")
     asked: list[int] = []
     original = world.store.views.sends_in
@@ -759,8 +760,8 @@ def test_sends_per_minute_counts_old_minutes_once(world: World) -> None:
         return original(windows, **kw)
 
     world.store.views.sends_in = spy  # type: ignore[method-assign]
-    first, last_minute = models.sends_per_minute(backend, promo, NOW, cache)
-    again, _ = models.sends_per_minute(backend, promo, NOW + timedelta(seconds=1), cache)
+    first, last_minute = campaign_screen.sends_per_minute(backend, promo, NOW, cache)
+    again, _ = campaign_screen.sends_per_minute(backend, promo, NOW + timedelta(seconds=1), cache)
     assert first == again and sum(first) == 208 and last_minute == 5
     # all 60 minutes and the rate window, then only the last three minutes and the rate window
     assert asked == [61, 4]
@@ -876,7 +877,7 @@ async def test_screens_reload_once_a_second_at_most_one_load_at_a_time(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running, overlaps = [0], [0]
-    original = models.campaign_list
+    original = campaigns_screen.campaign_list
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         running[0] += 1
@@ -887,7 +888,7 @@ async def test_screens_reload_once_a_second_at_most_one_load_at_a_time(
         finally:
             running[0] -= 1
 
-    monkeypatch.setattr(models, "campaign_list", slow)
+    monkeypatch.setattr(campaigns_screen, "campaign_list", slow)
     backend = Backend(world.store, world.config, world.clock, role="viewer", actor="t")
     app = DisparoApp(backend, every=0.1)
     async with app.run_test(size=SIZE) as pilot:

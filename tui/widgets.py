@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
-from tui.models import Cell, Panel, Row, Styled
+from tui.format import Cell, Panel, Row, Styled
 
 #: every style a cell can name (the models' ``Styled.style``)
 CELL_CLASSES: set[str] = {

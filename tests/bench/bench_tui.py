@@ -2,13 +2,13 @@
 screens against a SQLite store of 1,000 campaigns and 1,000,000 deliveries.
 
 A refresh is what a screen's worker thread does once a second: the queries (``store.views``)
-and building the rows and panels the widgets show (``tui.models``). The store is built with
-bulk Core inserts (not the import pipeline): one campaign of half the deliveries, paced in 10
-batches, 6 released, 56 % sent over the last 90 minutes (a ``sent`` event each), the rest
-spread over 999 campaigns on four accounts. Figures: median and p95 over 20 refreshes, and
-the ratio to the 100 ms budget; the first (cold) refresh of the Campaign screen separately,
-as it counts the last hour's sends once. A last figure applies 1,000 rows to the table widget,
-in place and rebuilt.
+and building the rows and panels the widgets show (the screen's view model, in its module of
+``tui.screens``). The store is built with bulk Core inserts (not the import pipeline): one
+campaign of half the deliveries, paced in 10 batches, 6 released, 56 % sent over the last 90
+minutes (a ``sent`` event each), the rest spread over 999 campaigns on four accounts. Figures:
+median and p95 over 20 refreshes, and the ratio to the 100 ms budget; the first (cold) refresh
+of the Campaign screen separately, as it counts the last hour's sends once. A last figure
+applies 1,000 rows to the table widget, in place and rebuilt.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from engine.store import Store
 from engine.store import schema as t
 from tests.bench.conftest import rows
 from tests.helpers import write_config
-from tui import models
 from tui.backend import Backend
+from tui.format import Styled
+from tui.screens import campaign, campaigns, queues
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 CAMPAIGNS = 1000
@@ -194,26 +195,26 @@ def bench_tui_refresh_with_a_million_deliveries(tmp_path: Path) -> None:
         f"\nTUI refresh: {CAMPAIGNS:,} campaigns, {counted:,} deliveries "
         f"(campaign 1: {total // 2:,} in 10 batches), built in {took:.1f} s"
     )
-    report("Campaigns (1,000 rows)", timings(lambda: models.campaign_list(backend), clock))
+    report("Campaigns (1,000 rows)", timings(lambda: campaigns.campaign_list(backend), clock))
     report(
         "Campaigns, filtered ('sending')",
-        timings(lambda: models.campaign_list(backend, "sending"), clock),
+        timings(lambda: campaigns.campaign_list(backend, "sending"), clock),
     )
-    cache = models.DetailCache()
+    cache = campaign.DetailCache()
     started = time.perf_counter()
-    models.campaign_detail(backend, 1, cache)
+    campaign.campaign_detail(backend, 1, cache)
     cold = (time.perf_counter() - started) * 1000
     report(
         f"Campaign 1 ({total // 2:,} recipients)",
-        timings(lambda: models.campaign_detail(backend, 1, cache), clock),
+        timings(lambda: campaign.campaign_detail(backend, 1, cache), clock),
     )
     print(f"  {'Campaign 1, first refresh (cold cache)':<38} {cold:7.1f} ms")
-    small = models.DetailCache()
+    small = campaign.DetailCache()
     report(
         "Campaign 500 (500 recipients)",
-        timings(lambda: models.campaign_detail(backend, 500, small), clock),
+        timings(lambda: campaign.campaign_detail(backend, 500, small), clock),
     )
-    report("Queues (4 accounts, 21 active)", timings(lambda: models.queues(backend), clock))
+    report("Queues (4 accounts, 21 active)", timings(lambda: queues.queues(backend), clock))
     deep = int(total * 0.4)  # a page deep in campaign 1, by position
     page = [r.position for r in store.results.page(1, after=deep, limit=100)]
     assert page == list(range(deep + 1, deep + 101))
@@ -244,7 +245,7 @@ def bench_tui_table_widget_with_a_thousand_rows(tmp_path: Path) -> None:
                 "500",
                 "23/11 09:00",
                 "-",
-                models.Styled("sending 5%", "status--sending"),
+                Styled("sending 5%", "status--sending"),
             ),
         )
         for i in range(1000)
@@ -256,7 +257,7 @@ def bench_tui_table_widget_with_a_thousand_rows(tmp_path: Path) -> None:
 
     class One(App[None]):
         def compose(self) -> ComposeResult:
-            yield LiveTable(models.CAMPAIGN_COLUMNS, id="t")
+            yield LiveTable(campaigns.CAMPAIGN_COLUMNS, id="t")
 
     async def run() -> tuple[list[float], list[float]]:
         app = One()

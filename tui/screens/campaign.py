@@ -1,0 +1,497 @@
+"""The Campaign screen: one campaign's totals, pacing, deadline, sends per minute, recipients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Sparkline, Static
+
+from engine.campaign import Campaign
+from engine.publish.results import export_results
+from engine.schedule import Batch, Schedule
+from engine.sending.status import campaign_schedule
+from engine.store.results import RecipientResult
+from tui.backend import Backend
+from tui.dialogs import Field, FormDialog
+from tui.format import (
+    RATE_WINDOW,
+    Cell,
+    Panel,
+    Row,
+    Styled,
+    bar,
+    clock_time,
+    rate_text,
+    span,
+    status_cell,
+    until,
+    when,
+)
+from tui.messages import ExportDone
+from tui.screens.actions import CAMPAIGN_BINDINGS, CampaignActions
+from tui.screens.live import PaletteEntry
+from tui.widgets import LiveTable, PanelView
+
+# -- the view model --------------------------------------------------------------------------
+
+#: the sparkline: sends per minute over this many minutes
+SPARK_MINUTES = 60
+RECIPIENTS_PAGE = 100
+
+
+@dataclass
+class DetailCache:
+    """What a campaign's screen keeps between refreshes: sends of minutes long past (they
+    never change once counted)."""
+
+    minutes: dict[tuple[int, datetime], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CampaignDetail:
+    campaign: Campaign
+    #: the one schedule (``engine.schedule``), as ``campaign show`` computes it
+    schedule: Schedule
+    title: str
+    totals: Panel
+    deadline: Panel
+    pacing: str
+    timeline: list[Row]
+    spark: list[float]
+    spark_caption: str
+    recipients: list[Row]
+    first_position: int | None
+    last_position: int | None
+    recipients_caption: str
+
+
+def sends_per_minute(
+    backend: Backend, campaign_id: int, now: datetime, cache: DetailCache
+) -> tuple[list[int], int]:
+    """Sends in each of the last ``SPARK_MINUTES`` minutes (the last one running), and in the
+    last 60 seconds. Minutes that ended over two minutes ago are cached: only the newest
+    windows are counted again, so a refresh reads a minute or two of events."""
+    current = now.replace(second=0, microsecond=0)
+    starts = [current - timedelta(minutes=SPARK_MINUTES - 1 - i) for i in range(SPARK_MINUTES)]
+    stable = now - timedelta(minutes=2)
+    wanted = [
+        s
+        for s in starts
+        if (campaign_id, s) not in cache.minutes or s + timedelta(minutes=1) > stable
+    ]
+    windows = [(s, min(s + timedelta(minutes=1), now)) for s in wanted]
+    windows.append((now - RATE_WINDOW, now))
+    counts = backend.store.views.sends_in(windows, campaign_id=campaign_id)
+    for s, n in zip(wanted, counts, strict=False):
+        if s + timedelta(minutes=1) <= stable:
+            cache.minutes[(campaign_id, s)] = n
+    for key in [k for k in cache.minutes if k[0] == campaign_id and k[1] < starts[0]]:
+        del cache.minutes[key]  # out of the window: a long session keeps an hour at most
+    fresh = dict(zip(wanted, counts, strict=False))
+    per_minute = [fresh.get(s, cache.minutes.get((campaign_id, s), 0)) for s in starts]
+    return per_minute, counts[-1]
+
+
+def campaign_detail(
+    backend: Backend,
+    campaign_id: int,
+    cache: DetailCache,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    page: int = RECIPIENTS_PAGE,
+) -> CampaignDetail | None:
+    """The Campaign screen: the campaign row (its counters), the batch seeks, a minute or
+    two of events, and one page of recipients."""
+    store = backend.store
+    now = backend.now()
+    c = store.campaigns.get(campaign_id, content=False)
+    if c is None:
+        return None
+    per_minute, last_minute = sends_per_minute(backend, c.id, now, cache)
+    k = c.counters
+    totals = Panel(
+        [
+            ("Status", status_cell(c.status)),
+            ("Recipients", f"{c.recipients:,}"),
+            ("Sent", f"{k.get('sent', 0):,}"),
+            ("Remaining", f"{c.remaining:,}"),
+            ("Read", f"{k.get('opened', 0):,}"),
+            ("Cancelled", f"{k.get('cancelled', 0):,}"),
+            ("Unsubscribed", f"{k.get('unsubscribed', 0):,}"),
+            ("Bounces", f"{k.get('bounced', 0):,}"),
+            ("Errors", f"{k.get('failed', 0):,}"),
+            ("Clicks unique/total", f"{k.get('clicked', 0):,} / {k.get('clicks', 0):,}"),
+            ("Suppressed/skipped", f"{k.get('suppressed', 0):,} / {k.get('skipped', 0):,}"),
+            ("Expired", f"{k.get('expired', 0):,}"),
+        ]
+    )
+    measured = last_minute / RATE_WINDOW.total_seconds()
+    use_measured = c.status == "sending" and measured > 0
+    schedule = campaign_schedule(
+        store, backend.config, c, now, rate=measured if use_measured else None
+    )
+    deadline = deadline_panel(backend, c, now, schedule, measured=use_measured)
+    released = schedule.released
+    batches = schedule.batches
+    first_open = min((b.index for b in batches if b.index <= released and b.open), default=None)
+    timeline: list[Row] = []
+    for b in batches:
+        state = batch_state(c, b, released, first_open, now)
+        same_day = backend.local(b.release_at).date() == backend.local(now).date()
+        release = when(backend, b.release_at, "%H:%M:%S" if same_day else "%d/%m %H:%M")
+        timeline.append(
+            (
+                str(b.index),
+                (
+                    str(b.index),
+                    f"{b.size:,}",
+                    release,
+                    f"{bar(b.done, b.size)} {b.done:,}/{b.size:,}",
+                    state,
+                ),
+            )
+        )
+    next_release = schedule.next_release
+    pacing = pacing_text(c, schedule)
+    if c.status in ("completed", "cancelled", "expired"):
+        pacing += f" · finished {when(backend, c.finished_at)}"
+    elif now < c.start_at:
+        pacing += f" · starts {when(backend, c.start_at)} ({until(now, c.start_at)})"
+    elif next_release is not None:
+        pacing += (
+            f" · next release: batch {next_release.index} at "
+            f"{when(backend, next_release.release_at, '%H:%M:%S')} "
+            f"({until(now, next_release.release_at)})"
+        )
+    rows = store.results.page(c.id, after=after, before=before, limit=page)
+    peak = max(per_minute) if per_minute else 0
+    first = rows[0].position if rows else None
+    last = rows[-1].position if rows else None
+    caption = (
+        f"Recipients {first + 1:,}–{last + 1:,} of {c.recipients:,}"
+        if first is not None and last is not None
+        else f"Recipients: none here (of {c.recipients:,})"
+    )
+    title = f"Campaign {c.id} · {c.name}"
+    return CampaignDetail(
+        campaign=c,
+        schedule=schedule,
+        title=title,
+        totals=totals,
+        deadline=deadline,
+        pacing=pacing,
+        timeline=timeline,
+        spark=[float(n) for n in per_minute],
+        spark_caption=f"last {SPARK_MINUTES} min · last minute {last_minute:,} · peak {peak:,}",
+        recipients=[recipient_row(backend, r) for r in rows],
+        first_position=first,
+        last_position=last,
+        recipients_caption=caption,
+    )
+
+
+def batch_state(
+    c: Campaign, b: Batch, released: int, first_open: int | None, now: datetime
+) -> Cell:
+    """Where a batch is: done, being sent (or paused, held), queued behind an earlier one,
+    or waiting for its release, which may fall after the deadline (D5, D8)."""
+    if b.index <= released:
+        if b.open == 0:
+            return Styled("done", "level--ok")
+        if b.index != first_open:
+            return Styled(f"queued after batch {first_open}", "muted")
+        if c.status == "sending":
+            return Styled("sending", "status--sending")
+        return Styled(c.status, f"status--{c.status}")
+    if c.deadline is not None and b.release_at >= c.deadline:
+        return Styled("released after the deadline: expires", "level--late")
+    return Styled(f"releases {until(now, b.release_at)}", "muted")
+
+
+def pacing_text(c: Campaign, schedule: Schedule) -> str:
+    how = c.pacing.describe() if c.pacing else "no pacing: one batch"
+    return f"Pacing: {how} · {schedule.released}/{c.batches} batches released"
+
+
+def deadline_panel(
+    backend: Backend, c: Campaign, now: datetime, p: Schedule, *, measured: bool
+) -> Panel:
+    """The deadline (``_LE``), time left, the projected finish and what would expire (D8)."""
+    rate = f"{rate_text(p.rate)} " + ("(last minute)" if measured else "(account limit)")
+    finish = clock_time(backend, now, p.finish_at) if p.finish_at else "nothing left to send"
+    if c.status in ("completed", "cancelled", "expired"):
+        return Panel(
+            [
+                ("Deadline", when(backend, c.deadline) if c.deadline else "none"),
+                ("Finished", when(backend, c.finished_at)),
+                ("Expired", f"{c.counters.get('expired', 0):,}"),
+            ]
+        )
+    if c.deadline is None:
+        return Panel(
+            [
+                ("Deadline", "none (_LE not given)"),
+                ("Rate", rate),
+                ("Projected finish", finish),
+            ]
+        )
+    left = c.deadline - now
+    lines: list[tuple[str, Cell]] = [
+        ("Deadline", f"{clock_time(backend, now, c.deadline)} ({until(now, c.deadline)})"),
+        ("Rate", rate),
+        ("Projected finish", finish),
+    ]
+    if p.expired > 0:
+        lines[2] = ("Projected finish", Styled(f"{finish}, after the deadline", "level--late"))
+        lines.append(("Will expire", Styled(f"{p.expired:,} recipients", "level--late")))
+        return Panel(lines, "late")
+    if p.finish_at is not None and left > timedelta(0):
+        slack = (c.deadline - p.finish_at) / left
+        if slack < 0.1:
+            lines.append(("Margin", Styled(f"{span(c.deadline - p.finish_at)}", "level--warn")))
+            return Panel(lines, "warn")
+    return Panel(lines)
+
+
+RECIPIENT_COLUMNS = (
+    ("Code", "code"),
+    ("Address", "address"),
+    ("Status", "status"),
+    ("Sent at", "sent"),
+    ("Read at", "read"),
+    ("Not sent because", "reason"),
+    ("Clicks", "clicks"),
+    ("URLs clicked", "urls"),
+    ("Unsub. campaign", "unsub_campaign"),
+    ("Unsub. all", "unsub_all"),
+)
+
+
+def recipient_row(backend: Backend, r: RecipientResult) -> Row:
+    reason = r.reason or ""
+    return (
+        str(r.position),
+        (
+            r.code or "-",
+            r.address,
+            status_cell(r.status),
+            when(backend, r.sent_at, "%d/%m %H:%M:%S"),
+            when(backend, r.opened_at, "%d/%m %H:%M:%S"),
+            reason,
+            str(r.clicks) if r.clicks else "",
+            " ".join(r.urls),
+            "yes" if r.unsubscribed == "campaign" else "",
+            "yes" if r.unsubscribed == "all" else "",
+        ),
+    )
+
+
+def export_recipients(
+    backend: Backend,
+    campaign_id: int,
+    target: Path,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write every recipient's results (D17) to ``target``: the file `disparo campaign results
+    --csv` writes (its columns, ``store.campaigns.results``, formula-safe cells), streamed a
+    chunk at a time into ``<target>.part``, renamed when complete. Never over a file that
+    exists (``FileExistsError``); the export is in the audit log with who made it."""
+    written = export_results(
+        backend.store,
+        campaign_id,
+        target,
+        backend.config.tz,
+        overwrite=False,
+        progress=progress,
+    )
+    backend.store.audit.record(
+        backend.actor,
+        "campaign.export",
+        f"campaign:{campaign_id}",
+        {"file": str(target.resolve()), "rows": written},
+    )
+    return written
+
+
+# -- the screen ------------------------------------------------------------------------------
+
+
+class CampaignScreen(CampaignActions):
+    """One campaign: totals, pacing timeline, deadline, sends per minute, its recipients."""
+
+    LABEL = "Campaign"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("n", "next_page", "Next page"),
+        Binding("b", "previous_page", "Prev. page"),
+        Binding("e", "export", "Export CSV"),
+        *CAMPAIGN_BINDINGS,
+    ]
+
+    def __init__(self, backend: Backend, campaign_id: int, every: float = 1.0) -> None:
+        super().__init__(backend, every)
+        self.campaign_id = campaign_id
+        self.cache = DetailCache()
+        #: the page shown: recipients after this position (None: from the first)
+        self.after: int | None = None
+        self.before: int | None = None
+        self.detail: CampaignDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        yield Static("", id="title", classes="caption")
+        with Horizontal(id="panels"):
+            yield PanelView(id="totals", classes="panel")
+            yield PanelView(id="deadline", classes="panel")
+            with Vertical(id="sends", classes="panel"):
+                yield Sparkline([], id="spark")
+                yield Static("", id="spark-caption")
+        yield Static("", id="pacing", classes="caption")
+        yield LiveTable(
+            (
+                ("Batch", "batch"),
+                ("Size", "size"),
+                ("Release", "release"),
+                ("Done", "done"),
+                ("State", "state"),
+            ),
+            id="timeline",
+        )
+        yield Static("", id="recipients-caption", classes="caption")
+        yield LiveTable(RECIPIENT_COLUMNS, id="recipients")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#totals").border_title = "Totals"
+        self.query_one("#deadline").border_title = "Deadline"
+        self.query_one("#sends").border_title = "Sends per minute"
+        self.query_one("#recipients", LiveTable).focus()
+
+    def params(self) -> Any:
+        return (self.after, self.before)
+
+    def fetch(self, params: Any) -> CampaignDetail | None:
+        after, before = params
+        return campaign_detail(
+            self.backend, self.campaign_id, self.cache, after=after, before=before
+        )
+
+    def show(self, data: CampaignDetail | None) -> None:
+        if data is None:
+            self.notify(f"campaign {self.campaign_id} is gone", severity="error")
+            self.dismiss()
+            return
+        self.detail = data
+        # keep showing this page on the next refreshes
+        self.before = None
+        self.after = None if not data.first_position else data.first_position - 1
+        c = data.campaign
+        self.sub_title = data.title
+        status = c.status + (f" — {c.status_reason}" if c.status_reason else "")
+        title = Text(status, style="bold")
+        title.append(
+            f"  ·  priority {c.priority} · wallet {c.wallet or '-'} · {c.channel} · "
+            f"account {c.account or '-'}"
+        )
+        self.query_one("#title", Static).update(title)
+        self.query_one("#totals", PanelView).show(data.totals)
+        self.query_one("#deadline", PanelView).show(data.deadline)
+        self.query_one("#spark", Sparkline).data = data.spark
+        self.query_one("#spark-caption", Static).update(Text(data.spark_caption))
+        self.query_one("#pacing", Static).update(Text(data.pacing))
+        self.query_one("#timeline", LiveTable).show(data.timeline)
+        self.query_one("#recipients-caption", Static).update(
+            Text(f"{data.recipients_caption}   (n next page, b previous, e export CSV)")
+        )
+        self.query_one("#recipients", LiveTable).show(data.recipients)
+
+    def selected_campaign(self) -> tuple[int, str, int] | None:
+        if self.detail is None:
+            return None
+        c = self.detail.campaign
+        return c.id, c.status, c.priority
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_next_page(self) -> None:
+        if self.detail is None or self.detail.last_position is None:
+            return
+        if self.detail.last_position + 1 >= self.detail.campaign.recipients:
+            self.notify("this is the last page", timeout=2)
+            return
+        self.after, self.before = self.detail.last_position, None
+        self.reload()
+
+    def action_previous_page(self) -> None:
+        if self.detail is None or not self.detail.first_position:
+            self.notify("this is the first page", timeout=2)
+            return
+        self.after, self.before = None, self.detail.first_position
+        self.reload()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "export":
+            return self.backend.may("export")
+        return super().check_action(action, parameters)
+
+    def action_export(self) -> None:
+        if not self.backend.may("export"):
+            self.notify(self.backend.refusal("export"), title="Refused", severity="error")
+            return
+        cid = self.campaign_id
+        self.ask(
+            FormDialog(
+                f"Export the recipients of campaign {cid}",
+                "Every recipient (D17) as CSV (;-separated, UTF-8); cells a spreadsheet would "
+                "run as formulas are made safe.",
+                [
+                    Field(
+                        "path",
+                        "File",
+                        value=f"campaign-{cid}-recipients.csv",
+                        check=_writable,
+                    )
+                ],
+                ok="Export",
+            ),
+            lambda values: self._export(Path(values["path"])),
+        )
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export(self, target: Path) -> None:
+        rows = export_recipients(self.backend, self.campaign_id, target)
+        self.post_message(ExportDone(str(target), rows))
+
+    def on_export_done(self, message: ExportDone) -> None:
+        self.notify(f"{message.rows:,} recipients written to {message.path}", title="Exported")
+
+    def palette(self) -> Iterable[PaletteEntry]:
+        yield from super().palette()
+        if self.backend.may("export"):
+            yield (
+                f"Export the recipients of campaign {self.campaign_id}",
+                "CSV, formula-safe",
+                self.action_export,
+            )
+
+
+def _writable(value: str) -> str | None:
+    if not value:
+        return "a file name is required"
+    path = Path(value).expanduser().resolve()
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist"
+    if path.exists():
+        return f"{path} exists: an export never overwrites a file, choose another name"
+    return None
