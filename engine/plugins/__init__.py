@@ -336,6 +336,16 @@ class Plugins:
             except Exception:
                 log.exception("plugin %s failed in %s; continuing", impl.plugin_name, hook_name)
 
+    @property
+    def observes_deliveries(self) -> bool:
+        """Whether any plugin implements ``delivery_event`` (events are built only then)."""
+        return bool(self.pm.hook.delivery_event.get_hookimpls())
+
+    @property
+    def observes_campaigns(self) -> bool:
+        """Whether any plugin implements ``campaign_event``."""
+        return bool(self.pm.hook.campaign_event.get_hookimpls())
+
     async def delivery_event(self, event: DeliveryEvent) -> None:
         """Tell every observer about a delivery event (errors are logged, not raised)."""
         await self._notify("delivery_event", event)

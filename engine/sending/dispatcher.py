@@ -157,7 +157,7 @@ class Dispatcher:
         kind: str = "status",
         detail: dict[str, Any] | None = None,
     ) -> None:
-        if self.plugins.pm.hook.campaign_event.get_hookimpls():
+        if self.plugins.observes_campaigns:
             await self.plugins.campaign_event(
                 CampaignEvent(
                     kind, self.clock.now(), campaign_id, status, previous, actor, detail or {}
@@ -475,7 +475,7 @@ class AccountSender:
             counted = Counter(o.kind for o in outcomes if o.kind != "release")
             for kind, n in counted.items():
                 d.metrics.messages.labels(self.name, c.channel, kind).inc(n)
-        if d.plugins.pm.hook.delivery_event.get_hookimpls():
+        if d.plugins.observes_deliveries:
             now = d.clock.now()
             for o in outcomes:
                 if o.kind != "release":
