@@ -101,6 +101,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
 
     raw_engine = data.get("engine", {})
     engine_values = reader.table("engine", raw_engine, ENGINE_KEYS)
+    lease = engine_values.get("lease") or timedelta(seconds=30)
     engine = EngineSettings(
         time_zone=engine_values.get("time_zone") or ZoneInfo(DEFAULT_TIME_ZONE),
         database_url=_database_url(reader, engine_values.get("database_url")),
@@ -108,8 +109,17 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         spool_dir=_resolve(root, engine_values.get("spool_dir", Path("spool"))),
         role=engine_values.get("role", "operator"),
         log_level=engine_values.get("log_level", "info"),
-        lease=engine_values.get("lease") or timedelta(minutes=5),
+        lease=lease,
+        heartbeat=engine_values.get("heartbeat") or min(timedelta(seconds=5), lease / 3),
+        stop_timeout=engine_values.get("stop_timeout") or timedelta(seconds=10),
     )
+    if engine.heartbeat * 3 > engine.lease:
+        reader.problem(
+            "engine.heartbeat",
+            f"must be at most a third of engine.lease ({_seconds(engine.lease)}), so that a "
+            "running engine renews its leases before they run out; got "
+            f"{_seconds(engine.heartbeat)}",
+        )
 
     kinds = plugins.source_kinds()
     formats = plugins.formats()
@@ -198,7 +208,16 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             complaint_limit=float(values.get("complaint_limit", 0.1)),
             min_sample=int(values.get("min_sample", 200)),
             min_pause=values.get("min_pause") or timedelta(hours=24),
+            breaker_failures=int(values.get("breaker_failures", 5)),
+            breaker_pause=values.get("breaker_pause") or timedelta(minutes=1),
+            breaker_max_pause=values.get("breaker_max_pause") or timedelta(minutes=15),
         )
+        if accounts[name].breaker_max_pause < accounts[name].breaker_pause:
+            reader.problem(
+                f"{where}.breaker_max_pause",
+                f"must be at least breaker_pause ({_seconds(accounts[name].breaker_pause)}); "
+                f"got {_seconds(accounts[name].breaker_max_pause)}",
+            )
         validate = getattr(channel_cls, "validate_account", None)
         if validate is not None:
             for key, message in validate(accounts[name]):
@@ -312,6 +331,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         templates=MappingProxyType(templates),
         mailboxes=MappingProxyType(mailboxes),
     )
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g} s"
 
 
 def _resolve(root: Path, path: Path) -> Path:
