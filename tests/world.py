@@ -24,7 +24,7 @@ from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
 from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import Plugins, load_plugins
-from engine.plugins.channel import Channel, DeliveryInfo, SendResult, Sent
+from engine.plugins.channel import CampaignProblem, Channel, DeliveryInfo, SendResult, Sent
 from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
@@ -42,17 +42,26 @@ class Record:
 
 
 class Scripted(Channel):
-    """Records sends; answers ``Sent`` unless the script says otherwise for an address."""
+    """Records sends; answers ``Sent`` unless the script says otherwise for an address.
+
+    ``broken`` makes every send raise it (a broken channel); ``problem`` makes ``prepare``
+    refuse every campaign with it (``CampaignProblem``); ``prepared`` counts ``prepare``."""
 
     name = "sms-long"
     address_kind = "phone"
     log: ClassVar[list[Record]] = []
     script: ClassVar[dict[str, list[SendResult]]] = {}
+    broken: ClassVar[Exception | None] = None
+    problem: ClassVar[str | None] = None
+    prepared: ClassVar[int] = 0
 
     def normalise(self, address: str) -> Checked:
         return normalise_phone(address, mobile=True)
 
     def prepare(self, campaign: Campaign) -> Campaign:
+        Scripted.prepared += 1
+        if Scripted.problem is not None:
+            raise CampaignProblem(Scripted.problem)
         return campaign
 
     async def send(self, prepared: Campaign, delivery: DeliveryInfo) -> SendResult:
@@ -66,6 +75,8 @@ class Scripted(Channel):
                 address,
             )
         )
+        if Scripted.broken is not None:
+            raise Scripted.broken
         queue = Scripted.script.get(address)
         if queue:
             return queue.pop(0)
@@ -181,6 +192,9 @@ def make_world(
     fixtures: it unregisters the plugin afterwards)."""
     Scripted.log = []
     Scripted.script = {}
+    Scripted.broken = None
+    Scripted.problem = None
+    Scripted.prepared = 0
     plugins = load_plugins()
     plugins.register(ScriptedPlugin(), "scripted")
     try:

@@ -307,24 +307,30 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
     paced within each account's rate, and watch bounce rates (the guard); with [tracking],
     serve the tracking endpoint, and poll the bounce mailboxes ([mailboxes.NAME]).
 
-    Stops cleanly on SIGTERM or Ctrl-C: in-flight messages finish, the rest waits for the
-    next start.
+    SIGTERM or Ctrl-C stops it cleanly: messages in flight finish (within
+    engine.stop_timeout), every lease is released, the exit status is 0; a second signal
+    stops at once. SIGHUP reads the configuration again (a file with problems is refused and
+    the running configuration kept). With --until-idle the exit status is 1 when deliveries
+    failed for a systemic reason (an account's channel failing) or a campaign cannot be sent
+    as configured; the problems are printed.
     """
     from engine.service import Engine, configure_logging
 
+    # a SIGHUP before the engine's own handler is in place must not kill the process
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     a = app(ctx)
     config = a.require_config()
     configure_logging(config)
-    engine = Engine(a.store, a.plugins, config, a.clock)
+    engine = Engine(a.store, a.plugins, config, a.clock, mode="until-idle" if until_idle else "run")
 
-    async def main() -> None:
+    async def main() -> Any:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, engine.stop.set)
-        if until_idle:
-            summary = await engine.run_until_idle(settle=settle)
-            _print_run(a, summary)
-        else:
+        loop.add_signal_handler(signal.SIGTERM, engine.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, engine.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+        try:
+            if until_idle:
+                return await engine.run_until_idle(settle=settle)
             from engine.sending.status import describe_accounts
 
             a.console.print(
@@ -334,8 +340,75 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
             for line in describe_accounts(config, a.plugins, a.clock):
                 a.console.print(f"  {line}")
             await engine.run()
+            return None
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
 
-    asyncio.run(main())
+    summary = asyncio.run(main())
+    if until_idle:
+        _print_run(a, summary)
+        ctx.exit(1 if summary.failed else 0)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """The engines running on this store: where, since when, their last heartbeat, the sender
+    accounts and bounce mailboxes each holds, the messages each has in flight. An engine
+    whose heartbeat is older than its lease is not running (its work is rescued by the next
+    engine that looks)."""
+    from engine.sending.status import engine_json, engines_header
+
+    a = app(ctx)
+    now = a.clock.now()
+    header = engines_header(a.store, now)
+    tz = a.config.tz
+    if as_json:
+        body = {
+            "engines": [engine_json(e, now, tz) for e in header.running],
+            "unresponsive": [engine_json(e, now, tz) for e in header.unresponsive],
+        }
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    if not header.running:
+        a.console.print(Text(header.text, style="yellow"))
+    else:
+        table = Table(title=header.text, title_justify="left")
+        for column in (
+            "Engine",
+            "Version",
+            "Mode",
+            "Started",
+            "Heartbeat",
+            "Accounts",
+            "Mailboxes",
+            "In flight",
+        ):
+            table.add_column(column)
+        for e in header.running:
+            table.add_row(
+                Text(e.node),
+                e.version,
+                e.mode,
+                e.started_at.astimezone(tz).strftime("%d/%m %H:%M:%S"),
+                f"{(now - e.heartbeat_at).total_seconds():.0f} s ago",
+                Text(", ".join(e.accounts) or "-"),
+                Text(", ".join(e.mailboxes) or "-"),
+                f"{e.in_flight:,}",
+            )
+        a.console.print(table)
+    for e in header.unresponsive:
+        a.console.print(
+            Text(
+                f"{e.node}: no heartbeat since "
+                f"{e.heartbeat_at.astimezone(tz).strftime('%d/%m %H:%M:%S')}: it stopped "
+                f"without saying so; the next engine rescues its {e.in_flight:,} claimed "
+                "deliveries",
+                style="red",
+            )
+        )
 
 
 def _print_campaigns(a: AppContext, summary: Any) -> None:
@@ -376,6 +449,12 @@ def _print_run(a: AppContext, summary: Any) -> None:
             )
         )
     _print_campaigns(a, summary)
+    if summary.problems:
+        a.console.print(Text("Problems", style="bold red"))
+        for problem in summary.problems:
+            a.console.print(Text(f"  {problem}", style="red"))
+    if summary.interrupted:
+        a.console.print(Text("stopped before everything due was sent", style="yellow"))
 
 
-COMMANDS = (import_command, sources, run_command)
+COMMANDS = (import_command, sources, run_command, status_command)

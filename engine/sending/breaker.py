@@ -30,6 +30,8 @@ class Breaker:
     opened_at: datetime | None = None
     #: a probe is in flight (half-open)
     probing: bool = False
+    #: how many consecutive failures opened it
+    opened_after: int = 0
 
     @property
     def closed(self) -> bool:
@@ -56,6 +58,7 @@ class Breaker:
         self.pause = self.first_pause
         self.retry_at = now + self.pause
         self.opened_at = now
+        self.opened_after = self.failures
         return "opened"
 
     def worked(self) -> Change | None:

@@ -530,8 +530,19 @@ class Dispatcher:
         )
         self._started = True
 
+    async def begin(self, stop: asyncio.Event) -> bool:
+        """Start (waiting out a database that is unavailable) and heartbeat in the background
+        from now on; False if stopped first. ``run`` and ``run_until_idle`` begin by
+        themselves; the engine begins earlier, so it is registered while it collects."""
+        if not await self._start(stop):
+            return False
+        self._beat_in_background()
+        return True
+
     async def _start(self, stop: asyncio.Event) -> bool:
         """Start, waiting out a database that is unavailable; False if stopped first."""
+        if self._started:
+            return True
         while not stop.is_set():
             try:
                 await self.start()
@@ -582,9 +593,8 @@ class Dispatcher:
     ) -> None:
         """Tick every second until ``stop``; then stop cleanly (``shutdown``)."""
         try:
-            if not await self._start(stop):
+            if not await self.begin(stop):
                 return
-            self._beat_in_background()
             while not stop.is_set():
                 try:
                     await self.tick()
@@ -597,18 +607,18 @@ class Dispatcher:
             await self.shutdown(before_release=before_release)
 
     async def run_until_idle(
-        self, stop: asyncio.Event | None = None, *, settle_ticks: int = 2
+        self, stop: asyncio.Event | None = None, *, settle_ticks: int = 2, shutdown: bool = True
     ) -> None:
-        """Send everything due now (released batches, retries due), then stop. Accounts that
-        wait (paused by their breaker or the guard, held off by their provider, sent by
-        another running engine) do not keep it going; ``stop`` ends it early."""
+        """Send everything due now (released batches, retries due), then stop (unless
+        ``shutdown`` is False: the caller shuts down). Accounts that wait (paused by their
+        breaker or the guard, held off by their provider, sent by another running engine) do
+        not keep it going; ``stop`` ends it early."""
         stop = stop or asyncio.Event()
         self.until_idle = True
         quiet = 0
         try:
-            if not await self._start(stop):
+            if not await self.begin(stop):
                 return
-            self._beat_in_background()
             while quiet < settle_ticks and not stop.is_set():
                 before = self._confirmed
                 try:
@@ -629,7 +639,8 @@ class Dispatcher:
                 with contextlib.suppress(Exception):
                     await self.tick()  # record completions
         finally:
-            await self.shutdown()
+            if shutdown:
+                await self.shutdown()
 
     async def _senders_idle(self, stop: asyncio.Event) -> None:
         """Wait until every sender is idle (or ``stop``)."""
@@ -1148,7 +1159,7 @@ class AccountSender:
                 "channel at %s",
                 self.name,
                 reason,
-                b.failures,
+                b.opened_after,
                 _clock_time(b.retry_at, d.config),
                 extra={
                     "event": "account.paused",

@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.campaign import ACTIVE
 from engine.store.base import Queries
-from engine.store.schema import deliveries, delivery_errors
+from engine.store.schema import campaigns, deliveries, delivery_errors
 
 #: outcomes that are errors
 ERROR_OUTCOMES = ("retry", "failed", "bounced")
 _EMAIL = re.compile(r"<?[^\s<>@,;]+@[^\s<>@,;]+>?")
-_PHONE = re.compile(r"(?<![\w.])\+?\d[\d ()-]{7,}\d")
+_PHONE = re.compile(r"<?(?<![\w.])\+?\d[\d ()-]{7,}\d>?")
 _SPACE = re.compile(r"\s+")
 REASON_LENGTH = 300
 
@@ -187,6 +188,31 @@ class DeliveryErrors(Queries):
                 merged[key] = (count + int(n), soonest)
         ordered = sorted(merged.items(), key=lambda kv: -kv[1][0])[:limit]
         return [Waiting(reason, n, at) for reason, (n, at) in ordered]
+
+    def retrying(self, now: datetime) -> dict[str, tuple[int, datetime | None]]:
+        """Per sender account: deliveries of open campaigns that failed and wait for a retry
+        after ``now``, and when the first of them is tried again."""
+        query = (
+            sa.select(
+                campaigns.c.account,
+                sa.func.count(),
+                sa.func.min(deliveries.c.next_attempt_at),
+            )
+            .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
+            .where(
+                deliveries.c.next_attempt_at.is_not(None),  # the partial index of retries
+                deliveries.c.next_attempt_at > now,
+                deliveries.c.status == "pending",
+                campaigns.c.status.in_(ACTIVE),
+                campaigns.c.account.is_not(None),
+            )
+            .group_by(campaigns.c.account)
+        )
+        with self.store.read() as c:
+            return {
+                str(account): (int(n), at if isinstance(at, datetime) else None)
+                for account, n, at in c.execute(query)
+            }
 
     def totals(self, campaign_ids: Sequence[int]) -> dict[int, int]:
         """Per campaign, how many errors (of every outcome) were counted."""
