@@ -281,7 +281,11 @@ class _PeerSMTP(SMTP):
             await super()._handle_client()
             return
         if greeting == "silent":
-            await self._gone  # until the client gives up (or the peer stops)
+            try:
+                await self._gone  # until the client gives up (EOF cancels this) or the peer stops
+            finally:
+                if self.transport is not None:
+                    self.transport.close()
             return
         await self.push(greeting)
         if self.transport is not None:
