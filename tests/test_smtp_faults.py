@@ -22,7 +22,7 @@ from engine.clock import TestClock, local_today
 from engine.config import Config, load_config
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import load_plugins
-from engine.plugins.channel import ChannelContext, Failed, Retry, Sent
+from engine.plugins.channel import ChannelContext, Failed, Retry
 from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
