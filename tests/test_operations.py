@@ -131,6 +131,28 @@ async def test_a_live_engine_keeps_its_claims_past_the_lease(
     assert other.node in {e.node for e in engines_header(world.store, clock.now()).running}
 
 
+async def test_a_claim_whose_answer_was_lost_is_rescued_by_its_own_engine(
+    world: World, clock: TestClock
+) -> None:
+    """The database committed a claim but the engine never got the answer (the connection
+    dropped): the heartbeat does not renew what the engine does not know it holds, so the
+    lease runs out and the engine itself gives the deliveries back and sends them."""
+    d = world.dispatcher
+    cid = world.import_("smslong", phones(3)).campaign_id
+    assert cid is not None
+    lost = world.store.claims.claim(
+        cid, owner=d.node, released=1, limit=3, lease=timedelta(seconds=30)
+    )
+    assert len(lost) == 3
+    start = clock.now()
+    await world.run(25)
+    assert world.sends(cid) == []
+    await world.run(20)
+    sends = world.sends(cid)
+    assert len(sends) == 3 and min(s.at for s in sends) - start >= timedelta(seconds=30)
+    assert world.statuses(cid) == {"sent": 3}
+
+
 # -- nothing spins -----------------------------------------------------------------------------
 
 

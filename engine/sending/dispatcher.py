@@ -1105,6 +1105,7 @@ class AccountSender:
         if not claimed:
             self._stall(c.id, "nothing could be claimed")
             return
+        d.presence.in_flight.update(x.id for x in claimed)  # renewed by each heartbeat
         self.stalls.pop(c.id, None)
         if probe:
             self.breaker.probing = True
@@ -1122,6 +1123,10 @@ class AccountSender:
         finally:
             done = [o for o in outcomes if o is not None]
             self.since_pick += len(done)
+            # what never got an outcome (a stop cut the chunk short) is released at shutdown
+            d.presence.in_flight.difference_update(
+                x.id for x, o in zip(claimed, outcomes, strict=True) if o is None
+            )
             if self._confirming is not None:
                 await self._confirming  # one confirmation in flight: it overlaps the next chunk
             self._confirming = asyncio.create_task(self._confirm(c, done))
@@ -1226,6 +1231,7 @@ class AccountSender:
                 d.store.claims.confirm, c.id, d.node, outcomes, account=self.name
             )
         except Exception as exc:
+            d.presence.in_flight.difference_update(o.delivery_id for o in outcomes)
             log.error(
                 "account %s: %s outcome(s) of campaign %s could not be recorded (%s): those "
                 "deliveries go back to pending and may be sent again",
@@ -1236,6 +1242,7 @@ class AccountSender:
                 extra={"event": "confirm.lost", "account": self.name, "campaign_id": c.id},
             )
             return
+        d.presence.in_flight.difference_update(o.delivery_id for o in outcomes)
         d._confirmed += len(outcomes)
         self.minute.add(c.id, outcomes)
         if d.metrics is not None:

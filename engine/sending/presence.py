@@ -48,6 +48,8 @@ class Presence:
         self.mode = mode
         self.config = config
         self.detail: dict[str, Any] = {}
+        #: the deliveries this process claimed and has not confirmed: what its heartbeat renews
+        self.in_flight: set[int] = set()
         self.registered = False
         #: when the last heartbeat was written (our leases run ``lease`` from then)
         self.renewed_at: datetime | None = None
@@ -92,7 +94,11 @@ class Presence:
         dead (it was out of touch with the database for longer than its lease)."""
         started = self.clock.now()
         renewed = await self.store.run(
-            self.store.engines.beat, self.node, self.lease, detail=self.detail
+            self.store.engines.beat,
+            self.node,
+            self.lease,
+            in_flight=set(self.in_flight),
+            detail=self.detail,
         )
         if not renewed.registered:
             log.error(
@@ -189,10 +195,13 @@ class Presence:
                     "deliveries": rescued.deliveries,
                 },
             )
-        orphans = await self.store.run(self.store.claims.rescue_leases, exclude=self.node)
+        orphans = await self.store.run(
+            self.store.claims.rescue_leases, owner=self.node, keep=set(self.in_flight)
+        )
         if orphans:
             log.warning(
-                "%s deliveries had lost their lease (their engine stopped): they will be retried",
+                "%s deliveries had lost their lease (their engine stopped, or the answer to "
+                "their claim was lost): they will be sent",
                 orphans,
                 extra={"event": "engine.rescued", "node": self.node, "deliveries": orphans},
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -300,23 +300,36 @@ class Claims(Queries):
             conn=c,
         )
 
-    def rescue_leases(self, *, exclude: str | None = None) -> int:
+    def rescue_leases(self, *, owner: str | None = None, keep: Collection[int] = ()) -> int:
         """Claims whose lease ran out go back to pending (at least once, D12): their engine
-        stopped without a heartbeat row to rescue it by (see ``Engines.rescue``). Never the
-        claims of ``exclude``, the engine asking: it knows its own are in flight."""
+        stopped without a heartbeat row to rescue it by (see ``Engines.rescue``), or the
+        engine asking (``owner``) claimed them without getting the answer. Never the
+        deliveries ``owner`` has in flight (``keep``)."""
         now = self.store.clock.now()
         with self.store.write() as c:
-            done = c.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.lease_until.is_not(None),
-                    deliveries.c.lease_until < now,
-                    deliveries.c.status == "claimed",
-                    *([deliveries.c.lease_owner != exclude] if exclude else []),
+            found = [
+                (r.id, r.lease_owner)
+                for r in c.execute(
+                    sa.select(deliveries.c.id, deliveries.c.lease_owner).where(
+                        deliveries.c.lease_until.is_not(None),  # the partial index
+                        deliveries.c.lease_until < now,
+                        deliveries.c.status == "claimed",
+                    )
                 )
-                .values(status="pending", lease_owner=None, lease_until=None)
-            )
-            return int(done.rowcount or 0)
+            ]
+            ids = [i for i, who in found if not (who == owner and i in keep)]
+            done = 0
+            for start in range(0, len(ids), 500):
+                done += c.execute(
+                    sa.update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(ids[start : start + 500]),
+                        deliveries.c.status == "claimed",
+                        deliveries.c.lease_until < now,
+                    )
+                    .values(status="pending", lease_owner=None, lease_until=None)
+                ).rowcount
+            return int(done or 0)
 
     def claimed_by(self, *, conn: Connection | None = None) -> dict[str, int]:
         """Claimed deliveries per engine (lease owner)."""

@@ -4,7 +4,7 @@ is older than its lease stopped without saying so, and another engine rescues it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,10 +122,18 @@ class Engines(Queries):
             )
 
     def beat(
-        self, node: str, lease: timedelta, *, detail: Mapping[str, Any] | None = None
+        self,
+        node: str,
+        lease: timedelta,
+        *,
+        in_flight: Collection[int] = (),
+        detail: Mapping[str, Any] | None = None,
     ) -> Renewed:
-        """The heartbeat: this engine is alive, and every lease it holds (claimed deliveries,
-        sender accounts, bounce mailboxes) runs ``lease`` from now. One transaction."""
+        """The heartbeat: this engine is alive, and every lease it holds runs ``lease`` from
+        now: the deliveries it has in flight (``in_flight``: claimed and not confirmed yet),
+        its sender accounts and bounce mailboxes. One transaction. A delivery this engine
+        claimed but does not know it holds (the reply of the claim was lost with the
+        database) is not renewed: its lease runs out and it is rescued."""
         now = self.store.clock.now()
         until = now + lease
         values: dict[str, Any] = {
@@ -140,15 +148,18 @@ class Engines(Queries):
             ).rowcount
             if not registered:
                 return Renewed(False, 0, 0, 0)
-            flying = c.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.lease_until.is_not(None),  # the partial index
-                    deliveries.c.lease_owner == node,
-                    deliveries.c.status == "claimed",
-                )
-                .values(lease_until=until)
-            ).rowcount
+            flying = 0
+            ids = sorted(in_flight)
+            for start in range(0, len(ids), 500):
+                flying += c.execute(
+                    sa.update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(ids[start : start + 500]),
+                        deliveries.c.lease_owner == node,
+                        deliveries.c.status == "claimed",
+                    )
+                    .values(lease_until=until)
+                ).rowcount
             accts = c.execute(
                 sa.update(accounts).where(accounts.c.lease_owner == node).values(lease_until=until)
             ).rowcount
