@@ -944,6 +944,12 @@ class AccountSender:
             while self.running:
                 try:
                     await self._step()
+                    if self._db_failures:
+                        log.warning(
+                            "account %s: the database answers again; sending resumes",
+                            self.name,
+                            extra={"event": "database.back", "account": self.name},
+                        )
                     self._db_failures = 0
                 except Exception as exc:
                     if not is_transient(exc):
@@ -1207,6 +1213,13 @@ class AccountSender:
         while True:
             try:
                 await d.store.run(fn, *args, **kwargs)
+                if attempt:
+                    log.warning(
+                        "account %s: the database answers again; recorded after %s attempt(s)",
+                        self.name,
+                        attempt + 1,
+                        extra={"event": "database.back", "account": self.name},
+                    )
                 return
             except Exception as exc:
                 if not is_transient(exc) or d.abandon.is_set():

@@ -40,6 +40,7 @@ class PostgresServer:
     datadir: Path
     port: int
     user: str | None  # the OS user the server runs as (None: the current one)
+    options: str = ""  # what pg_ctl start passes to the server (port, socket folder…)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -66,6 +67,15 @@ class PostgresServer:
             host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def halt(self) -> None:
+        """Stop the server (fast: sessions are terminated), keeping its data: ``resume()``
+        starts it again on the same port (an outage of the database)."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        log = str(self.datadir.parent / "log")
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", self.options, "-l", log, "-w", "start")
 
     def stop(self) -> None:
         try:
@@ -103,5 +113,6 @@ def start_postgres() -> PostgresServer:
         f"-p {server.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
+    server.options = options
     server._run("pg_ctl", "-D", str(datadir), "-o", options, "-l", str(base / "log"), "-w", "start")
     return server
