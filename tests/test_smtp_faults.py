@@ -7,6 +7,7 @@ Fixing the password sends everything that waited, once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -279,3 +280,17 @@ def test_run_until_idle_says_the_relay_is_down_and_exits_1(tmp_path: Path, run_c
     show = run_cli("--config", str(config), "campaign", "show", "1")
     assert "held — account e-mail is paused: channel failing: relay" in show.output
     assert "Not sent yet, because" in show.output and "refused the connection" in show.output
+    assert "No projected finish while the campaign is held" in show.output
+    body = json.loads(run_cli("--config", str(config), "campaign", "show", "1", "--json").output)
+    assert body["status"] == "held" and body["failed"] == 0
+    [reason] = body["not_sent_because"]
+    assert reason["reason"] == f"relay 127.0.0.1:{port} refused the connection"
+    assert reason["count"] == body["retrying"] == body["errors_total"] >= 5
+    assert reason["next_retry_at"] == body["next_retry_at"] is not None
+    assert body["errors"][0]["scope"] == "account" and body["errors"][0]["outcome"] == "retry"
+    assert body["account_paused"]["reason"].startswith("channel failing: relay")
+    [mail] = json.loads(run_cli("--config", str(config), "accounts", "--json").output)
+    assert mail["breaker"] == "open" and mail["breaker_retry_at"] is not None
+    assert mail["recent_errors"][0]["reason"] == reason["reason"]
+    listed = run_cli("--config", str(config), "campaigns")
+    assert "held: account e-mail is paused" in listed.output
