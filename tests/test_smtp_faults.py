@@ -11,7 +11,7 @@ import json
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +235,11 @@ async def test_a_wrong_password_pauses_the_account_and_fixing_it_sends_everythin
         assert counted.outcome == "retry" and counted.scope == "account" and "535" in counted.reason
         # the operator fixes the password (SIGHUP); the next probe logs in and sends
         monkeypatch.setenv("SMTP_PASSWORD", server.password or "")
+        fixed = clock.now()
         await dispatcher.reconfigure(load_config(config.path))
+        await until(lambda: server.messages, "the probe logs in and sends", step=second)
+        # the reload probes at once, not at the next scheduled probe (a minute on)
+        assert clock.now() - fixed < timedelta(seconds=10)
         await until(lambda: campaign().status == "completed", "all sent", step=second)
     finally:
         await dispatcher.shutdown()

@@ -59,3 +59,9 @@ class TokenBucket:
         # account for `seconds`, not eight times as long
         self.tokens = min(self.tokens, -seconds * self.rate)
         self.held_until = max(self.held_until, self.clock.monotonic() + seconds)
+
+    def forgive(self) -> None:
+        """End a hold-off now (the operator fixed what the provider complained about)."""
+        self._refill()
+        self.tokens = max(self.tokens, 0.0)
+        self.held_until = self.clock.monotonic()

@@ -507,6 +507,15 @@ class Dispatcher:
         await self.store.run(
             self.store.accounts.sync, {name: a.channel for name, a in config.accounts.items()}
         )
+        for name in config.accounts:
+            # a paused account is probed at once: the fix may be in the file, or in a secret
+            # it names (a password file, an environment the operator changed)
+            if await self.store.run(self.store.accounts.probe_now, name):
+                log.info(
+                    "account %s: the configuration was reloaded; its channel is probed now",
+                    name,
+                    extra={"event": "account.probe", "account": name},
+                )
         retiring = [self.senders[name] for name in changed]
         for sender in retiring:
             sender.retire()
@@ -516,6 +525,10 @@ class Dispatcher:
                 del self.senders[sender.name]
         for sender in self.senders.values():
             sender.context = ChannelContext(config, self.clock, self.signer)
+            if not sender.breaker.closed:
+                sender.breaker.retry_at = self.clock.now()
+                sender.bucket.forgive()
+                sender.poke()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -921,7 +934,20 @@ class AccountSender:
             self._lease_until = None
             state = await self.d.store.run(self.d.store.accounts.states)
             holder = state.get(self.name)
-            self.leased_by = holder.lease_owner if holder is not None else "?"
+            owner = holder.lease_owner if holder is not None else None
+            if owner != self.leased_by and owner is not None:
+                until = holder.lease_until if holder is not None else None
+                log.info(
+                    "account %s is sent by engine %s%s: this engine waits for it",
+                    self.name,
+                    owner,
+                    f" (its lease runs until {_clock_time(until, self.d.config)} unless it "
+                    "renews it)"
+                    if until
+                    else "",
+                    extra={"event": "account.elsewhere", "account": self.name, "owner": owner},
+                )
+            self.leased_by = owner or "?"
             return False
         if self._lease_until is None or self.leased_by is not None:
             # the lease is (again) ours: take the breaker's state as the store has it

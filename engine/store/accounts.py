@@ -142,6 +142,17 @@ class Accounts(Queries):
                     )
                 )
 
+    def probe_now(self, name: str) -> bool:
+        """A paused account is probed at once (its settings changed: the fix may be in)."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(accounts)
+                .where(accounts.c.name == name, accounts.c.breaker_state == "open")
+                .values(breaker_retry_at=now, updated_at=now)
+            ).rowcount
+        return bool(done)
+
     def close_breaker(self, name: str, *, detail: Mapping[str, Any] | None = None) -> bool:
         """The channel works again: resume the account (audited). False if it was closed."""
         now = self.store.clock.now()
