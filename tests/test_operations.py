@@ -322,3 +322,75 @@ async def test_one_progress_line_per_sending_account_per_minute(
         f"campaign {cid}: scheduled -> sending",
         f"campaign {cid}: sending -> completed",
     ]
+
+
+# -- the pieces --------------------------------------------------------------------------------
+
+
+def test_the_breaker_opens_at_the_threshold_probes_and_doubles_its_pause() -> None:
+    from datetime import UTC, datetime
+
+    from engine.sending.breaker import Breaker
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    b = Breaker(3, timedelta(minutes=1), timedelta(minutes=3))
+    assert [b.failed("down", now) for _ in range(2)] == [None, None]
+    assert b.worked() is None and b.failures == 0  # a recipient's answer resets the count
+    assert [b.failed("down", now) for _ in range(3)] == [None, None, "opened"]
+    assert b.retry_at == now + timedelta(minutes=1) and b.opened_after == 3
+    assert b.failed("down", now) is None  # a straggler that started before it opened
+    assert not b.probe_due(now) and b.probe_due(now + timedelta(minutes=1))
+    b.probing = True
+    assert b.failed("still down", now) == "reopened" and b.pause == timedelta(minutes=2)
+    b.probing = True
+    assert b.failed("still down", now) == "reopened" and b.pause == timedelta(minutes=3)
+    b.probing = True
+    assert b.worked() == "closed" and b.closed and b.retry_at is None
+    assert b.failed("x", now, force=True) == "opened"  # a channel that cannot start
+
+
+def test_reasons_are_counted_without_what_varies_per_recipient() -> None:
+    from engine.store.delivery_errors import reason_key
+
+    assert reason_key("550 5.1.1 <ana@x.com>: Recipient address rejected") == (
+        "550 5.1.1 <address>: Recipient address rejected"
+    )
+    assert reason_key("21211 invalid 'To' +5511999887766") == "21211 invalid 'To' <number>"
+    assert reason_key("  451   busy\n try later ") == "451 busy try later"
+    assert reason_key(None) == "unknown" and len(reason_key("x" * 1000)) == 300
+
+
+def test_the_operations_keys_and_their_checks(tmp_path: Path) -> None:
+    from engine.config import ACCOUNT_KEYS, ENGINE_KEYS, ConfigError
+    from tests.helpers import load, write_config
+
+    for key in ("lease", "heartbeat", "stop_timeout"):
+        assert ENGINE_KEYS[key].help
+    for key in ("breaker_failures", "breaker_pause", "breaker_max_pause"):
+        assert ACCOUNT_KEYS[key].help
+    config = load(write_config(tmp_path))
+    assert config.engine.lease == timedelta(seconds=30)
+    assert config.engine.heartbeat == timedelta(seconds=5)
+    assert config.engine.stop_timeout == timedelta(seconds=10)
+    short = load(write_config(tmp_path, engine={"lease": "9s"}))
+    assert short.engine.heartbeat == timedelta(seconds=3)  # a third of a short lease
+    accounts = {
+        "sms": {
+            "channel": "sms-long",
+            "sandbox": True,
+            "breaker_failures": 3,
+            "breaker_pause": "30s",
+            "breaker_max_pause": "10m",
+        }
+    }
+    sms = load(write_config(tmp_path, accounts=accounts)).accounts["sms"]
+    assert (sms.breaker_failures, sms.breaker_pause, sms.breaker_max_pause) == (
+        3,
+        timedelta(seconds=30),
+        timedelta(minutes=10),
+    )
+    with pytest.raises(ConfigError, match=r"engine\.heartbeat: must be at most a third"):
+        load(write_config(tmp_path, engine={"lease": "30s", "heartbeat": "20s"}))
+    accounts["sms"]["breaker_max_pause"] = "10s"
+    with pytest.raises(ConfigError, match=r"accounts\.sms\.breaker_max_pause: must be at least"):
+        load(write_config(tmp_path, accounts=accounts))

@@ -99,12 +99,6 @@ def _clock_time(value: datetime, config: Config) -> str:
 
 
 @dataclass
-class Prepared:
-    campaign_id: int
-    value: Any
-
-
-@dataclass
 class Trouble:
     """A systemic failure of an account seen by this engine (for ``run --until-idle``)."""
 
@@ -203,7 +197,6 @@ class Dispatcher:
         self.stopping = False
         #: set when a stop must not wait any longer (the stop timeout passed, a second signal)
         self.abandon = asyncio.Event()
-        self.until_idle = False
         self._started = False
         self._beating: asyncio.Task[None] | None = None
         self._beat_stop = asyncio.Event()
@@ -627,7 +620,6 @@ class Dispatcher:
         breaker or the guard, held off by their provider, sent by another running engine) do
         not keep it going; ``stop`` ends it early."""
         stop = stop or asyncio.Event()
-        self.until_idle = True
         quiet = 0
         try:
             if not await self.begin(stop):
