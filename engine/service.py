@@ -169,7 +169,14 @@ class Engine:
         if self._reloading is not None and not self._reloading.done():
             log.warning("SIGHUP: a reload is already under way")
             return
-        self._reloading = asyncio.ensure_future(self.reload())
+        self._reloading = asyncio.ensure_future(self._reload_logged())
+
+    async def _reload_logged(self) -> bool:
+        try:
+            return await self.reload()
+        except Exception:
+            log.exception("SIGHUP: the reload failed; the engine goes on as it can")
+            return False
 
     async def reload(self) -> bool:
         """Read the configuration file again and take it over: new, changed and removed

@@ -226,16 +226,22 @@ def test_sighup_reloads_accounts_and_templates_and_refuses_a_broken_file(tmp_pat
         engine.wait_log("no sender account for channel `sms-long`")
         doc["accounts"]["sms"] = {"channel": "sms-long", "sandbox": True}
         doc["templates"] = {"PROMO": {"content_sid": "HX0123", "variables": ["nome"]}}
+        doc["sources"]["extra"] = {"kind": "local", "path": "extra", "every": "1s"}
+        (tmp_path / "extra").mkdir()
         write(config, doc)
         engine.signal(signal.SIGHUP)
         engine.wait_log("configuration reloaded")
+        # a new source is polled: its file is imported (and sent below)
+        (tmp_path / "extra" / f"mailing_{today}_004_cBRAD_smslong.csv").write_text(
+            "nome;telefone\nE;11999660001\n"
+        )
         wait_until(
             lambda: all(
                 (outbox / f"{a}.jsonl").exists()
-                and len((outbox / f"{a}.jsonl").read_text().splitlines()) == 5
-                for a in ("zap", "sms")
+                and len((outbox / f"{a}.jsonl").read_text().splitlines()) == n
+                for a, n in (("zap", 5), ("sms", 6))
             ),
-            "both campaigns are sent after the reload",
+            "the held campaigns and the new source's are sent after the reload",
         )
         sent = [json.loads(line) for line in (outbox / "zap.jsonl").read_text().splitlines()]
         assert {s["ContentSid"] for s in sent} == {"HX0123"}
@@ -249,7 +255,7 @@ def test_sighup_reloads_accounts_and_templates_and_refuses_a_broken_file(tmp_pat
             "nome;telefone\nZ;11999770001\n"
         )
         wait_until(
-            lambda: len((outbox / "sms.jsonl").read_text().splitlines()) == 6,
+            lambda: len((outbox / "sms.jsonl").read_text().splitlines()) == 7,
             "a file dropped after the refused reload is sent",
         )
         engine.signal(signal.SIGTERM)
