@@ -1,5 +1,6 @@
-"""The headless engine: collection, dispatch and the guard in one asyncio program, stopped
-cleanly by SIGTERM or Ctrl-C (in-flight sends finish, claims are released)."""
+"""The headless engine: collection, dispatch, the guard, feedback and publishing in one
+asyncio program, stopped cleanly by SIGTERM or Ctrl-C (in-flight sends finish, claims are
+released)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.feedback.metrics import Metrics
 from engine.feedback.tracking import SignalWriter, Tracking
 from engine.intake.collector import Collector, PollSummary
 from engine.plugins import Plugins
+from engine.publish.service import Outcome, Publishing
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.store import Store
@@ -60,6 +62,7 @@ class RunSummary:
     polls: list[PollSummary] = field(default_factory=list)
     mailboxes: list[PollResult] = field(default_factory=list)
     campaigns: list[tuple[int, str, str, int, int]] = field(default_factory=list)
+    published: list[Outcome] = field(default_factory=list)
 
 
 class Engine:
@@ -85,6 +88,7 @@ class Engine:
             metrics=self.metrics,
         )
         self.guard = Guard(store, config, clock)
+        self.publishing = Publishing(store, plugins, config, clock)
         self.tracking: Tracking | None = None
         if config.tracking is not None:
             self.tracking = Tracking(
@@ -106,6 +110,7 @@ class Engine:
         summary.polls = await self.collector.run_until_idle(settle=settle)
         await self.guard.check()
         await self.dispatcher.run_until_idle()
+        summary.published = await asyncio.to_thread(self.publishing.publish)
         if self.mailboxes:
             self.writer.start()
             try:
@@ -131,6 +136,7 @@ class Engine:
         background = [
             asyncio.create_task(self.collector.run_forever(self.stop), name="collector"),
             asyncio.create_task(self.guard.run(), name="guard"),
+            asyncio.create_task(self.publishing.run(self.stop), name="publishing"),
         ]
         background += [
             asyncio.create_task(p.run_forever(self.stop), name=f"mailbox-{p.settings.name}")
