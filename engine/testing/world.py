@@ -5,6 +5,8 @@ campaigns and deliveries."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -158,6 +160,21 @@ class World:
         if self.owns_store:
             self.store.close()
 
+    @asynccontextmanager
+    async def tracking(self) -> AsyncIterator[str]:
+        """The tracking endpoint (``[tracking]`` must be configured) with the webhooks of the
+        world's plugins mounted, listening on 127.0.0.1 (a free port), for the duration of
+        the ``async with``: it gives the base URL to request (``http://127.0.0.1:<port>``).
+        A webhook's ``context.apply`` has stored its signals when the request is answered."""
+        from engine.feedback.tracking import Tracking
+
+        endpoint = Tracking(self.store, self.config, self.clock, plugins=self.plugins)
+        bound = await endpoint.start("127.0.0.1:0")
+        try:
+            yield f"http://{bound}"
+        finally:
+            await endpoint.stop()
+
     def campaign(self, campaign_id: int) -> Campaign:
         """The campaign as the store has it now (``status``, ``counters``…)."""
         found = self.store.campaigns.get(campaign_id)
@@ -174,3 +191,7 @@ class World:
                 .group_by(t.deliveries.c.status)
             ).all()
         return {str(status): int(count) for status, count in rows}
+
+    def suppressions(self) -> dict[str, str]:
+        """Every suppressed address, with why (``bounce``, ``stop``, ``unsubscribe``…)."""
+        return {s.address: s.origin for s in self.store.suppressions.search(limit=100_000)}

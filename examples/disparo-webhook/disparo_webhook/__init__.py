@@ -7,7 +7,8 @@ The example package of disparo's plugin guide (docs/plugins.md). An account::
     url = "https://hooks.example.com/disparo"
     token_env = "HOOK_TOKEN"
 
-sends the campaigns of mailing files named ``mailing_…_webhook.csv``.
+sends the campaigns of mailing files named ``mailing_…_webhook.csv``; with ``[tracking]``
+configured, the hook reports receipts and replies back (``disparo_webhook.receipts``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from __future__ import annotations
 import ssl
 from datetime import UTC, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 from jinja2 import TemplateError
 
 from engine import hookimpl
@@ -33,6 +33,11 @@ from engine.plugins.channel import (
     Sent,
     Templates,
 )
+
+if TYPE_CHECKING:
+    # aiohttp is imported where messages are sent: every `disparo` command loads the
+    # plugins, and most never send
+    import aiohttp
 
 #: the plugin API this plugin was written for: a disparo that offers an older one refuses
 #: to load it, with the reason
@@ -75,6 +80,8 @@ class WebhookChannel(Channel):
     async def open(self) -> None:
         if self.account.sandbox:
             return
+        import aiohttp
+
         options = self.account.options
         ca_file = options.get("ca_file")
         tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -90,6 +97,8 @@ class WebhookChannel(Channel):
             self.session = None
 
     async def send(self, prepared: Templates, delivery: DeliveryInfo) -> SendResult:
+        import aiohttp
+
         try:
             message = prepared.render(delivery)  # the default prepare() gave the Templates
         except TemplateError as exc:
@@ -143,6 +152,8 @@ class WebhookChannel(Channel):
 
 async def _message_id(response: aiohttp.ClientResponse) -> str | None:
     """The hook's id for the message: ``{"id": …}`` in a JSON answer, if it gives one."""
+    import aiohttp
+
     try:
         body: Any = await response.json()
     except (aiohttp.ContentTypeError, ValueError):
@@ -154,3 +165,10 @@ async def _message_id(response: aiohttp.ClientResponse) -> str | None:
 @hookimpl
 def register_channels(register: Any) -> None:
     register(WebhookChannel)
+
+
+@hookimpl
+def register_webhooks(register: Any) -> None:
+    from disparo_webhook.receipts import WebhookReceipts
+
+    register(WebhookReceipts)

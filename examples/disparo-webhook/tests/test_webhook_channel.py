@@ -1,16 +1,20 @@
 """The webhook channel against a real hook on loopback: the JSON and the token it posts, how
 the hook's answers map to Sent, Retry and Failed, its settings, and a mailing file sent
-through it by disparo's dispatcher. disparo's test kit (``engine.testing``) does the rest."""
+through it by disparo's dispatcher, the receipts and replies the hook sends back to the
+tracking endpoint. disparo's test kit (``engine.testing``) does the rest."""
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from disparo_webhook import WebhookChannel
+from disparo_webhook.receipts import signature
 from webhook_peer import TOKEN, Hook
 
 from engine.config import ConfigError
@@ -133,5 +137,55 @@ async def test_a_webhook_mailing_is_imported_and_sent_through_the_hook(
         assert {p.body["campaign_id"] for p in hook.posts} == {report.campaign_id}
         assert world.campaign(report.campaign_id).status == "completed"
         assert world.statuses(report.campaign_id) == {"sent": 1, "failed": 1}
+    finally:
+        await world.close()
+
+
+async def test_receipts_and_replies_come_back_through_the_tracking_endpoint(
+    tmp_path: Path, hook: Hook
+) -> None:
+    (tmp_path / "tracking.key").write_text("k" * 32)
+    world = World.open(
+        tmp_path,
+        hermetic_plugins(entry_points=("webhook",)),
+        accounts={"hook": {"channel": "webhook", **hook.account()}},
+        wallets={"BRAD": {"sms_template": "Olá {{ nome }}"}},
+        tracking={"public_url": "https://t.example.com", "secret_file": "tracking.key"},
+    )
+    try:
+        report = world.import_file(
+            world.mailing_name(1, "cBRAD", "webhook"),
+            "nome;telefone\nAna;11988880001\nBia;11988880002\n",
+        )
+        assert report.campaign_id is not None
+        await world.run_until_idle()
+        ids = {p.body["to"]: f"msg-{i}" for i, p in enumerate(hook.posts, 1)}
+        async with world.tracking() as base, aiohttp.ClientSession() as http:
+
+            async def post(
+                body: dict[str, object], token: str = TOKEN, account: str = "hook"
+            ) -> int:
+                data = json.dumps(body).encode()
+                async with http.post(
+                    f"{base}/webhook/{account}/receipts",
+                    data=data,
+                    headers={"X-Hook-Signature": signature(token, data)},
+                ) as response:
+                    return response.status
+
+            ana, bia = ids["+5511988880001"], ids["+5511988880002"]
+            assert await post({"type": "status", "id": ana, "status": "delivered"}) == 204
+            assert await post({"type": "status", "id": ana, "status": "delivered"}) == 204
+            failed = {"type": "status", "id": bia, "status": "failed", "permanent": True}
+            assert await post(failed, token="forged") == 403
+            assert await post(failed, account="nobody") == 404
+            assert await post({"type": "status", "id": bia, "status": "lost"}) == 400
+            assert await post(failed) == 204
+            reply = {"type": "reply", "id": "in-1", "from": "+5511988880001", "text": "Parar."}
+            assert await post(reply) == 204
+        campaign = world.campaign(report.campaign_id)
+        assert campaign.counters["delivered"] == 1 and campaign.counters["bounced"] == 1
+        assert world.statuses(report.campaign_id) == {"sent": 1, "bounced": 1}
+        assert world.suppressions() == {"+5511988880002": "bounce", "+5511988880001": "stop"}
     finally:
         await world.close()
