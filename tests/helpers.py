@@ -1,41 +1,21 @@
-"""Small builders shared by the tests: configs, mailing names, a collector on a test clock."""
+"""Small builders shared by the tests: configs (the test kit's ``write_config``), mailing
+names, a collector on a test clock."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import tomli_w
 
 from engine.clock import TestClock
 from engine.config import Config, load_config
 from engine.intake.collector import Collector
 from engine.plugins import load_plugins
 from engine.store import Store
+from engine.testing import write_config
+
+__all__ = ["CSV", "TODAY", "collector", "load", "name", "write_config"]
 
 #: the test clock's day (2026-11-23 12:00 UTC is 09:00 in São Paulo)
 TODAY = "231126"
-
-
-def write_config(
-    folder: Path,
-    *,
-    sources: dict[str, dict[str, Any]] | None = None,
-    wallets: dict[str, dict[str, Any]] | None = None,
-    accounts: dict[str, dict[str, Any]] | None = None,
-    engine: dict[str, Any] | None = None,
-) -> Path:
-    """Write disparo.toml into ``folder`` and return its path."""
-    data: dict[str, Any] = {"engine": {"spool_dir": "spool", **(engine or {})}}
-    if sources:
-        data["sources"] = sources
-    if accounts:
-        data["accounts"] = accounts
-    if wallets:
-        data["wallets"] = wallets
-    path = folder / "disparo.toml"
-    path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    return path
 
 
 def load(path: Path) -> Config:
