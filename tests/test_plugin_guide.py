@@ -8,6 +8,7 @@ import json
 import re
 import ssl
 import threading
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +21,8 @@ import trustme
 
 from engine.config import ConfigError
 from engine.plugins import load_plugins
-from engine.plugins.publisher import PublishContext
 from engine.plugins.source import Source, SourceError
+from engine.publish.service import Publishing
 from engine.testing import (
     FolderFiles,
     NotImported,
@@ -211,7 +212,9 @@ async def test_the_observers_and_the_publisher_see_a_campaign(tmp_path: Path) ->
     world = World.open(
         tmp_path,
         hermetic_plugins(Registers(GuideSms), tally, summary_publisher),
-        sources={"drop": {"kind": "local", "path": "drop"}},
+        sources=tomllib.loads(
+            (ROOT / "examples" / "guide" / "summary_publisher.toml").read_text(encoding="utf-8")
+        )["sources"],
         accounts={"sms": {"channel": "guide-sms"}},
         wallets={"BRAD": {"sms_template": "Olá {{ nome }}"}},
     )
@@ -225,15 +228,16 @@ async def test_the_observers_and_the_publisher_see_a_campaign(tmp_path: Path) ->
         await world.run(2)
         assert tally.deliveries["sent"] == 2
         assert tally.statuses[report.campaign_id] == "completed"
-        publisher = summary_publisher.CampaignSummaries(
-            world.config.sources["drop"], PublishContext(world.config, world.clock, world.store)
-        )
-        [publication] = publisher.due(world.clock.now())
-        assert publication.path == f"resultados/{report.campaign_id}.resumo.txt"
-        out = tmp_path / "summary.txt"
-        with out.open("wb") as handle:
-            publisher.write(publication, handle)
+        # what `disparo run` does every minute: the summary lands on the source, once
+        folder = world.config.sources["drop"].options["path"]
+        folder.mkdir(parents=True, exist_ok=True)
+        publishing = Publishing(world.store, world.plugins, world.config, world.clock)
+        [done] = publishing.publish()
+        assert done.status == "published", done.message
+        assert done.path == f"resultados/{report.campaign_id}.resumo.txt"
+        out = folder / done.path
         assert "sent;2" in out.read_text(encoding="utf-8").splitlines()
+        assert publishing.publish() == []
     finally:
         await world.close()
         Scripted.reset()

@@ -366,13 +366,6 @@ class PluginMail(Scripted):
     file_word = "pluginmail"
 
 
-@pytest.mark.xfail(
-    reason="engine.addresses.address_kind() says `email` only for the channel named `email`: "
-    "the dispatcher checks a plugin e-mail channel's recipients against phone suppressions "
-    "(D4), and its hard bounces are suppressed as phones, so they are sent to again; it "
-    "should use the campaign's (the channel's) address_kind",
-    strict=True,
-)
 async def test_a_plugin_email_channel_honours_email_suppressions(tmp_path: Path) -> None:
     Scripted.reset()
     Scripted.script["gone@example.com"] = [Failed("no such mailbox", bounce=True)]

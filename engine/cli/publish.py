@@ -33,7 +33,7 @@ def publish_command(
     quiet = [s for s in sources if not config.sources[s].publish]
     if quiet:
         fail(
-            f"source {', '.join(quiet)} publishes nothing: add `publish = [\"…\"]` to its "
+            f'source {", ".join(quiet)} publishes nothing: add `publish = ["…"]` to its '
             "table (`disparo plugins` lists the publishers)"
         )
     publishing = Publishing(a.store, a.plugins, config, a.clock)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.addresses import address_kind, suppression_key
+from engine.addresses import suppression_key
 from engine.campaign import Campaign
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
@@ -504,7 +504,7 @@ class AccountSender:
         d = self.d
         channel = self.channel
         assert channel is not None
-        kind = address_kind(c.channel)
+        kind = c.address_kind
         checked = [channel.normalise(x.address) for x in claimed]
         suppressed = await d.store.run(
             d.store.claims.suppressed,

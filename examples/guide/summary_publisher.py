@@ -1,5 +1,5 @@
 """A publisher: a summary file per completed campaign (the publisher example of
-docs/plugins.md; see there what the engine does and does not do with publishers yet)."""
+docs/plugins.md)."""
 
 from __future__ import annotations
 
