@@ -12,7 +12,8 @@ to ``interval`` (50 ms by default). It may be a plain callable or return an awai
 raised by the check counts as "not yet" (a file being written, a port not listening yet) and
 is reported if the wait fails; raise ``GiveUp`` to stop waiting at once (the process under
 test exited, a stream ended). After ``timeout`` seconds (``TIMEOUT``: 30 s) the wait fails
-with an ``AssertionError`` that says what it was waiting for and what the check last gave.
+with an ``AssertionError`` that says what it was waiting for and what the check last gave,
+followed by ``detail()`` when given (the state worth seeing at that moment).
 The timeout is a safety net for a condition that never comes, not a measurement: it is
 generous because CI runs on a busy 2-core machine, and a passing test never waits for it.
 
@@ -44,7 +45,12 @@ class GiveUp(AssertionError):
 
 
 def _failure(
-    what: str, timeout: float, checks: int, last: object, error: BaseException | None
+    what: str,
+    timeout: float,
+    checks: int,
+    last: object,
+    error: BaseException | None,
+    detail: Callable[[], object] | None,
 ) -> str:
     if isinstance(error, _StillRunning):
         seen = "the last check was still running"
@@ -55,7 +61,10 @@ def _failure(
         if len(shown) > _SHOWN:
             shown = shown[:_SHOWN] + "…"
         seen = f"the last check gave {shown}"
-    return f"waited {timeout:g} s for {what}, in vain ({checks} checks); {seen}"
+    failure = f"waited {timeout:g} s for {what}, in vain ({checks} checks); {seen}"
+    if detail is not None:
+        failure += f"\n{detail()}"
+    return failure
 
 
 class _StillRunning(Exception):
@@ -69,6 +78,7 @@ async def eventually(
     what: str,
     timeout: float = TIMEOUT,  # noqa: ASYNC109 - a safety net on polling, not a cancel scope
     interval: float = INTERVAL,
+    detail: Callable[[], object] | None = None,
 ) -> T: ...
 
 
@@ -79,6 +89,7 @@ async def eventually(
     what: str,
     timeout: float = TIMEOUT,  # noqa: ASYNC109
     interval: float = INTERVAL,
+    detail: Callable[[], object] | None = None,
 ) -> T: ...
 
 
@@ -88,11 +99,13 @@ async def eventually(
     what: str,
     timeout: float = TIMEOUT,  # noqa: ASYNC109
     interval: float = INTERVAL,
+    detail: Callable[[], object] | None = None,
 ) -> object:
     """Await until ``check()`` (a callable, or one returning an awaitable) gives a truthy
     value, and return that value; fail with an AssertionError naming ``what`` after
-    ``timeout`` seconds. The event loop runs between checks, and an async check that
-    blocks (reading a stream) is cut off at the timeout too."""
+    ``timeout`` seconds (followed by ``detail()``, when given: the state worth seeing then).
+    The event loop runs between checks, and an async check that blocks (reading a stream)
+    is cut off at the timeout too."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pause = _FIRST_PAUSE
@@ -113,7 +126,7 @@ async def eventually(
             last, error = value, None
         left = deadline - loop.time()
         if left <= 0:
-            raise AssertionError(_failure(what, timeout, checks, last, error)) from error
+            raise AssertionError(_failure(what, timeout, checks, last, error, detail)) from error
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, interval)
 
@@ -139,6 +152,7 @@ def eventually_sync(
     what: str,
     timeout: float = TIMEOUT,
     interval: float = INTERVAL,
+    detail: Callable[[], object] | None = None,
 ) -> T:
     """``eventually`` for code without an event loop (threads, subprocesses): call
     ``check()`` until it gives a truthy value, sleeping between calls, and return it."""
@@ -165,6 +179,6 @@ def eventually_sync(
             last, error = value, None
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(_failure(what, timeout, checks, last, error)) from error
+            raise AssertionError(_failure(what, timeout, checks, last, error, detail)) from error
         time.sleep(min(pause, left))
         pause = min(pause * 2, interval)

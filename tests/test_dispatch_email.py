@@ -29,7 +29,7 @@ from tests.peers.smtp import SmtpServer, start_smtp_server
 async def smtp() -> AsyncIterator[SmtpServer]:
     server = start_smtp_server(tls="starttls", auth=True)
     yield server
-    await asyncio.to_thread(server.wait_idle, 5.0)
+    await asyncio.to_thread(server.wait_idle)
     for _ in range(5):
         await asyncio.sleep(0)
     server.stop()

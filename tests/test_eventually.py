@@ -59,6 +59,17 @@ async def test_the_failure_says_what_and_the_last_value() -> None:
         await eventually(lambda: [], what="3 messages at the relay", timeout=0.02)
 
 
+def test_the_failure_ends_with_the_detail_as_it_is_then() -> None:
+    box = [1]
+    with pytest.raises(AssertionError, match=r"gave False\nthe relay has 2 message\(s\)$"):
+        eventually_sync(
+            lambda: box.append(2) or len(box) > 100,
+            what="a full box",
+            timeout=0.02,
+            detail=lambda: f"the relay has {len(box[:2])} message(s)",
+        )
+
+
 async def test_an_async_check_that_blocks_is_cut_at_the_timeout() -> None:
     async def check() -> bool:
         await asyncio.Event().wait()  # a stream that never sends anything
