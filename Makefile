@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (auto: one a CPU; 0 runs in this process)
+PYTEST_WORKERS ?= auto
 
 .PHONY: venv demo test lint bench clean
 
@@ -21,9 +23,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m engine.demo $(DEMO)
 
+# Tests run in parallel (pytest-xdist); PYTEST_ARGS come after, so `-n 0` there runs serially.
 # pytest exits 5 when it collects no tests: that is not a failure here.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
