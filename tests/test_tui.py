@@ -55,6 +55,14 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _notifications_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notification leaves the screen 5 s (wall clock) after it came, unless it says how
+    long it stays; a test reading ``app._notifications`` on a busy machine may come later
+    than that, so here they stay (for an hour)."""
+    monkeypatch.setattr(DisparoApp, "NOTIFICATION_TIMEOUT", 3600)
+
+
 @dataclass
 class World:
     folder: Path
