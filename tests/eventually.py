@@ -44,6 +44,10 @@ class GiveUp(AssertionError):
     """Raised by a check to stop waiting at once: the condition can no longer come."""
 
 
+class _StillRunning(Exception):
+    """An async check was cut off by the deadline."""
+
+
 def _failure(
     what: str,
     timeout: float,
@@ -67,8 +71,17 @@ def _failure(
     return failure
 
 
-class _StillRunning(Exception):
-    """An async check was cut off by the deadline."""
+def _gave_up(
+    what: str,
+    timeout: float,
+    checks: int,
+    last: object,
+    error: Exception | None,
+    detail: Callable[[], object] | None,
+) -> AssertionError:
+    failed = AssertionError(_failure(what, timeout, checks, last, error, detail))
+    failed.__cause__ = None if isinstance(error, _StillRunning) else error
+    return failed
 
 
 @overload
@@ -126,7 +139,7 @@ async def eventually(
             last, error = value, None
         left = deadline - loop.time()
         if left <= 0:
-            raise AssertionError(_failure(what, timeout, checks, last, error, detail)) from error
+            raise _gave_up(what, timeout, checks, last, error, detail)
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, interval)
 
@@ -179,6 +192,6 @@ def eventually_sync(
             last, error = value, None
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(_failure(what, timeout, checks, last, error, detail)) from error
+            raise _gave_up(what, timeout, checks, last, error, detail)
         time.sleep(min(pause, left))
         pause = min(pause * 2, interval)
