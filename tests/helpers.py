@@ -9,10 +9,12 @@ from engine.clock import TestClock
 from engine.config import Config, load_config
 from engine.intake.collector import Collector
 from engine.plugins import load_plugins
+from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.testing import write_config
+from engine.testing.eventually import GiveUp, eventually
 
-__all__ = ["CSV", "TODAY", "collector", "load", "name", "write_config"]
+__all__ = ["CSV", "TODAY", "collector", "load", "name", "tick", "write_config"]
 
 #: the test clock's day (2026-11-23 12:00 UTC is 09:00 in São Paulo)
 TODAY = "231126"
@@ -24,6 +26,37 @@ def load(path: Path) -> Config:
 
 def collector(store: Store, config: Config, clock: TestClock) -> Collector:
     return Collector(store, load_plugins(), config, clock)
+
+
+def senders_settled(dispatcher: Dispatcher) -> bool:
+    """Has every sender taken its last wake-up, sent what it took (the channel's real I/O
+    answered) and stored the outcome, and does it wait for the next wake-up?
+
+    Exact only with ``store.inline`` set: the only awaits are then the channel's and the
+    clock's, so a sender between a wake-up and its next chunk never looks idle.
+    """
+    for sender in dispatcher.senders.values():
+        if sender.task is None:
+            return False
+        if sender.task.done():
+            error = None if sender.task.cancelled() else sender.task.exception()
+            raise GiveUp(f"the sender for {sender.name} stopped: {error!r}")
+        confirming = sender._confirming
+        if not sender.idle.is_set() or sender.wake.is_set():
+            return False
+        if confirming is not None and not confirming.done():
+            return False
+    return True
+
+
+async def tick(dispatcher: Dispatcher, clock: TestClock, seconds: float = 1) -> None:
+    """One tick with real peers on a test clock: tick, let the senders finish what the tick
+    started (their I/O runs on this loop in real time), then move the clock on."""
+    await dispatcher.tick()
+    await eventually(
+        lambda: senders_settled(dispatcher), what="the senders to finish what the tick started"
+    )
+    await clock.advance(seconds)
 
 
 def name(seq: int, params: str = "", day: str = TODAY) -> str:

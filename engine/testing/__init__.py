@@ -10,12 +10,10 @@ API, v1; docs/plugins.md, "Testing a plugin").
   ``check_channel``: the channel contract check;
 - ``check_source``, ``FolderFiles``: the source contract check;
 - ``start_smtp_sink``: an SMTP server on 127.0.0.1 keeping what it is sent;
+- ``eventually``, ``eventually_sync``, ``GiveUp``: wait for a condition, never for a while;
 - ``engine.testing.pytest_plugin``: fixtures, enabled with
   ``pytest_plugins = ["engine.testing.pytest_plugin"]``.
 """
-
-# eventually() (wait until a condition holds) is being written in tests/eventually.py on
-# another branch; it moves into this kit when the branches merge: do not write another one.
 
 from engine.testing.channels import (
     SAMPLE_ADDRESSES,
@@ -26,6 +24,7 @@ from engine.testing.channels import (
     check_channel,
     sample_campaign,
 )
+from engine.testing.eventually import TIMEOUT, GiveUp, eventually, eventually_sync
 from engine.testing.plugins import Registers, builtin_plugin_names, hermetic_plugins
 from engine.testing.smtp import SinkMessage, SmtpSink, start_smtp_sink
 from engine.testing.sources import (
@@ -41,10 +40,12 @@ from engine.testing.world import NotImported, World
 __all__ = [
     "SAMPLE_ADDRESSES",
     "START",
+    "TIMEOUT",
     "UNSAFE_NAMES",
     "ChannelCheck",
     "ChannelContractError",
     "FolderFiles",
+    "GiveUp",
     "NotImported",
     "Record",
     "Registers",
@@ -57,6 +58,8 @@ __all__ = [
     "builtin_plugin_names",
     "check_channel",
     "check_source",
+    "eventually",
+    "eventually_sync",
     "hermetic_plugins",
     "make_clock",
     "make_config",
