@@ -7,13 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 PYTEST_ARGS ?=
+# the example third-party plugin (docs/plugins.md): installed beside disparo, its tests run
+# with disparo's (pyproject.toml's testpaths); disparo's own tests keep it out (conftest.py)
+EXAMPLE := examples/disparo-webhook
+# pytest-xdist workers for `make test` (auto: one a CPU; 0 runs in this process)
+PYTEST_WORKERS ?= auto
 
 .PHONY: venv demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e '$(EXAMPLE)[test]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -21,9 +26,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m engine.demo $(DEMO)
 
-# pytest exits 5 when it collects no tests: that is not a failure here.
+# Tests run in parallel (pytest-xdist); PYTEST_ARGS come after, so `-n 0` there runs serially.
+# pytest exits 5 when it collects no tests: that is not a failure here. One run covers
+# tests/ and the example plugin's tests (testpaths in pyproject.toml).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -128,11 +128,6 @@ def email_identity(value: str) -> str:
     return value.strip().lower()
 
 
-def address_kind(channel: str) -> str:
-    """What a channel sends to: ``email`` for e-mail, ``phone`` for SMS and WhatsApp."""
-    return "email" if channel == "email" else "phone"
-
-
 def suppression_key(kind: str, address: str) -> str:
     """How an address is stored and matched in suppressions: e-mails lower-cased (mailbox
     names are case-insensitive in practice), phones in E.164 as given."""

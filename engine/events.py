@@ -57,18 +57,27 @@ class CampaignEvent:
 
 @dataclass(frozen=True)
 class Signal:
-    """One thing that came back. ``detail`` by kind:
+    """One thing that came back, from the tracking endpoint, a webhook or the bounce mailbox
+    (``origin`` says which). ``kind`` and its ``detail``:
 
+    - ``open``: nothing required (what the client is, ``agent``, if known);
     - ``click``: ``link`` (the link's position in the campaign);
     - ``unsubscribe``: ``scope`` (``campaign`` or ``all``), ``via``;
-    - ``status``: ``status`` (Twilio's MessageStatus), ``error_code``, ``hard`` (bool),
-      ``stop`` (bool: the recipient opted out, 21610);
+    - ``delivered``: the provider delivered it (``recipient``);
+    - ``deferred``: the provider will try again later (``status``, ``diagnostic``);
+    - ``status``: a provider's status word, ``status``, ranked ``scheduled``/``accepted`` <
+      ``queued`` < ``sending`` < ``sent`` < ``delivered``/``undelivered``/``failed``/
+      ``canceled`` < ``read`` (statuses never regress; ``delivered`` and ``read`` also
+      record a delivery and an open); ``error_code``, ``hard`` (bool: the address is bad),
+      ``stop`` (bool: the recipient opted out);
     - ``bounce``: ``hard`` (bool), ``status`` (e.g. 5.1.1), ``diagnostic``;
     - ``complaint``: ``feedback_type``;
     - ``reply``: ``body``, ``to``, ``keyword`` (``stop``, ``start`` or absent).
 
-    ``address`` is needed only for a reply (the sender's number, E.164); for the others it is
-    the delivery's own address.
+    ``delivery_id`` names the delivery (a webhook maps the provider's id with
+    ``WebhookContext.delivery_by_provider_id``, a report its VERP address or Message-ID with
+    ``Signer.delivery_named``); ``address`` is needed only for a reply (the sender's number,
+    E.164). ``dedupe_key`` makes a signal that comes twice (a provider's retry) count once.
     """
 
     kind: str

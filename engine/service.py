@@ -1,6 +1,7 @@
-"""The headless engine: collection, dispatch, the guard, tracking and the bounce mailboxes in
-one asyncio program. SIGTERM or Ctrl-C stops it cleanly (in-flight sends finish within the
-stop timeout, every lease is released); SIGHUP reloads its configuration file."""
+"""The headless engine: collection, dispatch, the guard, feedback (tracking, the bounce
+mailboxes) and publishing in one asyncio program. SIGTERM or Ctrl-C stops it cleanly
+(in-flight sends finish within the stop timeout, every lease is released); SIGHUP reloads
+its configuration file."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from engine.feedback.metrics import Metrics
 from engine.feedback.tracking import SignalWriter, Tracking
 from engine.intake.collector import Collector, PollSummary
 from engine.plugins import Plugins
+from engine.publish.service import Outcome, Publishing
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.store import Store
@@ -64,6 +66,7 @@ class RunSummary:
     polls: list[PollSummary] = field(default_factory=list)
     mailboxes: list[PollResult] = field(default_factory=list)
     campaigns: list[tuple[int, str, str, int, int]] = field(default_factory=list)
+    published: list[Outcome] = field(default_factory=list)
     #: what an operator must know: failing channels, held campaigns, the database
     problems: list[str] = field(default_factory=list)
     #: deliveries failed for a systemic reason, or a campaign cannot be sent as configured
@@ -112,6 +115,7 @@ class Engine:
         )
         self.node = self.dispatcher.node
         self.guard = Guard(store, config, clock)
+        self.publishing = Publishing(store, plugins, config, clock)
         self.tracking: Tracking | None = None
         if config.tracking is not None:
             self.tracking = Tracking(
@@ -224,6 +228,7 @@ class Engine:
         logging.getLogger().setLevel(new.engine.log_level.upper())
         await self.dispatcher.reconfigure(new)
         self.guard.config = new
+        self.publishing.config = new
         if new.sources != old.sources or new.wallets != old.wallets:
             self.collector.config = new
             if "collector" in self._background:
@@ -297,7 +302,8 @@ class Engine:
             )
 
     async def _stop_background(self) -> None:
-        """Stop collecting, the guard and the mailbox pollers; give the mailboxes back."""
+        """Stop collecting, the guard, publishing and the mailbox pollers; give the
+        mailboxes back."""
         self._collector_stop.set()
         for name in list(self._background):
             await self._stop_task(name)
@@ -323,6 +329,15 @@ class Engine:
             if not self.stop.is_set():
                 await self._check_guard()
                 await self.dispatcher.run_until_idle(self.stop, shutdown=False)
+            if not self.stop.is_set():
+                published = asyncio.ensure_future(asyncio.to_thread(self.publishing.publish))
+                if not await _first(published, self.stop):
+                    await _cancel(published)
+                elif (error := published.exception()) is not None:
+                    log.error("publishing failed: %s", describe(error))
+                    summary.problems.append(f"publishing failed: {describe(error)}")
+                else:
+                    summary.published = published.result()
             if self.mailboxes and not self.stop.is_set():
                 self.writer.start()
                 try:
@@ -412,6 +427,7 @@ class Engine:
             )
         self._start_task("collector", self.collector.run_forever(self._collector_stop))
         self._start_task("guard", self.guard.run())
+        self._start_task("publishing", self.publishing.run(self.stop))
         self._start_pollers()
         try:
             await self.dispatcher.run(self.stop, before_release=self._stop_background)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,9 @@ from click.testing import CliRunner, Result
 from hypothesis import settings
 
 from engine.clock import TestClock
-from engine.plugins import ENTRY_POINT_GROUP, reset_plugins
+from engine.plugins import reset_plugins
 from engine.store import Store
+from engine.testing import builtin_plugin_names
 from tests.peers.ftp import FtpServer, start_ftp_server
 from tests.peers.postgres import PostgresServer, find_bindir, start_postgres
 from tests.peers.sftp import SftpServer, start_sftp_server
@@ -25,12 +25,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.register_profile("disparo", deadline=None, print_blob=True)
 settings.load_profile("disparo")
 
-#: disparo's own plugins: installed third-party ones stay out of the tests
-BUILTIN_PLUGINS = sorted(
-    ep.name
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-    if ep.dist is not None and ep.dist.name == "disparo"
-)
+#: disparo's own plugins: installed third-party ones (the example plugin in examples/ too)
+#: stay out of the tests
+BUILTIN_PLUGINS = builtin_plugin_names()
 
 
 @pytest.fixture(autouse=True)

@@ -1,41 +1,23 @@
-"""Small builders shared by the tests: configs, mailing names, a collector on a test clock."""
+"""Small builders shared by the tests: configs (the test kit's ``write_config``), mailing
+names, a collector on a test clock."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import tomli_w
 
 from engine.clock import TestClock
 from engine.config import Config, load_config
 from engine.intake.collector import Collector
 from engine.plugins import load_plugins
+from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
+from engine.testing import write_config
+from engine.testing.eventually import GiveUp, eventually
+
+__all__ = ["CSV", "TODAY", "collector", "load", "name", "tick", "write_config"]
 
 #: the test clock's day (2026-11-23 12:00 UTC is 09:00 in São Paulo)
 TODAY = "231126"
-
-
-def write_config(
-    folder: Path,
-    *,
-    sources: dict[str, dict[str, Any]] | None = None,
-    wallets: dict[str, dict[str, Any]] | None = None,
-    accounts: dict[str, dict[str, Any]] | None = None,
-    engine: dict[str, Any] | None = None,
-) -> Path:
-    """Write disparo.toml into ``folder`` and return its path."""
-    data: dict[str, Any] = {"engine": {"spool_dir": "spool", **(engine or {})}}
-    if sources:
-        data["sources"] = sources
-    if accounts:
-        data["accounts"] = accounts
-    if wallets:
-        data["wallets"] = wallets
-    path = folder / "disparo.toml"
-    path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    return path
 
 
 def load(path: Path) -> Config:
@@ -44,6 +26,37 @@ def load(path: Path) -> Config:
 
 def collector(store: Store, config: Config, clock: TestClock) -> Collector:
     return Collector(store, load_plugins(), config, clock)
+
+
+def senders_settled(dispatcher: Dispatcher) -> bool:
+    """Has every sender taken its last wake-up, sent what it took (the channel's real I/O
+    answered) and stored the outcome, and does it wait for the next wake-up?
+
+    Exact only with ``store.inline`` set: the only awaits are then the channel's and the
+    clock's, so a sender between a wake-up and its next chunk never looks idle.
+    """
+    for sender in dispatcher.senders.values():
+        if sender.task is None:
+            return False
+        if sender.task.done():
+            error = None if sender.task.cancelled() else sender.task.exception()
+            raise GiveUp(f"the sender for {sender.name} stopped: {error!r}")
+        confirming = sender._confirming
+        if not sender.idle.is_set() or sender.wake.is_set():
+            return False
+        if confirming is not None and not confirming.done():
+            return False
+    return True
+
+
+async def tick(dispatcher: Dispatcher, clock: TestClock, seconds: float = 1) -> None:
+    """One tick with real peers on a test clock: tick, let the senders finish what the tick
+    started (their I/O runs on this loop in real time), then move the clock on."""
+    await dispatcher.tick()
+    await eventually(
+        lambda: senders_settled(dispatcher), what="the senders to finish what the tick started"
+    )
+    await clock.advance(seconds)
 
 
 def name(seq: int, params: str = "", day: str = TODAY) -> str:

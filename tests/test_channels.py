@@ -59,7 +59,7 @@ async def start_smtp() -> AsyncIterator[Callable[..., SmtpServer]]:
     yield start
     for server in servers:
         # let TLS clients finish their close on this loop (else a ResourceWarning lands later)
-        await asyncio.to_thread(server.wait_idle, 5.0)
+        await asyncio.to_thread(server.wait_idle)
         for _ in range(5):
             await asyncio.sleep(0)
         server.stop()
@@ -217,7 +217,7 @@ async def test_email_pool_reuses_connections_and_maps_smtp_replies(
         busy_again = await channel.send(prepared, delivery(101, "busy@example.com"))
         invalid = await channel.send(prepared, delivery(102, "not an address"))
         server.drop_after(0)  # the relay restarts: the pool reconnects
-        await asyncio.to_thread(server.wait_idle, 5.0)
+        await asyncio.to_thread(server.wait_idle)
         after = await channel.send(prepared, delivery(103, "later@example.com"))
         after = (
             after

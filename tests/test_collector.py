@@ -16,6 +16,7 @@ from engine.intake.collector import Collector, PollSummary
 from engine.plugins.source import CATEGORIES, SourceError
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing.eventually import eventually
 from tests.helpers import collector, load, name, write_config
 from tests.peers.ftp import FtpServer
 from tests.peers.sftp import SftpServer
@@ -265,21 +266,17 @@ async def test_run_forever_polls_on_schedule(
 ) -> None:
     import asyncio
 
-    async def eventually(condition: Any) -> None:
-        for _ in range(500):  # polls run in worker threads: give them real time
-            if condition():
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("condition not met in 10 s")
-
     c = collector(store, config, clock)
     stop = asyncio.Event()
     (drop / name(1, "cBRAD")).write_text(CSV)
     runner = asyncio.create_task(c.run_forever(stop))
-    await eventually(lambda: statuses(store) and clock.sleepers)  # first poll done, asleep
+    # polls run in worker threads: the collector is done with one when it sleeps on the clock
+    await eventually(
+        lambda: statuses(store) and clock.sleepers, what="the first poll, then a sleep"
+    )
     assert count(store, t.contacts) == 0  # seen once: not yet stable
     await clock.advance(timedelta(minutes=2))
-    await eventually(lambda: count(store, t.contacts))
+    await eventually(lambda: count(store, t.contacts), what="the file imported at the next poll")
     stop.set()
     await runner
     assert count(store, t.contacts) == 2

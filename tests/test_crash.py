@@ -8,11 +8,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.testing.eventually import GiveUp, eventually_sync
 from tests.helpers import load, name, write_config
 
 ROWS = 200_000
@@ -37,16 +37,26 @@ def disparo(config: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    """Wait for the moment to kill the engine (checked often: some moments are brief)."""
+
+    def moment() -> bool:
         if condition():
-            return
+            return True
         if process.poll() is not None:
-            raise AssertionError("the engine finished before the moment to kill it")
-        time.sleep(0.005)
-    process.kill()  # never leave an engine running after a failure
-    process.wait()
-    raise AssertionError("the moment to kill the engine never came")
+            raise GiveUp(f"the engine finished before the moment to kill it ({condition.__name__})")
+        return False
+
+    try:
+        eventually_sync(
+            moment,
+            what=f"the moment to kill the engine ({condition.__name__})",
+            timeout=60,  # a 200,000-row file: the import itself takes a while on a busy machine
+            interval=0.005,
+        )
+    except AssertionError:
+        process.kill()  # never leave an engine running after a failure
+        process.wait()
+        raise
 
 
 def counts(db: Path) -> tuple[int, int, int, int]:

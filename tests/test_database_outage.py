@@ -27,9 +27,9 @@ from engine.plugins import load_plugins
 from engine.plugins.format import FormatContext
 from engine.service import Engine
 from engine.store import Store
+from engine.testing.eventually import eventually
 from tests.peers.postgres import PostgresServer
 from tests.peers.smtp import SmtpServer, start_smtp_server
-from tests.waits import until
 
 RECIPIENTS = 300
 
@@ -117,31 +117,36 @@ async def through_an_outage(
     running = asyncio.create_task(engine.run())
     statuses: list[int] = []
 
-    async def look() -> None:
+    async def healthz(expected: int) -> bool:
         statuses.append(await health(engine))
+        return statuses[-1] == expected
 
     try:
-        await until(lambda: len(smtp.messages) >= 50 and engine.listening, "sending started")
+        await eventually(
+            lambda: len(smtp.messages) >= 50 and engine.listening, what="sending started"
+        )
         await fail()
-        await until(lambda: statuses and statuses[-1] == 503, "/healthz says 503", step=look)
-        await until(
+        await eventually(lambda: healthz(503), what="/healthz to say 503")
+        await eventually(
             lambda: (
                 "cannot renew its leases, the database is unavailable" in caplog.text
                 and "account mail: the database is unavailable" in caplog.text
             ),
-            "the heartbeat and the sender both wait (the outage lasts)",
+            what="the heartbeat and the sender both waiting (the outage lasts)",
         )
         assert not running.done()  # the engine did not exit
         await recover()
-        await until(
+        await eventually(
             lambda: (
                 len(smtp.messages) >= RECIPIENTS
                 and (found := store.campaigns.get(cid)) is not None
                 and found.status == "completed"
             ),
-            "every message sent once the database is back",
+            what="every message sent once the database is back",
+            timeout=120,
+            detail=lambda: f"{len(smtp.messages)} received",
         )
-        await until(lambda: statuses[-1] == 200, "/healthz says 200 again", step=look)
+        await eventually(lambda: healthz(200), what="/healthz to say 200 again")
         assert "the database answers again" in caplog.text
         assert not running.done()
     finally:

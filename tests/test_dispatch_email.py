@@ -22,6 +22,7 @@ from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
+from tests.helpers import tick
 from tests.peers.smtp import SmtpServer, start_smtp_server
 
 
@@ -29,7 +30,7 @@ from tests.peers.smtp import SmtpServer, start_smtp_server
 async def smtp() -> AsyncIterator[SmtpServer]:
     server = start_smtp_server(tls="starttls", auth=True)
     yield server
-    await asyncio.to_thread(server.wait_idle, 5.0)
+    await asyncio.to_thread(server.wait_idle)
     for _ in range(5):
         await asyncio.sleep(0)
     server.stop()
@@ -90,9 +91,7 @@ async def test_email_campaign_end_to_end(
 
     async def run(seconds: float) -> None:
         for _ in range(int(seconds)):
-            await dispatcher.tick()
-            await clock.advance(1)
-            await asyncio.sleep(0.01)  # real SMTP round trips happen on this loop
+            await tick(dispatcher, clock)  # real SMTP round trips happen on this loop
 
     try:
         for _ in range(50):

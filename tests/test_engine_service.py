@@ -17,6 +17,7 @@ from engine.plugins import load_plugins
 from engine.plugins.format import FormatContext
 from engine.service import Engine
 from engine.store import Store
+from engine.testing.eventually import TIMEOUT, GiveUp, eventually
 from tests.peers.smtp import start_smtp_server
 
 
@@ -71,30 +72,35 @@ async def test_run_serves_tracking_and_counts_messages(tmp_path: Path, db_url: s
         engine = Engine(store, plugins, config, clock)
         task = asyncio.create_task(engine.run())
         try:
-            for _ in range(200):
-                await asyncio.sleep(0.05)
-                if len(smtp.messages) == 3 and engine.listening:
-                    break
+            await eventually(
+                lambda: len(smtp.messages) >= 3 and engine.listening,
+                what="three messages at the relay and the tracking endpoint listening",
+            )
             assert engine.listening and len(smtp.messages) == 3
             base = f"http://{engine.listening}"
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{base}/healthz") as r:
                     assert r.status == 200 and (await r.json())["status"] == "ok"
+                sent = 'disparo_messages_total{account="mail",channel="email",outcome="sent"}'
                 text = ""
-                for _ in range(100):  # the confirmation lands just after the SMTP answer
+
+                async def counted() -> bool:
+                    nonlocal text
                     async with http.get(f"{base}/metrics") as r:
-                        assert r.status == 200
+                        if r.status != 200:
+                            raise GiveUp(f"/metrics answered {r.status}")
                         text = await r.text()
-                    sent = 'disparo_messages_total{account="mail",channel="email",outcome="sent"}'
-                    if f"{sent} 3.0" in text:
-                        break
-                    await asyncio.sleep(0.05)
-                assert f"{sent} 3.0" in text, text
+                    return f"{sent} 3.0" in text
+
+                # the confirmation lands just after the SMTP answer
+                await eventually(
+                    counted, what="the three sends counted in /metrics", detail=lambda: text
+                )
                 assert re.search(r'disparo_campaigns\{status="(sending|completed)"\} 1\.0', text)
                 assert 'disparo_guard_paused{account="mail"} 0.0' in text
         finally:
             engine.stop.set()
-            await asyncio.wait_for(task, 30)
+            await asyncio.wait_for(task, TIMEOUT)
         async with aiohttp.ClientSession() as http:  # stopped with the engine
             try:
                 async with http.get(f"{base}/healthz") as r:

@@ -40,6 +40,7 @@ from engine.store import Store
 from engine.store import schema as t
 from engine.store.feedback import Applied
 from engine.tokens import Signer
+from tests.helpers import tick
 from tests.peers.imap import ImapServer, start_imap_server
 from tests.peers.smtp import SmtpServer, start_smtp_server
 
@@ -181,9 +182,7 @@ async def send_campaign(
         dispatcher = Dispatcher(store, plugins, config, clock, signer=signer_for(config))
         try:
             for _ in range(200):
-                await dispatcher.tick()
-                await clock.advance(1)
-                await asyncio.sleep(0.005)
+                await tick(dispatcher, clock)
                 if len(smtp.messages) >= recipients:
                     break
             for _ in range(3):

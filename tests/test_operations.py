@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from engine.sending.dispatcher import Dispatcher
 from engine.sending.status import campaign_trouble, engines_header
 from engine.store import Store
 from engine.store import schema as t
-from tests.waits import until
-from tests.world import Scripted, World, make_world, phones
+from engine.testing.eventually import eventually
+from tests.world import SmsLong, World, make_world, phones
 
 
 @pytest.fixture
@@ -34,6 +34,18 @@ def world(
     monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", "twilio")  # the scripted channels take its names
     reset_plugins()
     yield from make_world(tmp_path, store, clock)
+
+
+async def advancing(clock: TestClock, condition: Callable[[], object], what: str) -> None:
+    """Move the test clock a second at a time until ``condition()`` holds."""
+
+    async def check() -> object:
+        if condition():
+            return True
+        await clock.advance(1)
+        return condition()
+
+    await eventually(check, what=what, timeout=120)
 
 
 def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -111,21 +123,21 @@ async def test_a_live_engine_keeps_its_claims_past_the_lease(
     """A send that takes longer than the lease is not rescued by another engine: the
     heartbeat renews the claim (it would be sent twice otherwise)."""
     slow = phones(1)[0]
-    original = Scripted.send
+    original = SmsLong.send
 
-    async def send(self: Scripted, prepared: Any, delivery: Any) -> Any:
+    async def send(self: SmsLong, prepared: Any, delivery: Any) -> Any:
         if delivery.address == slow:
             await self.context.clock.sleep(95)  # three leases
         return await original(self, prepared, delivery)
 
-    Scripted.send = send  # type: ignore[method-assign]
+    SmsLong.send = send  # type: ignore[method-assign]
     try:
         node(world, "a:1:aaaaaa")
         other = node(world, "b:2:bbbbbb")
         cid = world.import_("smslong", [slow]).campaign_id
         await world.run(150)
     finally:
-        Scripted.send = original  # type: ignore[method-assign]
+        SmsLong.send = original  # type: ignore[method-assign]
     assert [s.address for s in world.sends(cid)] == [slow]  # once
     assert world.statuses(cid) == {"sent": 1}
     assert other.node in {e.node for e in engines_header(world.store, clock.now()).running}
@@ -160,23 +172,23 @@ async def test_a_campaign_that_cannot_be_prepared_is_held_once_with_the_reason(
     world: World, clock: TestClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    Scripted.problem = "the WhatsApp template `X` (_nt) is not configured"
+    SmsLong.problem = "the WhatsApp template `X` (_nt) is not configured"
     cid = world.import_("smslong", phones(5)).campaign_id
     await world.run(900, step=1)
     campaign = world.campaign(cid)
-    assert campaign.status == "held" and campaign.status_reason == Scripted.problem
+    assert campaign.status == "held" and campaign.status_reason == SmsLong.problem
     assert world.sends(cid) == []
     assert len(messages(caplog, f"campaign {cid}: scheduled -> held")) == 1
     assert messages(caplog, "now sends campaign") == []
     # checked once, then every 5 minutes: never spinning
-    assert Scripted.prepared <= 1 + 900 // 300
+    assert SmsLong.prepared <= 1 + 900 // 300
     held = [
         e
         for e in world.store.audit.entries(target=f"campaign:{cid}")
         if e.detail.get("to") == "held"
     ]
-    assert len(held) == 1 and held[0].detail["reason"] == Scripted.problem
-    Scripted.problem = None  # fixed (a reload clears the verdicts at once; here: the recheck)
+    assert len(held) == 1 and held[0].detail["reason"] == SmsLong.problem
+    SmsLong.problem = None  # fixed (a reload clears the verdicts at once; here: the recheck)
     await world.run(400)
     assert world.campaign(cid).status == "completed" and len(world.sends(cid)) == 5
 
@@ -196,20 +208,20 @@ async def test_a_campaign_picked_without_progress_backs_off(
 async def test_run_until_idle_returns_with_a_held_campaign_and_a_stop(
     world: World, clock: TestClock
 ) -> None:
-    Scripted.problem = "not configured"
+    SmsLong.problem = "not configured"
     world.import_("smslong", phones(3))
     d = world.dispatcher
     done = asyncio.ensure_future(d.run_until_idle())
-    await until(done.done, "run_until_idle returns", step=lambda: clock.advance(1))
+    await advancing(clock, done.done, "run_until_idle returns")
     assert done.exception() is None
     stop = asyncio.Event()
-    Scripted.problem = None
+    SmsLong.problem = None
     slow = world.import_("smslong", phones(2000, start=100)).campaign_id  # minutes of work
     again = Dispatcher(world.store, world.plugins, world.config, clock, node="again")
     running = asyncio.ensure_future(again.run_until_idle(stop))
-    await until(lambda: len(world.sends(slow)) >= 50, "sending", step=lambda: clock.advance(1))
+    await advancing(clock, lambda: len(world.sends(slow)) >= 50, "sending")
     stop.set()
-    await until(running.done, "a stop ends run_until_idle", step=lambda: clock.advance(1))
+    await advancing(clock, running.done, "a stop ends run_until_idle")
     assert running.exception() is None
     assert len(world.sends(slow)) < 2000
     assert world.store.engines.listing() == []  # unregistered
@@ -229,7 +241,7 @@ async def test_a_channel_that_raises_pauses_its_account_then_a_probe_resumes_it(
     world: World, clock: TestClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    Scripted.broken = RuntimeError("boom")
+    SmsLong.broken = RuntimeError("boom")
     cid = world.import_("smslong", phones(50)).campaign_id
     await world.run(30)
     campaign = world.campaign(cid)
@@ -257,7 +269,7 @@ async def test_a_channel_that_raises_pauses_its_account_then_a_probe_resumes_it(
     assert "in 120 s" in failed_probe
     await world.run(75)  # until 09:02:45; the next probe is at 09:03:00
     assert len(world.sends(cid)) == attempts + 1  # nothing more while paused
-    Scripted.broken = None
+    SmsLong.broken = None
     await world.run(200)
     assert world.statuses(cid) == {"sent": 50} and world.campaign(cid).status == "completed"
     assert len(messages(caplog, "account sms resumes: a probe worked")) == 1
@@ -269,7 +281,7 @@ async def test_a_channel_that_raises_pauses_its_account_then_a_probe_resumes_it(
 async def test_recipient_failures_never_open_the_breaker(world: World) -> None:
     numbers = phones(30)
     for n in numbers:
-        Scripted.script[n] = [Retry("451 mailbox busy")]
+        SmsLong.script[n] = [Retry("451 mailbox busy")]
     cid = world.import_("smslong", numbers).campaign_id
     await world.run(20)
     assert world.campaign(cid).status == "sending"
@@ -284,9 +296,9 @@ async def test_error_reasons_are_counted_without_the_recipients(world: World) ->
     from engine.plugins.channel import Failed
 
     a, b, c_ = phones(3)
-    Scripted.script[a] = [Failed(f"550 5.1.1 <{a}>: unknown", bounce=True)]
-    Scripted.script[b] = [Failed(f"550 5.1.1 <{b}>: unknown", bounce=True)]
-    Scripted.script[c_] = [Failed("ana@example.com said no")]
+    SmsLong.script[a] = [Failed(f"550 5.1.1 <{a}>: unknown", bounce=True)]
+    SmsLong.script[b] = [Failed(f"550 5.1.1 <{b}>: unknown", bounce=True)]
+    SmsLong.script[c_] = [Failed("ana@example.com said no")]
     cid = world.import_("smslong", [a, b, c_]).campaign_id
     await world.run(10)
     counted = {(e.outcome, e.reason): e.count for e in world.store.errors.for_campaign(cid)}
@@ -307,7 +319,7 @@ async def test_one_progress_line_per_sending_account_per_minute(
     caplog.set_level(logging.INFO)
     world.config.accounts["sms"].__dict__["rate"] = 2.0
     numbers = phones(300)
-    Scripted.script[numbers[3]] = [Retry("451 4.7.1 try later")]
+    SmsLong.script[numbers[3]] = [Retry("451 4.7.1 try later")]
     cid = world.import_("smslong", numbers).campaign_id
     await world.run(150)
     lines = messages(caplog, "in the last minute")

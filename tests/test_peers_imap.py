@@ -42,7 +42,7 @@ def start_imap() -> Iterator[Callable[..., ImapServer]]:
     yield start
     try:
         for server in servers:
-            server.wait_idle(5.0)
+            server.wait_idle()
     finally:
         for server in servers:
             server.stop()

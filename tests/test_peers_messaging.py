@@ -48,7 +48,7 @@ async def start_smtp() -> AsyncIterator[Callable[..., SmtpServer]]:
     yield start
     try:
         for server in servers:
-            await asyncio.to_thread(server.wait_idle, 5.0)
+            await asyncio.to_thread(server.wait_idle)
         for _ in range(5):  # let TLS clients finish their close_notify before the loop closes
             await asyncio.sleep(0)
     finally:
@@ -105,7 +105,7 @@ async def test_reused_connection_sends_several_messages(smtp_server: SmtpServer)
         await client.auth_login(smtp_server.user or "", smtp_server.password or "")
         for n in range(3):
             await client.sendmail(SENDER, [f"r{n}@cliente.example"], MESSAGE)
-    smtp_server.wait_for(3, timeout=1)
+    smtp_server.wait_for(3)
     assert [m.rcpt_tos for m in smtp_server.messages] == [
         ("r0@cliente.example",),
         ("r1@cliente.example",),
@@ -245,7 +245,7 @@ async def test_drop_after_zero_drops_idle_connections_now(smtp_server: SmtpServe
     await client.connect()
     assert smtp_server.open_connections == 1
     smtp_server.drop_after(0)
-    await asyncio.to_thread(smtp_server.wait_idle, 5.0)
+    await asyncio.to_thread(smtp_server.wait_idle)
     with pytest.raises(aiosmtplib.SMTPServerDisconnected):
         await client.noop()
     client.close()
@@ -297,7 +297,7 @@ def test_wait_idle_gives_up(smtp_server: SmtpServer) -> None:
             smtp_server.wait_idle(timeout=0.05)
         sock.sendall(b"QUIT\r\n")
         assert sock.recv(100).startswith(b"221 ")
-    smtp_server.wait_idle(timeout=5)
+    smtp_server.wait_idle()
 
 
 def test_stop_is_idempotent() -> None:
@@ -406,7 +406,7 @@ async def test_messaging_service_and_request_times(
         )
         assert message.messaging_service_sid == "MG" + "1" * 32
         assert message.from_ is None
-    twilio_fake.wait_for(3, timeout=1)
+    twilio_fake.wait_for(3)
     forms = [r.form for r in twilio_fake.requests]
     assert all(f["MessagingServiceSid"] == "MG" + "1" * 32 and "From" not in f for f in forms)
     times = [r.at for r in twilio_fake.requests]

@@ -18,11 +18,12 @@ from engine.addresses import Checked
 from engine.events import CampaignEvent, DeliveryEvent
 from engine.mailing_names import check_name
 from engine.plugins import PluginError, load_plugins, reset_plugins
-from engine.plugins.channel import Channel, DeliveryInfo, SendResult, Sent
+from engine.plugins.channel import Channel, DeliveryInfo, Failed, SendResult, Sent
 from engine.plugins.format import FileRejected, Format, ImportSpec, Verdict
 from engine.plugins.publisher import Publication, Publisher
 from engine.plugins.source import RemoteFile, Source
 from engine.plugins.webhook import Route, Webhooks
+from engine.testing import Registers, Scripted, World, hermetic_plugins
 
 TESTS = Path(__file__).parent
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -355,3 +356,40 @@ def test_every_hookspec_is_documented_and_has_a_test() -> None:
     for name in specs:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"{name} has no docstring"
         assert f"def {name}(" in tested, f"hook {name} has no test implementing it"
+
+
+class PluginMail(Scripted):
+    """A plugin channel that sends to e-mail addresses (an e-mail provider's HTTP API)."""
+
+    name = "plugin-mail"
+    address_kind = "email"
+    file_word = "pluginmail"
+
+
+async def test_a_plugin_email_channel_honours_email_suppressions(tmp_path: Path) -> None:
+    Scripted.reset()
+    Scripted.script["gone@example.com"] = [Failed("no such mailbox", bounce=True)]
+    (tmp_path / "body.html").write_text("<p>Olá {{ nome }}</p>")
+    world = World.open(
+        tmp_path,
+        hermetic_plugins(Registers(PluginMail)),
+        accounts={"m": {"channel": "plugin-mail"}},
+        wallets={"BRAD": {"email_subject": "Oi", "email_template": "body.html"}},
+    )
+    try:
+        first = world.import_file(
+            world.mailing_name(1, "cBRAD", "pluginmail"),
+            "nome;email\nG;gone@example.com\nA;ana@example.com\n",
+        )
+        assert first.outcome == "imported"
+        world.store.suppressions.add("email", "ana@example.com", origin="manual", actor="test")
+        await world.run_until_idle()
+        again = world.import_file(
+            world.mailing_name(2, "cBRAD", "pluginmail"), "nome;email\nG;gone@example.com\n"
+        )
+        # the manual suppression stops the send, the hard bounce suppresses the address
+        assert [s.address for s in Scripted.sends()] == ["gone@example.com"]
+        assert again.suppressed == 1
+    finally:
+        await world.close()
+        Scripted.reset()

@@ -23,10 +23,10 @@ import tomli_w
 
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing.eventually import GiveUp, eventually_sync
 from tests.helpers import load
 from tests.peers.imap import ImapServer, start_imap_server
 from tests.peers.smtp import SmtpServer, start_smtp_server
-from tests.waits import wait_until
 
 
 @pytest.fixture
@@ -56,9 +56,17 @@ class Engine:
     def output(self) -> str:
         return self.out.read_text(errors="replace")
 
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise GiveUp(f"the engine exited ({self.process.returncode}):\n{self.text()}")
+        return True
+
     def wait_log(self, text: str) -> None:
-        wait_until(lambda: text in self.text() or self.process.poll() is not None, repr(text))
-        assert text in self.text(), self.text()
+        eventually_sync(
+            lambda: self.alive() and text in self.text(),
+            what=f"{text!r} in the engine's log",
+            detail=self.text,
+        )
 
     def signal(self, sig: signal.Signals) -> None:
         os.kill(self.process.pid, sig)
@@ -66,7 +74,9 @@ class Engine:
     def wait(self) -> tuple[int, float]:
         """The exit status and how long it took to exit (seconds)."""
         started = time.monotonic()
-        wait_until(lambda: self.process.poll() is not None, "the engine exits")
+        eventually_sync(
+            lambda: self.process.poll() is not None, what="the engine to exit", detail=self.text
+        )
         return int(self.process.returncode), time.monotonic() - started
 
     def kill(self) -> None:
@@ -152,7 +162,7 @@ def test_sigterm_stops_the_engine_while_the_relay_never_greets(
     import_emails(config, 20)
     engine = Engine(config, *mode.split())
     try:
-        wait_until(lambda: smtp.open_connections >= 1, "sends hang on the relay")
+        eventually_sync(lambda: smtp.open_connections >= 1, what="sends hang on the relay")
         engine.wait_log("now sends campaign")
         engine.signal(signal.SIGTERM)
         status, took = engine.wait()
@@ -173,7 +183,7 @@ def test_a_second_sigint_stops_at_once(tmp_path: Path, smtp: SmtpServer) -> None
     import_emails(config, 20)
     engine = Engine(config, "run")
     try:
-        wait_until(lambda: smtp.open_connections >= 1, "sends hang on the relay")
+        eventually_sync(lambda: smtp.open_connections >= 1, what="sends hang on the relay")
         engine.signal(signal.SIGINT)
         engine.wait_log("SIGINT: stopping")
         engine.signal(signal.SIGINT)
@@ -192,7 +202,7 @@ def test_sigterm_after_sending_exits_0_with_everything_released(
     import_emails(config, 30)
     engine = Engine(config, "run")
     try:
-        wait_until(lambda: len(smtp.messages) == 30, "the campaign is sent")
+        eventually_sync(lambda: len(smtp.messages) == 30, what="the campaign is sent")
         engine.wait_log("-> completed")
         engine.signal(signal.SIGTERM)
         status, _ = engine.wait()
@@ -235,13 +245,13 @@ def test_sighup_reloads_accounts_and_templates_and_refuses_a_broken_file(tmp_pat
         (tmp_path / "extra" / f"mailing_{today}_004_cBRAD_smslong.csv").write_text(
             "nome;telefone\nE;11999660001\n"
         )
-        wait_until(
+        eventually_sync(
             lambda: all(
                 (outbox / f"{a}.jsonl").exists()
                 and len((outbox / f"{a}.jsonl").read_text().splitlines()) == n
                 for a, n in (("zap", 5), ("sms", 6))
             ),
-            "the held campaigns and the new source's are sent after the reload",
+            what="the held campaigns and the new source's are sent after the reload",
         )
         sent = [json.loads(line) for line in (outbox / "zap.jsonl").read_text().splitlines()]
         assert {s["ContentSid"] for s in sent} == {"HX0123"}
@@ -254,9 +264,9 @@ def test_sighup_reloads_accounts_and_templates_and_refuses_a_broken_file(tmp_pat
         (drop / f"mailing_{today}_003_cBRAD_smslong.csv").write_text(
             "nome;telefone\nZ;11999770001\n"
         )
-        wait_until(
+        eventually_sync(
             lambda: len((outbox / "sms.jsonl").read_text().splitlines()) == 7,
-            "a file dropped after the refused reload is sent",
+            what="a file dropped after the refused reload is sent",
         )
         engine.signal(signal.SIGTERM)
         status, _ = engine.wait()
@@ -299,7 +309,9 @@ def test_the_mailbox_lease_is_released_on_stop(tmp_path: Path, smtp: SmtpServer)
         )
         engine = Engine(config, "run")
         try:
-            wait_until(lambda: leases(config)["mailboxes"] == 1, "the engine polls the mailbox")
+            eventually_sync(
+                lambda: leases(config)["mailboxes"] == 1, what="the engine polls the mailbox"
+            )
             engine.signal(signal.SIGTERM)
             status, _ = engine.wait()
         finally:

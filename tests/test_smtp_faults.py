@@ -28,9 +28,9 @@ from engine.plugins.format import FormatContext
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing.eventually import eventually
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.test_channels import CAMPAIGN, delivery
-from tests.waits import until
 
 
 @pytest.fixture
@@ -211,10 +211,26 @@ async def test_a_wrong_password_pauses_the_account_and_fixing_it_sends_everythin
     assert cid is not None
     dispatcher = Dispatcher(store, plugins, config, clock)
 
-    async def second() -> None:
-        await dispatcher.tick()
-        await clock.advance(1)
-        await asyncio.sleep(0.01)  # the SMTP exchanges run on this loop
+    def sends_done() -> bool:
+        return all(
+            s.in_flight == 0 and (s._confirming is None or s._confirming.done())
+            for s in dispatcher.senders.values()
+        )
+
+    async def ticking(condition: Callable[[], object], what: str) -> None:
+        """Tick and move the clock a second at a time, once the sends each tick started got
+        the relay's answer (the SMTP exchanges run on this loop), until ``condition``."""
+
+        async def check() -> object:
+            if condition():
+                return True
+            await dispatcher.tick()
+            await eventually(sends_done, what="the relay to answer the sends in flight")
+            await clock.advance(1)
+            return condition()
+
+        # a minute or two of the test clock, a second per check: a generous safety net
+        await eventually(check, what=what, timeout=180)
 
     def campaign() -> Any:
         found = store.campaigns.get(cid)
@@ -222,7 +238,7 @@ async def test_a_wrong_password_pauses_the_account_and_fixing_it_sends_everythin
         return found
 
     try:
-        await until(lambda: campaign().status == "held", "the account is paused", step=second)
+        await ticking(lambda: campaign().status == "held", "the account is paused")
         held = campaign()
         assert re.fullmatch(
             r"account avisos is paused: channel failing: relay 127\.0\.0\.1:\d+ refused the "
@@ -237,10 +253,10 @@ async def test_a_wrong_password_pauses_the_account_and_fixing_it_sends_everythin
         monkeypatch.setenv("SMTP_PASSWORD", server.password or "")
         fixed = clock.now()
         await dispatcher.reconfigure(load_config(config.path))
-        await until(lambda: server.messages, "the probe logs in and sends", step=second)
+        await ticking(lambda: server.messages, "the probe logs in and sends")
         # the reload probes at once, not at the next scheduled probe (a minute on)
         assert clock.now() - fixed < timedelta(seconds=10)
-        await until(lambda: campaign().status == "completed", "all sent", step=second)
+        await ticking(lambda: campaign().status == "completed", "all sent")
     finally:
         await dispatcher.shutdown()
     assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(

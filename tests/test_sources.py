@@ -1,9 +1,10 @@
 """Source kinds against real peers on loopback (F1–F6, F13): local folders, FTP, explicit FTPS
-(certificate, host name, TLS session reuse), SFTP (known_hosts, pinned key, changed key)."""
+(certificate, host name, TLS session reuse), SFTP (known_hosts, pinned key, changed key).
+Each kind passes the source contract of the test kit (``engine.testing.check_source``), the
+check third-party kinds run too."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from engine.config import ConfigError, SourceSettings
 from engine.plugins import load_plugins
 from engine.plugins.source import Source, SourceError, unsafe_reason
+from engine.testing import FolderFiles, check_source
 from tests.helpers import load, write_config
 from tests.peers.ftp import FtpServer, start_ftp_server
 from tests.peers.sftp import SftpServer, start_sftp_server
@@ -28,41 +30,10 @@ def make(tmp_path: Path, table: dict[str, Any]) -> Source:
     return source
 
 
-def exercise(source: Source, root: Path) -> None:
-    """The operations the collector uses, checked on the remote side's files."""
-    (root / "BRAD").mkdir()
-    (root / "BRAD" / "a.csv").write_bytes(b"x" * 1000)
-    (root / "b.csv").write_bytes(b"hello")
-    (root / ".hidden").write_bytes(b"h")
-    (root / "c.csv.part").write_bytes(b"p")
-    (root / "processed").mkdir()
-    (root / "processed" / "old.csv").write_bytes(b"old")
-    with source.session():
-        listing = {f.path: f for f in source.list_files()}
-        assert set(listing) == {"BRAD/a.csv", "b.csv"}  # processed/, hidden, .part left out
-        assert listing["BRAD/a.csv"].size == 1000 and listing["b.csv"].size == 5
-        assert listing["b.csv"].mtime is not None
-        out = io.BytesIO()
-        assert source.download("BRAD/a.csv", out) == 1000 and out.getvalue() == b"x" * 1000
-        assert source.exists("b.csv") and not source.exists("nope.csv")
-        source.move("b.csv", "processed/sub/b.csv")
-        with pytest.raises(FileExistsError):
-            source.move("BRAD/a.csv", "processed/sub/b.csv")
-        source.upload(io.BytesIO(b"report"), "rejected/BRAD/x.erro.txt")
-        source.upload(io.BytesIO(b"report 2"), "rejected/BRAD/x.erro.txt")  # replaced
-        with pytest.raises(SourceError) as refused:
-            source.download("../etc/passwd", io.BytesIO())
-        assert refused.value.category == "unsafe-name"
-    assert (root / "processed" / "sub" / "b.csv").read_bytes() == b"hello"
-    assert not (root / "b.csv").exists()
-    assert (root / "rejected" / "BRAD" / "x.erro.txt").read_bytes() == b"report 2"
-    assert not [p for p in (root / "rejected" / "BRAD").iterdir() if p.name.endswith(".part")]
-
-
 def test_local_source(tmp_path: Path) -> None:
     root = tmp_path / "drop"
     root.mkdir()
-    exercise(make(tmp_path, {"kind": "local", "path": "drop"}), root)
+    check_source(make(tmp_path, {"kind": "local", "path": "drop"}), FolderFiles(root))
 
 
 def test_local_missing_folder(tmp_path: Path) -> None:
@@ -93,13 +64,13 @@ def _passwords(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_ftp_source(tmp_path: Path, ftp_server: FtpServer) -> None:
-    exercise(make(tmp_path, ftp_table(ftp_server)), ftp_server.root)
+    check_source(make(tmp_path, ftp_table(ftp_server)), FolderFiles(ftp_server.root))
 
 
 def test_ftps_source_reuses_the_tls_session(tmp_path: Path, ftps_server: FtpServer) -> None:
     """The peer refuses (522) data connections that do not resume the control session, as
     vsftpd, FileZilla Server and ProFTPD do (NOTES.md)."""
-    exercise(make(tmp_path, ftp_table(ftps_server, "ftps")), ftps_server.root)
+    check_source(make(tmp_path, ftp_table(ftps_server, "ftps")), FolderFiles(ftps_server.root))
     assert ftps_server.session_reuse_refusals == 0
 
 
@@ -172,7 +143,7 @@ def known_hosts(tmp_path: Path, *lines: str) -> Path:
 
 def test_sftp_source_with_known_hosts(tmp_path: Path, sftp_server: SftpServer) -> None:
     hosts = known_hosts(tmp_path, sftp_server.known_hosts_line)
-    exercise(make(tmp_path, sftp_table(sftp_server, hosts)), sftp_server.root)
+    check_source(make(tmp_path, sftp_table(sftp_server, hosts)), FolderFiles(sftp_server.root))
 
 
 def test_sftp_pinned_fingerprint_and_key_auth(tmp_path: Path, sftp_server: SftpServer) -> None:

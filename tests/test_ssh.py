@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 import pyte
@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli.context import AppContext
+from engine.testing.eventually import TIMEOUT, GiveUp, eventually
 from tests.helpers import load, name
 from tui.ssh import (
     KeyFileError,
@@ -66,6 +67,7 @@ for line in sys.stdin:
         sys.exit(int(words[1]))
 """
 
+T = TypeVar("T")
 Keys = dict[str, asyncssh.SSHKey]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,13 +100,9 @@ def alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
-async def gone(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+async def gone(pid: int, what: str) -> None:
+    """Wait until ``pid`` has ended (``what`` says whose process it is)."""
+    await eventually(lambda: not alive(pid), what=f"{what} (pid {pid}) to end")
 
 
 class Terminal:
@@ -120,38 +118,49 @@ class Terminal:
     async def _read(self) -> None:
         data = await self.process.stdout.read(65536)
         if not data:
-            raise EOFError
+            raise GiveUp("the session ended")
         self.text += self._decoder.decode(data)
         self._stream.feed(data)
 
-    async def expect(self, pattern: str, seconds: float = 10.0) -> re.Match[str]:
-        """Wait until ``pattern`` appears in everything received so far."""
+    async def _until(
+        self, found: Callable[[], T | None], what: str, detail: Callable[[], str]
+    ) -> T:
+        """Read what the server sends until ``found()`` gives something."""
+
+        async def check() -> T:
+            while (value := found()) is None:
+                await self._read()
+            return value
+
         try:
-            async with asyncio.timeout(seconds):
-                while (found := re.search(pattern, self.text)) is None:
-                    await self._read()
-        except (TimeoutError, EOFError):
-            raise AssertionError(f"{pattern!r} never came; got:\n{self.text[-2000:]}") from None
-        return found
+            return await eventually(check, what=what, detail=detail)
+        except GiveUp as ended:
+            raise AssertionError(f"{ended} before {what}:\n{detail()}") from None
+
+    async def expect(self, pattern: str) -> re.Match[str]:
+        """Wait until ``pattern`` appears in everything received so far."""
+        return await self._until(
+            lambda: re.search(pattern, self.text),
+            f"{pattern!r} in the output",
+            lambda: f"got:\n{self.text[-2000:]}",
+        )
 
     def display(self) -> str:
         return "\n".join(line.rstrip() for line in self.screen.display)
 
     async def until_screen(self, check: Callable[[str], bool], what: str) -> str:
         """Wait until the emulated screen satisfies ``check``."""
-        try:
-            async with asyncio.timeout(15):
-                while not check(self.display()):
-                    await self._read()
-        except (TimeoutError, EOFError):
-            raise AssertionError(f"the screen never showed {what}:\n{self.display()}") from None
-        return self.display()
+        return await self._until(
+            lambda: screen if check(screen := self.display()) else None,
+            f"the screen to show {what}",
+            lambda: f"the screen:\n{self.display()}",
+        )
 
     def send(self, text: str) -> None:
         self.process.stdin.write(text.encode())
 
     async def exit_status(self) -> int | None:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(TIMEOUT):
             await self.process.wait_closed()
         return self.process.exit_status
 
@@ -293,13 +302,9 @@ async def test_disconnect_kills_the_process_group(serve: Serve, keys: Keys) -> N
     pid, grandchild = int(found[1]), int(found[2])
     assert alive(pid) and alive(grandchild)
     conn.abort()  # the client vanishes without a word
-    assert await gone(pid), "the session's process outlived its client"
-    assert await gone(grandchild), "a process the session started outlived its client"
-    for _ in range(100):
-        if not server.sessions:
-            break
-        await asyncio.sleep(0.02)
-    assert not server.sessions
+    await gone(pid, "the session's process, after its client vanished")
+    await gone(grandchild, "a process the session started, after its client vanished")
+    await eventually(lambda: not server.sessions, what="the server to forget the session")
 
 
 async def test_a_session_that_ends_leaves_no_process_behind(serve: Serve, keys: Keys) -> None:
@@ -311,7 +316,7 @@ async def test_a_session_that_ends_leaves_no_process_behind(serve: Serve, keys: 
         assert alive(grandchild)
         t.send("exit 0\r")
         assert await t.exit_status() == 0
-        assert await gone(grandchild)
+        await gone(grandchild, "a process the session started, after the session ended")
 
 
 async def test_closing_the_server_stops_its_sessions(serve: Serve, keys: Keys) -> None:
@@ -322,7 +327,7 @@ async def test_closing_the_server_stops_its_sessions(serve: Serve, keys: Keys) -
         await server.close()
         assert not alive(pid)
         # the client hears how its process ended (SIGTERM)
-        await asyncio.wait_for(t.process.wait_closed(), 5)
+        await asyncio.wait_for(t.process.wait_closed(), TIMEOUT)
         assert t.process.exit_signal is not None and t.process.exit_signal[0] == "TERM"
         # the process could not restore the terminal: the server did (alternate screen off…)
         await t.expect(r"session ended \(TERM\)")
@@ -541,7 +546,7 @@ async def test_the_command_prints_the_fingerprint_clients_see(
     printed = ""
     try:
         while "Ctrl-C stops" not in printed:
-            line = await asyncio.wait_for(process.stdout.readline(), 15)
+            line = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
             assert line, printed
             printed += line.decode()
         fingerprint = re.search(r"ssh-ed25519 (SHA256:\S+)", printed)
@@ -564,7 +569,7 @@ async def test_the_command_prints_the_fingerprint_clients_see(
             assert seen is not None and seen.get_fingerprint() == fingerprint[1]
     finally:
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
 
 
 # -- the real TUI ----------------------------------------------------------------------------
@@ -597,15 +602,20 @@ def palette_column(screen: str) -> int:
     return screen.splitlines()[-1].find("^p palette")
 
 
-def has_tui_command() -> bool:
+def assert_tui_command_registered() -> None:
+    """`disparo tui` comes from the `tui` entry point: missing or broken, the test fails."""
     from engine.cli import build_cli
 
-    return "tui" in build_cli().commands
+    commands = build_cli().commands  # a broken entry point raises PluginError here
+    assert "tui" in commands, (
+        '`disparo tui` is not registered: the `tui` entry point (tui = "tui.plugin" under '
+        "[project.entry-points.disparo] in pyproject.toml, installed with `pip install -e .`) "
+        f"is missing or registers no command; the commands are {sorted(commands)}"
+    )
 
 
 async def test_the_real_tui_over_ssh(serve: Serve, keys: Keys, workspace: Path) -> None:
-    if not has_tui_command():
-        pytest.skip("`disparo tui` is not registered yet (tui/plugin.py)")
+    assert_tui_command_registered()
     server = await serve(tui_argv(workspace))
     async with await connect(server, keys["ana"]) as conn:
         started = time.monotonic()

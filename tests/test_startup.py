@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import BUILTIN_PLUGINS
+
 #: libraries that loading the plugins and building the CLI must not import
 HEAVY = (
     "twilio",
@@ -141,9 +143,9 @@ def probe(tmp_path: Path) -> dict[str, Any]:
     config = tmp_path / "disparo.toml"
     config.write_text(CONFIG, encoding="utf-8")
     result = tmp_path / "result.json"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DISPARO_PLUGINS", "DISPARO_BLOCK_PLUGINS")
-    }
+    # disparo's own plugins, all of them (not the installed third-party ones)
+    env = {k: v for k, v in os.environ.items() if k != "DISPARO_BLOCK_PLUGINS"}
+    env["DISPARO_PLUGINS"] = ",".join(BUILTIN_PLUGINS)
     env |= {"DISPARO_TEST_TWILIO_TOKEN": "x" * 32, "DISPARO_TEST_SFTP_PASSWORD": "secret"}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(result), ",".join(HEAVY), str(config)],

@@ -193,6 +193,15 @@ def test_every_table_round_trips(store: Store) -> None:
                 name="bounces", status="ok", handled=3, unparsed=1, updated_at=now
             )
         )
+    assert store.publications.record(
+        source="drop",
+        publisher="triplet-results",
+        key="SEND:20261123",
+        path="SEND_ABERTURA_20261123",
+        detail={"campaign": campaign, "até": 7},
+        size=10,
+        sha256="cd" * 32,
+    )
     store.audit.record("ana", "campaign.pause", f"campaign:{campaign}", {"reason": "test"})
     command = store.commands.submit(
         actor="ana", role="operator", action="pause", target=f"campaign:{campaign}"

@@ -5,7 +5,6 @@ and anything else refused; health and metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import json
@@ -36,6 +35,8 @@ from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing.eventually import eventually
+from tests.helpers import tick
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.peers.twilio import FakeResponse, TwilioFake, start_twilio_fake
 
@@ -171,9 +172,7 @@ async def sent(
     dispatcher = Dispatcher(store, plugins, config, clock, signer=signer_for(config))
     try:
         for _ in range(60):
-            await dispatcher.tick()
-            await clock.advance(1)
-            await asyncio.sleep(0.01)
+            await tick(dispatcher, clock)
             if len(smtp.messages) >= 4 and len(twilio.requests) >= 4:
                 break
         for _ in range(3):
@@ -234,12 +233,14 @@ def events(s: Sent, kind: str | None = None) -> list[Any]:
 
 
 async def settle(s: Sent) -> None:
-    """Let the writer store what the handlers queued."""
-    for _ in range(100):
-        if s.tracking.writer.queue.empty():
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    """Wait until the writer stored what the handlers submitted (they answer a pixel or a
+    click before the signal is stored)."""
+    writer = s.tracking.writer
+    await eventually(
+        lambda: writer.applied >= writer.submitted,
+        what="the writer to store every signal submitted",
+        detail=lambda: f"{writer.applied} of {writer.submitted} stored",
+    )
 
 
 async def test_opens_and_clicks_are_recorded_and_redirect_to_the_campaigns_links(
@@ -652,7 +653,8 @@ async def test_closing_the_writer_never_drops_a_batch_being_gathered(
     writer = SignalWriter(store, linger=0.2)
     writer.start()
     first = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9))
-    await asyncio.sleep(0.02)  # the writer took it and waits for more to join
+    # the writer took it and now waits (0.2 s) for more to join
+    await eventually(writer.queue.empty, what="the writer to take the first signal")
     second = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9 + 1))
     await writer.close()
     assert first.done() and second.done()

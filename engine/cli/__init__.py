@@ -33,7 +33,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import campaigns, collect, feedback, names, setup
+    from engine.cli import campaigns, collect, feedback, names, publish, setup
 
     for command in (
         *setup.COMMANDS,
@@ -41,6 +41,7 @@ def _register_builtin_commands() -> None:
         *collect.COMMANDS,
         *campaigns.COMMANDS,
         *feedback.COMMANDS,
+        *publish.COMMANDS,
     ):
         cli.add_command(command)
 

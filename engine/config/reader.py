@@ -123,6 +123,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
 
     kinds = plugins.source_kinds()
     formats = plugins.formats()
+    publishers = plugins.publishers()
     sources: dict[str, SourceSettings] = {}
     raw_sources = _tables(reader, "sources", data.get("sources", {}))
     for name, raw in raw_sources.items():
@@ -131,10 +132,26 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
             continue
         kind_cls = kinds.get(raw.get("kind", ""))
+        format_cls = formats.get(raw.get("format", "mailing"))
+        default_publish = tuple(getattr(format_cls, "publishers", ()))
+        named = raw.get("publish", default_publish)
+        publisher_classes = [
+            publishers[p]
+            for p in (named if isinstance(named, list | tuple) else ())
+            if p in publishers
+        ]
         keys = {
             **SOURCE_KEYS,
             "kind": Key("choice", MISSING, choices=tuple(kinds)),
             "format": Key("choice", "mailing", choices=tuple(formats)),
+            "publish": Key(
+                "strings",
+                default_publish,
+                "Publishers writing results back to this source (default: the format's own).",
+            ),
+            # the format's and the publishers' own keys live in the source's table too
+            **(_plugin_keys(format_cls) if format_cls else {}),
+            **{k: v for cls in publisher_classes for k, v in _plugin_keys(cls).items()},
             **(_plugin_keys(kind_cls) if kind_cls else {}),
         }
         if kind_cls is None:
@@ -149,7 +166,13 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         schedule = PollSchedule(
             every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
         )
-        common = set(SOURCE_KEYS)
+        for i, p in enumerate(values.get("publish", ())):
+            if p not in publishers:
+                known = ", ".join(sorted(publishers)) or "none installed"
+                reader.problem(
+                    f"{where}.publish[{i}]", f"unknown publisher `{p}` (publishers: {known})"
+                )
+        common = set(SOURCE_KEYS) | {"publish"}
         sources[name] = SourceSettings(
             name=name,
             kind=values.get("kind", ""),
@@ -161,6 +184,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             enabled=values.get("enabled", True),
             allow_private=values.get("allow_private", False),
             options=MappingProxyType({k: v for k, v in values.items() if k not in common}),
+            publish=tuple(p for p in values.get("publish", ()) if p in publishers),
         )
         host = sources[name].options.get("host")
         if host is not None:  # the host rules, for every kind that reaches a server (F2, F3)

@@ -182,8 +182,11 @@ class SourceSettings:
     rejected_dir: str
     enabled: bool
     allow_private: bool
-    #: the kind's own keys (host, path, user, password…), validated by its ``config_keys``
+    #: the kind's, the format's and the publishers' own keys (host, path, user, password,
+    #: results_after…), validated by their ``config_keys``
     options: Mapping[str, Any]
+    #: the publishers writing results back to this source (``publish``), in order
+    publish: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

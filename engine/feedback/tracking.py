@@ -88,6 +88,8 @@ class SignalWriter:
         #: ``None`` tells the writer to stop once everything before it is written
         self.queue: asyncio.Queue[tuple[Signal, asyncio.Future[Applied]] | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        #: signals submitted, and those stored (a batch that failed is not counted as stored)
+        self.submitted = 0
         self.applied = 0
 
     def start(self) -> None:
@@ -97,6 +99,7 @@ class SignalWriter:
     def submit(self, signal: Signal) -> asyncio.Future[Applied]:
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((signal, future))
+        self.submitted += 1
         return future
 
     async def apply(self, signal: Signal) -> Applied:

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -114,13 +114,20 @@ def make_manager() -> pluggy.PluginManager:
     return pm
 
 
-def load_entry_points(pm: pluggy.PluginManager) -> dict[str, tuple[str | None, str | None]]:
-    """Register every entry point of group ``disparo`` allowed by the environment.
+def load_entry_points(
+    pm: pluggy.PluginManager, only: Collection[str] | None = None
+) -> dict[str, tuple[str | None, str | None]]:
+    """Register every entry point of group ``disparo`` allowed by the environment; with
+    ``only``, exactly the entry points named there, whatever the environment says (the test
+    kit's hermetic plugin sets).
 
     Returns plugin name -> (distribution, version).
     """
-    allow = _split_env("DISPARO_PLUGINS")
-    block = _split_env("DISPARO_BLOCK_PLUGINS") or set()
+    if only is None:
+        allow = _split_env("DISPARO_PLUGINS")
+        block = _split_env("DISPARO_BLOCK_PLUGINS") or set()
+    else:
+        allow, block = set(only), set()
     origins: dict[str, tuple[str | None, str | None]] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in block or (allow is not None and ep.name not in allow):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from engine.campaign import Campaign
-from engine.config import Config
+from engine.config import Config, Configurable
 from engine.mailing_names import BUILTIN_WORDS, ChannelWord
 from engine.problems import Problem
 
@@ -125,10 +125,14 @@ class ImportSpec:
     empty_problem: Problem | None = None
 
 
-class Format(ABC):
-    """An input file format. Subclasses set ``name`` (``format`` in a source's settings)."""
+class Format(Configurable, ABC):
+    """An input file format. Subclasses set ``name`` (``format`` in a source's settings),
+    optionally ``config_keys`` (their own keys in the source's table, handed back in the
+    source's ``options``) and ``publishers`` (what a source of this format publishes when it
+    does not say, ``publish``)."""
 
     name: ClassVar[str]
+    publishers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: FormatContext) -> None:
         self.context = context

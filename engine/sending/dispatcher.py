@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.addresses import address_kind, suppression_key
+from engine.addresses import suppression_key
 from engine.campaign import SETTLED_COUNTERS, Campaign
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
@@ -696,6 +696,8 @@ class Dispatcher:
         self._shut = True
         self.stopping = True
         self.wake_senders()
+        for sender in self.senders.values():
+            sender.interrupt()
         started = self.clock.monotonic()
         flying = sum(s.in_flight for s in self.senders.values())
         if flying:
@@ -810,6 +812,7 @@ class AccountSender:
         self.stalls: dict[int, tuple[int, datetime]] = {}
         self.minute = Minute()
         self._confirming: asyncio.Task[None] | None = None
+        self._nap: asyncio.Future[None] | None = None
         self._lease_until: datetime | None = None
         self._retired = False
         self._crashes = 0
@@ -1304,6 +1307,31 @@ class AccountSender:
                         )
                     )
 
+    async def _take(self) -> bool:
+        """A token from the bucket, waiting for it at the rate (D10), unless the account is
+        held off for more than ``HELD`` seconds or the engine stops (a stop cuts the wait)."""
+        while True:
+            if self.bucket.holding() > HELD or self.d.stopping:
+                return False
+            wait = self.bucket.try_take()
+            if wait == 0:
+                return True
+            nap = asyncio.ensure_future(self.d.clock.sleep(wait))
+            self._nap = nap
+            try:
+                await nap
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not nap.cancelled() or (task is not None and task.cancelling()):
+                    raise  # the sender itself is cancelled
+            finally:
+                self._nap = None
+
+    def interrupt(self) -> None:
+        """A stop: cut a wait for a token short (the claims are given back)."""
+        if self._nap is not None:
+            self._nap.cancel()
+
     def _may_start(self, c: Campaign, probe: bool) -> bool:
         """May one more message of this chunk start now?"""
         d = self.d
@@ -1331,7 +1359,7 @@ class AccountSender:
         d = self.d
         channel = self.channel
         assert channel is not None
-        kind = address_kind(c.channel)
+        kind = c.address_kind
         checked = [channel.normalise(x.address) for x in claimed]
         suppressed = await d.store.run(
             d.store.claims.suppressed,
@@ -1426,7 +1454,7 @@ class AccountSender:
                     )
                     continue
                 await slots.acquire()
-                if not await self.bucket.take_unless_held(HELD):
+                if not await self._take():
                     # the account holds off (a provider's Retry-After): give the claims back
                     slots.release()
                     outcomes[i] = Outcome(kind="release", **base(x, None))

@@ -32,6 +32,7 @@ from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
 from engine.store.mailboxes import Mailboxes
+from engine.store.publications import Publications
 from engine.store.results import Results
 from engine.store.suppressions import Suppressions
 from engine.store.views import Views
@@ -64,6 +65,7 @@ class Store:
         self.suppressions = Suppressions(self)
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
+        self.publications = Publications(self)
         self.views = Views(self)
         self.engines = Engines(self)
         self.errors = DeliveryErrors(self)

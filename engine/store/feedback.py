@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from engine.addresses import address_kind, normalise_email, normalise_phone, suppression_key
+from engine.addresses import normalise_email, normalise_phone, suppression_key
 from engine.campaign import SETTLED_COUNTERS
 from engine.events import Signal
 from engine.rates import Rates
@@ -122,6 +122,8 @@ class _Delivery:
     unsubscribed: str | None
     channel: str
     account: str | None
+    #: the contact address the campaign's channel sends to (email | phone)
+    address_kind: str
 
 
 @dataclass
@@ -377,6 +379,7 @@ class Feedback(Queries):
                 deliveries.c.unsubscribed,
                 campaigns.c.channel,
                 campaigns.c.account,
+                campaigns.c.address_kind,
             )
             .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
             .where(deliveries.c.id.in_(sorted(ids)))
@@ -620,7 +623,7 @@ class Feedback(Queries):
                 )
 
     def _suppress(self, c: Connection, d: _Delivery, origin: str, s: Signal, reason: str) -> None:
-        kind = address_kind(d.channel)
+        kind = d.address_kind
         # the address as the channel sends to it (E.164, a normalised e-mail), as the
         # dispatcher checks it at send time (D4); files without hygiene keep it as written
         checked = normalise_email(d.address) if kind == "email" else normalise_phone(d.address)

@@ -475,6 +475,23 @@ source_state = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# The publication ledger: each file written back to a source, once (a crash between the
+# upload and this row publishes it again, under the same name, on the next run)
+publications = Table(
+    "publications",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("source", String(100), nullable=False),
+    Column("publisher", String(100), nullable=False),
+    Column("key", String(500), nullable=False),
+    Column("path", String(1000), nullable=False),
+    Column("detail", Json, nullable=False, default=dict),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("published_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("source", "publisher", "key"),
+)
+
 # Per bounce mailbox (IMAP): the poller's state, what it handled and what it could not read
 mailboxes = Table(
     "mailboxes",

@@ -7,8 +7,10 @@ and building the rows and panels the widgets show (the screen's view model, in i
 campaign of half the deliveries, paced in 10 batches, 6 released, 56 % sent over the last 90
 minutes (a ``sent`` event each), the rest spread over 999 campaigns on four accounts. Figures:
 median and p95 over 20 refreshes, and the ratio to the 100 ms budget; the first (cold) refresh
-of the Campaign screen separately, as it counts the last hour's sends once. A last figure
-applies 1,000 rows to the table widget, in place and rebuilt.
+of the Campaign screen separately, as it counts the last hour's sends once. Another figure
+applies 1,000 rows to the table widget, in place and rebuilt; a last one times a pause typed in
+the UI until a running engine applies it (tests/test_tui.py checks that it does, and that
+sending stops, without timing it).
 """
 
 from __future__ import annotations
@@ -283,3 +285,90 @@ def bench_tui_table_widget_with_a_thousand_rows(tmp_path: Path) -> None:
     print("\nTUI table widget, 1,000 rows × 10 columns:")
     report("in place (10 cells changed)", in_place)
     report("rebuilt (a row less)", rebuilt)
+
+
+def bench_pause_from_the_ui_reaches_a_running_engine(tmp_path: Path) -> None:
+    """`disparo tui --engine` sending at 10/s: how long a pause confirmed in the UI takes to be
+    applied by the engine (it applies commands at its next tick, once a second), and what was
+    still sent after that instant (sends the engine had started before it saw the pause)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import build_cli
+    from engine.clock import RealClock
+    from engine.service import Engine
+    from engine.testing.eventually import eventually
+    from tui.app import DisparoApp
+    from tui.screens import CampaignScreen
+    from tui.screenshots import SIZE
+
+    async def once(folder: Path) -> tuple[float, int, float]:
+        config_path = write_config(
+            folder,
+            accounts={"sms": {"channel": "sms-long", "sandbox": True, "rate": 10}},
+            wallets={"BRAD": {"sms_template": "Olá {{ nome }}"}},
+            engine={"log_level": "warning"},
+        )
+        plugins = load_plugins()
+        config = load_config(config_path, plugins=plugins)
+        today = datetime.now(UTC).astimezone(config.tz).strftime("%d%m%y")
+        contacts = folder / f"mailing_{today}_001_cBRAD_smslong.csv"
+        contacts.write_text("nome;telefone\n" + "".join(f"P{i};119{i:08d}\n" for i in range(400)))
+        imported = CliRunner().invoke(
+            build_cli(), ["--config", str(config_path), "import", str(contacts)]
+        )
+        assert imported.exit_code == 0, imported.output
+        clock = RealClock()
+        store = Store.open(config.engine.database_url, clock=clock)
+        outbox = folder / "outbox" / "sms.jsonl"
+
+        def sends() -> list[datetime]:
+            if not outbox.exists():
+                return []
+            *lines, _partial = outbox.read_text(encoding="utf-8").split("\n")
+            return [datetime.fromisoformat(json.loads(line)["at"]) for line in lines]
+
+        def taken() -> Any:
+            command = store.commands.get(1)
+            return command if command is not None and command.status != "pending" else None
+
+        engine = Engine(store, plugins, config, clock)
+        backend = Backend(
+            store, config, clock, role="operator", actor="bench", plugins=plugins, apply_after=60
+        )
+        app = DisparoApp(backend, engine=engine, every=0.5)
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: len(sends()) >= 10, what="the engine sending")
+                await pilot.press("enter")
+                await eventually(
+                    lambda: isinstance(app.screen, CampaignScreen) and app.screen.loads,
+                    what="the campaign screen",
+                )
+                await pilot.press("p")
+                await pilot.pause()
+                pressed = datetime.now(UTC)
+                await pilot.press("enter")
+                command = await eventually(taken, what="the engine to take the pause")
+                assert command.status == "applied" and command.applied_at is not None
+                ticks = engine.dispatcher._ticks  # whatever was still going lands meanwhile
+                await eventually(lambda: engine.dispatcher._ticks >= ticks + 2, what="2 ticks")
+                after = [at for at in sends() if at > command.applied_at]
+                await pilot.press("q")
+                await pilot.pause()
+        finally:
+            engine.stop.set()
+            store.close()
+        late = max(((at - command.applied_at).total_seconds() for at in after), default=0.0)
+        return (command.applied_at - pressed).total_seconds(), len(after), late
+
+    print("\nA pause in the TUI reaching a running engine (10/s, ticks once a second):")
+    for run in range(1, 4):
+        folder = tmp_path / f"run{run}"
+        folder.mkdir()
+        took, after, late = asyncio.run(once(folder))
+        print(
+            f"  run {run}: applied {took * 1000:6.0f} ms after Enter; then {after} sent "
+            f"(the last {late * 1000:.0f} ms after it was applied)"
+        )

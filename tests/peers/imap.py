@@ -44,6 +44,7 @@ from pymap.parsing.specials.flag import Flag, Wildcard
 from pymap.user import UserMetadata
 from pysasl.hashing import Cleartext
 
+from engine.testing.eventually import TIMEOUT, eventually_sync
 from tests.peers.common import run_loop, server_context
 
 T = TypeVar("T")
@@ -165,19 +166,19 @@ class ImapServer:
     _server: asyncio.Server | None = field(default=None, repr=False)
     _open: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
     _opened: int = field(default=0, repr=False)
-    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _tmpdir: Path | None = field(default=None, repr=False)
 
     @property
     def connections(self) -> int:
         """How many connections were accepted in total (STARTTLS does not count again)."""
-        with self._cond:
+        with self._lock:
             return self._opened
 
     @property
     def open_connections(self) -> int:
         """How many connections are open right now, as the server sees them."""
-        with self._cond:
+        with self._lock:
             return len(self._open)
 
     def deliver(self, raw: bytes, folder: str = "INBOX", *, flags: Iterable[str] = ()) -> int:
@@ -217,13 +218,14 @@ class ImapServer:
         assert self._mailboxes is not None
         return self._call(self._mailboxes.names())
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
+    def wait_idle(self, timeout: float = TIMEOUT) -> None:
         """Block until no connection is open (clients logged out), else raise AssertionError."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: not self._open, timeout):
-                raise AssertionError(
-                    f"IMAP peer still has {len(self._open)} open connection(s) after {timeout} s"
-                )
+        eventually_sync(
+            lambda: self.open_connections == 0,
+            what="every connection to the IMAP peer to close",
+            timeout=timeout,
+            detail=lambda: f"IMAP peer still has {self.open_connections} open connection(s)",
+        )
 
     def stop(self) -> None:
         """Close the listener and abort every connection, then the loop, its thread, PEM files."""
@@ -249,14 +251,13 @@ class ImapServer:
         return await self._mailboxes.get_mailbox(name)
 
     def _connected(self, writer: asyncio.StreamWriter) -> None:
-        with self._cond:
+        with self._lock:
             self._opened += 1
             self._open.add(writer)
 
     def _disconnected(self, writer: asyncio.StreamWriter) -> None:
-        with self._cond:
+        with self._lock:
             self._open.discard(writer)
-            self._cond.notify_all()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop is None:
@@ -267,7 +268,7 @@ class ImapServer:
     async def _shutdown(self) -> None:
         assert self._server is not None
         self._server.close()
-        with self._cond:
+        with self._lock:
             writers = list(self._open)
         for writer in writers:
             writer.transport.abort()

@@ -1,6 +1,10 @@
 """A real PostgreSQL server for tests, started from the machine's own binaries.
 
-``initdb`` refuses to run as root, so as root the server runs as the ``postgres`` user.
+``initdb`` refuses to run as root, so as root the server runs as the ``postgres`` user. Each
+server has its own temporary folder (its data directory) and listens only on a Unix socket
+in that folder, not on a TCP port: servers of parallel test processes (pytest-xdist workers)
+share nothing, and no port picked as free can be taken by someone else before the server
+binds it.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -28,16 +31,15 @@ def find_bindir() -> Path | None:
     return Path(candidates[0]).parent if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: the port names the socket file (.s.PGSQL.5432) in the server's own folder: no TCP port
+PORT = 5432
 
 
 @dataclass
 class PostgresServer:
     bindir: Path
     datadir: Path
+    socket_dir: Path  # where the server's Unix socket is
     port: int
     user: str | None  # the OS user the server runs as (None: the current one)
     options: str = ""  # what pg_ctl start passes to the server (port, socket folder…)
@@ -52,20 +54,25 @@ class PostgresServer:
         )
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host=str(self.socket_dir),
+            port=self.port,
+            user="postgres",
+            dbname="postgres",
+            autocommit=True,
+        )
 
     def create_database(self) -> str:
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
+        with self._connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
 
     def drop_database(self, name: str) -> None:
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
+        with self._connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def halt(self) -> None:
@@ -95,7 +102,7 @@ def start_postgres() -> PostgresServer:
         pw = pwd.getpwnam(user)
         os.chown(base, pw.pw_uid, pw.pw_gid)
     datadir = base / "data"
-    server = PostgresServer(bindir, datadir, _free_port(), user)
+    server = PostgresServer(bindir, datadir, base, PORT, user)
     server._run(
         "initdb",
         "-D",
@@ -110,7 +117,7 @@ def start_postgres() -> PostgresServer:
         "--no-sync",
     )
     options = (
-        f"-p {server.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+        f"-p {server.port} -k {base} -c listen_addresses='' -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
     server.options = options

@@ -26,6 +26,7 @@ from aiosmtpd.smtp import (
     TLSSetupException,
 )
 
+from engine.testing.eventually import TIMEOUT, eventually_sync
 from tests.peers.common import run_loop, server_context
 
 T = TypeVar("T")
@@ -80,7 +81,7 @@ class SmtpServer:
     _server: asyncio.Server | None = field(default=None, repr=False)
     _open: set[_PeerSMTP] = field(default_factory=set, repr=False)
     _opened: int = field(default=0, repr=False)
-    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _rejects: dict[str, str] = field(default_factory=dict, repr=False)
     _tempfails: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)
     _drop_countdown: int | None = field(default=None, repr=False)
@@ -91,13 +92,13 @@ class SmtpServer:
     @property
     def connections(self) -> int:
         """How many SMTP connections were opened in total (STARTTLS does not count again)."""
-        with self._cond:
+        with self._lock:
             return self._opened
 
     @property
     def open_connections(self) -> int:
         """How many SMTP connections are open right now (as the server sees them)."""
-        with self._cond:
+        with self._lock:
             return len(self._open)
 
     def stop(self) -> None:
@@ -122,7 +123,7 @@ class SmtpServer:
         """RCPT TO for exactly this address (case-insensitive) answers ``code text`` from now
         on (5xx or 4xx); a literal ``<address>`` in `text` becomes the address as the client sent
         it, in angle brackets (as Postfix echoes it)."""
-        with self._cond:
+        with self._lock:
             self._rejects[address.lower()] = f"{code} {text}"
 
     def tempfail(
@@ -131,7 +132,7 @@ class SmtpServer:
         """The next `times` RCPT TO for this address (case-insensitive) answer ``code text``,
         then it is accepted (or rejected, if ``reject()`` was also called for it). ``<address>``
         in `text` is replaced as in ``reject()``; ``times=0`` cancels a pending tempfail."""
-        with self._cond:
+        with self._lock:
             if times > 0:
                 self._tempfails[address.lower()] = (times, f"{code} {text}")
             else:
@@ -145,34 +146,34 @@ class SmtpServer:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._abort_all)
             return
-        with self._cond:
+        with self._lock:
             self._drop_countdown = messages
 
     def refuse_sessions(self, code: int = 554, text: str = "5.3.2 No SMTP service here") -> None:
         """New connections are greeted with ``code text`` instead of 220, then closed (a relay
         refusing the client, RFC 5321 3.1)."""
-        with self._cond:
+        with self._lock:
             self._greeting = f"{code} {text}"
 
     def never_greet(self) -> None:
         """New connections are accepted and never greeted (a hung relay, a tarpit)."""
-        with self._cond:
+        with self._lock:
             self._greeting = "silent"
 
     def greet_normally(self) -> None:
-        with self._cond:
+        with self._lock:
             self._greeting = None
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    def wait_for(self, count: int, timeout: float = TIMEOUT) -> None:
         """Block until at least `count` messages were received, else raise AssertionError."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.messages) >= count, timeout):
-                raise AssertionError(
-                    f"SMTP peer received {len(self.messages)} message(s), "
-                    f"not {count}, within {timeout} s"
-                )
+        eventually_sync(
+            lambda: len(self.messages) >= count,
+            what=f"{count} message(s) at the SMTP peer",
+            timeout=timeout,
+            detail=lambda: f"SMTP peer received {len(self.messages)} message(s), not {count}",
+        )
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
+    def wait_idle(self, timeout: float = TIMEOUT) -> None:
         """Block until no connection is open, else raise AssertionError.
 
         In async tests call it through ``asyncio.to_thread`` once the clients are closed, then
@@ -180,18 +181,19 @@ class SmtpServer:
         close_notify exchange on its own loop, and if pytest-asyncio closes that loop first
         the client's socket is reported unclosed (ResourceWarning) whenever it is collected.
         """
-        with self._cond:
-            if not self._cond.wait_for(lambda: not self._open, timeout):
-                raise AssertionError(
-                    f"SMTP peer still has {len(self._open)} open connection(s) after {timeout} s"
-                )
+        eventually_sync(
+            lambda: self.open_connections == 0,
+            what="every connection to the SMTP peer to close",
+            timeout=timeout,
+            detail=lambda: f"SMTP peer still has {self.open_connections} open connection(s)",
+        )
 
     # -- server side (runs on the peer's loop) ---------------------------------------------
 
     def _rcpt_verdict(self, address: str) -> str | None:
         """The refusal for RCPT TO `address`, or None to accept it."""
         key = address.lower()
-        with self._cond:
+        with self._lock:
             left = self._tempfails.get(key)
             if left is not None:
                 times, status = left
@@ -206,9 +208,8 @@ class SmtpServer:
 
     def _record(self, message: Received) -> bool:
         """Store an accepted message; True when it is the one after which to drop everything."""
-        with self._cond:
+        with self._lock:
             self.messages.append(message)
-            self._cond.notify_all()
             if self._drop_countdown is None:
                 return False
             self._drop_countdown -= 1
@@ -218,17 +219,16 @@ class SmtpServer:
             return True
 
     def _connected(self, conn: _PeerSMTP) -> None:
-        with self._cond:
+        with self._lock:
             self._opened += 1
             self._open.add(conn)
 
     def _disconnected(self, conn: _PeerSMTP) -> None:
-        with self._cond:
+        with self._lock:
             self._open.discard(conn)
-            self._cond.notify_all()
 
     def _abort_all(self) -> None:
-        with self._cond:
+        with self._lock:
             conns = list(self._open)
         for conn in conns:
             conn.abort()
@@ -275,7 +275,7 @@ class _PeerSMTP(SMTP):
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
-        with self._peer._cond:
+        with self._peer._lock:
             greeting = self._peer._greeting
         if greeting is None:
             await super()._handle_client()

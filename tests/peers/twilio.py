@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from engine.testing.eventually import TIMEOUT, eventually_sync
 from tests.peers.common import run_loop
 
 T = TypeVar("T")
@@ -85,7 +86,7 @@ class TwilioFake:
     account_sid: str
     auth_token: str
     requests: list[FakeRequest] = field(default_factory=list)
-    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _scripts: dict[str, deque[FakeResponse]] = field(default_factory=dict, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -94,17 +95,17 @@ class TwilioFake:
     def script(self, to: str, *responses: FakeResponse) -> None:
         """Queue responses for requests whose ``To`` is exactly `to` (e.g. "+5511999990001" or
         "whatsapp:+55…"), one per authorized request; once the queue is empty, answer 201."""
-        with self._cond:
+        with self._lock:
             self._scripts.setdefault(to, deque()).extend(responses)
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    def wait_for(self, count: int, timeout: float = TIMEOUT) -> None:
         """Block until at least `count` requests arrived, else raise AssertionError."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.requests) >= count, timeout):
-                raise AssertionError(
-                    f"Twilio fake received {len(self.requests)} request(s), "
-                    f"not {count}, within {timeout} s"
-                )
+        eventually_sync(
+            lambda: len(self.requests) >= count,
+            what=f"{count} request(s) at the Twilio fake",
+            timeout=timeout,
+            detail=lambda: f"Twilio fake received {len(self.requests)} request(s), not {count}",
+        )
 
     def stop(self) -> None:
         """Close the listener and its connections, then the event loop and its thread."""
@@ -138,7 +139,7 @@ class TwilioFake:
         )
 
     def _next_scripted(self, to: str) -> FakeResponse | None:
-        with self._cond:
+        with self._lock:
             queue = self._scripts.get(to)
             return queue.popleft() if queue else None
 
@@ -148,9 +149,8 @@ class TwilioFake:
         form = {key: str(value) for key, value in posted.items()}
         account_sid = request.match_info["account_sid"]
         authorized = self._authorized(request.headers.get("Authorization"))
-        with self._cond:
+        with self._lock:
             self.requests.append(FakeRequest(account_sid, form, authorized, at))
-            self._cond.notify_all()
 
         if not authorized:
             return _error(401, 20003, headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})

@@ -1,0 +1,190 @@
+"""Publishing: the files the sources' publishers owe are written back, each exactly once.
+
+For every source with publishers (``publish``), each publisher says what is ``due`` now; what
+the ledger already holds is skipped; the rest is written into a local temporary file, uploaded
+to the source (under a temporary name, renamed when complete: nobody reads half a file) and
+only then recorded in the ledger. A crash between the upload and the record publishes the same
+file again, under the same name, on the next run; nothing is ever half published.
+``disparo run`` publishes every minute; ``disparo publish`` does it now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.clock import Clock
+from engine.config import Config, SourceSettings
+from engine.plugins import Plugins
+from engine.plugins.publisher import Publication, PublishContext, Publisher
+from engine.plugins.source import Source, SourceError
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+#: how often ``disparo run`` looks for what is due
+EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one publication: ``published``, ``due`` (a dry run), or ``failed``
+    (with the reason; it is tried again on the next run)."""
+
+    source: str
+    publisher: str
+    key: str
+    path: str
+    status: str
+    size: int = 0
+    message: str | None = None
+
+
+class Publishing:
+    """Publishes what the sources' publishers owe."""
+
+    def __init__(self, store: Store, plugins: Plugins, config: Config, clock: Clock) -> None:
+        self.store = store
+        self.plugins = plugins
+        self.config = config
+        self.clock = clock
+
+    def sources(self, names: Iterable[str] | None = None) -> list[SourceSettings]:
+        """The enabled sources with publishers (those named, when ``names`` is given)."""
+        wanted = set(names) if names is not None else None
+        return [
+            s
+            for s in self.config.sources.values()
+            if s.publish and s.enabled and (wanted is None or s.name in wanted)
+        ]
+
+    def publishers(self, settings: SourceSettings) -> list[Publisher]:
+        context = PublishContext(self.config, self.clock, self.store)
+        classes = self.plugins.publishers()
+        return [classes[name](settings, context) for name in settings.publish]
+
+    def due(self, settings: SourceSettings) -> list[tuple[Publisher, Publication]]:
+        """What the source's publishers owe now and the ledger does not hold."""
+        now = self.clock.now()
+        found: list[tuple[Publisher, Publication]] = []
+        for publisher in self.publishers(settings):
+            done = self.store.publications.keys(settings.name, publisher.name)
+            found += [(publisher, p) for p in publisher.due(now) if p.key not in done]
+        return found
+
+    def publish(
+        self, names: Iterable[str] | None = None, *, dry_run: bool = False
+    ) -> list[Outcome]:
+        """Publish what is due on every source (or the named ones); blocking (run it in a
+        worker thread from the event loop)."""
+        outcomes: list[Outcome] = []
+        for settings in self.sources(names):
+            try:
+                outcomes += self._publish_source(settings, dry_run=dry_run)
+            except Exception as exc:  # one source's trouble never stops the others
+                log.exception("publishing to source %s failed", settings.name)
+                outcomes.append(Outcome(settings.name, "-", "-", "-", "failed", message=str(exc)))
+        return outcomes
+
+    def _publish_source(self, settings: SourceSettings, *, dry_run: bool) -> list[Outcome]:
+        due = self.due(settings)
+        if not due:
+            return []
+        if dry_run:
+            return [Outcome(settings.name, p.name, pub.key, pub.path, "due") for p, pub in due]
+        source: Source = self.plugins.source_kinds()[settings.kind](settings)
+        if not source.writable:
+            message = f"source {settings.name} is read-only: nothing can be published to it"
+            return [
+                Outcome(settings.name, p.name, pub.key, pub.path, "failed", message=message)
+                for p, pub in due
+            ]
+        outcomes: list[Outcome] = []
+        spool = self.config.engine.spool_dir / settings.name
+        spool.mkdir(parents=True, exist_ok=True)
+        try:
+            with source.session():
+                for publisher, publication in due:
+                    outcomes.append(self._one(source, settings, spool, publisher, publication))
+        except SourceError as exc:
+            done = {(o.publisher, o.key) for o in outcomes}
+            outcomes += [
+                Outcome(settings.name, p.name, pub.key, pub.path, "failed", message=exc.describe())
+                for p, pub in due
+                if (p.name, pub.key) not in done
+            ]
+            log.warning("publishing to source %s: %s", settings.name, exc.describe())
+        return outcomes
+
+    def _one(
+        self,
+        source: Source,
+        settings: SourceSettings,
+        spool: Path,
+        publisher: Publisher,
+        publication: Publication,
+    ) -> Outcome:
+        temp = spool / f".publish-{uuid.uuid4().hex}"
+        try:
+            with temp.open("wb") as out:
+                publisher.write(publication, out)
+            digest = hashlib.sha256()
+            size = 0
+            with temp.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+                    size += len(block)
+            with temp.open("rb") as handle:
+                source.upload(handle, publication.path)
+        except SourceError as exc:
+            log.warning(
+                "could not publish %s to source %s: %s",
+                publication.path,
+                settings.name,
+                exc.describe(),
+            )
+            return Outcome(
+                settings.name,
+                publisher.name,
+                publication.key,
+                publication.path,
+                "failed",
+                message=exc.describe(),
+            )
+        finally:
+            temp.unlink(missing_ok=True)
+        self.store.publications.record(
+            source=settings.name,
+            publisher=publisher.name,
+            key=publication.key,
+            path=publication.path,
+            detail=publication.detail,
+            size=size,
+            sha256=digest.hexdigest(),
+        )
+        log.info(
+            "published %s to source %s (%s, %s bytes)",
+            publication.path,
+            settings.name,
+            publisher.name,
+            size,
+        )
+        return Outcome(
+            settings.name, publisher.name, publication.key, publication.path, "published", size
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish what is due every minute until ``stop``."""
+        from engine.clock import wait_event
+
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.publish)
+            except Exception:
+                log.exception("publishing failed; trying again in a minute")
+            await wait_event(self.clock, stop, EVERY)
