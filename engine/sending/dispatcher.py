@@ -206,6 +206,8 @@ class Dispatcher:
         self._db_failures = 0
         self._confirmed = 0
         self._shut = False
+        #: ticks done (tests wait for a few more)
+        self._ticks = 0
 
     # -- the tick ----------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Dispatcher:
         for sender in self.senders.values():
             sender.ensure_running()
         self._report_progress(now)
+        self._ticks += 1
         self.wake_senders()
 
     def wake_senders(self) -> None:
