@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -154,3 +156,29 @@ def test_results_export_never_carries_raw_control_characters(
     text = out.getvalue()
     assert "\x01" not in text and "\x1b" not in text
     assert "'\ufffdAna\ufffd[2J" in text
+
+
+# -- 9. spool, disks and databases -------------------------------------------------------------
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def test_sqlite_commits_are_durable_before_a_file_is_moved(
+    tmp_path: Path, clock: TestClock
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'x.db'}", clock=clock)
+    try:
+        with store.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        store.close()
