@@ -304,9 +304,8 @@ class FtpSource(Source):
             if len(parts) == 9 and parts[0][:1] == "l" and parts[8].split(" -> ")[0] == name:
                 raise SourceError(
                     "symlink",
-                    f"{join(parent, name)} is a symbolic link on the server; disparo never "
-                    "writes through one (it could lead outside the source's folder): make it "
-                    "a real folder",
+                    f"{join(parent, name)} is a symbolic link on the server, never followed: "
+                    "make it a real folder",
                 )
 
     def exists(self, path: str) -> bool:

@@ -126,9 +126,7 @@ class LocalSource(Source):
                 mode = 0
             if stat.S_ISLNK(mode):
                 return SourceError(
-                    "symlink",
-                    f"{where} is a symbolic link; disparo never follows one (it could lead "
-                    f"outside {self.root}): make it a real folder",
+                    "symlink", f"{where} is a symbolic link, never followed: make it a real folder"
                 )
             return SourceError("io", f"{where} is not a folder")
         return self._error(exc, "open the folder", where)

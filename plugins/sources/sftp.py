@@ -296,8 +296,8 @@ class SftpSource(Source):
             if stat.S_ISLNK(mode):
                 raise SourceError(
                     "symlink",
-                    f"{current} is a symbolic link on the server; disparo never writes through "
-                    "one (it could lead outside the source's folder): make it a real folder",
+                    f"{current} is a symbolic link on the server, never followed: make it a "
+                    "real folder",
                 )
             if not stat.S_ISDIR(mode):
                 raise SourceError("io", f"{current} is not a folder")
