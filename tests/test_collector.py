@@ -43,7 +43,13 @@ def config(tmp_path: Path, drop: Path) -> Config:
 
 
 def poll(c: Collector, source: str = "drop") -> PollSummary:
-    return c.poll_blocking(c.config.sources[source])
+    """One poll, then the test clock moves on as the source's schedule would (2 minutes by
+    default: longer than any minimum age, F8)."""
+    settings = c.config.sources[source]
+    summary = c.poll_blocking(settings)
+    assert isinstance(c.clock, TestClock)
+    c.clock.jump(settings.schedule.every or timedelta(minutes=2))
+    return summary
 
 
 def count(store: Store, table: sa.Table) -> int:
