@@ -196,6 +196,9 @@ class SftpSource(Source):
         found = network_error(exc, where)
         if found is not None:
             return found
+        if type(exc) is OSError and exc.errno is None and "socket is closed" in str(exc).lower():
+            # paramiko's word for a transport that died under a request: the connection is gone
+            return SourceError("lost", f"{where}: the server closed the connection")
         if type(exc) is OSError and exc.errno is None:
             # paramiko raises a bare IOError(text) for an SFTP status other than "no such
             # file" and "permission denied" (a failure the server reports: a name too long,
