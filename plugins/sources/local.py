@@ -20,7 +20,7 @@ class LocalSource(Source):
 
     name = "local"
     config_keys: ClassVar[dict[str, Key]] = {
-        "path": Key("path", help="The folder files are dropped into."),
+        "path": Key("path", help="The folder files are dropped into.", target="folder"),
     }
 
     def __init__(self, settings: SourceSettings) -> None:
