@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from engine.config import (
     ACCOUNT_KEYS,
@@ -48,6 +49,13 @@ def test_the_generator_checks_and_writes(tmp_path: Path) -> None:
     assert checked.returncode == 1 and "out of date" in checked.stderr
     assert run(str(stale)).returncode == 0
     assert stale.read_text(encoding="utf-8") == REFERENCE.read_text(encoding="utf-8")
+
+
+def test_disparo_config_reference_prints_it(run_cli: Any) -> None:
+    # the tests load disparo's own plugins only: the same reference
+    result = run_cli("config", "reference")
+    assert result.exit_code == 0
+    assert result.output == REFERENCE.read_text(encoding="utf-8")
 
 
 def tables() -> dict[str, dict[str, Key]]:
