@@ -241,11 +241,13 @@ def test_json_shapes_are_the_documented_ones(run_cli: Any, workspace: Path, tmp_
 
 
 def readme_commands() -> tuple[list[list[str]], list[str]]:
-    """The README's ``disparo …`` lines in code blocks (as argument lists), and every command
-    synopsis (a code span) in the first column of its tables."""
+    """The ``disparo …`` lines in the code blocks of the README and docs/operations.md (as
+    argument lists), and every command synopsis (a code span) in the first column of the
+    README's tables."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     lines = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+    for block in re.findall(r"```sh\n(.*?)```", text + operations, re.S):
         for raw in block.splitlines():
             line = raw.split(" #", 1)[0].strip().removeprefix("$ ")
             if line.startswith("disparo "):
@@ -259,7 +261,7 @@ def readme_commands() -> tuple[list[list[str]], list[str]]:
 
 def test_every_command_line_in_the_readme_parses() -> None:
     lines, _ = readme_commands()
-    assert len(lines) >= 4
+    assert len(lines) >= 5
     for args in lines:
         parse_command(args)
 
