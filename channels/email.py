@@ -249,20 +249,44 @@ class EmailChannel(Channel):
     default_concurrency = 8
     config_keys: ClassVar[dict[str, Key]] = {
         "from_address": Key("str", help="The sender address (From)."),
-        "from_name": Key("str", None),
-        "reply_to": Key("str", None),
-        "host": Key("str", None, help="The SMTP relay."),
-        "port": Key("int", None, minimum=1, maximum=65535),
-        "tls": Key("choice", "starttls", choices=("starttls", "implicit", "none")),
-        "user": Key("str", None),
-        "password": Key("secret", None),
-        "ca_file": Key("path", None),
+        "from_name": Key("str", None, "The sender's display name (a wallet's from_name wins)."),
+        "reply_to": Key("str", None, "The Reply-To address (a wallet's reply_to wins)."),
+        "host": Key("str", None, help="The SMTP relay; required unless sandbox."),
+        "port": Key(
+            "int",
+            None,
+            "The relay's port; default 587 with starttls, 465 with implicit, 25 with none.",
+            minimum=1,
+            maximum=65535,
+        ),
+        "tls": Key(
+            "choice",
+            "starttls",
+            "starttls: upgrade a plain connection; implicit: TLS from the first byte; none: no "
+            "TLS (refused with a password). Certificates are always verified.",
+            choices=("starttls", "implicit", "none"),
+        ),
+        "user": Key("str", None, "The SMTP login (AUTH), when the relay asks for one."),
+        "password": Key("secret", None, "The SMTP login's password."),
+        "ca_file": Key(
+            "path",
+            None,
+            "A CA bundle (PEM) to trust instead of the system's, for a private CA.",
+            target="file",
+        ),
         "bounce_address": Key("str", None, help="VERP base for bounces; default: from_address."),
-        "dkim_selector": Key("str", None),
-        "dkim_domain": Key("str", None),
-        "dkim_key_file": Key("path", None, help="The DKIM private key (PEM)."),
+        "dkim_selector": Key("str", None, "The DKIM selector (its public key is in DNS)."),
+        "dkim_domain": Key("str", None, "The DKIM signing domain; default: from_address's."),
+        "dkim_key_file": Key(
+            "path",
+            None,
+            help="The DKIM private key (PEM; only its owner may read it: mode 600).",
+            target="private",
+        ),
         "sink": Key("str", "127.0.0.1:2525", help="Where sandbox mail goes (`disparo sink`)."),
-        "timeout": Key("duration", timedelta(seconds=30)),
+        "timeout": Key(
+            "duration", timedelta(seconds=30), "How long connecting and each SMTP command may take."
+        ),
     }
 
     @classmethod

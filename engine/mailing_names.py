@@ -207,6 +207,13 @@ MESSAGES = Catalogue(
             "the extension is `{ext}` but a mailing must end in `.csv`; rename it to `{fixed}`",
             "a extensão é `{ext}`, mas um mailing deve terminar em `.csv`; renomeie para `{fixed}`",
         ),
+        "bad-extension:compressed": (
+            "N2",
+            "the file is compressed (`{ext}`), and a mailing is sent as plain CSV text; "
+            "decompress it and send `{fixed}`",
+            "o arquivo está compactado (`{ext}`), e um mailing é enviado como texto CSV "
+            "simples; descompacte-o e envie `{fixed}`",
+        ),
         "bad-date": (
             "N3",
             "the date piece `{piece}` is not a real DDMMYY date; write the day the file was "
@@ -689,6 +696,10 @@ class _Parser:
         self.error("unknown-parameter", piece, hint=hint, hint_pt=hint_pt)
 
 
+#: extensions of compressed files (N2: decompress, rather than rename)
+COMPRESSED = frozenset({".gz", ".zip", ".bz2", ".xz", ".7z", ".rar", ".tgz", ".zst"})
+
+
 def check_name(
     name: str,
     *,
@@ -721,7 +732,10 @@ def check_name(
         match = re.search(r"\.([A-Za-z0-9]{1,5})$", base)
         stem = base[: match.start()] if match else base
         ext = base[len(stem) :]
-        p.error("bad-extension", None, ext=ext or "(none)", fixed=stem + ".csv")
+        if stem.lower().endswith(".csv"):  # `….csv.gz`: the fix is `….csv`, not `….csv.csv`
+            stem = stem[:-4]
+        key = "bad-extension:compressed" if ext.lower() in COMPRESSED else "bad-extension"
+        p.error(key, None, ext=ext or "(none)", fixed=stem + ".csv")
 
     pieces = stem.split("_")
     date_piece = pieces[1] if len(pieces) > 1 else ""

@@ -21,10 +21,12 @@ from tests.helpers import load, name, write_config
 
 def test_status_lists_the_running_engines_only(run_cli: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path)
+    nothing = run_cli("--config", str(config), "status")
+    assert nothing.exit_code == 2 and "does not exist" in nothing.output  # never creates one
+    store = Store.open(load(config).engine.database_url)
     none = run_cli("--config", str(config), "status", "--json")
     assert none.exit_code == 0 and json.loads(none.output) == {"engines": [], "unresponsive": []}
     assert "no engine running" in run_cli("--config", str(config), "status").output
-    store = Store.open(load(config).engine.database_url)
     try:
         store.accounts.sync({"sms": "sms-long"})
         store.engines.register(

@@ -43,7 +43,13 @@ def config(tmp_path: Path, drop: Path) -> Config:
 
 
 def poll(c: Collector, source: str = "drop") -> PollSummary:
-    return c.poll_blocking(c.config.sources[source])
+    """One poll, then the test clock moves on as the source's schedule would (2 minutes by
+    default: longer than any minimum age, F8)."""
+    settings = c.config.sources[source]
+    summary = c.poll_blocking(settings)
+    assert isinstance(c.clock, TestClock)
+    c.clock.jump(settings.schedule.every or timedelta(minutes=2))
+    return summary
 
 
 def count(store: Store, table: sa.Table) -> int:
@@ -411,6 +417,7 @@ def test_sftp_dropped_download_leaves_nothing_and_imports_once_later(
 def test_a_source_that_fails_is_recorded_and_others_go_on(
     store: Store, clock: TestClock, tmp_path: Path, drop: Path
 ) -> None:
+    (tmp_path / "missing").mkdir()  # there when the configuration is loaded…
     config = load(
         write_config(
             tmp_path,
@@ -420,6 +427,7 @@ def test_a_source_that_fails_is_recorded_and_others_go_on(
             },
         )
     )
+    (tmp_path / "missing").rmdir()  # …and gone by the time it is polled
     c = collector(store, config, clock)
     (drop / name(1, "cBRAD")).write_text(CSV)
     gone = poll(c, "gone")

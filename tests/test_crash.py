@@ -1,5 +1,5 @@
 """kill -9 of a real ``disparo run`` during a large import leaves all or nothing (F10, F12), and
-a restart imports the file exactly once."""
+a restart imports the file exactly once and cleans what the killed run left in the spool."""
 
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
             finish.wait()
     assert counts(db) == (ROWS, ROWS, 1, 1)
     assert (drop / "processed" / file.name).is_file() and not file.exists()
+    # what the killed engines left in the spool (a download, its copy) was cleaned up
+    assert not [p for p in spool.rglob("*") if p.is_file()]
     again = disparo(config)  # and never again
     assert again.wait(timeout=60) == 0
     assert counts(db) == (ROWS, ROWS, 1, 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tomli_w
 
+from engine.testing import write_secret
 from engine.testing.eventually import GiveUp, eventually_sync
 from tests.helpers import load
 
@@ -52,7 +53,7 @@ def count(folder: Path) -> int:
 def test_kill_9_in_the_middle_of_10000_emails(tmp_path: Path) -> None:
     port = free_port()
     maildir = tmp_path / "mail"
-    (tmp_path / "key").write_text("s" * 32)
+    write_secret(tmp_path / "key", "s" * 32)
     (tmp_path / "body.html").write_text("<p>Olá {{ nome }}</p>")
     config = tmp_path / "disparo.toml"
     config.write_text(

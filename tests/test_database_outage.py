@@ -27,6 +27,7 @@ from engine.plugins import load_plugins
 from engine.plugins.format import FormatContext
 from engine.service import Engine
 from engine.store import Store
+from engine.testing import write_secret
 from engine.testing.eventually import eventually
 from tests.peers.postgres import PostgresServer
 from tests.peers.smtp import SmtpServer, start_smtp_server
@@ -42,7 +43,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 def configure(tmp_path: Path, smtp: SmtpServer, database_url: str) -> Config:
-    (tmp_path / "key").write_text("k" * 32)
+    write_secret(tmp_path / "key", "k" * 32)
     (tmp_path / "body.html").write_text("<p>Olá {{ nome }}</p>")
     path = tmp_path / "disparo.toml"
     path.write_text(

@@ -23,6 +23,7 @@ import tomli_w
 
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing import write_secret
 from engine.testing.eventually import GiveUp, eventually_sync
 from tests.helpers import load
 from tests.peers.imap import ImapServer, start_imap_server
@@ -281,8 +282,8 @@ def test_the_mailbox_lease_is_released_on_stop(tmp_path: Path, smtp: SmtpServer)
     imap: ImapServer = start_imap_server(tls="implicit")
     try:
         assert imap.ca_pem is not None
-        (tmp_path / "imap-password").write_text(imap.password)
-        (tmp_path / "key").write_text("k" * 32)
+        write_secret(tmp_path / "imap-password", imap.password)
+        write_secret(tmp_path / "key", "k" * 32)
         config = email_config(tmp_path, smtp)
         doc = load(config).raw
         write(

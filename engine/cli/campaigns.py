@@ -76,7 +76,7 @@ def campaign_json(a: AppContext, c: Campaign) -> dict[str, Any]:
 def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
     """List campaigns, newest first."""
     a = app(ctx)
-    found = a.store.campaigns.recent(limit, status=status)
+    found = a.existing_store.campaigns.recent(limit, status=status)
     if as_json:
         click.echo(json.dumps([campaign_json(a, c) for c in found], ensure_ascii=False, indent=2))
         return
@@ -95,13 +95,15 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
         "Status",
     ):
         table.add_column(
-            column, justify="right" if column in ("Id", "Recipients", "Sent") else "left"
+            column,
+            justify="right" if column in ("Id", "Recipients", "Sent") else "left",
+            overflow="fold",
         )
     for c in found:
         table.add_row(
             str(c.id),
             _t(a, c.created_at),
-            Text(c.name[:40]),
+            Text(c.name),
             c.wallet or "-",
             c.channel,
             c.account or "-",
@@ -124,9 +126,9 @@ def campaign() -> None:
 
 
 def _get(a: AppContext, campaign_id: int) -> Campaign:
-    c = a.store.campaigns.get(campaign_id)
+    c = a.existing_store.campaigns.get(campaign_id)
     if c is None:
-        fail(f"there is no campaign {campaign_id} (see `disparo campaigns`)")
+        fail(f"there is no campaign {campaign_id} (see `{a.hint('campaigns')}`)")
     return c
 
 
@@ -142,8 +144,8 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     a = app(ctx)
     c = _get(a, campaign_id)
     now = a.clock.now()
-    schedule = campaign_schedule(a.store, a.config, c, now)
-    trouble = campaign_trouble(a.store, c)
+    schedule = campaign_schedule(a.existing_store, a.config, c, now)
+    trouble = campaign_trouble(a.existing_store, c)
     if as_json:
         body = (
             campaign_json(a, c)
@@ -154,7 +156,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         return
     table = Table(show_header=False, title=f"Campaign {c.id}: {c.name}", title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     rows = [
         (
             "status",
@@ -296,46 +298,62 @@ def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Write every recipient to this CSV file (`-` for standard output).",
 )
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, one recipient per line.")
 @click.option(
-    "--limit", type=int, default=20, show_default=True, help="Rows shown on screen without --csv."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON lines, one recipient per line (every recipient, or the first --limit).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="At most this many recipients. Default: 20 on screen, every one with --json; "
+    "--csv always writes every recipient.",
 )
 @click.pass_context
 def campaign_results(
-    ctx: click.Context, campaign_id: int, csv_path: Path | None, as_json: bool, limit: int
+    ctx: click.Context, campaign_id: int, csv_path: Path | None, as_json: bool, limit: int | None
 ) -> None:
     """Per-recipient results (D17): sent, delivered, first read, clicks and the URLs clicked,
     why it was not sent, unsubscribes (this campaign / all). `--csv` exports every recipient
     (`;`-separated, UTF-8 with BOM, formula-safe cells, E2)."""
+    if csv_path is not None and (as_json or limit is not None):
+        raise click.UsageError("--csv writes every recipient: give it without --json and --limit")
     a = app(ctx)
     c = _get(a, campaign_id)
+    store = a.existing_store
     if as_json:
-        for chunk in a.store.results.all(c.id):
+        written = 0
+        for chunk in store.results.all(c.id, chunk=min(limit or 5000, 5000)):
             for r in chunk:
+                if limit is not None and written >= limit:
+                    return
                 row = dict(zip(RESULT_COLUMNS, result_row(r, a.config.tz), strict=True))
                 row["urls_clicadas"] = list(r.urls)  # type: ignore[assignment]
                 click.echo(json.dumps(row, ensure_ascii=False))
+                written += 1
         return
     if csv_path is not None:
         _export_results(a, c, csv_path)
         return
+    limit = limit or 20
     table = Table(title=f"Campaign {c.id}: first {limit} recipients", title_justify="left")
     for column in ("Code", "Address", "Status", "Sent", "Read", "Clicks", "Reason", "Unsub."):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     shown = 0
-    for chunk in a.store.results.all(c.id, chunk=max(1, min(limit, 5000))):
+    for chunk in store.results.all(c.id, chunk=max(1, min(limit, 5000))):
         for r in chunk:
             if shown >= limit:
                 break
             cells = result_row(r, a.config.tz)
             table.add_row(
-                Text(cells[0][:20]),
+                Text(cells[0]),
                 Text(r.address),
                 Text(r.status, style=STATUS_STYLE.get(r.status, "")),
                 cells[5],
                 cells[7],
                 str(r.clicks),
-                Text((r.reason or "")[:60]),
+                Text(r.reason or ""),
                 "all" if r.unsubscribed_all else ("campaign" if r.unsubscribed_campaign else ""),
             )
             shown += 1
@@ -345,7 +363,7 @@ def campaign_results(
     if c.recipients > shown:
         a.console.print(
             f"{c.recipients - shown:,} more; export them all with "
-            f"`disparo campaign results {c.id} --csv results.csv`"
+            f"`{a.hint('campaign', 'results', str(c.id), '--csv', 'results.csv')}`"
         )
 
 
@@ -368,9 +386,9 @@ def _export_results(a: AppContext, c: Campaign, path: Path) -> None:
             progress.update(task, completed=done)
 
         if str(path) == "-":
-            write_results(a.store, c.id, sys.stdout, a.config.tz, advance)
+            write_results(a.existing_store, c.id, sys.stdout, a.config.tz, advance)
             return
-        written = export_results(a.store, c.id, path, a.config.tz, progress=advance)
+        written = export_results(a.existing_store, c.id, path, a.config.tz, progress=advance)
     a.console.print(f"{written:,} recipients of campaign {c.id} written to {path}")
 
 
@@ -378,9 +396,12 @@ def _act(
     ctx: click.Context, action: str, target: str, args: dict[str, Any], role: str | None
 ) -> Applied:
     a = app(ctx)
+    # a campaign exists only in a store that exists; an address or an account can be acted
+    # on before anything ran (a suppression added ahead of the first campaign)
+    store = a.existing_store if target.startswith("campaign:") else a.store
     applied = asyncio.run(
         submit_and_apply(
-            a.store,
+            store,
             actor=actor(),
             role=role or a.config.engine.role,
             action=action,
@@ -455,16 +476,17 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     from engine.rates import Rates
     from engine.sending.status import account_errors
 
-    a.store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
-    states = a.store.accounts.states()
-    flying = a.store.campaigns.in_flight()
+    store = a.existing_store
+    store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
+    states = store.accounts.states()
+    flying = store.campaigns.in_flight()
     rows: list[dict[str, Any]] = []
     since = a.clock.now() - timedelta(hours=24)
-    errors = account_errors(a.store, since=since)
+    errors = account_errors(store, since=since)
     for name, s in config.accounts.items():
         st = states[name]
         # counted now, not as of the guard's last check (every 5 minutes)
-        rates = Rates(*a.store.accounts.counts(name, since), s.limits)
+        rates = Rates(*store.accounts.counts(name, since), s.limits)
         rows.append(
             {
                 "name": name,
@@ -522,7 +544,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
         "Guard",
         "Channel",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in rows:
         guard = Text(r["guard"], style="green" if r["guard"] == "ok" else "bold red")
         if r["guard"] == "paused":
@@ -587,14 +609,19 @@ def accounts_override(
 @click.option(
     "--origin", type=click.Choice(["bounce", "complaint", "unsubscribe", "stop", "manual"])
 )
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Newest first."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def suppressions_command(ctx: click.Context, text: str, origin: str | None, as_json: bool) -> None:
+def suppressions_command(
+    ctx: click.Context, text: str, origin: str | None, limit: int, as_json: bool
+) -> None:
     """Addresses never sent to (D4): list, add, remove."""
     if ctx.invoked_subcommand is not None:
         return
     a = app(ctx)
-    found = a.store.suppressions.search(text, origin=origin)
+    found = a.existing_store.suppressions.search(text, origin=origin, limit=limit)
     if as_json:
         click.echo(
             json.dumps(
@@ -617,7 +644,7 @@ def suppressions_command(ctx: click.Context, text: str, origin: str | None, as_j
         return
     table = Table(title="Suppressions", title_justify="left")
     for column in ("Address", "Origin", "Reason", "By", "When"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for s in found:
         table.add_row(
             Text(s.address), s.origin, Text(s.reason or ""), s.created_by, _t(a, s.created_at)

@@ -8,13 +8,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from engine.config.keys import MISSING, ConfigError, ConfigProblem, Key, _Reader, _type_name
+from engine.config.keys import ConfigError, ConfigProblem, Key, _Reader, _type_name
 from engine.config.settings import (
     ACCOUNT_KEYS,
     CONFIG_NAME,
@@ -77,8 +78,31 @@ def _database_url(reader: _Reader, value: str | None) -> str:
     return url
 
 
-def _plugin_keys(cls: type[Any]) -> Mapping[str, Key]:
-    return getattr(cls, "config_keys", {}) or {}
+def plugin_keys(cls: type[Any] | None) -> Mapping[str, Key]:
+    """A plugin class's own keys (``config_keys``), none for None."""
+    return (getattr(cls, "config_keys", {}) or {}) if cls is not None else {}
+
+
+def source_common_keys(plugins: Plugins, default_publish: tuple[str, ...]) -> dict[str, Key]:
+    """The keys of every ``[sources.NAME]`` table, with the loaded kinds and formats."""
+    return {
+        **SOURCE_KEYS,
+        "kind": replace(SOURCE_KEYS["kind"], choices=tuple(plugins.source_kinds())),
+        "format": replace(SOURCE_KEYS["format"], choices=tuple(plugins.formats())),
+        "publish": Key(
+            "strings",
+            default_publish,
+            "Publishers writing results back to this source (default: the format's own).",
+        ),
+    }
+
+
+def account_common_keys(plugins: Plugins) -> dict[str, Key]:
+    """The keys of every ``[accounts.NAME]`` table, with the loaded channels."""
+    return {
+        **ACCOUNT_KEYS,
+        "channel": replace(ACCOUNT_KEYS["channel"], choices=tuple(plugins.channels())),
+    }
 
 
 def _check_names(reader: _Reader, section: str, tables: dict[str, Any]) -> None:
@@ -141,18 +165,11 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             if p in publishers
         ]
         keys = {
-            **SOURCE_KEYS,
-            "kind": Key("choice", MISSING, choices=tuple(kinds)),
-            "format": Key("choice", "mailing", choices=tuple(formats)),
-            "publish": Key(
-                "strings",
-                default_publish,
-                "Publishers writing results back to this source (default: the format's own).",
-            ),
+            **source_common_keys(plugins, default_publish),
             # the format's and the publishers' own keys live in the source's table too
-            **(_plugin_keys(format_cls) if format_cls else {}),
-            **{k: v for cls in publisher_classes for k, v in _plugin_keys(cls).items()},
-            **(_plugin_keys(kind_cls) if kind_cls else {}),
+            **plugin_keys(format_cls),
+            **{k: v for cls in publisher_classes for k, v in plugin_keys(cls).items()},
+            **plugin_keys(kind_cls),
         }
         if kind_cls is None:
             # Without a known kind, its own keys cannot be checked: report only the kind.
@@ -206,11 +223,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
             continue
         channel_cls = channels.get(raw.get("channel", ""))
-        keys = {
-            **ACCOUNT_KEYS,
-            "channel": Key("choice", MISSING, choices=tuple(channels)),
-            **(_plugin_keys(channel_cls) if channel_cls else {}),
-        }
+        keys = {**account_common_keys(plugins), **plugin_keys(channel_cls)}
         if channel_cls is None:
             keys = {"channel": keys["channel"]}
             raw = {"channel": raw["channel"]} if "channel" in raw else {}

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from engine.intake.faults import refused_data
 from engine.intake.reports import RejectedRows
 from engine.plugins.format import ContactRow, FileRejected, Format, ImportSpec, RejectedRow
 from engine.problems import Catalogue, Problem
@@ -43,6 +44,14 @@ MESSAGES = Catalogue(
             "the file again",
             "nenhuma das {rows} linha(s) do arquivo pode ser usada (veja {report}); corrija-as "
             "e envie o arquivo de novo",
+        ),
+        "refused-data": (
+            "F12",
+            "the database refused the file's data ({error}); nothing of it was imported. The "
+            "file is probably damaged or not CSV text: check it and send it again",
+            "o banco de dados recusou os dados do arquivo ({error}); nada dele foi importado. "
+            "O arquivo provavelmente está danificado ou não é um texto CSV: confira-o e envie "
+            "de novo",
         ),
         "no-recipients": (
             "D3",
@@ -157,6 +166,12 @@ def import_file(
             actor,
             progress,
         )
+    except Exception as exc:
+        # data the database refuses is the file's own problem: retrying would fail forever
+        why = refused_data(exc)
+        if why is None:
+            raise
+        return reject([MESSAGES.make("refused-data", error=why)], report)
     finally:
         spec.close()
 

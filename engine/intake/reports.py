@@ -3,6 +3,7 @@ and English, and ``<name>.rejeitados.csv`` listing the rows that could not be us
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import IO
 
 from engine.csvsafe import SafeWriter
 from engine.plugins.format import RejectedRow
+from engine.plugins.source import NAME_MAX
 from engine.problems import Problem
 
 
@@ -18,6 +20,38 @@ def report_stem(path: str) -> str:
     folder, _, leaf = path.rpartition("/")
     stem = leaf.rsplit(".", 1)[0] if "." in leaf else leaf
     return f"{folder}/{stem}" if folder else stem
+
+
+def fit_name(stem: str, tail: str, limit: int = NAME_MAX) -> str:
+    """The file name ``stem + tail`` when it fits in ``limit`` UTF-8 bytes; else the stem cut
+    short (never inside a character) and marked ``~`` + the first 8 hex digits of the
+    SHA-256 of the whole stem, so that two long names cut alike still differ.
+
+    A customer's name may use up to the file system's 255 bytes; ``<name>.erro.txt`` and
+    ``<name>.rejeitados.csv`` are longer than the name they report on.
+    """
+    whole = stem + tail
+    if len(whole.encode()) <= limit:
+        return whole
+    mark = "~" + hashlib.sha256(stem.encode()).hexdigest()[:8]
+    room = max(0, limit - len(tail.encode()) - len(mark))
+    cut = stem.encode()[:room].decode("utf-8", errors="ignore")
+    return cut + mark + tail
+
+
+def fitted(path: str, tail: str, limit: int = NAME_MAX) -> str:
+    """``report_stem(path) + tail``, its last component fitted to ``limit`` bytes."""
+    folder, _, stem = report_stem(path).rpartition("/")
+    leaf = fit_name(stem, tail, limit)
+    return f"{folder}/{leaf}" if folder else leaf
+
+
+def numbered(path: str, n: int, limit: int = NAME_MAX) -> str:
+    """``processed/a.csv`` -> ``processed/a.2.csv`` (fitted to ``limit`` bytes)."""
+    folder, _, leaf = path.rpartition("/")
+    stem, dot, ext = leaf.rpartition(".")
+    leaf = fit_name(stem, f".{n}.{ext}", limit) if dot else fit_name(leaf, f".{n}", limit)
+    return f"{folder}/{leaf}" if folder else leaf
 
 
 def error_report(path: str, problems: Sequence[Problem], received_at: datetime, tz: tzinfo) -> str:

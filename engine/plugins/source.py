@@ -8,14 +8,15 @@ POSIX style, and never trusted as local paths (F13).
 from __future__ import annotations
 
 import re
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import BinaryIO, ClassVar
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO, ClassVar
 
-from engine.config import Configurable, SourceSettings
+from engine.config import Configurable, Key, SourceSettings
 from engine.hosts import HostError, Target, resolve
 
 #: kinds of failure, each with the plain words ``sources test`` prints (F6)
@@ -33,7 +34,16 @@ CATEGORIES = {
     "lost": "the connection was lost in the middle of the work",
     "config": "the source's settings cannot be used",
     "unsafe-name": "a remote name is not a safe relative path (F13)",
+    "symlink": "a symbolic link is in the way, and disparo never follows one (F13)",
+    "io": "the file system refused the operation",
 }
+
+#: the longest file name (one path component, in UTF-8 bytes) the usual file systems take:
+#: ext4, XFS, btrfs, NTFS (in UTF-16 units), and the servers in front of them
+NAME_MAX = 255
+#: F8: how long a file must have looked the same before it is taken, unless the kind says
+#: otherwise (``default_min_age``) or the source sets ``min_age``
+DEFAULT_MIN_AGE = timedelta(seconds=30)
 
 
 class SourceError(Exception):
@@ -82,6 +92,12 @@ class RemoteFile:
     path: str
     size: int
     mtime: datetime | None
+    #: the entry is a symbolic link (to a file or a folder): listed so that the collector
+    #: reports it, never downloaded, walked into or written through
+    symlink: bool = False
+    #: why the entry cannot be read (a folder the server refuses to list): reported, so that
+    #: one such entry never hides the rest of the listing
+    unreadable: str | None = None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -107,6 +123,23 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
+def temporary_name(path: str) -> str:
+    """The name an upload to ``path`` is written under before it is renamed: in the same
+    folder, hidden (listings leave it out) and short whatever the final name's length, so a
+    name that fits the file system never fails for its temporary twin."""
+    folder = path.rpartition("/")[0]
+    return join(folder, f".disparo-{uuid.uuid4().hex[:16]}.part")
+
+
+def _min_age_key(default: timedelta) -> Key:
+    return Key(
+        "duration",
+        default,
+        help="F8: a file is taken only once it has looked the same for at least this long "
+        "(measured on this engine's clock, from the first listing that showed it as it is).",
+    )
+
+
 class Source(Configurable, ABC):
     """A place files are collected from and results published to.
 
@@ -118,6 +151,12 @@ class Source(Configurable, ABC):
     to DNS rebinding). A read-only kind sets ``writable = False`` and leaves ``move``,
     ``upload`` and ``exists`` out: its files stay where they are after import (the ledger
     keeps them from being imported twice, F10) and nothing is published to it.
+
+    Every kind has the key ``min_age`` (F8, added to its ``config_keys``), whose default is
+    the kind's ``default_min_age``. Names written to a source (reports, numbered twins) fit
+    in ``name_max`` bytes; a kind that knows its file system's limit sets it in ``open()``.
+    Moves and uploads never follow a symbolic link out of the source's folder (they raise
+    ``SourceError("symlink")``), and listings give links as ``RemoteFile(symlink=True)``.
     """
 
     name: ClassVar[str]
@@ -125,12 +164,29 @@ class Source(Configurable, ABC):
     writable: ClassVar[bool] = True
     #: the port of ``host`` when the source does not set ``port``
     default_port: ClassVar[int | None] = None
+    #: F8: the default of the source's ``min_age`` key for this kind
+    default_min_age: ClassVar[timedelta] = DEFAULT_MIN_AGE
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # the stability rule (F8) is the engine's, for every kind: each gets the key, with
+        # its own default, unless it declares the key itself
+        if "min_age" not in cls.__dict__.get("config_keys", {}):
+            cls.config_keys = {**cls.config_keys, "min_age": _min_age_key(cls.default_min_age)}
 
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
         self.skip_folders = {settings.processed_dir.strip("/"), settings.rejected_dir.strip("/")}
         #: the vetted address of ``host`` for this session (None: the kind has no host)
         self.target: Target | None = None
+        #: the longest name (UTF-8 bytes) this source's file system takes
+        self.name_max = NAME_MAX
+
+    @property
+    def min_age(self) -> timedelta:
+        """F8: how long a file must look the same before it is taken."""
+        value = self.settings.options.get("min_age")
+        return value if isinstance(value, timedelta) else self.default_min_age
 
     @property
     def host(self) -> str | None:

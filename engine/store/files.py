@@ -31,6 +31,12 @@ class Observation:
     file_id: int | None
     first_seen_at: datetime
     last_seen_at: datetime
+    #: since when the listings show the file as it is now (F8's minimum age counts from here)
+    stable_since: datetime | None = None
+
+    @property
+    def unchanged_since(self) -> datetime:
+        return self.stable_since or self.last_seen_at
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ def _observation(r: sa.Row[tuple[object, ...]]) -> Observation:
         m["file_id"],
         m["first_seen_at"],
         m["last_seen_at"],
+        m["stable_since"],
     )
 
 
@@ -93,7 +100,8 @@ class Files(Queries):
     def observe(
         self, source: str, listing: Iterable[tuple[str, int, datetime | None]]
     ) -> dict[str, Observation]:
-        """Record one listing; a file is stable when it looked the same on consecutive ones.
+        """Record one listing; a file is stable when it looked the same on consecutive ones,
+        and ``stable_since`` says since when (this store's clock, not the server's).
 
         A path that had been settled (imported, rejected) and shows up again is a new upload:
         its observation starts over.
@@ -115,6 +123,7 @@ class Files(Queries):
                             size=size,
                             mtime=mtime,
                             stable_listings=1,
+                            stable_since=now,
                             status="new",
                             first_seen_at=now,
                             last_seen_at=now,
@@ -127,6 +136,7 @@ class Files(Queries):
                 if reappeared:
                     values.update(
                         stable_listings=1,
+                        stable_since=now,
                         status="new",
                         code=None,
                         message=None,
@@ -136,7 +146,7 @@ class Files(Queries):
                 elif same:
                     values["stable_listings"] = row.stable_listings + 1
                 else:
-                    values.update(stable_listings=1, status="unstable")
+                    values.update(stable_listings=1, stable_since=now, status="unstable")
                 c.execute(
                     sa.update(remote_files)
                     .where(remote_files.c.source == source, remote_files.c.path == path)
@@ -219,8 +229,39 @@ class Files(Queries):
         rows_total: int = 0,
         rows_rejected: int = 0,
     ) -> int:
-        """A rejected file (no dedupe key: once fixed, the same name may be sent again)."""
+        """A rejected file (no dedupe key: once fixed, the same name may be sent again).
+
+        The rejection of a file whose report could not be published yet (the same source,
+        path, size, time and content, not ``remote_done``) is that entry again, updated: a
+        file retried poll after poll never grows the ledger.
+        """
         with self.store.write() as c:
+            pending = c.execute(
+                sa.select(files.c.id)
+                .where(
+                    files.c.source == source,
+                    files.c.path == path,
+                    files.c.outcome == "rejected",
+                    files.c.remote_done.is_(False),
+                    files.c.size == size,
+                    files.c.sha256 == sha256,
+                    files.c.mtime.is_(None) if mtime is None else files.c.mtime == mtime,
+                )
+                .order_by(files.c.id.desc())
+                .limit(1)
+            ).scalar()
+            if pending is not None:
+                c.execute(
+                    sa.update(files)
+                    .where(files.c.id == pending)
+                    .values(
+                        code=code,
+                        message=message,
+                        rows_total=rows_total,
+                        rows_rejected=rows_rejected,
+                    )
+                )
+                return int(pending)
             result = c.execute(
                 sa.insert(files).values(
                     source=source,

@@ -155,7 +155,11 @@ remote_files = Table(
     Column("size", BigInteger, nullable=False),
     Column("mtime", UTCDateTime()),
     Column("stable_listings", Integer, nullable=False, default=1),
-    # new | unstable | waiting | imported | rejected | duplicate | not-mailing | error
+    # when the listings first showed the file as it is now (its size and time): the minimum
+    # age (F8) counts from here, on the engine's clock (0008)
+    Column("stable_since", UTCDateTime()),
+    # new | unstable | waiting | imported | rejected | duplicate | not-mailing | refused
+    # | error
     Column("status", String(20), nullable=False),
     Column("code", String(60)),
     Column("message", Text),

@@ -4,6 +4,14 @@ inside holds the contacts (N22–N28).
 Reading streams: the file is checked for UTF-8 in one pass (else it is Windows-1252), then
 parsed record by record, so memory stays flat whatever the file size. A line longer than
 ``MAX_LINE`` characters is skipped (and reported) without ever being held whole.
+
+What is not CSV text is refused as what it is, before any row is read: a zip (an Excel
+workbook is one), gzip or other compressed payload and an old Excel workbook by their magic
+bytes, UTF-16 and UTF-32 (a BOM, or the zero bytes every other character has) by name — N22
+takes UTF-8 and Windows-1252 only, and the report says how to save the file right. A file
+whose first line is longer than ``MAX_LINE`` has no header (no line breaks, or not text).
+A NUL character in a cell rejects that row (``nul-character``), on every database: PostgreSQL
+cannot store one, and on SQLite it would cut text short in the exports.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import multiprocessing
 import os
 import re
 import unicodedata
+import zipfile
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -98,6 +108,30 @@ MESSAGES = Catalogue(
             "o arquivo não tem cabeçalho ou não tem linhas; a primeira linha deve ser o "
             "cabeçalho, ex.: `nome;telefone;email`",
         ),
+        "line-too-long": (
+            "N22",
+            "the first line is longer than {limit} characters, so it cannot be the header: the "
+            "file has no line breaks (it is one single line) or is not CSV text. Put the header "
+            "(e.g. `nome;telefone;email`) on the first line and each contact on a line of its "
+            "own",
+            "a primeira linha tem mais de {limit} caracteres, então não pode ser o cabeçalho: o "
+            "arquivo não tem quebras de linha (é uma linha só) ou não é um texto CSV. Coloque o "
+            "cabeçalho (ex.: `nome;telefone;email`) na primeira linha e cada contato numa linha",
+        ),
+        "encoding": (
+            "N22",
+            "the file is encoded in {encoding} (how Excel saves “Unicode Text”), but a mailing "
+            "must be UTF-8 or Windows-1252; save it as “CSV UTF-8 (comma delimited)” and send "
+            "it again",
+            "o arquivo está codificado em {encoding} (como o Excel salva “Texto Unicode”), mas "
+            "um mailing deve ser UTF-8 ou Windows-1252; salve-o como “CSV UTF-8 (delimitado "
+            "por vírgulas)” e envie de novo",
+        ),
+        "not-csv": (
+            "N22",
+            "the file is {what}, not CSV text; {fix}",
+            "o arquivo é {what_pt}, não um texto CSV; {fix_pt}",
+        ),
         "missing-message": (
             "N28",
             "an SMS campaign needs the text: add a `mensagem` column, or configure "
@@ -151,6 +185,13 @@ ROW_MESSAGES = Catalogue(
             "the line is longer than {limit} characters and was not read",
             "a linha tem mais de {limit} caracteres e não foi lida",
         ),
+        "nul-character": (
+            "N22",
+            "the row has a NUL character (a zero byte) in column {column}: it cannot be stored, "
+            "and usually means the file is damaged; fix the row",
+            "a linha tem um caractere NUL (um byte zero) na coluna {column}: ele não pode ser "
+            "gravado e costuma indicar um arquivo danificado; corrija a linha",
+        ),
         "missing-message": (
             "N28",
             "the row has no message text and the wallet has no SMS template",
@@ -177,11 +218,112 @@ def field_key(header: str, index: int) -> str:
     return key
 
 
-def scan(path: Path) -> tuple[str, int]:
+#: magic bytes of payloads that are not CSV text: (prefix, what, what_pt, fix, fix_pt)
+_FIX = "decompress it and send the CSV inside as `{name}`"
+_FIX_PT = "descompacte-o e envie o CSV de dentro como `{name}`"
+_EXCEL_FIX = (
+    "in Excel, use “Save as” → “CSV UTF-8 (comma delimited)” and send that file as `{name}`"
+)
+_EXCEL_FIX_PT = (
+    "no Excel, use “Salvar como” → “CSV UTF-8 (delimitado por vírgulas)” e envie esse "
+    "arquivo como `{name}`"
+)
+MAGIC: tuple[tuple[bytes, str, str, str, str], ...] = (
+    (b"PK\x03\x04", "a zip archive", "um arquivo zip", _FIX, _FIX_PT),
+    (b"PK\x05\x06", "an empty zip archive", "um arquivo zip vazio", _FIX, _FIX_PT),
+    (b"\x1f\x8b", "gzip-compressed", "compactado com gzip", _FIX, _FIX_PT),
+    (b"BZh", "bzip2-compressed", "compactado com bzip2", _FIX, _FIX_PT),
+    (b"\xfd7zXZ\x00", "xz-compressed", "compactado com xz", _FIX, _FIX_PT),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "um arquivo 7-Zip", _FIX, _FIX_PT),
+    (b"Rar!\x1a\x07", "a RAR archive", "um arquivo RAR", _FIX, _FIX_PT),
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "an old Excel workbook (.xls)",
+        "uma planilha antiga do Excel (.xls)",
+        _EXCEL_FIX,
+        _EXCEL_FIX_PT,
+    ),
+    (
+        b"%PDF-",
+        "a PDF document",
+        "um documento PDF",
+        "send the contacts as a CSV file named `{name}`",
+        "envie os contatos num arquivo CSV chamado `{name}`",
+    ),
+)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32 (LE)"),
+    (codecs.BOM_UTF32_BE, "UTF-32 (BE)"),
+    (codecs.BOM_UTF16_LE, "UTF-16 (LE)"),
+    (codecs.BOM_UTF16_BE, "UTF-16 (BE)"),
+)
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """UTF-16 or UTF-32 by its BOM, or by the zero bytes of ASCII text in it (the first KiB
+    of a file without a BOM: a zero in the same place of most characters), else None."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    sample = head[:1024]
+    if len(sample) < 8 or b"\0" not in sample:
+        return None
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        units = len(sample) // width
+        for offset, order in ((0, "BE"), (width - 1, "LE")):
+            # ASCII in UTF-16 LE is `c 0`, in BE `0 c`; in UTF-32 LE `c 0 0 0`, BE `0 0 0 c`
+            text_at = width - 1 - offset
+            zeros = sum(
+                1
+                for i in range(units)
+                if sample[i * width + text_at] != 0
+                and all(sample[i * width + j] == 0 for j in range(width) if j != text_at)
+            )
+            if zeros >= 0.6 * units:
+                return f"{name} ({order})"
+    return None
+
+
+def refuse_payload(path: Path, name: str) -> None:
+    """N22: raise ``FileRejected`` naming what the file is when it is not CSV text in an
+    accepted encoding (a compressed or binary payload, UTF-16 or UTF-32)."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    leaf = name.rsplit("/", 1)[-1]
+    for magic, what, what_pt, fix, fix_pt in MAGIC:
+        if not head.startswith(magic):
+            continue
+        if magic.startswith(b"PK"):
+            names: set[str] = set()
+            # a damaged zip is still a zip: its names are only a hint
+            with suppress(zipfile.BadZipFile, OSError, EOFError), zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+            if "xl/workbook.xml" in names:
+                what, what_pt = "an Excel workbook (.xlsx)", "uma planilha do Excel (.xlsx)"
+                fix, fix_pt = _EXCEL_FIX, _EXCEL_FIX_PT
+        raise FileRejected(
+            [
+                MESSAGES.make(
+                    "not-csv",
+                    what=what,
+                    what_pt=what_pt,
+                    fix=fix.format(name=leaf),
+                    fix_pt=fix_pt.format(name=leaf),
+                )
+            ]
+        )
+    encoding = wide_encoding(head)
+    if encoding is not None:
+        raise FileRejected([MESSAGES.make("encoding", encoding=encoding)])
+
+
+def scan(path: Path) -> tuple[str, int, bool]:
     """One pass over the bytes: the encoding (N22: UTF-8 with or without BOM when the whole
-    file decodes, else Windows-1252) and the longest line, in bytes."""
+    file decodes, else Windows-1252), the longest line, in bytes, and whether a NUL byte is
+    in it (then rows are checked for it, else they need not be)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
+    nul = False
     longest = current = 0
     with path.open("rb") as handle:
         head = handle.read(3)
@@ -193,6 +335,7 @@ def scan(path: Path) -> tuple[str, int]:
                     decoder.decode(chunk)
                 except UnicodeDecodeError:
                     utf8 = False
+            nul = nul or b"\0" in chunk
             pieces = chunk.replace(b"\r", b"\n").split(b"\n")
             if len(pieces) == 1:
                 current += len(pieces[0])
@@ -209,8 +352,8 @@ def scan(path: Path) -> tuple[str, int]:
             except UnicodeDecodeError:
                 utf8 = False
     if not utf8:
-        return "cp1252", longest
-    return ("utf-8-sig" if bom else "utf-8"), longest
+        return "cp1252", longest, nul
+    return ("utf-8-sig" if bom else "utf-8"), longest, nul
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -333,14 +476,18 @@ class MailingFormat(Format):
         settings = self.context.config.wallet(wallet)
         channel = m.channel
 
-        encoding, longest = scan(spool)
+        refuse_payload(spool, path)
+        encoding, longest, nul = scan(spool)
         raw = spool.open("rb")
         # cp1252 leaves five bytes undefined: shown as U+FFFD rather than failing the file
         handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
         # the careful reader only when a line is too long to hold (it is ~5x slower)
         lines = bounded_lines(handle) if longest >= MAX_LINE else iter(handle)
         first = next(lines, "")
-        if not first.strip() or first.startswith(TOO_LONG):
+        if first.startswith(TOO_LONG):
+            handle.close()
+            raise FileRejected([MESSAGES.make("line-too-long", limit=f"{MAX_LINE:,}")])
+        if not first.strip():
             handle.close()
             raise FileRejected([MESSAGES.make("empty-file")])
         delimiter = sniff_delimiter(first)
@@ -404,6 +551,8 @@ class MailingFormat(Format):
             hygiene=m.hygiene,
             kind=kind,
             needs_message=_text_channel(channel, kind) and not settings.sms_template,
+            nul=nul,
+            header=tuple(header),
         )
         rows = self._rows(lines, delimiter, rules, handle, _workers(spool, m.hygiene))
         mailing = MailingRecord(
@@ -571,6 +720,10 @@ class RowRules:
     kind: str | None
     hygiene: bool
     needs_message: bool
+    #: the file has a NUL byte somewhere: check each row for one
+    nul: bool = False
+    #: the header's titles (to name a column in a message)
+    header: tuple[str, ...] = ()
 
 
 def _text_channel(channel: str | None, kind: str | None) -> bool:
@@ -612,7 +765,14 @@ def process_records(
     message_i, prospect_i = at(rules.message), rules.prospect
     field_parts = [(i, _encode(k) + ":") for i, k in rules.fields]
     limit = f"{MAX_LINE:,}"
+    nul = rules.nul
     for line, values in records:
+        if nul and any("\0" in v for v in values):
+            index = next(i for i, v in enumerate(values) if "\0" in v)
+            title = rules.header[index] if index < len(rules.header) else ""
+            column = f"{index + 1} (`{title.strip()}`)" if title.strip() else str(index + 1)
+            append(_reject(line, "nul-character", values, column=column.replace("\0", "")))
+            continue
         if len(values) != columns:
             if values and values[0].startswith(TOO_LONG):
                 append(_reject(line, "line-too-long", (), limit=limit))

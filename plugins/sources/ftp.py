@@ -5,6 +5,16 @@ certificate and the host name with a real SSL context, and resumes the control c
 TLS session on every data connection: servers such as vsftpd (``require_ssl_reuse``),
 FileZilla Server and ProFTPD refuse data connections that do not (522), and the standard
 library's ``FTP_TLS`` does not do it by itself (CPython issue 63699).
+
+Symbolic links: what FTP can tell is up to the server. ``LIST`` (``ls -l`` lines) shows a
+link as ``l…`` on pyftpdlib, vsftpd and ProFTPD; ``MLSD`` usually describes the link's
+target instead (pyftpdlib, vsftpd has no MLSD), except servers that give
+``type=OS.unix=slink:…`` (ProFTPD with ``ShowSymlinks``). So: a link seen in a listing is
+reported (``RemoteFile(symlink=True)``), and before a move or an upload each folder on the
+way is looked up in its parent's ``LIST`` and refused when it shows as a link. A server that
+presents a link as a plain file or folder in both cannot be told apart; there the server's
+own confinement (chroot, pyftpdlib's check that a path stays under the home folder) is what
+keeps a write inside.
 """
 
 from __future__ import annotations
@@ -12,7 +22,6 @@ from __future__ import annotations
 import ftplib
 import socket
 import ssl
-import uuid
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, ClassVar
 
@@ -25,16 +34,19 @@ from engine.plugins.source import (
     SourceError,
     join,
     network_error,
+    temporary_name,
     unsafe_reason,
 )
 
 FTP_KEYS: dict[str, Key] = {
     "host": Key("str", help="The server's bare host name (F2, F3)."),
-    "port": Key("int", None, minimum=1, maximum=65535),
-    "user": Key("str", "anonymous"),
-    "password": Key("secret", None),
-    "remote_dir": Key("str", "/"),
-    "timeout": Key("duration", None),
+    "port": Key("int", None, "The server's port; default 21.", minimum=1, maximum=65535),
+    "user": Key("str", "anonymous", "The login."),
+    "password": Key("secret", None, "The login's password."),
+    "remote_dir": Key("str", "/", "The folder on the server files are dropped into."),
+    "timeout": Key(
+        "duration", None, "How long connecting and each transfer step may take; default 30 s."
+    ),
 }
 
 
@@ -92,6 +104,8 @@ class FtpSource(Source):
         timeout = options.get("timeout")
         self.timeout = timeout.total_seconds() if timeout else 30.0
         self.ftp: ftplib.FTP | None = None
+        #: folders found real (not links) in this session
+        self._checked: set[str] = set()
 
     def describe(self) -> str:
         scheme = "ftps" if self.tls else "ftp"
@@ -137,6 +151,7 @@ class FtpSource(Source):
             pass
 
     def close(self) -> None:
+        self._checked.clear()
         if self.ftp is None:
             return
         ftp, self.ftp = self.ftp, None
@@ -189,6 +204,11 @@ class FtpSource(Source):
         try:
             entries = list(ftp.mlsd(folder or ".", facts=["type", "size", "modify"]))
         except ftplib.error_perm as exc:
+            if folder and str(exc)[:3] == "550":
+                # a folder the server will not list (often a link leading outside the home
+                # folder): reported, and the rest of the listing goes on
+                found.append(RemoteFile(folder, -1, None, unreadable=str(exc)))
+                return
             if str(exc)[:3] not in ("500", "501", "502", "504"):
                 raise self._error(exc, f"listing {folder or '/'}") from None
             entries = self._list_fallback(folder)
@@ -205,6 +225,11 @@ class FtpSource(Source):
                 # F13: listed as given, so the collector can refuse it; never used as a path
                 found.append(RemoteFile(relative, size, mtime))
                 continue
+            if kind.startswith(("os.unix=slink", "os.unix=symlink", "link")):
+                top = relative.split("/", 1)[0]
+                if top in self.skip_folders or not self.skipped(relative):
+                    found.append(RemoteFile(relative, size, mtime, symlink=True))
+                continue
             if self.skipped(relative):
                 continue
             if kind == "dir":
@@ -217,14 +242,16 @@ class FtpSource(Source):
         ftp = self._conn()
         lines: list[str] = []
         ftp.retrlines(f"LIST {folder}" if folder else "LIST", lines.append)
+        ftp.voidcmd("TYPE I")  # retrlines switched to ASCII, where servers refuse SIZE
         entries: list[tuple[str, dict[str, str]]] = []
         for line in lines:
             parts = line.split(None, 8)
             if len(parts) < 9 or parts[0][0] not in "-dl":
                 continue
             name = parts[8]
-            if parts[0][0] == "l":
-                continue  # symbolic links are not followed
+            if parts[0][0] == "l":  # never followed; listed so that it is reported
+                entries.append((name.split(" -> ", 1)[0], {"type": "link", "size": parts[4]}))
+                continue
             facts = {"type": "dir" if parts[0][0] == "d" else "file", "size": parts[4]}
             if facts["type"] == "file":
                 try:
@@ -255,12 +282,33 @@ class FtpSource(Source):
         for part in folder.split("/"):
             if not part:
                 continue
-            current = join(current, part)
+            parent, current = current, join(current, part)
+            if current in self._checked:
+                continue
+            self._refuse_link(parent, part)
             try:
                 ftp.mkd(current)
             except ftplib.error_perm as exc:
                 if str(exc)[:3] != "550":  # 550: already exists (or no permission: rename says)
                     raise self._error(exc, f"creating {current}") from None
+            self._checked.add(current)
+
+    def _refuse_link(self, parent: str, name: str) -> None:
+        """Refuse to write through ``parent/name`` when the parent's LIST shows it as a link."""
+        lines: list[str] = []
+        where = f"listing {parent or '/'}"
+        command = f"LIST {parent}" if parent else "LIST"
+        self._do(where, self._conn().retrlines, command, lines.append)
+        # retrlines switched to ASCII, where servers refuse SIZE (``exists``): back to binary
+        self._do(where, self._conn().voidcmd, "TYPE I")
+        for line in lines:
+            parts = line.split(None, 8)
+            if len(parts) == 9 and parts[0][:1] == "l" and parts[8].split(" -> ")[0] == name:
+                raise SourceError(
+                    "symlink",
+                    f"{join(parent, name)} is a symbolic link on the server, never followed: "
+                    "make it a real folder",
+                )
 
     def exists(self, path: str) -> bool:
         self._safe(path)
@@ -283,10 +331,10 @@ class FtpSource(Source):
 
     def upload(self, data: BinaryIO, path: str) -> None:
         self._safe(path)
-        folder, _, leaf = path.rpartition("/")
+        folder = path.rpartition("/")[0]
         if folder:
             self._mkdirs(folder)
-        temp = join(folder, f".{leaf}.{uuid.uuid4().hex[:8]}.part")
+        temp = temporary_name(path)
         self._do(f"uploading {path}", self._conn().storbinary, f"STOR {temp}", data, 1 << 16)
         if self.exists(path):
             self._do(f"replacing {path}", self._conn().delete, path)
@@ -305,7 +353,9 @@ class FtpsSource(FtpSource):
     tls = True
     config_keys: ClassVar[dict[str, Key]] = {
         **FTP_KEYS,
-        "ca_file": Key("path", None, help="CA bundle to trust instead of the system's."),
+        "ca_file": Key(
+            "path", None, help="CA bundle (PEM) to trust instead of the system's.", target="file"
+        ),
     }
 
     def __init__(self, settings: SourceSettings) -> None:

@@ -3,6 +3,14 @@
 The server's host key is checked against a known_hosts file or a pinned fingerprint
 (``SHA256:…`` as ``ssh-keygen -lf`` prints it); an unknown or changed key refuses the
 connection. There is no "accept new keys" mode.
+
+Symbolic links: SFTP listings (READDIR) carry ``lstat`` attributes on OpenSSH's server and
+asyncssh's, so a link shows as a link: it is listed as ``RemoteFile(symlink=True)`` and never
+walked into. Before a file is moved or a report written, each folder on the way is checked
+with LSTAT, and a link among them refuses the write (``SourceError("symlink")``); downloads
+LSTAT the file first. The server resolves paths itself, so a link swapped in between the
+check and the write is outside what a client can prevent: the server's own chroot is the
+last line there.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ import base64
 import errno
 import hashlib
 import stat
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
@@ -25,6 +32,7 @@ from engine.plugins.source import (
     SourceError,
     join,
     network_error,
+    temporary_name,
     unsafe_reason,
 )
 
@@ -57,15 +65,33 @@ class SftpSource(Source):
     default_port = 22
     config_keys: ClassVar[dict[str, Key]] = {
         "host": Key("str", help="The server's bare host name (F2, F3)."),
-        "port": Key("int", 22, minimum=1, maximum=65535),
-        "user": Key("str"),
-        "password": Key("secret", None),
-        "key_file": Key("path", None, help="Private key for key authentication."),
-        "key_passphrase": Key("secret", None),
-        "known_hosts": Key("path", None, help="Default: ~/.ssh/known_hosts."),
-        "host_key_fingerprint": Key("str", None, check=_check_fingerprint),
-        "remote_dir": Key("str", "."),
-        "timeout": Key("duration", None),
+        "port": Key("int", 22, "The server's SSH port.", minimum=1, maximum=65535),
+        "user": Key("str", help="The login."),
+        "password": Key("secret", None, "The login's password (or `key_file`)."),
+        "key_file": Key(
+            "path",
+            None,
+            help="Private key for key authentication (only its owner may read it: mode 600).",
+            target="private",
+        ),
+        "key_passphrase": Key("secret", None, "The passphrase of `key_file`, when it has one."),
+        "known_hosts": Key(
+            "path",
+            None,
+            help="The known_hosts file holding the server's host key; default: "
+            "~/.ssh/known_hosts. An unknown or changed host key is refused.",
+            target="file",
+        ),
+        "host_key_fingerprint": Key(
+            "str",
+            None,
+            'The server\'s host key pinned by fingerprint ("SHA256:…"), instead of known_hosts.',
+            check=_check_fingerprint,
+        ),
+        "remote_dir": Key("str", ".", "The folder on the server files are dropped into."),
+        "timeout": Key(
+            "duration", None, "How long connecting and each transfer step may take; default 30 s."
+        ),
     }
 
     def __init__(self, settings: SourceSettings) -> None:
@@ -82,6 +108,8 @@ class SftpSource(Source):
         self.timeout = timeout.total_seconds() if timeout else 30.0
         self.client: paramiko.SSHClient | None = None
         self.sftp: paramiko.SFTPClient | None = None
+        #: folders found real (not links) in this session
+        self._checked: set[str] = set()
 
     @classmethod
     def validate_settings(cls, settings: SourceSettings) -> list[tuple[str, str]]:
@@ -152,6 +180,7 @@ class SftpSource(Source):
     def close(self) -> None:
         sftp, client = self.sftp, self.client
         self.sftp = self.client = None
+        self._checked.clear()
         for thing in (sftp, client):
             if thing is not None:
                 try:
@@ -185,6 +214,14 @@ class SftpSource(Source):
         found = network_error(exc, where)
         if found is not None:
             return found
+        if type(exc) is OSError and exc.errno is None and "socket is closed" in str(exc).lower():
+            # paramiko's word for a transport that died under a request: the connection is gone
+            return SourceError("lost", f"{where}: the server closed the connection")
+        if type(exc) is OSError and exc.errno is None:
+            # paramiko raises a bare IOError(text) for an SFTP status other than "no such
+            # file" and "permission denied" (a failure the server reports: a name too long,
+            # a full disk): the request failed, the connection is fine
+            return SourceError("io", f"{where}: {exc}")
         if isinstance(exc, OSError):
             return SourceError("lost", f"{where}: {exc.strerror or exc}")
         raise exc
@@ -218,6 +255,11 @@ class SftpSource(Source):
             if unsafe_reason(relative):
                 found.append(RemoteFile(relative, entry.st_size or 0, mtime))
                 continue
+            if stat.S_ISLNK(mode):
+                top = relative.split("/", 1)[0]
+                if top in self.skip_folders or not self.skipped(relative):
+                    found.append(RemoteFile(relative, entry.st_size or 0, mtime, symlink=True))
+                continue
             if self.skipped(relative):
                 continue
             if stat.S_ISDIR(mode):
@@ -227,7 +269,12 @@ class SftpSource(Source):
 
     def download(self, path: str, dest: BinaryIO) -> int:
         self._safe(path)
+        folder = path.rpartition("/")[0]
+        if folder:
+            self._real_folders(folder, create=False)
         try:
+            if stat.S_ISLNK(self._conn().lstat(path).st_mode or 0):
+                raise SourceError("symlink", f"{path} is a symbolic link: not followed")
             return int(self._conn().getfo(path, dest))
         except Exception as exc:
             raise self._error(exc, f"downloading {path}") from None
@@ -235,7 +282,7 @@ class SftpSource(Source):
     def exists(self, path: str) -> bool:
         self._safe(path)
         try:
-            self._conn().stat(path)
+            self._conn().lstat(path)
             return True
         except FileNotFoundError:
             return False
@@ -243,17 +290,39 @@ class SftpSource(Source):
             raise self._error(exc, f"checking {path}") from None
 
     def _mkdirs(self, folder: str) -> None:
+        self._real_folders(folder, create=True)
+
+    def _real_folders(self, folder: str, *, create: bool) -> None:
+        """Check (LSTAT) that each folder on the way to ``folder`` is a real folder, not a
+        link; create the missing ones when ``create``."""
         sftp = self._conn()
         current = ""
         for part in folder.split("/"):
             current = join(current, part)
+            if current in self._checked:
+                continue
             try:
-                sftp.stat(current)
+                mode = sftp.lstat(current).st_mode or 0
             except FileNotFoundError:
+                if not create:
+                    return
                 try:
                     sftp.mkdir(current)
                 except Exception as exc:
                     raise self._error(exc, f"creating {current}") from None
+                self._checked.add(current)
+                continue
+            except Exception as exc:
+                raise self._error(exc, f"checking {current}") from None
+            if stat.S_ISLNK(mode):
+                raise SourceError(
+                    "symlink",
+                    f"{current} is a symbolic link on the server, never followed: make it a "
+                    "real folder",
+                )
+            if not stat.S_ISDIR(mode):
+                raise SourceError("io", f"{current} is not a folder")
+            self._checked.add(current)
 
     def move(self, path: str, new_path: str) -> None:
         self._safe(path)
@@ -269,10 +338,10 @@ class SftpSource(Source):
 
     def upload(self, data: BinaryIO, path: str) -> None:
         self._safe(path)
-        folder, _, leaf = path.rpartition("/")
+        folder = path.rpartition("/")[0]
         if folder:
             self._mkdirs(folder)
-        temp = join(folder, f".{leaf}.{uuid.uuid4().hex[:8]}.part")
+        temp = temporary_name(path)
         sftp = self._conn()
         try:
             sftp.putfo(data, temp, confirm=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
+from engine.testing import write_secret
 from tests.bench.bench_dispatch import free_port, wait_port
 from tests.bench.conftest import rows
 from tests.helpers import load
@@ -51,7 +52,7 @@ def bench_rescue_after_kill_9(tmp_path: Path) -> None:
     recipients = rows(20_000)
     port = free_port()
     maildir = tmp_path / "mail"
-    (tmp_path / "key").write_text("s" * 32)
+    write_secret(tmp_path / "key", "s" * 32)
     (tmp_path / "body.html").write_text("<p>Olá {{ nome }}</p>")
     config = tmp_path / "disparo.toml"
     config.write_text(
