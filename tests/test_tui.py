@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -23,7 +25,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from engine.clock import RealClock, TestClock
-from engine.config import Config, load_config
+from engine.config import Config, TuiSettings, load_config
 from engine.plugins import Plugins, load_plugins
 from engine.schedule import live
 from engine.store import Store
@@ -33,6 +35,7 @@ from tests.helpers import write_config
 from tui.app import DisparoApp
 from tui.backend import Backend
 from tui.dialogs import FormDialog, TextDialog
+from tui.export import ExportRefused, write_export
 from tui.screens import (
     CampaignScreen,
     LiveScreen,
@@ -350,24 +353,25 @@ async def test_export_writes_every_recipient_formula_safe(
             .values(external_key='=HYPERLINK("http://x")')
         )
     app = world.app()
-    target = tmp_path / "out.csv"
+    target = world.config.export_folder / "out.csv"
+    assert world.config.export_folder == world.folder / "exports"  # [tui] export_folder
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(CampaignScreen(app.backend, promo))
         await settle(pilot)
         await pilot.press("e")
         await settle(pilot)
         assert isinstance(app.screen, FormDialog)
-        await fill(pilot, "#field-path", str(target))
+        await fill(pilot, "#field-name", "out")  # ".csv" is added
         await pilot.press("enter")
         await settle(pilot)
         await pilot.press("e")  # never over a file that exists
-        await fill(pilot, "#field-path", str(target))
+        await fill(pilot, "#field-name", "out.csv")
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, FormDialog)
-        assert "exists: an export never overwrites a file" in str(
-            app.screen.query_one("#problem", Static).render()
-        )
+        assert "exists in" in str(app.screen.query_one("#problem", Static).render())
+        assert "never overwrites a file" in str(app.screen.query_one("#problem", Static).render())
+    assert stat.S_IMODE(world.config.export_folder.stat().st_mode) == 0o700
     [audit] = world.store.audit.entries(target=f"campaign:{promo}")[:1]
     assert (audit.actor, audit.action, audit.detail["rows"]) == ("ana", "campaign.export", 400)
     # the file `disparo campaign results --csv` writes, cell for cell
@@ -397,6 +401,76 @@ async def test_export_writes_every_recipient_formula_safe(
     cancelled = [r for r in rows[1:] if r[header.index("status")] == "cancelled"]
     assert len(cancelled) == 3
     assert {r[header.index("descadastrado_campanha")] for r in cancelled} == {"sim"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../out.csv", "/tmp/out.csv", "sub/out.csv", "~/.ssh/authorized_keys", ".hidden", "a..csv"],
+)
+async def test_an_export_goes_only_into_the_export_folder(world: World, name: str) -> None:
+    """Issue 12 (2): an operator (over SSH too) gives at most a plain name; a path, '..',
+    an absolute or hidden name is refused in the dialog with the fix, and nothing is written."""
+    promo = world.campaign("q25010")
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(CampaignScreen(app.backend, promo))
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        default = app.screen.query_one("#field-name", Input).value
+        assert re.fullmatch(rf"campaign-{promo}-\d{{8}}-\d{{6}}\.csv", default)
+        await fill(pilot, "#field-name", name)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, FormDialog)
+        problem = str(app.screen.query_one("#problem", Static).render())
+        assert "plain file name" in problem and "export_folder" in problem
+    assert not world.config.export_folder.exists()
+    with pytest.raises(ExportRefused, match="plain file name"):
+        write_export(app.backend, promo, name)
+    audited = world.store.audit.entries(target=f"campaign:{promo}")
+    assert not [a for a in audited if a.action == "campaign.export"]
+
+
+def test_an_export_never_follows_a_symbolic_link_nor_overwrites(world: World) -> None:
+    promo = world.campaign("q25010")
+    backend = world.app().backend
+    folder = world.config.export_folder
+    folder.mkdir()
+    victim = world.folder / "victim.txt"
+    victim.write_text("keep me")
+    (folder / "link.csv").symlink_to(victim)
+    with pytest.raises(ExportRefused, match="never overwrites"):
+        write_export(backend, promo, "link.csv")
+    assert victim.read_text() == "keep me"
+    (folder / "taken.csv").write_text("mine")
+    with pytest.raises(ExportRefused, match="never overwrites"):
+        write_export(backend, promo, "taken.csv")
+    assert (folder / "taken.csv").read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir()) == ["link.csv", "taken.csv"]  # no .part
+    # the folder itself replaced by a link: refused
+    folder.rename(world.folder / "elsewhere")
+    folder.symlink_to(world.folder / "elsewhere")
+    with pytest.raises(ExportRefused, match="not a symbolic link"):
+        write_export(backend, promo, "new.csv")
+    target, rows = write_export(
+        Backend(
+            world.store,
+            replace(world.config, tui=TuiSettings(world.folder / "real")),
+            world.clock,
+            role="operator",
+            actor="ana",
+        ),
+        promo,
+        "fine",
+    )
+    assert (target, rows) == (world.folder / "real" / "fine.csv", 400)
+    [audit] = [
+        a
+        for a in world.store.audit.entries(target=f"campaign:{promo}")
+        if a.action == "campaign.export"
+    ]
+    assert audit.detail["file"] == str(target) and audit.actor == "ana"
 
 
 # -- actions ---------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from engine.config.settings import (
     SOURCE_KEYS,
     TEMPLATE_KEYS,
     TRACKING_KEYS,
+    TUI_KEYS,
     WALLET_KEYS,
     AccountSettings,
     Config,
@@ -42,6 +43,7 @@ from engine.config.settings import (
     SourceSettings,
     TemplateSettings,
     TrackingSettings,
+    TuiSettings,
     WalletSettings,
 )
 from engine.config.starter import STARTER_FOLDERS, StarterBlock, starter_blocks, write_starter
@@ -63,6 +65,7 @@ __all__ = [
     "STARTER_FOLDERS",
     "TEMPLATE_KEYS",
     "TRACKING_KEYS",
+    "TUI_KEYS",
     "WALLET_KEYS",
     "AccountSettings",
     "Config",
@@ -79,6 +82,7 @@ __all__ = [
     "StarterBlock",
     "TemplateSettings",
     "TrackingSettings",
+    "TuiSettings",
     "WalletSettings",
     "find_config",
     "load_config",

@@ -26,6 +26,7 @@ from engine.config.settings import (
     SOURCE_KEYS,
     TEMPLATE_KEYS,
     TRACKING_KEYS,
+    TUI_KEYS,
     WALLET_KEYS,
     AccountSettings,
     Config,
@@ -35,6 +36,7 @@ from engine.config.settings import (
     SourceSettings,
     TemplateSettings,
     TrackingSettings,
+    TuiSettings,
     WalletSettings,
 )
 from engine.hosts import check_host_value, check_literal
@@ -42,7 +44,16 @@ from engine.hosts import check_host_value, check_literal
 if TYPE_CHECKING:
     from engine.plugins import Plugins
 
-SECTIONS = ("engine", "sources", "accounts", "wallets", "tracking", "templates", "mailboxes")
+SECTIONS = (
+    "engine",
+    "sources",
+    "accounts",
+    "wallets",
+    "tracking",
+    "templates",
+    "mailboxes",
+    "tui",
+)
 _WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
@@ -294,6 +305,11 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
                     f'ses-bounces"; got "{arn}"',
                 )
 
+    tui_values = reader.table("tui", data.get("tui", {}), TUI_KEYS)
+    tui = TuiSettings(
+        export_folder=_resolve(root, tui_values.get("export_folder", Path("exports")))
+    )
+
     mailboxes: dict[str, MailboxSettings] = {}
     for name, raw in _tables(reader, "mailboxes", data.get("mailboxes", {})).items():
         where = f"mailboxes.{name}"
@@ -367,6 +383,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         tracking=tracking,
         templates=MappingProxyType(templates),
         mailboxes=MappingProxyType(mailboxes),
+        tui=tui,
     )
 
 

@@ -28,6 +28,7 @@ from engine.config.settings import (
     MAILBOX_KEYS,
     TEMPLATE_KEYS,
     TRACKING_KEYS,
+    TUI_KEYS,
     WALLET_KEYS,
 )
 from engine.plugins import Plugins, builtin_plugins
@@ -242,6 +243,11 @@ def render_reference(plugins: Plugins) -> str:
             "## [templates.NAME]",
             "Approved WhatsApp templates, named by `_nt` in a file name (N16).",
             TEMPLATE_KEYS,
+        ),
+        (
+            "## [tui]",
+            "The terminal UI (`disparo tui`, and over SSH `disparo ssh-serve`).",
+            TUI_KEYS,
         ),
     ):
         out += [title, "", intro, "", *key_table(keys), ""]

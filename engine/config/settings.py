@@ -298,6 +298,18 @@ MAILBOX_KEYS: dict[str, Key] = {
     ),
 }
 
+TUI_KEYS: dict[str, Key] = {
+    "export_folder": Key(
+        "path",
+        Path("exports"),
+        "The only folder the terminal UI writes exports into (relative to the config file), "
+        "under names disparo makes (`campaign-<id>-<YYYYmmdd-HHMMSS>.csv`); the operator may "
+        "give a plain file name, never a path. Created (mode 700) when the first export is "
+        "written. Over SSH this is on the server.",
+        target="created",
+    ),
+}
+
 TEMPLATE_KEYS: dict[str, Key] = {
     "content_sid": Key("str", help="The approved template's Content SID (HX…)."),
     "variables": Key("strings", (), help="Contact fields for {{1}}, {{2}}… in order."),
@@ -435,6 +447,13 @@ class MailboxSettings:
 
 
 @dataclass(frozen=True)
+class TuiSettings:
+    """The ``[tui]`` table: where the terminal UI may write files."""
+
+    export_folder: Path
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     """``[templates.NAME]``: an approved WhatsApp template (N16, ``_nt``)."""
 
@@ -468,10 +487,19 @@ class Config:
     tracking: TrackingSettings | None = None
     templates: Mapping[str, TemplateSettings] = field(default_factory=dict)
     mailboxes: Mapping[str, MailboxSettings] = field(default_factory=dict)
+    #: ``[tui]``; None means the defaults, resolved against ``root`` (``Config.tui_settings``)
+    tui: TuiSettings | None = None
 
     @property
     def tz(self) -> ZoneInfo:
         return self.engine.time_zone
+
+    @property
+    def export_folder(self) -> Path:
+        """Where the terminal UI writes exports (``[tui] export_folder``, absolute)."""
+        if self.tui is not None:
+            return self.tui.export_folder
+        return self.root / "exports"
 
     def wallet(self, code: str) -> WalletSettings:
         """The wallet's settings; a wallet absent from the file has none (all defaults)."""

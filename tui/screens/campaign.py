@@ -16,12 +16,12 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Sparkline, Static
 
 from engine.campaign import Campaign
-from engine.publish.results import export_results
 from engine.schedule import Batch, Schedule
 from engine.sending.status import campaign_schedule
 from engine.store.results import RecipientResult
 from tui.backend import Backend
 from tui.dialogs import Field, FormDialog
+from tui.export import check_name, default_name, export_name, write_export
 from tui.format import (
     RATE_WINDOW,
     Cell,
@@ -299,28 +299,13 @@ def recipient_row(backend: Backend, r: RecipientResult) -> Row:
 def export_recipients(
     backend: Backend,
     campaign_id: int,
-    target: Path,
+    name: str,
     progress: Callable[[int], None] | None = None,
-) -> int:
-    """Write every recipient's results (D17) to ``target``: the file `disparo campaign results
-    --csv` writes (its columns, ``store.campaigns.results``, formula-safe cells), streamed a
-    chunk at a time into ``<target>.part``, renamed when complete. Never over a file that
-    exists (``FileExistsError``); the export is in the audit log with who made it."""
-    written = export_results(
-        backend.store,
-        campaign_id,
-        target,
-        backend.config.tz,
-        overwrite=False,
-        progress=progress,
-    )
-    backend.store.audit.record(
-        backend.actor,
-        "campaign.export",
-        f"campaign:{campaign_id}",
-        {"file": str(target.resolve()), "rows": written},
-    )
-    return written
+) -> tuple[Path, int]:
+    """Write every recipient's results (D17) as ``name`` in the export folder (``tui.export``:
+    a plain name only, never through a symbolic link, never over a file): the file `disparo
+    campaign results --csv` writes (its columns, formula-safe cells, E2). Audited."""
+    return write_export(backend, campaign_id, name, progress)
 
 
 # -- the screen ------------------------------------------------------------------------------
@@ -450,28 +435,37 @@ class CampaignScreen(CampaignActions):
             self.notify(self.backend.refusal("export"), title="Refused", severity="error")
             return
         cid = self.campaign_id
+        folder = self.backend.config.export_folder
+        name = default_name(cid, self.backend.local(self.backend.now()))
         self.ask(
             FormDialog(
                 f"Export the recipients of campaign {cid}",
                 "Every recipient (D17) as CSV (;-separated, UTF-8); cells a spreadsheet would "
-                "run as formulas are made safe.",
-                [
-                    Field(
-                        "path",
-                        "File",
-                        value=f"campaign-{cid}-recipients.csv",
-                        check=_writable,
-                    )
-                ],
+                f"run as formulas are made safe (E2). Written into {folder} ([tui] "
+                "export_folder): give a plain file name, not a path; an existing file is "
+                "never replaced.",
+                [Field("name", "File name", value=name, check=self._plain)],
                 ok="Export",
             ),
-            lambda values: self._export(Path(values["path"])),
+            lambda values: self._export(values["name"]),
         )
 
     @work(thread=True, group="export", exit_on_error=False)
-    def _export(self, target: Path) -> None:
-        rows = export_recipients(self.backend, self.campaign_id, target)
+    def _export(self, name: str) -> None:
+        target, rows = export_recipients(self.backend, self.campaign_id, name)
         self.post_message(ExportDone(str(target), rows))
+
+    def _plain(self, value: str) -> str | None:
+        problem = check_name(value.strip())
+        if problem:
+            return problem
+        name = export_name(value)
+        folder = self.backend.config.export_folder
+        if (folder / name).is_symlink() or (folder / name).exists():
+            return (
+                f"{name} exists in {folder}: an export never overwrites a file, choose another name"
+            )
+        return None
 
     def on_export_done(self, message: ExportDone) -> None:
         self.notify(f"{message.rows:,} recipients written to {message.path}", title="Exported")
@@ -484,14 +478,3 @@ class CampaignScreen(CampaignActions):
                 "CSV, formula-safe",
                 self.action_export,
             )
-
-
-def _writable(value: str) -> str | None:
-    if not value:
-        return "a file name is required"
-    path = Path(value).expanduser().resolve()
-    if not path.parent.is_dir():
-        return f"the folder {path.parent} does not exist"
-    if path.exists():
-        return f"{path} exists: an export never overwrites a file, choose another name"
-    return None
