@@ -9,13 +9,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Coroutine
+import re
+import threading
+from collections import deque
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from engine.clock import Clock
-from engine.config import LOG_FORMATS, Config
+from engine.clock import Clock, wait_event
+from engine.config import LOG_FORMATS, Config, SecretRef
 from engine.feedback.mailbox import MailboxPoller, PollResult
 from engine.feedback.metrics import Metrics
 from engine.feedback.tracking import SignalWriter, Tracking
@@ -25,6 +28,7 @@ from engine.publish.service import Outcome, Publishing
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.store import Store
+from engine.store.engine_log import KEEP
 from engine.store.errors import describe, is_transient
 from engine.tokens import Signer
 
@@ -101,6 +105,119 @@ def configure_logging(config: Config, log_format: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(config.engine.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+#: what is masked in the log records an engine keeps in the store (besides the configured
+#: secrets' values): credentials in URLs, ``password=…``-style pairs, bearer tokens, tracking
+#: tokens in paths (G3)
+_MASKS = (
+    (re.compile(r"(?i)(://[^/\s:@]+:)[^@\s/]+@"), r"\1***@"),
+    (
+        re.compile(r"(?i)\b(password|passwd|pwd|secret|token|auth_token|api_?key)(\s*[=:]\s*)\S+"),
+        r"\1\2***",
+    ),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
+    (re.compile(r"/([ocu])/[A-Za-z0-9._~-]{16,}"), r"/\1/***"),
+)
+
+
+def secret_values(config: Config) -> list[str]:
+    """The values of the configuration's secrets (accounts, mailboxes, tracking, database),
+    to mask wherever they would be written; secrets that cannot be read are skipped."""
+    refs: list[SecretRef] = []
+    for account in config.accounts.values():
+        refs += [v for v in account.options.values() if isinstance(v, SecretRef)]
+    refs += [m.password for m in config.mailboxes.values()]
+    if config.tracking is not None:
+        refs.append(config.tracking.secret)
+    if config.engine.database_password is not None:
+        refs.append(config.engine.database_password)
+    found: list[str] = []
+    for ref in refs:
+        try:
+            value = ref.reveal()
+        except Exception:  # unreadable: the configuration check says so elsewhere
+            value = ""
+        if len(value) >= 4:
+            found.append(value)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def mask(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with the configured secrets' values and credential-like pairs replaced by
+    ``***``."""
+    for value in secrets:
+        text = text.replace(value, "***")
+    for pattern, repl in _MASKS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class StoreLogHandler(logging.Handler):
+    """Keeps an engine's log records (INFO and above) for the store's ``engine_log``, so a UI
+    attached to this engine from elsewhere shows them. ``emit`` only buffers (bounded, never
+    blocking, never failing the caller); ``flush_forever`` writes the buffer every ``every``
+    seconds in one transaction, which also trims the table to its newest rows. Secrets are
+    masked before anything is kept (``mask``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        *,
+        secrets: Sequence[str] = (),
+        size: int = KEEP,
+        every: float = 1.0,
+    ) -> None:
+        super().__init__(logging.INFO)
+        self.store = store
+        self.node = node
+        self.secrets = list(secrets)
+        self.every = every
+        self.pending: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+            row = {
+                "at": datetime.fromtimestamp(record.created, UTC),
+                "node": self.node[:100],
+                "level": record.levelname[:10],
+                "logger": record.name[:100],
+                "message": mask(message, self.secrets)[:4000],
+            }
+            with self._lock:
+                self.pending.append(row)
+        except Exception:  # a log line must never break the engine
+            self.handleError(record)
+
+    def take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self.pending)
+            self.pending.clear()
+        return rows
+
+    def write(self) -> int:
+        """Write what is buffered (blocking); on a database error it is dropped (the same
+        records went to standard error too). Return how many rows were written."""
+        rows = self.take()
+        if not rows:
+            return 0
+        try:
+            self.store.engine_log.add(rows)
+        except Exception:
+            return 0
+        return len(rows)
+
+    async def flush_forever(self, stop: asyncio.Event, clock: Clock) -> None:
+        """Write the buffer every ``every`` seconds until ``stop``, then once more."""
+        while not stop.is_set():
+            await self.store.run(self.write)
+            await wait_event(clock, stop, self.every)
+        await self.store.run(self.write)
 
 
 def signer_for(config: Config) -> Signer | None:
@@ -464,7 +581,21 @@ class Engine:
             summary.failed = True
 
     async def run(self) -> None:
-        """Run until ``stop`` is set (SIGTERM/SIGINT), then stop cleanly."""
+        """Run until ``stop`` is set (SIGTERM/SIGINT), then stop cleanly. Its log records
+        (INFO and above, secrets masked) are kept in the store meanwhile (``engine_log``)."""
+        handler = StoreLogHandler(self.store, self.node, secrets=secret_values(self.config))
+        logging.getLogger().addHandler(handler)
+        log_stop = asyncio.Event()
+        flushing = asyncio.create_task(handler.flush_forever(log_stop, self.clock))
+        try:
+            await self._run()
+        finally:
+            logging.getLogger().removeHandler(handler)
+            log_stop.set()
+            with contextlib.suppress(Exception):
+                await flushing
+
+    async def _run(self) -> None:
         if not await self.dispatcher.begin(self.stop):
             await self.dispatcher.shutdown()
             return

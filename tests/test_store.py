@@ -203,6 +203,9 @@ def test_every_table_round_trips(store: Store) -> None:
         sha256="cd" * 32,
     )
     store.audit.record("ana", "campaign.pause", f"campaign:{campaign}", {"reason": "test"})
+    store.engine_log.add(
+        [{"at": now, "node": "n1", "level": "INFO", "logger": "engine", "message": "started"}]
+    )
     command = store.commands.submit(
         actor="ana", role="operator", action="pause", target=f"campaign:{campaign}"
     )

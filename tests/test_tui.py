@@ -101,6 +101,11 @@ def world(demo_folder: Path, tmp_path: Path) -> Iterator[World]:
     plugins = load_plugins()
     clock = TestClock(NOW)
     store = Store.open(f"sqlite:///{folder / 'disparo.db'}", clock=clock)
+    # an engine runs (as in the demo, `disparo tui --engine`); the test clock keeps its
+    # heartbeat fresh. Tests of a store with no engine unregister it.
+    store.engines.register(
+        "demo", host="demo-host", pid=1, version="1", mode="tui", lease=timedelta(seconds=30)
+    )
     yield World(
         folder, store, load_config(folder / "disparo.toml", plugins=plugins), plugins, clock
     )
@@ -157,7 +162,7 @@ def column(tbl: LiveTable, key: str) -> list[str]:
 
 async def test_campaigns_list_every_campaign_newest_first_in_the_local_zone(world: World) -> None:
     app = world.app()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=(200, 40)) as pilot:  # wide: every column
         await settle(pilot)
         campaigns = table(app, "#campaigns")
         assert campaigns.keys == [str(i) for i in range(8, 0, -1)]
@@ -177,14 +182,16 @@ async def test_campaigns_list_every_campaign_newest_first_in_the_local_zone(worl
         assert column(campaigns, "sender")[-1] == "sms"
         assert column(campaigns, "recipients")[-1] == "400"
         assert column(campaigns, "end")[-1] == "23/11 09:50"  # the deadline
-        assert column(campaigns, "name")[-1] == "231126_001_cBRAD_smslong_q2…"
+        assert column(campaigns, "name")[-1].startswith(
+            "231126_001_cBRAD_smslong_q25010_LE2311260950 · ⚠ 99 will expire"
+        )
         # colours by status come from the stylesheet's classes
         sending = campaigns.get_cell("1", "status").style
         paused = campaigns.get_cell("5", "status").style
         assert sending == campaigns.get_component_rich_style("status--sending", partial=True)
         assert paused == campaigns.get_component_rich_style("status--paused", partial=True)
         assert sending != paused and sending.color is not None
-        assert "8 campaigns · sorted by id ↓" in screen_text(app)
+        assert "8 campaigns · 2 need attention (a) · sorted by id ↓" in screen_text(app)
 
 
 async def test_filter_as_you_type_and_sort(world: World) -> None:

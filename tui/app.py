@@ -21,7 +21,9 @@ from textual.worker import Worker, WorkerState
 from tui.backend import Backend
 from tui.dialogs import TextDialog
 from tui.screens import (
+    AuditScreen,
     CampaignsScreen,
+    EngineLogScreen,
     LiveScreen,
     QueuesScreen,
     SourcesScreen,
@@ -37,6 +39,7 @@ SCREENS: dict[str, tuple[type[LiveScreen], str, str]] = {
     "queues": (QueuesScreen, "2", "Queues: per sender account, rates, queue and guard"),
     "sources": (SourcesScreen, "3", "Sources: polls and the files they listed"),
     "suppressions": (SuppressionsScreen, "4", "Suppressions: search, add, remove"),
+    "audit": (AuditScreen, "5", "Audit: who did what, when, newest first"),
 }
 
 
@@ -102,15 +105,10 @@ class DisparoApp(App[None]):
         self.switch_mode(mode)
 
     def action_log(self) -> None:
-        lines = list(self.log_buffer.lines) if self.log_buffer is not None else []
-        self.push_screen(
-            TextDialog("Engine log (newest last)", "\n".join(lines[-500:]) or "nothing logged yet")
-        )
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "log":
-            return self.engine is not None
-        return True
+        """The engines' recent log records, from the store: of an engine in this process as
+        of one elsewhere (``disparo run`` on this store)."""
+        if not isinstance(self.screen, EngineLogScreen):
+            self.push_screen(EngineLogScreen(self.backend, self.every))
 
     async def action_quit(self) -> None:
         """Stop the engine first (when it runs here), then leave."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from engine.sending.status import EnginesHeader
 from tui.backend import Backend
 
 
@@ -86,3 +87,22 @@ def rate_text(per_second: float) -> str:
     if per_second < 1:
         return f"{per_second * 60:.3g}/min"
     return f"{per_second:.3g}/s"
+
+
+#: what a campaign shows instead of a projection when no engine runs
+NOT_SENDING = "not sending: no engine running"
+
+
+def engines_text(backend: Backend, engines: EnginesHeader) -> tuple[str, str]:
+    """The line under every screen's header: each running engine (node, the accounts it
+    holds, its heartbeat's age), or plainly that none runs; and its level (``ok``/``late``)."""
+    if not engines.running:
+        what = engines.text  # "no engine running (the last one was heard of 40 s ago)"
+        return f"⏹ {what}: nothing is being sent; actions wait for an engine", "late"
+    parts = []
+    for e in engines.running:
+        held = ", ".join(e.accounts) if e.accounts else "no account"
+        age = span(engines.now - e.heartbeat_at)
+        parts.append(f"{e.node} [{held}] ♥ {age} ago")
+    n = len(engines.running)
+    return f"▶ {n} engine{'s' if n > 1 else ''}: " + " · ".join(parts), "ok"

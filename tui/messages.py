@@ -13,10 +13,12 @@ class Loaded(Message, bubble=False):
     """A screen's data, built in a worker thread; ``generation`` tells a stale load (one
     started before the filter changed) from the latest."""
 
-    def __init__(self, generation: int, data: Any) -> None:
+    def __init__(self, generation: int, data: Any, engines: Any = None) -> None:
         super().__init__()
         self.generation = generation
         self.data = data
+        #: the engines running (``EnginesHeader``), for the line under every screen's header
+        self.engines = engines
 
 
 class ActionDone(Message, bubble=False):

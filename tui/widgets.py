@@ -109,22 +109,41 @@ class LiveTable(DataTable[Text], inherit_bindings=False):
             return Text(cell.text, style=style, no_wrap=True)
         return Text(cell, no_wrap=True)
 
-    def show(self, rows: Sequence[Row]) -> None:
+    def show(
+        self,
+        rows: Sequence[Row],
+        *,
+        columns: Sequence[tuple[str, str]] | None = None,
+        widths: dict[str, int] | None = None,
+    ) -> None:
         """Show ``rows``: changed cells only when the rows are the same ones, else rebuild.
 
         Column widths are computed here from the rows (not left to the table's idle-time
         measuring, which a busy machine could leave undone when a refresh lands first), so
-        a column is always as wide as its widest cell.
+        a column is always as wide as its widest cell; ``widths`` fixes some (a column that
+        flexes with the screen). ``columns`` changes which columns show (a narrower screen
+        shows fewer): the table is rebuilt when they change.
         """
+        if columns is not None and tuple(columns) != self.columns_spec:
+            self.columns_spec = tuple(columns)
+            self._widths = []  # a rebuild, with the new columns
+            self.keys = []
+            if self.columns:
+                self.clear(columns=True)
         self._ensure_columns()
         keys = [key for key, _ in rows]
-        widths = [cell_len(label) for label, _ in self.columns_spec]
+        fixed = widths or {}
+        sizes = [fixed.get(key, cell_len(label)) for label, key in self.columns_spec]
+        free = [key not in fixed for _, key in self.columns_spec]
         for _, cells in rows:
             for i, cell in enumerate(cells):
+                if not free[i]:
+                    continue
                 width = cell_len(cell.text if isinstance(cell, Styled) else cell)
-                if width > widths[i]:
-                    widths[i] = width
-        if keys == self.keys and widths == self._widths:
+                if width > sizes[i]:
+                    sizes[i] = width
+        widths_now = sizes
+        if keys == self.keys and widths_now == self._widths:
             for (key, cells), before in zip(rows, self._cells, strict=True):
                 if cells == before:
                     continue
@@ -139,11 +158,11 @@ class LiveTable(DataTable[Text], inherit_bindings=False):
             collecting = gc.isenabled()
             gc.disable()
             try:
-                if widths != self._widths:
+                if widths_now != self._widths:
                     self.clear(columns=True)
-                    for (label, key), width in zip(self.columns_spec, widths, strict=True):
+                    for (label, key), width in zip(self.columns_spec, widths_now, strict=True):
                         self.add_column(label, key=key, width=width)
-                    self._widths = widths
+                    self._widths = widths_now
                 else:
                     self.clear()
                 for key, cells in rows:

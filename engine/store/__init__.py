@@ -26,6 +26,7 @@ from engine.store.claims import Claims
 from engine.store.commands import Commands
 from engine.store.db import create_db_engine, database_url
 from engine.store.delivery_errors import DeliveryErrors
+from engine.store.engine_log import EngineLog
 from engine.store.engines import Engines
 from engine.store.errors import Outage, describe, is_transient
 from engine.store.feedback import Feedback
@@ -69,6 +70,7 @@ class Store:
         self.views = Views(self)
         self.engines = Engines(self)
         self.errors = DeliveryErrors(self)
+        self.engine_log = EngineLog(self)
 
     @classmethod
     def open(

@@ -47,12 +47,20 @@ class Audit(Queries):
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def entries(
-        self, *, target: str | None = None, limit: int = 100, conn: Connection | None = None
+        self,
+        *,
+        target: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        conn: Connection | None = None,
     ) -> list[AuditEntry]:
-        """The newest entries first, optionally for one target (``campaign:12``…)."""
+        """The newest entries first, optionally for one target (``campaign:12``…) and older
+        than the entry ``before`` (a page of the audit screen: a seek on the primary key)."""
         query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
         if target is not None:
             query = query.where(audit_log.c.target == target)
+        if before is not None:
+            query = query.where(audit_log.c.id < before)
         with self._reading(conn) as c:
             return [
                 AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.detail)

@@ -454,6 +454,19 @@ commands = Table(
     Index(None, "status", "id"),
 )
 
+# The engines' recent log records (INFO and above, the last ``engine_log.KEEP``), for a UI
+# attached to a separate engine; written by each engine's ``StoreLogHandler``, secrets masked
+engine_log = Table(
+    "engine_log",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("node", String(100), nullable=False),
+    Column("level", String(10), nullable=False),
+    Column("logger", String(100), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -13,14 +13,17 @@ from tui.screens.actions import CampaignActions
 from tui.screens.campaign import CampaignScreen
 from tui.screens.campaigns import CampaignsScreen
 from tui.screens.live import LiveScreen
+from tui.screens.logs import AuditScreen, EngineLogScreen
 from tui.screens.queues import QueuesScreen
 from tui.screens.sources import SourcesScreen
 from tui.screens.suppressions import SuppressionsScreen
 
 __all__ = [
+    "AuditScreen",
     "CampaignActions",
     "CampaignScreen",
     "CampaignsScreen",
+    "EngineLogScreen",
     "LiveScreen",
     "QueuesScreen",
     "SourcesScreen",

@@ -17,12 +17,13 @@ from textual.widgets import Footer, Sparkline, Static
 
 from engine.campaign import Campaign
 from engine.schedule import Batch, Schedule
-from engine.sending.status import campaign_schedule
+from engine.sending.status import campaign_schedule, campaign_trouble
 from engine.store.results import RecipientResult
 from tui.backend import Backend
 from tui.dialogs import Field, FormDialog
 from tui.export import check_name, default_name, export_name, write_export
 from tui.format import (
+    NOT_SENDING,
     RATE_WINDOW,
     Cell,
     Panel,
@@ -72,6 +73,10 @@ class CampaignDetail:
     first_position: int | None
     last_position: int | None
     recipients_caption: str
+    #: why it is not done: held, its account paused, its errors by reason, retries waiting
+    trouble: str = ""
+    #: the batch the pacing table scrolls to: the first that expires, else the one sending
+    focus_batch: int | None = None
 
 
 def sends_per_minute(
@@ -109,9 +114,11 @@ def campaign_detail(
     after: int | None = None,
     before: int | None = None,
     page: int = RECIPIENTS_PAGE,
+    running: bool = True,
 ) -> CampaignDetail | None:
     """The Campaign screen: the campaign row (its counters), the batch seeks, a minute or
-    two of events, and one page of recipients."""
+    two of events, and one page of recipients. Without a ``running`` engine nothing is
+    projected (no finish, no "sending"): the screen says nothing is being sent."""
     store = backend.store
     now = backend.now()
     c = store.campaigns.get(campaign_id, content=False)
@@ -140,13 +147,13 @@ def campaign_detail(
     schedule = campaign_schedule(
         store, backend.config, c, now, rate=measured if use_measured else None
     )
-    deadline = deadline_panel(backend, c, now, schedule, measured=use_measured)
+    deadline = deadline_panel(backend, c, now, schedule, measured=use_measured, running=running)
     released = schedule.released
     batches = schedule.batches
     first_open = min((b.index for b in batches if b.index <= released and b.open), default=None)
     timeline: list[Row] = []
     for b in batches:
-        state = batch_state(c, b, released, first_open, now)
+        state = batch_state(c, b, released, first_open, now, running=running)
         same_day = backend.local(b.release_at).date() == backend.local(now).date()
         release = when(backend, b.release_at, "%H:%M:%S" if same_day else "%d/%m %H:%M")
         timeline.append(
@@ -183,6 +190,12 @@ def campaign_detail(
         else f"Recipients: none here (of {c.recipients:,})"
     )
     title = f"Campaign {c.id} · {c.name}"
+    late = [
+        b.index
+        for b in batches
+        if b.index > released and c.deadline is not None and b.release_at >= c.deadline
+    ]
+    focus = late[0] if late else (first_open if first_open is not None else released or None)
     return CampaignDetail(
         campaign=c,
         schedule=schedule,
@@ -197,11 +210,41 @@ def campaign_detail(
         first_position=first,
         last_position=last,
         recipients_caption=caption,
+        trouble=trouble_text(backend, c, now),
+        focus_batch=focus,
     )
 
 
+def trouble_text(backend: Backend, c: Campaign, now: datetime) -> str:
+    """Why the campaign is not done, in one or two lines (``campaign show``'s reasons): held
+    and why, its account paused (breaker, guard) and until when, its errors by reason, and
+    what waits for a retry with the next attempt. Empty when nothing is wrong."""
+    t = campaign_trouble(backend.store, c, limit=3)
+    parts: list[str] = []
+    if c.status == "held":
+        parts.append(f"HELD: {c.status_reason or 'no reason recorded'}")
+    said = c.status == "held" and f"account {c.account}" in (c.status_reason or "")
+    if t.account_paused and not said:
+        back = f" (until {when(backend, t.account_until)})" if t.account_until else ""
+        parts.append(f"account {c.account}: {t.account_paused}{back}")
+    if t.errors:
+        top = ", ".join(f"{e.reason} ×{e.count:,}" for e in t.errors[:3])
+        parts.append(f"Errors {t.error_total:,}: {top}")
+    if t.waiting:
+        n = sum(w.count for w in t.waiting)
+        at = f", next retry {until(now, t.next_retry_at)}" if t.next_retry_at else ""
+        parts.append(f"{n:,} waiting for a retry ({t.waiting[0].reason}{at})")
+    return " · ".join(parts)
+
+
 def batch_state(
-    c: Campaign, b: Batch, released: int, first_open: int | None, now: datetime
+    c: Campaign,
+    b: Batch,
+    released: int,
+    first_open: int | None,
+    now: datetime,
+    *,
+    running: bool = True,
 ) -> Cell:
     """Where a batch is: done, being sent (or paused, held), queued behind an earlier one,
     or waiting for its release, which may fall after the deadline (D5, D8)."""
@@ -211,6 +254,8 @@ def batch_state(
         if b.index != first_open:
             return Styled(f"queued after batch {first_open}", "muted")
         if c.status == "sending":
+            if not running:
+                return Styled(NOT_SENDING, "level--warn")
             return Styled("sending", "status--sending")
         return Styled(c.status, f"status--{c.status}")
     if c.deadline is not None and b.release_at >= c.deadline:
@@ -224,11 +269,26 @@ def pacing_text(c: Campaign, schedule: Schedule) -> str:
 
 
 def deadline_panel(
-    backend: Backend, c: Campaign, now: datetime, p: Schedule, *, measured: bool
+    backend: Backend,
+    c: Campaign,
+    now: datetime,
+    p: Schedule,
+    *,
+    measured: bool,
+    running: bool = True,
 ) -> Panel:
-    """The deadline (``_LE``), time left, the projected finish and what would expire (D8)."""
+    """The deadline (``_LE``), time left, the projected finish and what would expire (D8).
+    With no engine running there is no projection: "not sending: no engine running"."""
     rate = f"{rate_text(p.rate)} " + ("(last minute)" if measured else "(account limit)")
     finish = clock_time(backend, now, p.finish_at) if p.finish_at else "nothing left to send"
+    if not running and c.status not in ("completed", "cancelled", "expired"):
+        return Panel(
+            [
+                ("Deadline", when(backend, c.deadline) if c.deadline else "none"),
+                ("Projected finish", Styled(NOT_SENDING, "level--warn")),
+            ],
+            "warn",
+        )
     if c.status in ("completed", "cancelled", "expired"):
         return Panel(
             [
@@ -331,10 +391,13 @@ class CampaignScreen(CampaignActions):
         self.after: int | None = None
         self.before: int | None = None
         self.detail: CampaignDetail | None = None
+        #: the batch the pacing table last scrolled to
+        self.focused_batch: int | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield Static("", id="title", classes="caption")
+        yield Static("", id="trouble")
         with Horizontal(id="panels"):
             yield PanelView(id="totals", classes="panel")
             yield PanelView(id="deadline", classes="panel")
@@ -368,7 +431,12 @@ class CampaignScreen(CampaignActions):
     def fetch(self, params: Any) -> CampaignDetail | None:
         after, before = params
         return campaign_detail(
-            self.backend, self.campaign_id, self.cache, after=after, before=before
+            self.backend,
+            self.campaign_id,
+            self.cache,
+            after=after,
+            before=before,
+            running=self.engine_running,
         )
 
     def show(self, data: CampaignDetail | None) -> None:
@@ -394,7 +462,22 @@ class CampaignScreen(CampaignActions):
         self.query_one("#spark", Sparkline).data = data.spark
         self.query_one("#spark-caption", Static).update(Text(data.spark_caption))
         self.query_one("#pacing", Static).update(Text(data.pacing))
-        self.query_one("#timeline", LiveTable).show(data.timeline)
+        timeline = self.query_one("#timeline", LiveTable)
+        timeline.show(data.timeline)
+        if data.focus_batch is not None and data.focus_batch != self.focused_batch:
+            # the expiring (else the current) batch in view; the operator's scrolling stays
+            # until that batch changes
+            self.focused_batch = data.focus_batch
+            key = str(data.focus_batch)
+            if key in timeline.keys:
+                row = timeline.keys.index(key)
+                # after the layout: the table's height is known only then
+                self.call_after_refresh(timeline.move_cursor, row=row, animate=False, scroll=True)
+        trouble = self.query_one("#trouble", Static)
+        trouble.display = bool(data.trouble)
+        if getattr(trouble, "shown_text", None) != data.trouble:
+            trouble.shown_text = data.trouble  # type: ignore[attr-defined]
+            trouble.update(Text(data.trouble))
         self.query_one("#recipients-caption", Static).update(
             Text(f"{data.recipients_caption}   (n next page, b previous, e export CSV)")
         )

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Input, Static
 
+from engine.campaign import Campaign
+from engine.schedule import batch_sizes, live
+from engine.sending.status import account_rate
 from tui.backend import Backend
-from tui.format import Row, Styled, status_cell, when
+from tui.format import Cell, Row, Styled, status_cell, when
 from tui.screens.actions import CAMPAIGN_BINDINGS, CampaignActions
 from tui.screens.campaign import CampaignScreen
 from tui.widgets import LiveTable
@@ -31,6 +36,24 @@ CAMPAIGN_COLUMNS = (
     ("End", "end"),
     ("Status", "status"),
 )
+#: the screen width from which each optional column shows (Id, Name, Recipients and Status
+#: always show; the name column takes what the others leave)
+COLUMN_FROM = {
+    "end": 100,
+    "channel": 120,
+    "sender": 120,
+    "created": 150,
+    "start": 150,
+    "wallet": 150,
+}
+#: what the table takes besides its columns: the scrollbar and a margin
+TABLE_CHROME = 3
+#: each column's padding (DataTable's ``cell_padding`` on both sides)
+PADDING = 2
+#: the name column is never narrower than this (optional columns go first)
+NAME_MIN = 16
+#: statuses whose campaign can still need something from the operator
+ACTIVE = ("scheduled", "sending", "paused", "held")
 
 
 @dataclass(frozen=True)
@@ -39,6 +62,93 @@ class CampaignList:
     #: campaign id -> (status, priority): what the actions allow and start from
     campaigns: dict[int, tuple[str, int]]
     total: int
+    #: the columns shown at this width (Status always among them)
+    columns: tuple[tuple[str, str], ...] = CAMPAIGN_COLUMNS
+    #: the name column's width
+    name_width: int = 0
+    #: campaign id -> why it needs attention (held, failing, will expire), of those listed
+    attention: dict[int, str] = field(default_factory=dict)
+
+
+def columns_for(width: int) -> tuple[tuple[str, str], ...]:
+    """The columns shown on a screen ``width`` cells wide."""
+    return tuple(
+        (label, key) for label, key in CAMPAIGN_COLUMNS if COLUMN_FROM.get(key, 0) <= width
+    )
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, an ellipsis ending what was cut."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    out = ""
+    for ch in text:
+        if cell_len(out + ch) > width - 1:
+            break
+        out += ch
+    return out + "…"
+
+
+def tail_open(sizes: list[int], remaining: int) -> dict[int, int]:
+    """Open deliveries per batch from the campaign's counter alone (no query): batches are
+    sent in order, so what remains is in the last ones."""
+    found: dict[int, int] = {}
+    for k in range(len(sizes), 0, -1):
+        if remaining <= 0:
+            break
+        n = min(sizes[k - 1], remaining)
+        found[k] = n
+        remaining -= n
+    return found
+
+
+def attention_reasons(backend: Backend, found: list[Campaign], now: datetime) -> dict[int, str]:
+    """Why each listed campaign needs the operator: held (with its reason), failing (its
+    account's breaker is open or the guard paused it, or it counted errors), or it will
+    expire before finishing (``engine.schedule``: the deadline comes before its last send).
+    Two queries whatever the number of campaigns: the accounts, the error totals."""
+    active = [c for c in found if c.status in ACTIVE]
+    if not active:
+        return {}
+    states = backend.store.accounts.states()
+    errors = backend.store.errors.totals([c.id for c in active])
+    reasons: dict[int, str] = {}
+    for c in active:
+        why: list[str] = []
+        if c.status == "held":
+            why.append(f"held: {c.status_reason or 'no reason recorded'}")
+        state = states.get(c.account or "")
+        said = c.status == "held" and f"account {c.account}" in (c.status_reason or "")
+        if state is None or said:
+            pass  # no account state, or the hold already says it
+        elif state.breaker_open:
+            why.append(f"account {state.name} failing: {state.breaker_reason or 'breaker open'}")
+        elif state.guard_state == "paused" and not state.override_by:
+            why.append(f"account {state.name} paused: {state.pause_reason or 'by the guard'}")
+        if errors.get(c.id):
+            why.append(f"{errors[c.id]:,} errors")
+        if c.deadline is not None and c.remaining:
+            sizes = batch_sizes(c.audience, c.pacing)
+            schedule = live(
+                c,
+                now,
+                rate=account_rate(backend.config, c),
+                open_by_batch=tail_open(sizes, c.remaining),
+            )
+            if schedule.expired > 0:
+                why.append(f"{schedule.expired:,} will expire at the deadline")
+        if why:
+            reasons[c.id] = "; ".join(why)
+    return reasons
+
+
+def parameters(backend: Backend, c: Campaign) -> str:
+    """A campaign's parameters for its name cell: channel, pacing, deadline."""
+    pacing = c.pacing.describe() if c.pacing else "one batch"
+    deadline = f"until {when(backend, c.deadline)}" if c.deadline else "no deadline"
+    return f"{c.channel} · {pacing} · {deadline}"
 
 
 def campaign_list(
@@ -46,47 +156,86 @@ def campaign_list(
     text: str = "",
     sort: str = "id",
     descending: bool = True,
-    name_width: int = 60,
+    width: int = 120,
+    *,
+    attention: bool = False,
 ) -> CampaignList:
-    """The Campaigns screen: one query on the campaigns table (their counters included).
-    Names lose their ``mailing_`` prefix and are cut to ``name_width`` (the detail shows
-    them whole); a campaign with work left shows how much of it is done."""
+    """The Campaigns screen, ``width`` cells wide: one query on the campaigns table (their
+    counters included), and for the campaigns still active two more (accounts, error totals)
+    to say which need attention; ``attention`` lists only those.
+
+    Status always shows; optional columns show from a width (``COLUMN_FROM``) and go first
+    when the name would be narrower than ``NAME_MIN``. The name column takes the rest: the
+    name without its ``mailing_`` prefix, then, when there is room, why it needs attention
+    or its parameters (channel, pacing, deadline); what does not fit ends in an ellipsis
+    (the detail shows it whole). A campaign with work left shows how much of it is done."""
+    now = backend.now()
     found, total = backend.store.views.campaign_rows(text=text, sort=sort, descending=descending)
-    rows: list[Row] = []
+    reasons = attention_reasons(backend, found, now)
+    if attention:
+        found = [c for c in found if c.id in reasons]
+    full: list[tuple[int, dict[str, Cell], str]] = []
     for c in found:
-        name = c.name.removeprefix("mailing_")
-        if len(name) > name_width:
-            name = name[: name_width - 1] + "…"
         status = status_cell(c.status)
         if c.status in ("sending", "paused", "held") and c.recipients:
             done = c.recipients - c.remaining
             status = Styled(f"{c.status} {100 * done // c.recipients}%", status.style)
-        rows.append(
-            (
-                str(c.id),
-                (
-                    str(c.id),
-                    when(backend, c.created_at),
-                    name,
-                    c.wallet or "-",
-                    c.channel,
-                    c.account or "-",
-                    f"{c.recipients:,}",
-                    when(backend, c.started_at or c.start_at),
-                    when(backend, c.finished_at or c.deadline),
-                    status,
-                ),
-            )
+        cells: dict[str, Cell] = {
+            "id": str(c.id),
+            "created": when(backend, c.created_at),
+            "wallet": c.wallet or "-",
+            "channel": c.channel,
+            "sender": c.account or "-",
+            "recipients": f"{c.recipients:,}",
+            "start": when(backend, c.started_at or c.start_at),
+            "end": when(backend, c.finished_at or c.deadline),
+            "status": status,
+        }
+        extra = f"⚠ {reasons[c.id]}" if c.id in reasons else parameters(backend, c)
+        full.append((c.id, cells, f"{c.name.removeprefix('mailing_')}\t{extra}"))
+    columns = list(columns_for(width))
+
+    def widest(key: str, label: str) -> int:
+        cells = (cell for _, row, _ in full for cell in [row[key]])
+        return max(
+            [
+                cell_len(label),
+                *(cell_len(str(x.text if isinstance(x, Styled) else x)) for x in cells),
+            ]
         )
-    return CampaignList(rows, {c.id: (c.status, c.priority) for c in found}, total)
+
+    def name_room(cols: list[tuple[str, str]]) -> int:
+        others = sum(widest(key, label) + PADDING for label, key in cols if key != "name")
+        return width - others - PADDING - TABLE_CHROME
+
+    order = sorted((k for _, k in columns if k in COLUMN_FROM), key=lambda k: -COLUMN_FROM[k])
+    while name_room(columns) < NAME_MIN and order:
+        drop = order.pop(0)
+        columns = [(label, key) for label, key in columns if key != drop]
+    name_width = max(NAME_MIN, name_room(columns))
+    rows: list[Row] = []
+    for cid, cells, both in full:
+        name, extra = both.split("\t", 1)
+        shown = cut(name, name_width)
+        room = name_width - cell_len(shown) - 3
+        if room >= 12:
+            shown = f"{shown} · {cut(extra, room)}"
+        cells["name"] = shown
+        rows.append((str(cid), tuple(cells[key] for _, key in columns)))
+    return CampaignList(
+        rows,
+        {c.id: (c.status, c.priority) for c in found},
+        total,
+        tuple(columns),
+        name_width,
+        reasons,
+    )
 
 
 # -- the screen ------------------------------------------------------------------------------
 
 
 SORT_KEYS = [key for _, key in CAMPAIGN_COLUMNS]
-#: what the Campaigns table's columns but the name take: their widths, padding, scrollbar
-NAME_ROOM = 104
 
 
 class CampaignsScreen(CampaignActions):
@@ -98,6 +247,7 @@ class CampaignsScreen(CampaignActions):
         Binding("enter", "open", "Open"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse"),
+        Binding("a", "attention", "Needs attention"),
         *CAMPAIGN_BINDINGS,
     ]
 
@@ -105,6 +255,10 @@ class CampaignsScreen(CampaignActions):
         super().__init__(backend, every)
         self.sort = "id"
         self.descending = True
+        #: list only the campaigns that need attention (``a``)
+        self.attention = False
+        #: the width the last load was for
+        self.width = 0
         self.campaigns: dict[int, tuple[str, int]] = {}
 
     def compose(self) -> ComposeResult:
@@ -122,20 +276,42 @@ class CampaignsScreen(CampaignActions):
 
     def params(self) -> Any:
         # the name column takes what the other columns leave of the screen's width
-        width = max(24, self.size.width - NAME_ROOM)
-        return (self.query_one("#filter", Input).value, self.sort, self.descending, width)
+        width = self.size.width or self.app.size.width
+        self.width = width
+        value = self.query_one("#filter", Input).value
+        return (value, self.sort, self.descending, width, self.attention)
 
     def fetch(self, params: Any) -> CampaignList:
-        text, sort, descending, width = params
-        return campaign_list(self.backend, text, sort, descending, width)
+        text, sort, descending, width, attention = params
+        return campaign_list(self.backend, text, sort, descending, width, attention=attention)
 
     def show(self, data: CampaignList) -> None:
         self.campaigns = data.campaigns
-        self.query_one("#campaigns", LiveTable).show(data.rows)
+        self.query_one("#campaigns", LiveTable).show(
+            data.rows, columns=data.columns, widths={"name": data.name_width}
+        )
         arrow = "↓" if self.descending else "↑"
         shown = len(data.rows)
         scope = f"{shown:,} campaigns" if shown == data.total else f"{shown:,} of {data.total:,}"
-        self.query_one("#summary", Static).update(Text(f"{scope} · sorted by {self.sort} {arrow}"))
+        if self.attention:
+            scope = f"{shown:,} need attention (a: show all)"
+        elif data.attention:
+            scope += f" · {len(data.attention):,} need attention (a)"
+        summary = f"{scope} · sorted by {self.sort} {arrow}"
+        bar = self.query_one("#summary", Static)
+        if getattr(bar, "shown_text", None) != summary:
+            bar.shown_text = summary  # type: ignore[attr-defined]
+            bar.update(Text(summary))
+
+    def on_resize(self) -> None:
+        # the columns follow the width: load again when it changed since the last load
+        if self.width and self.loads and self.size.width not in (0, self.width):
+            self.reload()
+
+    def action_attention(self) -> None:
+        """List only the campaigns that need attention (held, failing, will expire), or all."""
+        self.attention = not self.attention
+        self.reload()
 
     def selected_campaign(self) -> tuple[int, str, int] | None:
         key = self.query_one("#campaigns", LiveTable).selected_key

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Header
+from textual.widgets import Header, Static
 from textual.worker import Worker, WorkerState
 
 from engine.actions import ActionRefused
+from engine.sending.status import EnginesHeader, engines_header
 from tui.backend import Backend, Refused
 from tui.dialogs import FormDialog, TextDialog
+from tui.format import engines_text
 from tui.messages import ActionDone, Loaded
 
 PaletteEntry = tuple[str, str, Callable[[], Any]]
@@ -38,9 +41,18 @@ class LiveScreen(Screen[None]):
         self.loads = 0
         self._timer: Timer | None = None
         self._shown = False
+        #: the engines running, as of the last load (read by ``fetch`` in the worker thread)
+        self.engines: EnginesHeader | None = None
 
     def compose_header(self) -> ComposeResult:
         yield Header(icon="≡")
+        yield Static("", id="engines", classes="engines")
+
+    @property
+    def engine_running(self) -> bool:
+        """Does any engine run (as of the load being built)? Without one nothing is sent, so
+        nothing is shown as in flight or projected (issue 11)."""
+        return self.engines is None or self.engines.ok
 
     # -- loading -------------------------------------------------------------------------
 
@@ -64,16 +76,29 @@ class LiveScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load(self, generation: int, params: Any) -> None:
+        engines = engines_header(self.backend.store, self.backend.now())
+        self.engines = engines
         data = self.fetch(params)
-        self.post_message(Loaded(generation, data))
+        self.post_message(Loaded(generation, data, engines))
 
     def on_loaded(self, message: Loaded) -> None:
         if message.generation != self.generation:
             return
         self.loads += 1
+        if message.engines is not None:
+            self.show_engines(message.engines)
         self.show(message.data)
         self.refresh_bindings()
         self._arm()
+
+    def show_engines(self, engines: EnginesHeader) -> None:
+        """The engines line under the header (rewritten only when its text changes)."""
+        text, level = engines_text(self.backend, engines)
+        bar = self.query_one("#engines", Static)
+        if getattr(bar, "shown_text", None) != text:
+            bar.shown_text = text  # type: ignore[attr-defined]
+            bar.update(Text(text))
+            bar.set_class(level == "late", "-none")
 
     def _arm(self) -> None:
         self._cancel_timer()

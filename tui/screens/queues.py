@@ -19,7 +19,18 @@ from engine.sending.status import account_rates
 from engine.store.accounts import AccountState
 from tui.backend import Backend
 from tui.dialogs import Field, FormDialog, required
-from tui.format import RATE_WINDOW, Cell, Row, Styled, rate_text, span, status_cell, until, when
+from tui.format import (
+    NOT_SENDING,
+    RATE_WINDOW,
+    Cell,
+    Row,
+    Styled,
+    rate_text,
+    span,
+    status_cell,
+    until,
+    when,
+)
 from tui.screens.actions import CAMPAIGN_BINDINGS, CampaignActions
 from tui.screens.campaign import CampaignScreen
 from tui.screens.live import PaletteEntry
@@ -64,9 +75,10 @@ class Queues:
     guard: dict[str, str]
 
 
-def queues(backend: Backend) -> Queues:
+def queues(backend: Backend, *, running: bool = True) -> Queues:
     """The Queues screen: accounts (their guard rows), active campaigns, the lease index and
-    a minute of events per account."""
+    a minute of events per account. Without a ``running`` engine nothing is in flight or
+    "sending now": the cells say no engine runs."""
     now = backend.now()
     snap = backend.store.views.queues(now - RATE_WINDOW)
     names = list(backend.config.accounts)
@@ -104,7 +116,7 @@ def queues(backend: Backend) -> Queues:
                     settings.channel if settings else (state.channel if state else "-"),
                     limit,
                     rate_text(actual),
-                    f"{flying:,}",
+                    f"{flying:,}" if running else Styled("no engine", "muted"),
                     f"{sum(c.remaining for c in mine):,}",
                     f"#{current.id}" if current else "-",
                     ", ".join(f"#{c.id}" for c in waiting) or "-",
@@ -121,13 +133,17 @@ def queues(backend: Backend) -> Queues:
                 (
                     str(c.id),
                     c.name,
-                    Styled("sending now", "status--sending")
+                    (
+                        Styled("sending now", "status--sending")
+                        if running
+                        else Styled(NOT_SENDING, "level--warn")
+                    )
                     if c is current and c.status == "sending"
                     else status_cell(c.status),
                     str(c.priority),
                     f"{c.remaining:,}",
                     f"{c.released_batches}/{c.batches}",
-                    f"{snap.in_flight.get(c.id, 0):,}",
+                    f"{snap.in_flight.get(c.id, 0):,}" if running else "-",
                     _next(backend, c, now, current),
                 ),
             )
@@ -178,8 +194,13 @@ def _guard_cells(
         b = Styled(str(b), "level--late")
     if rates.complaints_over:
         k = Styled(str(k), "level--late")
-    if state.override_by:
+    if state.breaker_open:
+        probe = f" (probe {until(now, state.breaker_retry_at)})" if state.breaker_retry_at else ""
         guard: Cell = Styled(
+            f"breaker open{probe}: {state.breaker_reason or 'channel failing'}", "level--late"
+        )
+    elif state.override_by:
+        guard = Styled(
             f"override by {state.override_by}: {state.override_reason or ''}".strip(),
             "level--warn",
         )
@@ -225,7 +246,7 @@ class QueuesScreen(CampaignActions):
         self.query_one("#accounts", LiveTable).focus()
 
     def fetch(self, params: Any) -> Queues:
-        return queues(self.backend)
+        return queues(self.backend, running=self.engine_running)
 
     def show(self, data: Queues) -> None:
         self.data = data
