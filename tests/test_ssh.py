@@ -650,3 +650,39 @@ async def test_the_real_tui_over_ssh(serve: Serve, keys: Keys, workspace: Path) 
     assert entry.actor == "ssh:ana@laptop"
     assert entry.detail == {"from": "scheduled", "to": "paused", "reason": "over ssh"}
     print(f"first frame over SSH {first_frame:.2f} s")
+
+
+async def test_an_export_over_ssh_writes_only_into_the_export_folder(
+    serve: Serve, keys: Keys, workspace: Path
+) -> None:
+    """Issue 12 (2): the export dialog over SSH refuses a path (here one that would land in
+    the keys file's folder) and writes a plain name only into `[tui] export_folder`."""
+    server = await serve(tui_argv(workspace))
+    folder = workspace.parent / "exports"
+    async with await connect(server, keys["ana"]) as conn:
+        t = await terminal(conn, 132, 40)
+        await t.until_screen(lambda s: re.search(r"^ *1 .*BRAD", s, re.M) is not None, "list")
+        t.send("\r")
+        await t.until_screen(lambda s: "Recipients 1–2 of 2" in s, "the campaign screen")
+        t.send("e")
+        await t.until_screen(lambda s: "File name" in s, "the export dialog")
+        t.send("../secrets/authorized_keys")  # replaces the name offered (selected)
+        await t.until_screen(lambda s: "../secrets/authorized_keys" in s, "the path typed")
+        t.send("\r")
+        await t.until_screen(lambda s: "names a folder" in s, "the refusal")
+        t.send("\x1b")  # Escape: no export
+        await t.until_screen(lambda s: "File name" not in s, "the dialog closed")
+        t.send("e")
+        await t.until_screen(lambda s: "File name" in s, "the export dialog again")
+        t.send("from-ssh")
+        await t.until_screen(lambda s: "from-ssh" in s, "the name typed")
+        t.send("\r")
+        await t.until_screen(lambda s: "2 recipients written to" in s, "the export done")
+        t.send("\x1b")  # back to the list (alone: Escape then q would read as alt+q)
+        await t.until_screen(lambda s: "disparo — Campaigns" in s, "the list again")
+        t.send("q")
+        assert await t.exit_status() == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["from-ssh.csv"]
+    assert not (workspace.parent / "secrets" / "authorized_keys").exists()
+    [entry] = [e for e in audit(workspace, "campaign:1") if e.action == "campaign.export"]
+    assert entry.actor == "ssh:ana@laptop" and entry.detail["file"] == str(folder / "from-ssh.csv")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from textual.drivers.headless_driver import HeadlessDriver
 
 from engine.store import schema as t
 from engine.store.delivery_errors import Counted
@@ -19,7 +20,7 @@ from engine.testing.eventually import eventually
 from tests.test_tui import NOW, World, column, demo_folder, screen_text, settle, table, world
 from tui.app import DisparoApp
 from tui.backend import Backend
-from tui.screens import CampaignScreen, EngineLogScreen
+from tui.screens import CampaignScreen, EngineLogScreen, LiveScreen
 from tui.screens.campaigns import campaign_list
 from tui.screenshots import SIZE
 from tui.widgets import LiveTable
@@ -75,12 +76,12 @@ async def test_the_header_lists_running_engines_with_accounts_and_heartbeat_age(
 ) -> None:
     world.store.engines.unregister("demo")
     register_engine(world, "node-a", ("sms",))
-    await world.clock.advance(timedelta(seconds=3))
+    await world.clock.advance(timedelta(seconds=7))
     app = world.app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         text = screen_text(app)
-        assert "▶ 1 engine: node-a [sms] ♥ 3s ago" in text
+        assert "▶ 1 engine: node-a [sms] ♥ 5s ago" in text, text.splitlines()[1]  # to 5 s
         assert "no engine running" not in text
         promo = world.campaign("q25010")
         app.push_screen(CampaignScreen(app.backend, promo))
@@ -322,3 +323,49 @@ async def test_the_engine_log_shows_a_running_engines_records_from_the_store(
     stored = " ".join(line.message for line in again.engine_log.recent(1000))
     again.close()
     assert "pa55-w0rd-in-a-file" not in stored
+
+
+# -- redraw only what changed ----------------------------------------------------------------
+
+
+class CountingDriver(HeadlessDriver):
+    """The headless driver, but Textual renders to it as to a terminal: it counts the bytes
+    a terminal (the SSH channel of ``disparo ssh-serve``) would receive."""
+
+    written = 0
+
+    @property
+    def is_headless(self) -> bool:
+        return False
+
+    def write(self, data: str) -> None:
+        CountingDriver.written += len(data.encode("utf-8"))
+
+
+@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "campaign"])
+async def test_idle_screens_send_almost_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """Nothing changes in the store: each refresh (once a second by default) sends at most a
+    few hundred bytes (issue 11: under 2 KB/s over SSH). Counted over refresh ticks, not time."""
+    import textual.drivers.headless_driver as headless
+
+    monkeypatch.setattr(headless, "HeadlessDriver", CountingDriver)
+    backend = world.app().backend
+    app = DisparoApp(backend, every=0.05)  # ticks come fast; the count is per tick
+    async with app.run_test(size=SIZE) as pilot:
+        if key == "campaign":
+            app.push_screen(CampaignScreen(backend, world.campaign("q25010"), every=0.05))
+        else:
+            await pilot.press(key)
+        screen = app.screen
+        assert isinstance(screen, LiveScreen)
+        await eventually(lambda: screen.loads >= 3, what="the screen loaded and drawn")
+        await pilot.pause()
+        assert CountingDriver.written > 1000  # the first frames were counted
+        before, loads = CountingDriver.written, screen.loads
+        await eventually(lambda: screen.loads >= loads + 20, what="20 more refreshes")
+        await pilot.pause()
+        per_tick = (CountingDriver.written - before) / (screen.loads - loads)
+    print(f"{key}: {per_tick:.0f} bytes a refresh")
+    assert per_tick < 2000 / 4, f"{per_tick:.0f} bytes a refresh with nothing changing"

@@ -102,7 +102,10 @@ def engines_text(backend: Backend, engines: EnginesHeader) -> tuple[str, str]:
     parts = []
     for e in engines.running:
         held = ", ".join(e.accounts) if e.accounts else "no account"
-        age = span(engines.now - e.heartbeat_at)
+        # to 5 s (a heartbeat's usual period): a live engine's line stays the same, so it is
+        # not drawn again every second
+        seconds = (engines.now - e.heartbeat_at).total_seconds()
+        age = "<5s" if seconds < 5 else span(timedelta(seconds=5 * (seconds // 5)))
         parts.append(f"{e.node} [{held}] ♥ {age} ago")
     n = len(engines.running)
     return f"▶ {n} engine{'s' if n > 1 else ''}: " + " · ".join(parts), "ok"

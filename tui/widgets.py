@@ -176,13 +176,32 @@ class LiveTable(DataTable[Text], inherit_bindings=False):
         self._cells = [cells for _, cells in rows]
 
 
+def show_text(widget: Static, content: str | Text) -> None:
+    """``widget.update(content)`` only when it shows something else: an update repaints
+    the widget (bytes on every SSH session) even when nothing changed. A string is shown as
+    it is (never read as markup: ``[sms]`` stays)."""
+    if isinstance(content, str):
+        content = Text(content)
+    key = (content.plain, tuple(content.spans), str(content.style))
+    if getattr(widget, "_shown_key", None) == key:
+        return
+    widget._shown_key = key  # type: ignore[attr-defined]
+    widget.update(content)
+
+
 class PanelView(Static):
     """Label/value lines of a ``Panel``; its level (``-ok``, ``-warn``, ``-late``) is a class
     the stylesheet colours the border with."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = CELL_CLASSES
 
+    _panel: Panel | None = None
+
     def show(self, panel: Panel) -> None:
+        """Show ``panel`` (nothing is redrawn when it is the one shown)."""
+        if panel == self._panel:
+            return
+        self._panel = panel
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style=self.get_component_rich_style("label", partial=True), no_wrap=True)
         grid.add_column()

@@ -40,7 +40,7 @@ from tui.format import (
 from tui.messages import ExportDone
 from tui.screens.actions import CAMPAIGN_BINDINGS, CampaignActions
 from tui.screens.live import PaletteEntry
-from tui.widgets import LiveTable, PanelView
+from tui.widgets import LiveTable, PanelView, show_text
 
 # -- the view model --------------------------------------------------------------------------
 
@@ -456,12 +456,14 @@ class CampaignScreen(CampaignActions):
             f"  ·  priority {c.priority} · wallet {c.wallet or '-'} · {c.channel} · "
             f"account {c.account or '-'}"
         )
-        self.query_one("#title", Static).update(title)
+        show_text(self.query_one("#title", Static), title)
         self.query_one("#totals", PanelView).show(data.totals)
         self.query_one("#deadline", PanelView).show(data.deadline)
-        self.query_one("#spark", Sparkline).data = data.spark
-        self.query_one("#spark-caption", Static).update(Text(data.spark_caption))
-        self.query_one("#pacing", Static).update(Text(data.pacing))
+        spark = self.query_one("#spark", Sparkline)
+        if spark.data != data.spark:
+            spark.data = data.spark
+        show_text(self.query_one("#spark-caption", Static), Text(data.spark_caption))
+        show_text(self.query_one("#pacing", Static), Text(data.pacing))
         timeline = self.query_one("#timeline", LiveTable)
         timeline.show(data.timeline)
         if data.focus_batch is not None and data.focus_batch != self.focused_batch:
@@ -474,12 +476,12 @@ class CampaignScreen(CampaignActions):
                 # after the layout: the table's height is known only then
                 self.call_after_refresh(timeline.move_cursor, row=row, animate=False, scroll=True)
         trouble = self.query_one("#trouble", Static)
-        trouble.display = bool(data.trouble)
-        if getattr(trouble, "shown_text", None) != data.trouble:
-            trouble.shown_text = data.trouble  # type: ignore[attr-defined]
-            trouble.update(Text(data.trouble))
-        self.query_one("#recipients-caption", Static).update(
-            Text(f"{data.recipients_caption}   (n next page, b previous, e export CSV)")
+        if trouble.display != bool(data.trouble):
+            trouble.display = bool(data.trouble)
+        show_text(trouble, data.trouble)
+        show_text(
+            self.query_one("#recipients-caption", Static),
+            Text(f"{data.recipients_caption}   (n next page, b previous, e export CSV)"),
         )
         self.query_one("#recipients", LiveTable).show(data.recipients)
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -20,7 +19,7 @@ from tui.backend import Backend
 from tui.format import Cell, Row, Styled, status_cell, when
 from tui.screens.actions import CAMPAIGN_BINDINGS, CampaignActions
 from tui.screens.campaign import CampaignScreen
-from tui.widgets import LiveTable
+from tui.widgets import LiveTable, show_text
 
 # -- the view model --------------------------------------------------------------------------
 
@@ -298,10 +297,7 @@ class CampaignsScreen(CampaignActions):
         elif data.attention:
             scope += f" · {len(data.attention):,} need attention (a)"
         summary = f"{scope} · sorted by {self.sort} {arrow}"
-        bar = self.query_one("#summary", Static)
-        if getattr(bar, "shown_text", None) != summary:
-            bar.shown_text = summary  # type: ignore[attr-defined]
-            bar.update(Text(summary))
+        show_text(self.query_one("#summary", Static), summary)
 
     def on_resize(self) -> None:
         # the columns follow the width: load again when it changed since the last load

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Header, Static
@@ -23,6 +23,7 @@ from tui.backend import Backend, Refused
 from tui.dialogs import FormDialog, TextDialog
 from tui.format import engines_text
 from tui.messages import ActionDone, Loaded
+from tui.widgets import show_text
 
 PaletteEntry = tuple[str, str, Callable[[], Any]]
 
@@ -43,6 +44,7 @@ class LiveScreen(Screen[None]):
         self._shown = False
         #: the engines running, as of the last load (read by ``fetch`` in the worker thread)
         self.engines: EnginesHeader | None = None
+        self._bindings_state: object = None
 
     def compose_header(self) -> ComposeResult:
         yield Header(icon="≡")
@@ -95,10 +97,25 @@ class LiveScreen(Screen[None]):
         """The engines line under the header (rewritten only when its text changes)."""
         text, level = engines_text(self.backend, engines)
         bar = self.query_one("#engines", Static)
-        if getattr(bar, "shown_text", None) != text:
-            bar.shown_text = text  # type: ignore[attr-defined]
-            bar.update(Text(text))
+        show_text(bar, text)
+        if bar.has_class("-none") != (level == "late"):
             bar.set_class(level == "late", "-none")
+
+    def refresh_bindings(self) -> None:
+        """Have the footer drawn again, only when what it would show changed (which of this
+        screen's actions are allowed, what has the focus): redrawing it costs bytes on every
+        SSH session, once a second."""
+        state = (
+            id(self.focused),
+            tuple(self.check_action(b.action.split("(", 1)[0], ()) for b in self._bindings_list()),
+        )
+        if state == self._bindings_state:
+            return
+        self._bindings_state = state
+        super().refresh_bindings()
+
+    def _bindings_list(self) -> list[Binding]:
+        return [b for b in self.BINDINGS if isinstance(b, Binding)]
 
     def _arm(self) -> None:
         self._cancel_timer()

@@ -15,7 +15,7 @@ from textual.widgets import Footer, Static
 from tui.backend import Backend
 from tui.format import Cell, Row, Styled, when
 from tui.screens.live import LiveScreen
-from tui.widgets import LiveTable
+from tui.widgets import LiveTable, show_text
 
 AUDIT_PAGE = 100
 LOG_LINES = 300
@@ -145,7 +145,7 @@ class AuditScreen(LiveScreen):
 
     def show(self, data: Page) -> None:
         self.page = data
-        self.query_one("#caption", Static).update(Text(data.caption))
+        show_text(self.query_one("#caption", Static), Text(data.caption))
         self.query_one("#audit", LiveTable).show(data.rows)
 
     def action_older(self) -> None:
@@ -182,7 +182,7 @@ class EngineLogScreen(LiveScreen):
         return engine_log_page(self.backend)
 
     def show(self, data: Page) -> None:
-        self.query_one("#caption", Static).update(Text(data.caption))
+        show_text(self.query_one("#caption", Static), Text(data.caption))
         self.query_one("#log", LiveTable).show(data.rows)
 
     def action_back(self) -> None:

@@ -34,7 +34,7 @@ from tui.format import (
 from tui.screens.actions import CAMPAIGN_BINDINGS, CampaignActions
 from tui.screens.campaign import CampaignScreen
 from tui.screens.live import PaletteEntry
-from tui.widgets import LiveTable
+from tui.widgets import LiveTable, show_text
 
 # -- the view model --------------------------------------------------------------------------
 
@@ -259,13 +259,14 @@ class QueuesScreen(CampaignActions):
             return
         self.account = self.query_one("#accounts", LiveTable).selected_key
         rows = self.data.queues.get(self.account or "", [])
-        self.query_one("#queue-caption", Static).update(
+        show_text(
+            self.query_one("#queue-caption", Static),
             Text(
                 f"Queue of {self.account}: the campaign it sends now, then the ones waiting by "
                 "priority (D11)"
                 if self.account
                 else "No sender account configured"
-            )
+            ),
         )
         self.query_one("#queue", LiveTable).show(rows)
         self.refresh_bindings()

@@ -18,7 +18,7 @@ from tui.backend import Backend
 from tui.dialogs import TextDialog
 from tui.format import Cell, Row, Styled, until, when
 from tui.screens.live import LiveScreen, PaletteEntry
-from tui.widgets import LiveTable
+from tui.widgets import LiveTable, show_text
 
 # -- the view model --------------------------------------------------------------------------
 
@@ -219,12 +219,13 @@ class SourcesScreen(LiveScreen):
         self.data = data
         self.query_one("#sources", LiveTable).show(data.sources)
         self.source = data.source
-        self.query_one("#files-caption", Static).update(
+        show_text(
+            self.query_one("#files-caption", Static),
             Text(
                 f"Files seen on {data.source}, newest first (Enter: the report)"
                 if data.source
                 else "No source configured"
-            )
+            ),
         )
         self.query_one("#files", LiveTable).show(data.files)
 

@@ -17,7 +17,7 @@ from tui.backend import Backend
 from tui.dialogs import Field, FormDialog, required
 from tui.format import Row, Styled, when
 from tui.screens.live import LiveScreen, PaletteEntry
-from tui.widgets import LiveTable
+from tui.widgets import LiveTable, show_text
 
 # -- the view model --------------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ class SuppressionsScreen(LiveScreen):
             counts.append(f" {origin} {n:,} ", style=style)
             counts.append(" ")
         counts.append(f"  showing: {data.origin or 'every origin'} (f)", style="italic")
-        self.query_one("#counts", Static).update(counts)
+        show_text(self.query_one("#counts", Static), counts)
         self.query_one("#suppressions", LiveTable).show(data.rows)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
