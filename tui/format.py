@@ -97,7 +97,10 @@ def engines_text(backend: Backend, engines: EnginesHeader) -> tuple[str, str]:
     """The line under every screen's header: each running engine (node, the accounts it
     holds, its heartbeat's age), or plainly that none runs; and its level (``ok``/``late``)."""
     if not engines.running:
-        what = engines.text  # "no engine running (the last one was heard of 40 s ago)"
+        what = "no engine running"
+        if engines.unresponsive:  # a time, not an age: the line stays the same while idle
+            last = max(e.heartbeat_at for e in engines.unresponsive)
+            what += f" (the last one was heard of at {when(backend, last, '%d/%m %H:%M:%S')})"
         return f"⏹ {what}: nothing is being sent; actions wait for an engine", "late"
     parts = []
     for e in engines.running:

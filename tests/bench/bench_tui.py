@@ -372,3 +372,80 @@ def bench_pause_from_the_ui_reaches_a_running_engine(tmp_path: Path) -> None:
             f"  run {run}: applied {took * 1000:6.0f} ms after Enter; then {after} sent "
             f"(the last {late * 1000:.0f} ms after it was applied)"
         )
+
+
+def bench_idle_bytes_over_ssh(tmp_path: Path) -> None:
+    """What an idle session costs the network: `disparo ssh-serve` runs the real `disparo tui`
+    on the demo store (no engine, nothing changing), a client with a 132×40 terminal shows
+    each screen; after it settled, the bytes received over 10 s are counted (the issue's
+    budget: under 2 KB/s; before the UI redrew only what changed it was 11–22 KB/s)."""
+    import asyncssh
+
+    from tui.screenshots import build_demo
+    from tui.ssh import KeyRing, TuiServer, load_host_key, tui_argv
+
+    build_demo(tmp_path).close()
+    client_key = asyncssh.generate_private_key("ssh-ed25519", comment="bench@here")
+    authorized = tmp_path / "secrets" / "ssh_authorized_keys"
+    authorized.parent.mkdir(exist_ok=True)
+    authorized.write_text(
+        f'environment="DISPARO_ROLE=viewer" {client_key.export_public_key().decode().strip()}\n'
+    )
+    host_key, _ = load_host_key(tmp_path / "secrets" / "ssh_host_ed25519_key")
+    settle, window = 3.0, 10.0
+
+    async def run() -> dict[str, tuple[int, float]]:
+        server = TuiServer(
+            keys=KeyRing(authorized), host_key=host_key, argv=tui_argv(tmp_path / "disparo.toml")
+        )
+        await server.start("127.0.0.1", 0)
+        found: dict[str, tuple[int, float]] = {}
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                server.port,
+                username="disparo",
+                client_keys=[client_key],
+                known_hosts=None,
+                agent_path=None,
+                config=None,
+            ) as conn:
+                process = await conn.create_process(
+                    term_type="xterm-256color", term_size=(132, 40), encoding=None
+                )
+
+                async def count(seconds: float) -> int:
+                    got = 0
+                    end = time.monotonic() + seconds
+                    while (left := end - time.monotonic()) > 0:
+                        try:
+                            async with asyncio.timeout(left):
+                                got += len(await process.stdout.read(65536))
+                        except TimeoutError:
+                            break
+                    return got
+
+                for key, screen in (
+                    ("", "Campaigns"),
+                    ("2", "Queues"),
+                    ("3", "Sources"),
+                    ("4", "Suppressions"),
+                    ("5", "Audit"),
+                    ("1\r", "Campaign 1 (detail)"),
+                ):
+                    process.stdin.write(key.encode())
+                    # the first screen also waits for the process to start (busy machines)
+                    drawn = await count(settle if key else 3 * settle)
+                    found[screen] = (drawn, await count(window) / window)
+                process.stdin.write(b"q")
+        finally:
+            await server.close()
+        return found
+
+    found = asyncio.run(run())
+    print(f"\nIdle TUI over SSH (132×40, demo store, nothing changing; bytes/s over {window:g} s):")
+    for screen, (drawn, rate) in found.items():
+        print(
+            f"  {screen:<22} {rate:8.0f} B/s  ({rate / 2000:.0%} of the 2 KB/s budget; "
+            f"{drawn:,} bytes to draw it)"
+        )
