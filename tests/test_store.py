@@ -188,6 +188,24 @@ def test_every_table_round_trips(store: Store) -> None:
             )
         )
         c.execute(sa.insert(t.source_state).values(source="drop", status="ok", updated_at=now))
+        group = c.execute(
+            sa.insert(t.groups).values(
+                name="parceiros", source="http", created_at=now, updated_at=now
+            )
+        ).inserted_primary_key[0]
+        c.execute(
+            sa.insert(t.group_members).values(
+                group_id=group, contact_id=contact, position=1, added_at=now
+            )
+        )
+        c.execute(
+            sa.insert(t.campaign_groups).values(campaign_id=campaign, group_id=group, position=0)
+        )
+        c.execute(
+            sa.insert(t.api_requests).values(
+                client="polo", key="k-1", campaign_id=campaign, created_at=now
+            )
+        )
         c.execute(
             sa.insert(t.mailboxes).values(
                 name="bounces", status="ok", handled=3, unparsed=1, updated_at=now

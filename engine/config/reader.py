@@ -18,18 +18,24 @@ from zoneinfo import ZoneInfo
 from engine.config.keys import ConfigError, ConfigProblem, Key, _Reader, _type_name
 from engine.config.settings import (
     ACCOUNT_KEYS,
+    API_CLIENT_KEYS,
+    API_KEYS,
     CONFIG_NAME,
     DEFAULT_TIME_ZONE,
     ENGINE_KEYS,
     ENV_VAR,
+    GROUP_KEYS,
     MAILBOX_KEYS,
     SOURCE_KEYS,
     TEMPLATE_KEYS,
     TRACKING_KEYS,
     WALLET_KEYS,
     AccountSettings,
+    ApiClient,
+    ApiSettings,
     Config,
     EngineSettings,
+    GroupSettings,
     MailboxSettings,
     PollSchedule,
     SourceSettings,
@@ -42,7 +48,17 @@ from engine.hosts import check_host_value, check_literal
 if TYPE_CHECKING:
     from engine.plugins import Plugins
 
-SECTIONS = ("engine", "sources", "accounts", "wallets", "tracking", "templates", "mailboxes")
+SECTIONS = (
+    "engine",
+    "sources",
+    "accounts",
+    "wallets",
+    "tracking",
+    "templates",
+    "mailboxes",
+    "groups",
+    "api",
+)
 _WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
@@ -354,6 +370,50 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             )
         wallets[code] = WalletSettings(code=code, **values)
 
+    groups: dict[str, GroupSettings] = {}
+    for name, raw in _tables(reader, "groups", data.get("groups", {})).items():
+        where = f"groups.{name}"
+        values = reader.table(where, raw, GROUP_KEYS)
+        if "url" not in values:
+            continue
+        if "every" in raw and "cron" in raw:
+            reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
+        groups[name] = GroupSettings(
+            name=name,
+            url=values["url"],
+            schedule=PollSchedule(
+                every=None if values.get("cron") else (values.get("every") or timedelta(hours=1)),
+                cron=values.get("cron"),
+            ),
+            allow_private=values.get("allow_private", False),
+            max_records=int(values.get("max_records", 100_000)),
+            timeout=values.get("timeout") or timedelta(seconds=30),
+            max_page_bytes=int(values.get("max_page_bytes", 16 * 1024 * 1024)),
+            ca_file=values.get("ca_file"),
+        )
+
+    api = ApiSettings()
+    if "api" in data:
+        raw_api = data["api"]
+        raw_clients = raw_api.get("clients", {}) if isinstance(raw_api, dict) else {}
+        plain = (
+            {k: v for k, v in raw_api.items() if k != "clients"}
+            if isinstance(raw_api, dict)
+            else raw_api
+        )
+        values = reader.table("api", plain, API_KEYS)
+        clients: dict[str, ApiClient] = {}
+        for name, raw in _tables(reader, "api.clients", raw_clients).items():
+            client = reader.table(f"api.clients.{name}", raw, API_CLIENT_KEYS)
+            if "token" in client:
+                clients[name] = ApiClient(name, client["token"])
+        api = ApiSettings(
+            listen=values.get("listen", "127.0.0.1:8081"),
+            max_recipients=int(values.get("max_recipients", 10_000)),
+            max_body_bytes=int(values.get("max_body_bytes", 8 * 1024 * 1024)),
+            clients=MappingProxyType(clients),
+        )
+
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(
@@ -367,6 +427,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         tracking=tracking,
         templates=MappingProxyType(templates),
         mailboxes=MappingProxyType(mailboxes),
+        groups=MappingProxyType(groups),
+        api=api,
     )
 
 

@@ -22,9 +22,12 @@ from zoneinfo import ZoneInfo
 from engine.config.keys import MISSING, PATH_TARGETS, Key
 from engine.config.reader import account_common_keys, plugin_keys, source_common_keys
 from engine.config.settings import (
+    API_CLIENT_KEYS,
+    API_KEYS,
     CONFIG_NAME,
     ENGINE_KEYS,
     ENV_VAR,
+    GROUP_KEYS,
     MAILBOX_KEYS,
     TEMPLATE_KEYS,
     TRACKING_KEYS,
@@ -242,6 +245,22 @@ def render_reference(plugins: Plugins) -> str:
             "## [templates.NAME]",
             "Approved WhatsApp templates, named by `_nt` in a file name (N16).",
             TEMPLATE_KEYS,
+        ),
+        (
+            "## [groups.NAME]",
+            "Groups fed by an HTTP endpoint (G1–G3), synced by `disparo run` on their schedule "
+            "and by `disparo groups sync NAME`. Groups fed by hand or by file need no table.",
+            GROUP_KEYS,
+        ),
+        (
+            "## [api]",
+            "The send API (`disparo run`, `disparo api serve`).",
+            API_KEYS,
+        ),
+        (
+            "## [api.clients.NAME]",
+            "A client system of the send API, with its bearer token.",
+            API_CLIENT_KEYS,
         ),
     ):
         out += [title, "", intro, "", *key_table(keys), ""]

@@ -303,6 +303,70 @@ TEMPLATE_KEYS: dict[str, Key] = {
     "variables": Key("strings", (), help="Contact fields for {{1}}, {{2}}… in order."),
 }
 
+GROUP_KEYS: dict[str, Key] = {
+    "url": Key(
+        "secret",
+        MISSING,
+        "The group's feed (G1): `GET <url>&pagina=N` answers a page of JSON records "
+        "(`nome`, `email`). The URL carries a token: a secret (F5, G3), never logged or "
+        "shown in full.",
+    ),
+    "every": Key("duration", timedelta(hours=1), "How often `disparo run` syncs it (or `cron`)."),
+    "cron": Key(
+        "cron",
+        None,
+        "When `disparo run` syncs it, as a cron expression in engine.time_zone; instead of "
+        "`every`.",
+    ),
+    "allow_private": Key(
+        "bool",
+        False,
+        "Allow a feed on a private, loopback or link-local address (refused by default, F3).",
+    ),
+    "max_records": Key(
+        "int",
+        100_000,
+        "A feed announcing more records than this fails the sync (G2).",
+        minimum=1,
+    ),
+    "timeout": Key("duration", timedelta(seconds=30), "Per page request (connect and read)."),
+    "max_page_bytes": Key(
+        "int", 16 * 1024 * 1024, "A page larger than this fails the sync.", minimum=1024
+    ),
+    "ca_file": Key(
+        "path",
+        None,
+        "A CA bundle (PEM) to trust instead of the system's, for a private CA. TLS is always "
+        "verified.",
+        target="file",
+    ),
+}
+
+API_KEYS: dict[str, Key] = {
+    "listen": Key(
+        "str",
+        "127.0.0.1:8081",
+        help="host:port the send API binds (`disparo run`, `disparo api serve`); not the "
+        "public tracking endpoint.",
+        check=check_listen,
+    ),
+    "max_recipients": Key(
+        "int", 10_000, "Recipients a POST may list inline (more: 413).", minimum=1
+    ),
+    "max_body_bytes": Key(
+        "int", 8 * 1024 * 1024, "The largest request body accepted (more: 413).", minimum=1024
+    ),
+}
+
+API_CLIENT_KEYS: dict[str, Key] = {
+    "token": Key(
+        "secret",
+        MISSING,
+        "The client system's bearer token (`token_file` or `token_env`); its campaigns' origin "
+        "is `api:NAME`.",
+    ),
+}
+
 WALLET_KEYS: dict[str, Key] = {
     "default_sender": Key("str", None, "The account ([accounts.NAME]) the wallet sends with."),
     "email_subject": Key(
@@ -435,6 +499,38 @@ class MailboxSettings:
 
 
 @dataclass(frozen=True)
+class GroupSettings:
+    """``[groups.NAME]``: a group fed by an HTTP endpoint (G1–G3)."""
+
+    name: str
+    url: SecretRef
+    schedule: PollSchedule
+    allow_private: bool
+    max_records: int
+    timeout: timedelta
+    max_page_bytes: int
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """``[api.clients.NAME]``: a client system of the send API."""
+
+    name: str
+    token: SecretRef
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the send API."""
+
+    listen: str = "127.0.0.1:8081"
+    max_recipients: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    clients: Mapping[str, ApiClient] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     """``[templates.NAME]``: an approved WhatsApp template (N16, ``_nt``)."""
 
@@ -468,6 +564,8 @@ class Config:
     tracking: TrackingSettings | None = None
     templates: Mapping[str, TemplateSettings] = field(default_factory=dict)
     mailboxes: Mapping[str, MailboxSettings] = field(default_factory=dict)
+    groups: Mapping[str, GroupSettings] = field(default_factory=dict)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
     def tz(self) -> ZoneInfo:

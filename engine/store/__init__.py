@@ -30,6 +30,7 @@ from engine.store.engines import Engines
 from engine.store.errors import Outage, describe, is_transient
 from engine.store.feedback import Feedback
 from engine.store.files import Files
+from engine.store.groups import Groups
 from engine.store.imports import Imports
 from engine.store.mailboxes import Mailboxes
 from engine.store.publications import Publications
@@ -69,6 +70,7 @@ class Store:
         self.views = Views(self)
         self.engines = Engines(self)
         self.errors = DeliveryErrors(self)
+        self.groups = Groups(self)
 
     @classmethod
     def open(

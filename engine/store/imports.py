@@ -237,6 +237,57 @@ class ImportSession:
         return result
 
 
+def upsert_staged_contacts(
+    conn: Connection, pg: bool, now: datetime, import_id: int | None
+) -> None:
+    """Insert or update the contacts of the staged rows (N25: a later row of an identity
+    updates the earlier one; fields merge). ``import_id`` marks them as this import's (None:
+    a group's or an API client's rows, which no ledger entry records)."""
+    params = {"now": now, "imp": import_id}
+    common = (
+        "external_key = COALESCE(excluded.external_key, contacts.external_key), "
+        "name = COALESCE(excluded.name, contacts.name), "
+        "email = COALESCE(excluded.email, contacts.email), "
+        "phone = COALESCE(excluded.phone, contacts.phone), "
+        "updated_at = excluded.updated_at, "
+    )
+    if not pg:
+        # rows go in file order: a later row of the same identity updates the earlier one
+        # (N25), keeping the first row's number for the recipients' order (D3)
+        sql = (
+            "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+            "created_at, updated_at, import_id, import_row) "
+            # identity order: the unique index is written sequentially (cache friendly);
+            # row order within an identity keeps the merge semantics
+            f"SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
+            f"row_no FROM {STAGING} WHERE true ORDER BY row_no "
+            "ON CONFLICT (identity) DO UPDATE SET "
+            + common
+            + "fields = json_patch(contacts.fields, excluded.fields), "
+            "import_row = CASE WHEN contacts.import_id = excluded.import_id "
+            "THEN contacts.import_row ELSE excluded.import_row END, "
+            "import_id = excluded.import_id"
+        )
+    else:
+        # PostgreSQL refuses to touch a row twice in one statement: merge first
+        def last(col: str) -> str:
+            return f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
+
+        sql = (
+            "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+            "created_at, updated_at, import_id, import_row) "
+            f"SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
+            f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
+            f":now, :now, :imp, min(row_no) "
+            f"FROM {STAGING} GROUP BY identity "
+            "ON CONFLICT (identity) DO UPDATE SET "
+            + common
+            + "fields = contacts.fields || excluded.fields, "
+            "import_row = excluded.import_row, import_id = excluded.import_id"
+        )
+    conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
+
+
 class _Commit:
     """The statements of one import's transaction."""
 
@@ -393,51 +444,7 @@ class _Commit:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _upsert_contacts(self, import_id: int) -> None:
-        params = {"now": self.now, "imp": import_id}
-        common = (
-            "external_key = COALESCE(excluded.external_key, contacts.external_key), "
-            "name = COALESCE(excluded.name, contacts.name), "
-            "email = COALESCE(excluded.email, contacts.email), "
-            "phone = COALESCE(excluded.phone, contacts.phone), "
-            "updated_at = excluded.updated_at, "
-        )
-        if not self.pg:
-            # rows go in file order: a later row of the same identity updates the earlier one
-            # (N25), keeping the first row's number for the recipients' order (D3)
-            sql = (
-                "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
-                "created_at, updated_at, import_id, import_row) "
-                # identity order: the unique index is written sequentially (cache friendly);
-                # row order within an identity keeps the merge semantics
-                f"SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
-                f"row_no FROM {STAGING} WHERE true ORDER BY row_no "
-                "ON CONFLICT (identity) DO UPDATE SET "
-                + common
-                + "fields = json_patch(contacts.fields, excluded.fields), "
-                "import_row = CASE WHEN contacts.import_id = excluded.import_id "
-                "THEN contacts.import_row ELSE excluded.import_row END, "
-                "import_id = excluded.import_id"
-            )
-        else:
-            # PostgreSQL refuses to touch a row twice in one statement: merge first
-            def last(col: str) -> str:
-                return (
-                    f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
-                )
-
-            sql = (
-                "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
-                "created_at, updated_at, import_id, import_row) "
-                f"SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
-                f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
-                f":now, :now, :imp, min(row_no) "
-                f"FROM {STAGING} GROUP BY identity "
-                "ON CONFLICT (identity) DO UPDATE SET "
-                + common
-                + "fields = contacts.fields || excluded.fields, "
-                "import_row = excluded.import_row, import_id = excluded.import_id"
-            )
-        self.sql(sql, **params)
+        upsert_staged_contacts(self.c, self.pg, self.now, import_id)
 
     def _membership(self, import_id: int, wallet_id: int) -> None:
         f = self.f
@@ -464,13 +471,11 @@ class _Commit:
             tag=f.tag,
         )
 
-    def _materialise_audience(
-        self, address: str, prospects_only: bool, since: datetime | None
-    ) -> None:
-        """``import_audience``: one row per candidate recipient, computed once: the contacts of
-        this import, first row first, with ``dup`` > 1 for a repeated address (D3) and their
-        state: suppressed (D4), skipped by ``_x`` (D4) or pending."""
-        column = "email" if address == "email" else "phone"
+    def _campaign(
+        self, file_id: int, wallet_id: int, mailing_id: int | None
+    ) -> tuple[int, int, int, int, int, int, int]:
+        spec = self.f.campaign
+        assert spec is not None
         if self.messages:
             message = (
                 f"(SELECT s.message FROM {STAGING} s WHERE s.identity = per.identity "
@@ -478,8 +483,55 @@ class _Commit:
             )
         else:
             message = "NULL"
-        normal = "lower(x.address)" if column == "email" else "x.address"
         prospect = "max(prospect)" if not self.pg else "bool_or(prospect)"
+        return CampaignWriter(self.c, self.pg, self.now).create(
+            spec,
+            per=f"SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
+            f"FROM {STAGING} GROUP BY identity",
+            message=message,
+            prospects_only=self.f.prospects_only,
+            empty_is_error=self.f.empty_is_error,
+            actor=self.f.actor,
+            wallet_id=wallet_id,
+            mailing_id=mailing_id,
+            detail={"file": self.f.file.path},
+        )
+
+
+class CampaignWriter:
+    """A campaign and its deliveries, written in the caller's transaction from a set of
+    candidate contacts: the one path of every origin (a file's rows, an operator's groups, an
+    API client's recipients), so ordering (D3), suppressions and ``_x`` (D4), de-duplication
+    and batches (D5) are the same for all."""
+
+    def __init__(self, conn: Connection, pg: bool, now: datetime) -> None:
+        self.c = conn
+        self.pg = pg
+        self.now = now
+
+    def sql(self, sql: str, **params: Any) -> Any:
+        """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
+        text = sa.text(sql)
+        typed = [sa.bindparam(n, type_=UTCDateTime()) for n in ("now", "since") if n in params]
+        if typed:
+            text = text.bindparams(*typed)
+        return self.c.execute(text, params)
+
+    def _materialise_audience(
+        self,
+        address: str,
+        per: str,
+        message: str,
+        prospects_only: bool,
+        since: datetime | None,
+        params: Mapping[str, Any],
+    ) -> None:
+        """``import_audience``: one row per candidate recipient, computed once: the contacts of
+        ``per`` (``identity``, ``first_row``, ``prospect``), first row first, with ``dup`` > 1
+        for a repeated address (D3) and their state: suppressed (D4), skipped by ``_x`` (D4)
+        or pending."""
+        column = "email" if address == "email" else "phone"
+        normal = "lower(x.address)" if column == "email" else "x.address"
         only = (
             ("AND per.prospect = 1" if not self.pg else "AND per.prospect")
             if prospects_only
@@ -488,8 +540,7 @@ class _Commit:
         self.sql(f"DROP TABLE IF EXISTS {AUDIENCE}")
         self.sql(
             f"CREATE TEMP TABLE {AUDIENCE} AS "
-            f"WITH per AS (SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
-            f"FROM {STAGING} GROUP BY identity), "
+            f"WITH per AS ({per}), "
             f"x AS (SELECT c.id, c.{column} AS address, per.first_row, {message} AS message, "
             f"c.last_interaction_at, "
             f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY per.first_row) AS dup "
@@ -502,17 +553,34 @@ class _Commit:
             f"FROM x LEFT JOIN suppressions sup ON sup.kind = '{column}' "
             f"AND sup.address = {normal}",
             since=since,
+            **params,
         )
 
-    def _campaign(
-        self, file_id: int, wallet_id: int, mailing_id: int | None
+    def create(
+        self,
+        spec: Campaign,
+        *,
+        per: str,
+        params: Mapping[str, Any] | None = None,
+        message: str = "NULL",
+        prospects_only: bool = False,
+        empty_is_error: bool = False,
+        actor: str,
+        wallet_id: int | None = None,
+        mailing_id: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+        campaign_id: int | None = None,
     ) -> tuple[int, int, int, int, int, int, int]:
-        spec = self.f.campaign
-        assert spec is not None
+        """Write the campaign (or, with ``campaign_id``, fill that existing one: a draft being
+        started) and its deliveries; returns (id, recipients, pending, suppressed, skipped,
+        duplicate addresses, batches). Raises ``EmptyAudience`` when ``empty_is_error`` and
+        nobody is left."""
         since = None
         if spec.exclude_recent_hours is not None:
             since = self.now - timedelta(hours=spec.exclude_recent_hours)
-        self._materialise_audience(spec.address_kind, self.f.prospects_only, since)
+        self._materialise_audience(
+            spec.address_kind, per, message, prospects_only, since, params or {}
+        )
         counts: dict[str, int] = {}
         dups = 0
         for row in self.sql(
@@ -524,30 +592,40 @@ class _Commit:
             else:
                 counts[state] = n
         recipients = sum(counts.values())
-        if recipients == 0 and self.f.empty_is_error:
+        if recipients == 0 and empty_is_error:
             raise EmptyAudience(spec.name)
         pending = counts.get("pending", 0)
         sizes = batch_sizes(pending, spec.pacing)
         size = sizes[0] if sizes else 1
         status = spec.status
-        result = self.c.execute(
-            sa.insert(campaigns).values(
-                {
-                    **campaign_columns(spec),
-                    "mailing_id": mailing_id,
-                    "wallet_id": wallet_id,
-                    "recipients": recipients,
-                    "audience": pending,
-                    "batches": len(sizes),
-                    "released_batches": 0,
-                    "created_at": self.now,
-                    "updated_at": self.now,
-                    "suppressed": counts.get("suppressed", 0),
-                    "skipped": counts.get("skipped", 0),
-                }
+        values = {
+            "recipients": recipients,
+            "audience": pending,
+            "batches": len(sizes),
+            "released_batches": 0,
+            "updated_at": self.now,
+            "suppressed": counts.get("suppressed", 0),
+            "skipped": counts.get("skipped", 0),
+        }
+        if campaign_id is None:
+            result = self.c.execute(
+                sa.insert(campaigns).values(
+                    {
+                        **campaign_columns(spec),
+                        "mailing_id": mailing_id,
+                        "wallet_id": wallet_id,
+                        "created_at": self.now,
+                        **values,
+                    }
+                )
             )
-        )
-        campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        else:
+            self.c.execute(
+                sa.update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(status=status, start_at=spec.start_at, **values)
+            )
         build = "json_object" if not self.pg else "jsonb_build_object"
         pending_flag = "(state = 'pending')"
         self.sql(
@@ -567,14 +645,15 @@ class _Commit:
         self.c.execute(
             sa.insert(audit_log).values(
                 at=self.now,
-                actor=self.f.actor,
+                actor=actor,
                 action="campaign.created",
                 target=f"campaign:{campaign_id}",
                 detail={
                     "status": status,
                     "recipients": recipients,
-                    "file": self.f.file.path,
+                    "origin": spec.origin,
                     "reason": spec.status_reason,
+                    **(detail or {}),
                 },
             )
         )
@@ -615,6 +694,7 @@ class Imports(Queries):
 
 
 __all__ = [
+    "CampaignWriter",
     "CommitFacts",
     "CommitResult",
     "DuplicateFile",
@@ -622,4 +702,5 @@ __all__ = [
     "EmptyAudience",
     "ImportSession",
     "Imports",
+    "upsert_staged_contacts",
 ]

@@ -436,6 +436,59 @@ delivery_errors = Table(
     Index(None, "account", "last_at"),
 )
 
+# Groups (G1–G3): named sets of contacts, fed by hand, by a CSV file or by an HTTP endpoint;
+# an operator's campaign is sent to the members of its groups (frozen at its start)
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    # manual | file | http: how its members last came
+    Column("source", String(20), nullable=False, default="manual"),
+    Column("synced_at", UTCDateTime()),
+    # the last sync of an HTTP-fed group: ok | error (with why), or NULL before the first
+    Column("sync_status", String(12)),
+    Column("sync_message", Text),
+    Column("next_sync_at", UTCDateTime()),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", Id, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    # the order members came in (a file's row order, a feed's record order): a composed
+    # campaign's recipients follow it (D3)
+    Column("position", Integer, nullable=False),
+    Column("added_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("group_id", "contact_id"),
+    Index(None, "contact_id"),
+)
+
+# The groups a composed campaign is sent to, in the order given (its audience is frozen from
+# them when it starts)
+campaign_groups = Table(
+    "campaign_groups",
+    metadata,
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("group_id", Id, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    PrimaryKeyConstraint("campaign_id", "group_id"),
+)
+
+# Idempotency keys of the send API: a retried POST returns the campaign it made
+api_requests = Table(
+    "api_requests",
+    metadata,
+    Column("client", String(100), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    _created(),
+    PrimaryKeyConstraint("client", "key"),
+)
+
 # Commands written by the UI (or the CLI) and applied by the engine.
 commands = Table(
     "commands",
@@ -515,7 +568,9 @@ mailboxes = Table(
 __all__ = [
     "UTCDateTime",
     "accounts",
+    "api_requests",
     "audit_log",
+    "campaign_groups",
     "campaigns",
     "commands",
     "contact_tags",
@@ -525,6 +580,8 @@ __all__ = [
     "engines",
     "events",
     "files",
+    "group_members",
+    "groups",
     "links",
     "mailboxes",
     "mailings",
