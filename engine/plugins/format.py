@@ -146,6 +146,25 @@ class Format(Configurable, ABC):
         """Open the downloaded file and describe its import; raise ``FileRejected`` when it
         cannot be imported. Rows are read lazily while the importer consumes them."""
 
+    def contacts(self, path: str, spool: Path) -> ImportSpec:
+        """Open a plain contact file (a group's ``groups import``): its rows as contacts, with
+        the format's CSV reading and address hygiene, and no mailing nor campaign. By
+        default a format reads none: ``FileRejected``."""
+        from engine.problems import Problem
+
+        raise FileRejected(
+            [
+                Problem(
+                    "no-contacts",
+                    "N22",
+                    f"the `{self.name}` format reads no plain contact files; use the "
+                    "`mailing` format's CSV",
+                    f"o formato `{self.name}` não lê arquivos simples de contatos; use o CSV "
+                    "do formato `mailing`",
+                )
+            ]
+        )
+
     def dedupe_key(self, path: str, sha256: str) -> str:
         """What makes two files "the same" (F10): by default the name and the content."""
         return f"{path}\n{sha256}"

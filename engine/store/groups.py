@@ -69,8 +69,9 @@ class Member:
     suppressed: bool
 
 
-def _suppressed(c: Any = contacts) -> Any:
+def _suppressed() -> Any:
     """Is the contact's e-mail or phone suppressed (an SQL expression)?"""
+    c = contacts.c
     return sa.exists().where(
         sa.or_(
             sa.and_(
@@ -109,6 +110,10 @@ def audience_sql(group_ids: Sequence[int], *, staged: bool = False) -> tuple[str
 class GroupSession(ImportSession):
     """Rows staged for a group (a CSV file, a feed's records, addresses given by hand) or for
     an API client's inline recipients, written in one transaction."""
+
+    def __enter__(self) -> GroupSession:
+        super().__enter__()
+        return self
 
     def _begin(self) -> tuple[Connection, datetime]:
         assert self.conn is not None

@@ -580,6 +580,75 @@ class MailingFormat(Format):
             close=handle.close,
         )
 
+    def contacts(self, path: str, spool: Path) -> ImportSpec:
+        """A plain contact file for a group (``disparo groups import``): the same CSV reading
+        as a mailing's (N22: encoding and delimiter detected; N23: headers by alias) and the
+        same hygiene (N24–N26), with no mailing and no campaign; e-mail or phone per row."""
+        refuse_payload(spool, path)
+        encoding, longest, nul = scan(spool)
+        raw = spool.open("rb")
+        handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+        lines = bounded_lines(handle) if longest >= MAX_LINE else iter(handle)
+        first = next(lines, "")
+        if first.startswith(TOO_LONG):
+            handle.close()
+            raise FileRejected([MESSAGES.make("line-too-long", limit=f"{MAX_LINE:,}")])
+        if not first.strip():
+            handle.close()
+            raise FileRejected([MESSAGES.make("empty-file")])
+        delimiter = sniff_delimiter(first)
+        header = next(csv.reader([first], delimiter=delimiter))
+        roles: dict[str, int] = {}
+        fields: dict[int, str] = {}
+        for index, title in enumerate(header):
+            role = _ROLE_OF.get(normalise_header(title))
+            if role is not None and role not in roles:
+                roles[role] = index
+            else:
+                key = field_key(title, index)
+                while key in fields.values():
+                    key += "_2"
+                fields[index] = key
+        if "phone" not in roles and "email" not in roles:
+            handle.close()
+            raise FileRejected(
+                [
+                    MESSAGES.make(
+                        "missing-column",
+                        what="phone or e-mail",
+                        what_pt="telefone ou e-mail",
+                        aliases=", ".join(ALIASES["email"] + ALIASES["phone"]),
+                        found=", ".join(h.strip() for h in header) or "(none)",
+                    )
+                ]
+            )
+        rules = RowRules(
+            columns=len(header),
+            key=roles.get("key"),
+            name=roles.get("name"),
+            phone=roles.get("phone"),
+            email=roles.get("email"),
+            message=None,
+            prospect=None,
+            fields=tuple(sorted(fields.items())),
+            channel=None,
+            hygiene=True,
+            kind=None,
+            needs_message=False,
+            nul=nul,
+            header=tuple(header),
+        )
+        rows = self._rows(lines, delimiter, rules, handle, _workers(spool, True))
+        leaf = path.rsplit("/", 1)[-1]
+        return ImportSpec(
+            wallet="",
+            tag=leaf,
+            header=list(header),
+            rows=rows,
+            progress=raw.tell,
+            close=handle.close,
+        )
+
     def _campaign(
         self,
         check: NameCheck,
