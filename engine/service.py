@@ -20,6 +20,7 @@ from engine.feedback.mailbox import MailboxPoller, PollResult
 from engine.feedback.metrics import Metrics
 from engine.feedback.tracking import SignalWriter, Tracking
 from engine.intake.collector import Collector, PollSummary
+from engine.intake.groupfeed import run_group_feeds
 from engine.plugins import Plugins
 from engine.publish.service import Outcome, Publishing
 from engine.sending.dispatcher import Dispatcher
@@ -479,6 +480,10 @@ class Engine:
         self._start_task("collector", self.collector.run_forever(self._collector_stop))
         self._start_task("guard", self.guard.run())
         self._start_task("publishing", self.publishing.run(self.stop))
+        if self.config.groups:
+            self._start_task(
+                "groups", run_group_feeds(self.store, self.config, self.clock, self.stop)
+            )
         self._start_pollers()
         try:
             await self.dispatcher.run(self.stop, before_release=self._stop_background)
