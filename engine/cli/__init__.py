@@ -33,7 +33,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import campaigns, collect, feedback, groups, names, publish, setup
+    from engine.cli import campaigns, collect, compose, feedback, groups, names, publish, setup
 
     for command in (
         *setup.COMMANDS,
@@ -43,6 +43,7 @@ def _register_builtin_commands() -> None:
         *feedback.COMMANDS,
         *publish.COMMANDS,
         *groups.COMMANDS,
+        *compose.COMMANDS,  # `campaign new` and `campaign start` join the `campaign` group
     ):
         cli.add_command(command)
 

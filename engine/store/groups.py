@@ -422,11 +422,12 @@ class Groups(Queries):
     def ids(self, names: Sequence[str]) -> list[int]:
         """The ids of the named groups, in the order given; ``GroupError`` names the unknown."""
         with self.store.read() as c:
-            found = dict(
-                c.execute(sa.select(groups.c.name, groups.c.id).where(groups.c.name.in_(names)))
-                .tuples()
-                .all()
-            )
+            found = {
+                str(row[0]): int(row[1])
+                for row in c.execute(
+                    sa.select(groups.c.name, groups.c.id).where(groups.c.name.in_(names))
+                )
+            }
         missing = [n for n in names if n not in found]
         if missing:
             raise GroupError(

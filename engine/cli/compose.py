@@ -1,0 +1,165 @@
+"""``disparo campaign new`` and ``disparo campaign start``: campaigns composed by an operator
+for groups, sent like file campaigns (pacing, deadline, guard, priority, suppressions)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.actions import ROLES, actor
+from engine.cli.campaigns import ROLE_OPTION, campaign
+from engine.cli.context import AppContext, app, fail
+
+
+def _when(a: AppContext, value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} `{value}` is not a time: write YYYY-MM-DDTHH:MM (local time, D2)")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=a.config.tz)
+
+
+def _read(path: Path | None, option: str) -> str | None:
+    if path is None:
+        return None
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def require_operator(a: AppContext, role: str | None) -> str:
+    """The acting role, if it may compose and start campaigns (operator or admin)."""
+    acting = role or a.config.engine.role
+    if ROLES.index(acting) < ROLES.index("operator"):
+        fail(
+            f"composing and starting campaigns needs the operator role or higher; you act as "
+            f"{acting} (engine.role in the config, or --role)"
+        )
+    return acting
+
+
+def address_kinds(a: AppContext) -> dict[str, str]:
+    """Each channel's contact address (email | phone), from the channel plugins."""
+    return {name: cls.address_kind for name, cls in a.plugins.channels().items()}
+
+
+@campaign.command("new")
+@click.option("--account", required=True, help="The sender account ([accounts.NAME]).")
+@click.option("--group", "groups", multiple=True, required=True, help="A group (repeatable).")
+@click.option("--subject", help="The e-mail subject (a template: {{ nome }}).")
+@click.option(
+    "--html",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The e-mail body (HTML template).",
+)
+@click.option(
+    "--text",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The SMS text (template).",
+)
+@click.option("--template", help="The WhatsApp template ([templates.NAME]).")
+@click.option("--name", help="The campaign's name (default: the subject).")
+@click.option("--start", help="YYYY-MM-DDTHH:MM, local time (default: now) (D2).")
+@click.option("--deadline", help="YYYY-MM-DDTHH:MM: nothing is sent at or after it (D8).")
+@click.option("--pace", help="PERCENT/INTERVAL, e.g. 15/20m: 15 % every 20 minutes (D5).")
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--draft", is_flag=True, help="Keep it as a draft: `campaign start ID` starts it.")
+@click.option("--json", "as_json", is_flag=True)
+@ROLE_OPTION
+@click.pass_context
+def campaign_new(
+    ctx: click.Context,
+    account: str,
+    groups: tuple[str, ...],
+    subject: str | None,
+    html: Path | None,
+    text: Path | None,
+    template: str | None,
+    name: str | None,
+    start: str | None,
+    deadline: str | None,
+    pace: str | None,
+    priority: int,
+    draft: bool,
+    as_json: bool,
+    role: str | None,
+) -> None:
+    """Compose a campaign for groups. Its audience is frozen when it starts: the groups'
+    members minus suppressions (D3, D4). Prints its id ({"id": N} with --json)."""
+    from engine.intake.compose import CampaignRequest, ComposeError, create
+
+    a = app(ctx)
+    config = a.require_config()
+    require_operator(a, role)
+    request = CampaignRequest(
+        account=account,
+        groups=list(groups),
+        name=name,
+        subject=subject,
+        html=_read(html, "--html"),
+        text=_read(text, "--text"),
+        template=template,
+        start=_when(a, start, "--start"),
+        deadline=_when(a, deadline, "--deadline"),
+        pace=pace,
+        priority=priority,
+        draft=draft,
+        origin="operator",
+    )
+    try:
+        campaign_id, _ = create(a.store, config, request, address_kinds(a), actor=actor())
+    except ComposeError as exc:
+        fail(
+            "the campaign was not created: "
+            + "; ".join(f"--{p.field}: {p.message}" for p in exc.problems)
+        )
+    _report(a, campaign_id, as_json)
+
+
+def _report(a: AppContext, campaign_id: int, as_json: bool) -> None:
+    c = a.store.campaigns.get(campaign_id, content=False)
+    assert c is not None
+    if as_json:
+        click.echo(json.dumps({"id": campaign_id}))
+        return
+    if c.status == "draft":
+        a.console.print(
+            f"[green]campaign {campaign_id} saved as a draft[/]: start it with "
+            f"`{a.hint('campaign', 'start', str(campaign_id))}`"
+        )
+        return
+    when = c.start_at.astimezone(a.config.tz).strftime("%d/%m/%Y %H:%M")
+    a.console.print(
+        f"[green]campaign {campaign_id}[/]: {c.recipients:,} recipient(s) "
+        f"({c.counters.get('suppressed', 0):,} suppressed), {c.batches} batch(es), starts "
+        f"{when}; follow it with `{a.hint('campaign', 'show', str(campaign_id))}`"
+    )
+
+
+@campaign.command("start")
+@click.argument("campaign_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@ROLE_OPTION
+@click.pass_context
+def campaign_start(ctx: click.Context, campaign_id: int, as_json: bool, role: str | None) -> None:
+    """Start a draft: its audience is frozen now (its groups' members minus suppressions)."""
+    from engine.store.groups import GroupError
+
+    a = app(ctx)
+    require_operator(a, role)
+    try:
+        a.existing_store.groups.start(campaign_id, actor=actor())
+    except GroupError as exc:
+        fail(str(exc))
+    _report(a, campaign_id, as_json)
+
+
+COMMANDS: tuple[Any, ...] = ()
