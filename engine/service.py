@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
+from engine.api import SendApi
 from engine.clock import Clock
 from engine.config import LOG_FORMATS, Config
 from engine.feedback.mailbox import MailboxPoller, PollResult
@@ -176,6 +177,9 @@ class Engine:
         self.mailboxes = self._pollers(config)
         #: where the tracking endpoint listens once ``run`` started it
         self.listening: str | None = None
+        #: the send API, served by ``run`` when [api.clients] are configured, and its address
+        self.api: SendApi | None = None
+        self.api_listening: str | None = None
         self._background: dict[str, asyncio.Task[None]] = {}
         self._collector_stop = asyncio.Event()
         self._signals = 0
@@ -477,6 +481,11 @@ class Engine:
                 self.listening,
                 self.tracking.settings.public_url,
             )
+        if self.config.api.clients:
+            kinds = {n: c.address_kind for n, c in self.plugins.channels().items()}
+            self.api = SendApi(self.store, self.config, kinds)
+            self.api_listening = await self.api.start()
+            log.info("send API listening on %s", self.api_listening)
         self._start_task("collector", self.collector.run_forever(self._collector_stop))
         self._start_task("guard", self.guard.run())
         self._start_task("publishing", self.publishing.run(self.stop))
@@ -492,6 +501,8 @@ class Engine:
             await self._stop_background()
             if self.tracking is not None:
                 await self.tracking.stop()
+            if self.api is not None:
+                await self.api.stop()
             await self.writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.checkpoint)

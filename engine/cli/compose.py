@@ -162,4 +162,53 @@ def campaign_start(ctx: click.Context, campaign_id: int, as_json: bool, role: st
     _report(a, campaign_id, as_json)
 
 
-COMMANDS: tuple[Any, ...] = ()
+@click.group("api")
+def api_command() -> None:
+    """The send API ("Envios por API"): client systems create campaigns over HTTP."""
+
+
+@api_command.command("serve")
+@click.option("--listen", help="HOST:PORT to bind (default: [api] listen, 127.0.0.1:8081).")
+@click.pass_context
+def api_serve(ctx: click.Context, listen: str | None) -> None:
+    """Serve the send API alone (`disparo run` serves it too when [api.clients] exist);
+    Ctrl-C or SIGTERM stops it."""
+    import asyncio
+    import signal
+
+    from engine.api import SendApi
+    from engine.config.settings import check_listen
+
+    a = app(ctx)
+    config = a.require_config()
+    if listen is not None and (problem := check_listen(listen)):
+        fail(f"--listen: {problem}")
+    if not config.api.clients:
+        fail(
+            "no API client is configured: add [api.clients.NAME] with `token_file` to "
+            "disparo.toml (each client system has its own bearer token, F5)"
+        )
+    server = SendApi(a.store, config, address_kinds(a))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            bound = await server.start(listen)
+        except OSError as exc:
+            fail(f"cannot listen on {listen or config.api.listen}: {exc.strerror or exc}")
+        a.err.print(
+            f"send API on http://{bound}/api/v1/ ({len(config.api.clients)} client(s)); "
+            "Ctrl-C stops it"
+        )
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+COMMANDS: tuple[Any, ...] = (api_command,)

@@ -436,6 +436,16 @@ class Groups(Queries):
             )
         return [int(found[n]) for n in names]
 
+    def idempotent(self, client: str, key: str) -> int | None:
+        """The campaign an API client made with this Idempotency-Key, if any."""
+        with self.store.read() as c:
+            found = c.execute(
+                sa.select(api_requests.c.campaign_id).where(
+                    api_requests.c.client == client, api_requests.c.key == key
+                )
+            ).scalar()
+        return int(found) if found is not None else None
+
     def of_campaign(self, campaign_id: int) -> list[str]:
         """The names of a composed campaign's groups, in its order."""
         query = (
