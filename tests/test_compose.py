@@ -176,3 +176,33 @@ def test_what_a_composed_campaign_refuses(run_cli: Any, workspace: Path) -> None
     sms = cli(run_cli, workspace, "campaign", "new", "--account", "sms", "--group", "g1")
     assert sms.exit_code == 1 and "an SMS campaign needs its text" in sms.output
     assert campaigns(run_cli, workspace) == {}
+
+
+def test_accounts_show_counts_the_sends_per_hour_and_the_rates(
+    run_cli: Any, workspace: Path, sink: SmtpSink
+) -> None:
+    cid = json.loads(new(run_cli, workspace).output)["id"]
+    cli(run_cli, workspace, "run", "--until-idle", "--settle", "0.05")
+    assert campaigns(run_cli, workspace)[cid]["sent"] == 3
+    shown = cli(run_cli, workspace, "accounts", "show", "avisos", "--json")
+    assert shown.exit_code == 0, shown.output
+    usage = json.loads(shown.output)
+    assert usage["sent_24h"] == 3 and len(usage["sent_per_hour"]) == 24
+    assert usage["sent_per_hour"][-1]["sent"] == 3
+    assert (usage["bounce_rate"], usage["bounce_limit"], usage["bounce_over"]) == (0, 5.0, False)
+    assert usage["settings"]["from_address"] == "avisos@empresa.com.br"
+    human = cli(run_cli, workspace, "accounts", "show", "avisos")
+    assert "Sent per hour" in human.output and "(D14, D15)" in human.output
+    missing = cli(run_cli, workspace, "accounts", "show", "nada")
+    assert missing.exit_code == 1 and "accounts: avisos, sms" in missing.output
+
+
+def test_an_accounts_shown_settings_never_hold_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.config import AccountSettings, SecretRef
+    from engine.sending.usage import shown_settings
+
+    monkeypatch.setenv("SMTP_PW", "s3gredo-muito-secreto")
+    s = AccountSettings("x", "email", 1.0, 1, {"password": SecretRef("password", env="SMTP_PW")})
+    shown = shown_settings(s)
+    assert shown["password"] == "(secret, from environment variable SMTP_PW)"
+    assert "s3gredo" not in json.dumps(shown)

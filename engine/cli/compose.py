@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from engine.actions import ROLES, actor
-from engine.cli.campaigns import ROLE_OPTION, campaign
+from engine.cli.campaigns import ROLE_OPTION, accounts_command, campaign
 from engine.cli.context import AppContext, app, fail
 
 
@@ -209,6 +209,63 @@ def api_serve(ctx: click.Context, listen: str | None) -> None:
             await server.stop()
 
     asyncio.run(main())
+
+
+@accounts_command.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def accounts_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """One account's usage: its settings (no secret), messages sent per hour over the last
+    24 hours, and its bounce and complaint rates against its limits (D14, D15)."""
+    from rich.table import Table
+
+    from engine.sending.usage import account_usage
+
+    a = app(ctx)
+    config = a.config
+    settings = config.accounts.get(name)
+    if settings is None:
+        known = ", ".join(sorted(config.accounts)) or "none configured"
+        fail(f"there is no account `{name}` (accounts: {known})")
+    usage = account_usage(a.store, settings, a.clock.now())
+    data = usage.as_json(config.tz)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    listing = Table(title=f"Account {name}", title_justify="left", show_header=False)
+    listing.add_column("Setting")
+    listing.add_column("Value", overflow="fold")
+    for key, value in usage.settings.items():
+        listing.add_row(key, "-" if value is None else str(value))
+    a.console.print(listing)
+    peak = max((h.sent for h in usage.hours), default=0) or 1
+    hours = Table(title="Sent per hour (last 24 h)", title_justify="left")
+    hours.add_column("Hour")
+    hours.add_column("Sent", justify="right")
+    hours.add_column("")
+    for h in usage.hours:
+        hours.add_row(
+            h.start.astimezone(config.tz).strftime("%d/%m %H:00"),
+            f"{h.sent:,}",
+            "█" * max(0, round(30 * h.sent / peak)),
+        )
+    a.console.print(hours)
+    r = usage.rates
+
+    def verdict(over: bool) -> str:
+        if over and r.judged:
+            return "[bold red]over the limit[/]"
+        if over:
+            return f"[yellow]over, but under min_sample ({r.limits.min_sample})[/]"
+        return "[green]ok[/]"
+
+    a.console.print(
+        f"24 h: {r.sent:,} sent; bounces {r.bounces:,} = {r.bounce_rate:.2f} % of "
+        f"{r.limits.bounce_limit:g} % {verdict(r.bounces_over)}; complaints {r.complaints:,} = "
+        f"{r.complaint_rate:.3f} % of {r.limits.complaint_limit:g} % "
+        f"{verdict(r.complaints_over)} (D14, D15)"
+    )
 
 
 COMMANDS: tuple[Any, ...] = (api_command,)
