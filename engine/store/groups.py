@@ -436,6 +436,33 @@ class Groups(Queries):
             )
         return [int(found[n]) for n in names]
 
+    def first_contact(self, names: Sequence[str]) -> dict[str, Any] | None:
+        """The first member of the first of these groups that has one (for a preview): name,
+        email, phone, external key and fields."""
+        for name in names:
+            query = (
+                sa.select(
+                    contacts.c.name,
+                    contacts.c.email,
+                    contacts.c.phone,
+                    contacts.c.external_key,
+                    contacts.c.fields,
+                )
+                .select_from(
+                    group_members.join(contacts, contacts.c.id == group_members.c.contact_id).join(
+                        groups, groups.c.id == group_members.c.group_id
+                    )
+                )
+                .where(groups.c.name == name)
+                .order_by(group_members.c.position)
+                .limit(1)
+            )
+            with self.store.read() as c:
+                row = c.execute(query).first()
+            if row is not None:
+                return dict(row._mapping)
+        return None
+
     def idempotent(self, client: str, key: str) -> int | None:
         """The campaign an API client made with this Idempotency-Key, if any."""
         with self.store.read() as c:

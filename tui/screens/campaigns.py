@@ -98,6 +98,7 @@ class CampaignsScreen(CampaignActions):
         Binding("enter", "open", "Open"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse"),
+        Binding("n", "new_campaign", "New campaign"),
         *CAMPAIGN_BINDINGS,
     ]
 
@@ -185,3 +186,11 @@ class CampaignsScreen(CampaignActions):
 
     def key_escape(self) -> None:
         self.query_one("#campaigns", LiveTable).focus()
+
+    def action_new_campaign(self) -> None:
+        from tui.screens.new_campaign import ACTION, NewCampaignScreen
+
+        if not self.backend.may(ACTION):
+            self.notify(self.backend.refusal(ACTION), severity="error")
+            return
+        self.app.push_screen(NewCampaignScreen(self.backend, self.every))
