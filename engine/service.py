@@ -136,6 +136,7 @@ RESTART_ONLY = (
     ("engine", "heartbeat"),
     ("engine", "time_zone"),
     ("tracking", None),
+    ("api", "listen"),
 )
 
 
@@ -293,6 +294,12 @@ class Engine:
                 self._start_task("collector", self.collector.run_forever(self._collector_stop))
         else:
             self.collector.config = new
+        if self.api is not None:
+            self.api.config = new  # its clients' tokens and limits
+        if new.groups != old.groups and "collector" in self._background:
+            await self._stop_task("groups")
+            if new.groups:
+                self._start_task("groups", run_group_feeds(self.store, new, self.clock, self.stop))
         if new.mailboxes != old.mailboxes:
             running = "mailboxes" in {k.split(":")[0] for k in self._background}
             for poller in self.mailboxes:
