@@ -23,6 +23,7 @@ CAMPAIGN_COLUMNS = (
     ("Id", "id"),
     ("Created", "created"),
     ("Name", "name"),
+    ("Origin", "origin"),
     ("Wallet", "wallet"),
     ("Channel", "channel"),
     ("Sender", "sender"),
@@ -68,6 +69,7 @@ def campaign_list(
                     str(c.id),
                     when(backend, c.created_at),
                     name,
+                    c.origin,
                     c.wallet or "-",
                     c.channel,
                     c.account or "-",
@@ -86,7 +88,7 @@ def campaign_list(
 
 SORT_KEYS = [key for _, key in CAMPAIGN_COLUMNS]
 #: what the Campaigns table's columns but the name take: their widths, padding, scrollbar
-NAME_ROOM = 104
+NAME_ROOM = 114
 
 
 class CampaignsScreen(CampaignActions):
