@@ -209,3 +209,27 @@ async def test_the_engine_syncs_fed_groups_on_their_schedule(
         stop.set()
         await task
         store.close()
+
+
+def test_tls_is_verified(run_cli: Any, tmp_path: Path) -> None:
+    import trustme
+
+    from tests.peers.common import server_context
+
+    ca = trustme.CA()
+    server = GroupFeed(TOKEN, records=_records(3), tls=server_context(ca, ("127.0.0.1",))).start()
+    try:
+        cfg = _config(tmp_path, server)
+        untrusted = run_cli("--config", str(cfg), "groups", "sync", "parceiros")
+        assert untrusted.exit_code == 1
+        assert (
+            "TLS certificate is not trusted" in untrusted.output and "ca_file" in untrusted.output
+        )
+        assert TOKEN not in untrusted.output
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        cfg = _config(tmp_path, server, ca_file="ca.pem")
+        trusted = run_cli("--config", str(cfg), "groups", "sync", "parceiros")
+        assert trusted.exit_code == 0, trusted.output
+        assert "3 member(s)" in trusted.output
+    finally:
+        server.stop()

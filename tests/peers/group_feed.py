@@ -9,6 +9,7 @@ answers), ``flaky`` (each page answers 503 once, then right), ``down`` (always 5
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ class GroupFeed:
     mode: str = "ok"
     requests: list[str] = field(default_factory=list)
     port: int = 0
+    #: serve https with this context (else plain http)
+    tls: ssl.SSLContext | None = None
     _failed: set[int] = field(default_factory=set)
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -34,7 +37,8 @@ class GroupFeed:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/grupos?token={self.token}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/grupos?token={self.token}"
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.path_qs)
@@ -74,7 +78,7 @@ class GroupFeed:
             app.router.add_get("/grupos", self._page)
             self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
             loop.run_until_complete(site.start())
             server = site._server
             assert server is not None
