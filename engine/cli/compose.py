@@ -28,7 +28,10 @@ def _when(a: AppContext, value: str | None, option: str) -> datetime | None:
 def _read(path: Path | None, option: str) -> str | None:
     if path is None:
         return None
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"{option} {path} cannot be read ({exc.strerror or exc}); give the template file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -57,12 +60,12 @@ def address_kinds(a: AppContext) -> dict[str, str]:
 @click.option("--subject", help="The e-mail subject (a template: {{ nome }}).")
 @click.option(
     "--html",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False),
     help="The e-mail body (HTML template).",
 )
 @click.option(
     "--text",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False),
     help="The SMS text (template).",
 )
 @click.option("--template", help="The WhatsApp template ([templates.NAME]).")

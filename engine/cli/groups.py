@@ -123,7 +123,7 @@ def _require(a: AppContext, name: str) -> None:
 
 @groups_command.command("import")
 @click.argument("name")
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def groups_import(ctx: click.Context, name: str, file: Path, as_json: bool) -> None:
@@ -134,6 +134,8 @@ def groups_import(ctx: click.Context, name: str, file: Path, as_json: bool) -> N
     from engine.plugins.format import FileRejected, FormatContext
 
     a = app(ctx)
+    if not file.is_file():
+        fail(f"{file} is not a file that can be read; give the path of the CSV file")
     _require(a, name)
     config = a.config
     fmt = a.plugins.formats()["mailing"](

@@ -140,7 +140,11 @@ def _check_url(url: str, settings: GroupSettings) -> None:
         )
     problem = check_literal(parts.hostname, settings.allow_private)
     if problem:
-        raise FeedError(problem.replace("sources may", "group feeds may"))
+        raise FeedError(
+            problem.replace("sources may", "group feeds may").replace(
+                "on this source", f"on [groups.{settings.name}]"
+            )
+        )
 
 
 def _ssl_context(settings: GroupSettings) -> ssl.SSLContext:
@@ -182,7 +186,9 @@ async def _get_page(
                 f"(timeout of [groups.{settings.name}]) (G2)"
             ) from None
         except HostError as exc:
-            raise FeedError(str(exc).replace("sources may", "group feeds may")) from None
+            why = str(exc).replace("sources may", "group feeds may")
+            why = why.replace("on the source", f"on [groups.{settings.name}]")
+            raise FeedError(why) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             raise FeedError(
                 f"the feed's TLS certificate is not trusted ({exc.certificate_error}); fix the "
