@@ -153,9 +153,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             continue
         if "every" in raw and "cron" in raw:
             reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
-        schedule = PollSchedule(
-            every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
-        )
+        cron = values.get("cron")
+        if cron is None and "every" not in raw and format_cls is not None:
+            cron = getattr(format_cls, "default_cron", None)  # T6: a triplet source, hourly
+        schedule = PollSchedule(every=None if cron else values.get("every"), cron=cron)
         for i, p in enumerate(values.get("publish", ())):
             if p not in publishers:
                 known = ", ".join(sorted(publishers)) or "none installed"

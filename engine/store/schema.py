@@ -198,6 +198,21 @@ files = Table(
     Index(None, "sha256"),
 )
 
+# Rows an imported file could not use, kept when its format asks (0009): a triplet's
+# RETORNADO lists every contact of MAIL that did not get the message, invalid addresses too
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    Column("file_id", Id, ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("code", String(60), nullable=False),
+    Column("rule", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("reason_pt", Text, nullable=False),
+    PrimaryKeyConstraint("file_id", "line"),
+)
+
 mailings = Table(
     "mailings",
     metadata,
@@ -224,6 +239,9 @@ campaigns = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("mailing_id", Id, ForeignKey("mailings.id")),
+    # the ledger entry (files.id) of the file that made the campaign, if a file did (0009):
+    # what a source's result files are published about
+    Column("file_id", Id, ForeignKey("files.id"), index=True),
     Column("name", String(1000), nullable=False),
     Column("wallet_id", Id, ForeignKey("wallets.id")),
     Column("channel", String(40), nullable=False),
@@ -472,6 +490,7 @@ __all__ = [
     "mailboxes",
     "mailings",
     "metadata",
+    "rejected_rows",
     "remote_files",
     "source_state",
     "suppressions",
