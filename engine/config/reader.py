@@ -188,6 +188,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         if validate is not None:
             for key, message in validate(sources[name]):
                 reader.problem(f"{where}.{key}", message)
+        check = getattr(format_cls, "check_settings", None)
+        if check is not None:  # the format's keys, against the accounts declared
+            for key, message in check(sources[name], _declared_channels(data)):
+                reader.problem(f"{where}.{key}", message)
 
     channels = plugins.channels()
     accounts: dict[str, AccountSettings] = {}
@@ -337,6 +341,18 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         templates=MappingProxyType(templates),
         mailboxes=MappingProxyType(mailboxes),
     )
+
+
+def _declared_channels(data: Mapping[str, Any]) -> dict[str, str]:
+    """The accounts the file declares, with their channel (before they are checked)."""
+    declared = data.get("accounts", {})
+    if not isinstance(declared, dict):
+        return {}
+    return {
+        str(name): str(table.get("channel", ""))
+        for name, table in declared.items()
+        if isinstance(table, dict)
+    }
 
 
 def _resolve(root: Path, path: Path) -> Path:
