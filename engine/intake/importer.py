@@ -203,6 +203,8 @@ def _import(
             _stage(session, spec, report, rejected, progress, kept)
             report.rejected_csv = rejected.close()
             if report.imported_rows == 0:
+                if spec.empty_problem is not None:
+                    return reject([spec.empty_problem], report)
                 if report.rows == 0:
                     return reject([MESSAGES.make("empty-file")], report)
                 name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".rejeitados.csv"

@@ -151,6 +151,15 @@ class Format(Configurable, ABC):
         self.context = context
 
     @classmethod
+    def check_settings(
+        cls, settings: SourceSettings, accounts: Mapping[str, str]
+    ) -> list[tuple[str, str]]:
+        """Checks of the format's keys in a source's table, across keys and against the
+        accounts the configuration declares (name -> channel): ``(key, message)`` for each
+        problem, reported with the file and the key when the configuration is read."""
+        return []
+
+    @classmethod
     def source_pacing(cls, settings: SourceSettings) -> Pacing | None:
         """The pacing every campaign of a source of this format gets from the source's own
         keys (D6: a triplet source's ``batch_size`` and ``batch_every``), for ``disparo plan
