@@ -18,6 +18,7 @@ from rich.text import Text
 
 from engine.cli.context import AppContext, app, fail
 from engine.clock import local_today
+from engine.config import Config
 from engine.plugins.format import Format, FormatContext
 from engine.plugins.source import Source, SourceError
 
@@ -34,7 +35,10 @@ STATUS_STYLE = {
     "ignored": "dim",
     "unstable": "yellow",
     "not-mailing": "dim",
+    "not-triplet": "dim",
+    "result": "dim",
     "companion": "dim",
+    "incomplete": "cyan",
     "refused": "red",
     "new": "",
     "ready": "",
@@ -245,6 +249,7 @@ def sources(ctx: click.Context) -> None:
             status,
         )
     a.console.print(table)
+    _print_sends(a, config)
     files = a.store.files.observations(limit=50)
     if files:
         listing = Table(title="Files seen (newest first)", title_justify="left")
@@ -260,6 +265,57 @@ def sources(ctx: click.Context) -> None:
                 Text((f.message or "")[:160]),
             )
         a.console.print(listing)
+
+
+def _print_sends(a: AppContext, config: Config) -> None:
+    """Per send (a file that made a campaign, or a send still waiting for its files): what is
+    missing, the campaign, when the results are due and when they were published."""
+    from engine.publish.service import Publishing
+
+    tz = config.tz
+    now = a.clock.now()
+
+    def t(v: datetime | None) -> str:
+        return v.astimezone(tz).strftime("%d/%m %H:%M") if v else "-"
+
+    table = Table(title="Sends and results (newest first)", title_justify="left")
+    for column in ("Source", "File", "Status", "Campaign", "Results due", "Published"):
+        table.add_column(column)
+    waiting: dict[tuple[str, str], list[str]] = {}
+    for o in a.store.files.observations(limit=500):
+        if o.status == "incomplete":  # a triplet send still missing files (T2)
+            waiting.setdefault((o.source, o.message or ""), []).append(o.path)
+    for (source, message), paths in waiting.items():
+        table.add_row(
+            source,
+            Text(", ".join(sorted(paths))),
+            Text("waiting", style="cyan"),
+            Text(message),  # what is missing
+            "-",
+            "-",
+        )
+    publishing = Publishing(a.store, a.plugins, config, a.clock)
+    for name, settings in config.sources.items():
+        for r in publishing.overview(settings, limit=20):
+            if r.published and not r.owed:
+                due = "-"
+            elif r.owed and r.due_at is None:
+                due = "when it ends"
+            elif r.owed and r.due_at is not None:
+                due = "now" if r.due_at <= now else t(r.due_at)
+            else:
+                due = "-"
+            published = f"{t(r.published_at)} ({len(r.published)} files)" if r.published else "-"
+            table.add_row(
+                name,
+                Text(r.path),
+                Text(f"imported {t(r.imported_at)}", style="green"),
+                Text(f"#{r.campaign_id} {r.status}"),
+                due,
+                published,
+            )
+    if table.row_count:
+        a.console.print(table)
 
 
 @sources.command("test")

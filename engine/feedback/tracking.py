@@ -352,7 +352,9 @@ class Tracking:
                 self.clock.now(),
                 "tracking",
                 delivery_id=delivery_id,
-                detail={"link": position, **_client(request)},
+                # the URL as redirected to: a link made per recipient has their values, and
+                # the result files (T8's CLIQUE) list what was clicked
+                detail={"link": position, "url": url, **_client(request)},
             )
         )
         self._count("click", "ok")

@@ -11,11 +11,16 @@ file again, under the same name, on the next run; nothing is ever half published
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import logging
+import os
+import re
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from engine.clock import Clock
@@ -23,12 +28,17 @@ from engine.config import Config, SourceSettings
 from engine.plugins import Plugins
 from engine.plugins.publisher import Publication, PublishContext, Publisher
 from engine.plugins.source import Source, SourceError
+from engine.publish.reads import StoreReads
 from engine.store import Store
+from engine.store.publications import Published
 
 log = logging.getLogger(__name__)
 
 #: how often ``disparo run`` looks for what is due
 EVERY = 60.0
+#: the publishing service's temporary files in a source's spool, and its lock there
+_TEMPORARY = re.compile(r"\.publish-[0-9a-f]{32}")
+LOCK = ".publish.lock"
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,24 @@ class Outcome:
     status: str
     size: int = 0
     message: str | None = None
+
+
+@dataclass(frozen=True)
+class FileResults:
+    """An imported file that made a campaign, and its results: ``owed`` publications not made
+    yet, due at ``due_at`` (None with some owed: when the campaign ends), ``published`` (paths
+    on the source) and when the last was."""
+
+    file_id: int
+    path: str
+    imported_at: datetime
+    campaign_id: int
+    campaign: str
+    status: str
+    owed: int = 0
+    due_at: datetime | None = None
+    published: tuple[str, ...] = field(default=())
+    published_at: datetime | None = None
 
 
 class Publishing:
@@ -64,7 +92,9 @@ class Publishing:
         ]
 
     def publishers(self, settings: SourceSettings) -> list[Publisher]:
-        context = PublishContext(self.config, self.clock, self.store)
+        context = PublishContext(
+            self.config, self.clock, self.store, StoreReads(self.store, self.config.tz)
+        )
         classes = self.plugins.publishers()
         return [classes[name](settings, context) for name in settings.publish]
 
@@ -108,7 +138,7 @@ class Publishing:
         spool = self.config.engine.spool_dir / settings.name
         spool.mkdir(parents=True, exist_ok=True)
         try:
-            with source.session():
+            with self._spool_lock(settings.name, spool), source.session():
                 for publisher, publication in due:
                     outcomes.append(self._one(source, settings, spool, publisher, publication))
         except SourceError as exc:
@@ -120,6 +150,25 @@ class Publishing:
             ]
             log.warning("publishing to source %s: %s", settings.name, exc.describe())
         return outcomes
+
+    @contextmanager
+    def _spool_lock(self, name: str, spool: Path) -> Iterator[None]:
+        """This process publishes to the source alone meanwhile (``flock`` on a lock file in
+        its spool: another engine on this machine waits), so a temporary file found there
+        was left by a run that died (kill -9): removed."""
+        fd = os.open(spool / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            left = [p for p in spool.iterdir() if _TEMPORARY.fullmatch(p.name)]
+            for path in left:
+                path.unlink(missing_ok=True)
+            if left:
+                log.info(
+                    "source %s: removed %d file(s) a publication that died left", name, len(left)
+                )
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _one(
         self,
@@ -177,6 +226,48 @@ class Publishing:
         return Outcome(
             settings.name, publisher.name, publication.key, publication.path, "published", size
         )
+
+    def overview(self, settings: SourceSettings, *, limit: int = 50) -> list[FileResults]:
+        """The source's imported files that made campaigns, newest first, with what their
+        publishers owe and did: when the results are due, what was published and when (for
+        ``disparo sources`` and the terminal UI). Writes nothing."""
+        now = self.clock.now()
+        reads = StoreReads(self.store, self.config.tz)
+        files = reads.file_campaigns(settings.name, limit=limit)
+        published: dict[int, list[Published]] = {}
+        for p in self.store.publications.of(settings.name):
+            file_id = p.detail.get("file_id")
+            if isinstance(file_id, int):
+                published.setdefault(file_id, []).append(p)
+        owed: dict[int, list[Publication]] = {}
+        if settings.publish and files:
+            for publisher in self.publishers(settings):
+                done = self.store.publications.keys(settings.name, publisher.name)
+                for pub in [*publisher.due(now), *publisher.planned(now)]:
+                    file_id = pub.detail.get("file_id")
+                    if isinstance(file_id, int) and pub.key not in done:
+                        owed.setdefault(file_id, []).append(pub)
+        rows = []
+        for f in files:
+            pending = owed.get(f.file_id, [])
+            known = [p.due_at or now for p in pending if p.due_at is not None or f.finished]
+            rows.append(
+                FileResults(
+                    file_id=f.file_id,
+                    path=f.path,
+                    imported_at=f.imported_at,
+                    campaign_id=f.campaign_id,
+                    campaign=f.name,
+                    status=f.status,
+                    owed=len(pending),
+                    due_at=min(known) if known else None,
+                    published=tuple(p.path for p in published.get(f.file_id, [])),
+                    published_at=max(
+                        (p.published_at for p in published.get(f.file_id, [])), default=None
+                    ),
+                )
+            )
+        return rows
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish what is due every minute until ``stop``."""

@@ -29,6 +29,7 @@ from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
 from engine.store.mailboxes import Mailboxes
+from engine.store.outcomes import Outcomes
 from engine.store.publications import Publications
 from engine.store.results import Results
 from engine.store.suppressions import Suppressions
@@ -60,6 +61,7 @@ class Store:
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
         self.publications = Publications(self)
+        self.outcomes = Outcomes(self)
         self.views = Views(self)
 
     @classmethod
