@@ -532,12 +532,17 @@ def test_t7_size_pacing_is_shown_by_plan_and_campaign_show(
     poll(c)
     [report] = poll(c).reports
     assert report.batches == 3
-    obj = AppContext(config.path, clock)
-    shown = CliRunner().invoke(campaign_group, ["show", str(report.campaign_id), "--json"], obj=obj)
+    shown = CliRunner().invoke(
+        campaign_group,
+        ["show", str(report.campaign_id), "--json"],
+        obj=AppContext(config.path, clock),
+    )
     assert shown.exit_code == 0, shown.output
     schedule = json.loads(shown.output)["schedule"]
     assert [b["size"] for b in schedule["batches"]] == [2, 2, 1]
-    text = CliRunner().invoke(campaign_group, ["show", str(report.campaign_id)], obj=obj)
+    text = CliRunner().invoke(
+        campaign_group, ["show", str(report.campaign_id)], obj=AppContext(config.path, clock)
+    )
     assert "2 every 1 h" in text.output
     assert [b["size"] for b in plan(config, clock, 5)] == [2, 2, 1]
     # the seed's example: batches of up to 5,000 every hour, 50,000 contacts in 10 sends

@@ -53,17 +53,20 @@ SUPPRESSED = {
     "complaint": "marcou uma mensagem como spam",
     "unsubscribe": "descadastrado de todas as campanhas",
     "stop": "pediu para sair (STOP)",
-    "manual": "suprimido pelo operador",
+    "manual": "bloqueado pelo operador",
 }
 
 
 def motivo(n: NotSent) -> str:
-    """RETORNADO's MOTIVO for a contact not sent to."""
+    """RETORNADO's MOTIVO for a contact not sent to: what happened in a word or two, then
+    the provider's or disparo's own words (a DSN's status and diagnostic…)."""
     label = REASONS.get(n.reason, n.reason)
-    detail = SUPPRESSED.get(n.detail, n.detail) if n.reason == "suppressed" else n.detail
+    detail = " ".join(n.detail.split())
+    if n.reason == "suppressed":
+        return f"{label} ({SUPPRESSED.get(detail, detail)})" if detail else label
     if n.reason in ("expired", "skipped") or not detail:
         return label
-    return f"{label}: {' '.join(detail.split())}"
+    return f"{label}: {detail}"
 
 
 class TripletResults(Publisher):
