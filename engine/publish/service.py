@@ -17,14 +17,15 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from engine.clock import Clock
 from engine.config import Config, SourceSettings
+from engine.intake.collector import SESSION_FAILURES
+from engine.intake.faults import operational
 from engine.plugins import Plugins
 from engine.plugins.publisher import Publication, PublishContext, Publisher
 from engine.plugins.source import Source, SourceError
@@ -36,9 +37,8 @@ log = logging.getLogger(__name__)
 
 #: how often ``disparo run`` looks for what is due
 EVERY = 60.0
-#: the publishing service's temporary files in a source's spool, and its lock there
+#: the publishing service's temporary files in a source's spool
 _TEMPORARY = re.compile(r"\.publish-[0-9a-f]{32}")
-LOCK = ".publish.lock"
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ class Publishing:
         spool = self.config.engine.spool_dir / settings.name
         spool.mkdir(parents=True, exist_ok=True)
         try:
-            with self._spool_lock(settings.name, spool), source.session():
+            self._clean(settings.name, spool)
+            with source.session():
                 for publisher, publication in due:
                     outcomes.append(self._one(source, settings, spool, publisher, publication))
         except SourceError as exc:
@@ -151,24 +152,30 @@ class Publishing:
             log.warning("publishing to source %s: %s", settings.name, exc.describe())
         return outcomes
 
-    @contextmanager
-    def _spool_lock(self, name: str, spool: Path) -> Iterator[None]:
-        """This process publishes to the source alone meanwhile (``flock`` on a lock file in
-        its spool: another engine on this machine waits), so a temporary file found there
-        was left by a run that died (kill -9): removed."""
-        fd = os.open(spool / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            left = [p for p in spool.iterdir() if _TEMPORARY.fullmatch(p.name)]
-            for path in left:
+    @staticmethod
+    def _clean(name: str, spool: Path) -> None:
+        """Remove the temporary files of publications whose process died (kill -9, power
+        loss): a live one holds a lock on its file (``flock``, released by the kernel when
+        the process goes), a dead one's file is unlocked."""
+        removed = 0
+        for path in spool.iterdir():
+            if not _TEMPORARY.fullmatch(path.name):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # gone meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being written
+            else:
                 path.unlink(missing_ok=True)
-            if left:
-                log.info(
-                    "source %s: removed %d file(s) a publication that died left", name, len(left)
-                )
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+                removed += 1
+            finally:
+                os.close(fd)
+        if removed:
+            log.info("source %s: removed %d file(s) a publication that died left", name, removed)
 
     def _one(
         self,
@@ -180,17 +187,24 @@ class Publishing:
     ) -> Outcome:
         temp = spool / f".publish-{uuid.uuid4().hex}"
         try:
-            with temp.open("wb") as out:
+            # one handle from start to end, locked while it lives: a run that finds the file
+            # unlocked knows its writer died (_clean)
+            with temp.open("w+b") as out:
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)
                 publisher.write(publication, out)
-            digest = hashlib.sha256()
-            size = 0
-            with temp.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
+                out.flush()
+                out.seek(0)
+                digest = hashlib.sha256()
+                size = 0
+                for block in iter(lambda: out.read(1 << 20), b""):
                     digest.update(block)
                     size += len(block)
-            with temp.open("rb") as handle:
-                source.upload(handle, publication.path)
+                out.seek(0)
+                source.upload(out, publication.path)
+                temp.unlink(missing_ok=True)
         except SourceError as exc:
+            if exc.category in SESSION_FAILURES:
+                raise  # the connection is gone: the rest of the source's publications wait
             log.warning(
                 "could not publish %s to source %s: %s",
                 publication.path,
@@ -204,6 +218,21 @@ class Publishing:
                 publication.path,
                 "failed",
                 message=exc.describe(),
+            )
+        except Exception as exc:
+            line = operational(exc, spool)
+            if line is not None:  # a full disk, the database gone: nothing else goes either
+                raise
+            # the publisher's own trouble (a bug, data it cannot write): this one waits, the
+            # source's others go on; it is tried again on the next run
+            log.exception("publisher %s could not write %s", publisher.name, publication.path)
+            return Outcome(
+                settings.name,
+                publisher.name,
+                publication.key,
+                publication.path,
+                "failed",
+                message=f"{type(exc).__name__}: {exc}",
             )
         finally:
             temp.unlink(missing_ok=True)
