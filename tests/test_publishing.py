@@ -98,6 +98,14 @@ def test_published_once_renamed_into_place_and_recorded(
         {"day": "20261123"},
     )
     assert Counting.writes == 1
+    # what an incremental publisher reads back through the façade
+    [publisher] = publishing.publishers(config.sources["drop"])
+    [seen] = publisher.context.reads.published("drop", "counting")
+    assert (seen.key, dict(seen.detail), seen.due_at) == (
+        "daily:20261123",
+        {"day": "20261123"},
+        entry.published_at,
+    )
 
 
 def test_a_failure_mid_publication_leaves_nothing_and_publishes_again(

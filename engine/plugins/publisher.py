@@ -122,6 +122,11 @@ class PublishReads(Protocol):
         """The campaign's per-recipient results file (D17, E2: the columns and cells of
         ``disparo campaign results --csv``) into ``out``; returns the recipients written."""
 
+    def published(self, source: str, publisher: str) -> list[Publication]:
+        """What the ledger holds of a source's publisher, oldest first, with the ``detail``
+        each was recorded with (where an incremental export ended) and, as ``due_at``, when
+        it was published."""
+
 
 @dataclass(frozen=True)
 class PublishContext:

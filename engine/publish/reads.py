@@ -10,7 +10,13 @@ from datetime import datetime, tzinfo
 from typing import IO
 
 from engine.campaign import Campaign
-from engine.plugins.publisher import FileCampaign, Interaction, InteractionKind, NotSent
+from engine.plugins.publisher import (
+    FileCampaign,
+    Interaction,
+    InteractionKind,
+    NotSent,
+    Publication,
+)
 from engine.publish.results import write_results
 from engine.store import Store
 from engine.store.outcomes import Undelivered
@@ -79,6 +85,12 @@ class StoreReads:
 
     def write_results(self, campaign_id: int, out: IO[str]) -> int:
         return write_results(self.store, campaign_id, out, self.tz)
+
+    def published(self, source: str, publisher: str) -> list[Publication]:
+        return [
+            Publication(p.key, p.path, p.detail, p.published_at)
+            for p in self.store.publications.of(source, publisher)
+        ]
 
 
 def _not_sent(d: Undelivered, origins: dict[str, str], fallback: datetime) -> NotSent:
