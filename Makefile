@@ -41,5 +41,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -q -s --no-header -o python_files="bench_*.py" -o python_functions="bench_*" $(PYTEST_ARGS)
 
+# the demo's workspace goes only when it is one (it holds the marker the demo writes)
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	@if [ -f "$(DEMO)/.disparo-demo" ]; then rm -rf "$(DEMO)"; \
+	elif [ -e "$(DEMO)" ]; then echo "kept $(DEMO): not a demo workspace (no .disparo-demo in it)"; fi

@@ -94,15 +94,23 @@ class TwilioChannel(Channel):
     default_concurrency = 8
     whatsapp: ClassVar[bool] = False
     config_keys: ClassVar[dict[str, Key]] = {
-        "account_sid": Key("str", None),
-        "auth_token": Key("secret", None),
+        "account_sid": Key("str", None, "The Twilio Account SID (AC…); required unless sandbox."),
+        "auth_token": Key("secret", None, "The Twilio auth token; required unless sandbox."),
         "from_number": Key(
             "str", None, help="The sending number: E.164 (+5511…), or a short code on sms-short."
         ),
-        "messaging_service_sid": Key("str", None),
+        "messaging_service_sid": Key(
+            "str", None, "A Messaging Service (MG…) that picks the sender, instead of from_number."
+        ),
         "api_base_url": Key("str", None, help="A Twilio-compatible API; default Twilio's."),
-        "outbox": Key("path", None, help="Sandbox: the JSON-lines file messages go to."),
-        "timeout": Key("duration", timedelta(seconds=30)),
+        "outbox": Key(
+            "path",
+            None,
+            help="Sandbox: the JSON-lines file messages go to; default "
+            "outbox/<account>.jsonl beside the config file.",
+            target="created",
+        ),
+        "timeout": Key("duration", timedelta(seconds=30), "How long one API request may take."),
     }
 
     @classmethod
@@ -275,6 +283,8 @@ class SmsChannel(TwilioChannel):
 
 
 class SmsLongChannel(SmsChannel):
+    """SMS from a long code (an ordinary number in E.164) or a Messaging Service."""
+
     name = "sms-long"
     file_word = "smslong"
     #: a long code (an ordinary number): carriers filter numbers that send much faster

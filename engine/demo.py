@@ -1,7 +1,9 @@
 """``make demo``: a fresh demo workspace, then disparo's commands on the spec's example files.
 
-Run as ``python -m engine.demo [DIR]``. Each step prints the command it runs, so the demo
-doubles as a tour of the CLI. The workspace is made afresh each time (``KEEP=1`` keeps it).
+Run as ``python -m engine.demo [DIR]``. Each step prints the command it runs, exactly as you
+can type it (``.venv/bin/disparo …`` when the environment is not activated), so the demo
+doubles as a tour of the CLI. The workspace is made afresh each time (``KEEP=1`` keeps it);
+it holds a marker file, and a folder without one is never removed: the demo refuses it.
 """
 
 from __future__ import annotations
@@ -40,20 +42,52 @@ EXAMPLES = (
 #: a mistake on purpose, to show a rejection and its report
 BROKEN = "mailing_221126_008_cBRAD_smslong_email.csv"
 
-#: piped into a file or CI log, tables are drawn 120 columns wide rather than 80
-WIDE = {} if sys.stdout.isatty() or "COLUMNS" in os.environ else {"COLUMNS": "120"}
-console = Console(highlight=False, width=120 if WIDE else None)
+#: written into the workspace: only a folder holding it is the demo's to remove and remake
+MARKER = ".disparo-demo"
+#: the line the demo adds to its disparo.toml (workspaces made before the marker existed)
+DEMO_LINE = "# --- added by the demo"
+
+#: piped into a file or CI log, the demo's own rules are drawn 120 columns wide rather than 80
+#: (the commands it runs never wrap when their output is not a terminal)
+console = Console(
+    highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+)
 FIRST = ["Ana", "Bruno", "Carla", "Davi", "Elaine", "Fábio", "Gabriela", "Heitor", "Íris", "João"]
 LAST = ["Silva", "Souza", "Oliveira", "Santos", "Lima", "Pereira", "Conceição", "Araújo"]
 
 
+def program() -> str:
+    """This environment's ``disparo`` as you would type it from here: ``disparo`` when that
+    is the one on PATH (an activated environment, an installed application), else its path
+    (``.venv/bin/disparo`` after ``make demo``)."""
+    script = Path(sys.executable).parent / "disparo"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m engine.cli"
+    found = shutil.which("disparo")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "disparo"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
+
+
+def shown(*args: str) -> str:
+    """A disparo command line as you can type it here."""
+    return " ".join([program(), *(shlex.quote(a) for a in args)])
+
+
+def command(*args: str) -> list[str]:
+    """What ``shown(*args)`` says, to run: the very command shown, so the hints the commands
+    print themselves (``invoked_as``) work as printed too."""
+    script = Path(sys.executable).parent / "disparo"
+    if not script.exists():
+        return [sys.executable, "-m", "engine.cli", *args]
+    return [program(), *args]  # `disparo` only when that is this very script (program())
+
+
 def disparo(*args: str, check: bool = True) -> int:
     """Run the ``disparo`` of this environment, showing the command line."""
-    shown = " ".join(shlex.quote(a) for a in ("disparo", *args))
-    console.print(f"\n[bold cyan]$ {shown}[/]")
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], check=False, env={**os.environ, **WIDE}
-    )
+    console.print(f"\n[bold cyan]$ {shown(*args)}[/]", soft_wrap=True)
+    done = subprocess.run(command(*args), check=False)
     if check and done.returncode != 0:
         console.print(f"[bold red]demo step failed with exit status {done.returncode}[/]")
         sys.exit(done.returncode)
@@ -120,13 +154,58 @@ def deadline_example() -> str:
     return f"mailing_{now:%d%m%y}_009_cBRAD_smsshort_q10005_LE{deadline:%d%m%y%H%M}.csv"
 
 
+def is_demo_workspace(folder: Path) -> bool:
+    """A folder the demo made: it holds the marker (or, made before the marker, the
+    disparo.toml the demo writes)."""
+    if (folder / MARKER).is_file():
+        return True
+    config = folder / "disparo.toml"
+    try:
+        return config.is_file() and DEMO_LINE in config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def refusal(workspace: Path) -> str | None:
+    """Why ``workspace`` cannot be the demo's, or None: the demo removes and remakes only a
+    folder it made itself (or an empty one); anything else is left untouched."""
+    if workspace.is_symlink():
+        return f"{workspace} is a symbolic link; give the demo a folder of its own"
+    if not workspace.exists():
+        return None
+    if not workspace.is_dir():
+        return f"{workspace} exists and is not a folder"
+    if is_demo_workspace(workspace) or not any(workspace.iterdir()):
+        return None
+    return (
+        f"{workspace} exists and is not a demo workspace (it has no {MARKER}): the demo "
+        "removes and remakes its workspace, so it never uses a folder of yours; choose a "
+        "new folder (`make demo DEMO=another-folder`), or remove this one yourself"
+    )
+
+
+def prepare(workspace: Path) -> None:
+    """Make ``workspace`` the demo's: refused (exit 2) when it is someone else's folder,
+    removed first when it is a previous demo's (unless ``KEEP``), marked as the demo's."""
+    refused = refusal(workspace)
+    if refused is not None:
+        console.print(f"[bold red]error:[/] {refused}", soft_wrap=True)
+        sys.exit(2)
+    if workspace.exists() and not os.environ.get("KEEP") and any(workspace.iterdir()):
+        console.print(f"starting afresh: removing the previous demo workspace {workspace}/")
+        shutil.rmtree(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / MARKER).write_text(
+        "This folder is a disparo demo workspace: `make demo` removes and remakes it.\n",
+        encoding="utf-8",
+    )
+
+
 def main(argv: list[str]) -> None:
     workspace = Path(argv[0] if argv else "demo")
     config = workspace / "disparo.toml"
     console.rule("[bold]disparo demo")
-    if workspace.exists() and not os.environ.get("KEEP"):
-        console.print(f"starting afresh: removing the previous demo workspace {workspace}/")
-        shutil.rmtree(workspace)
+    prepare(workspace)
     if not config.exists():
         disparo("init", str(workspace))
     c = ("--config", str(config))
@@ -189,17 +268,43 @@ def main(argv: list[str]) -> None:
     summarise_sandbox(workspace)
     show_tracking(workspace, config)
     console.rule("[bold]done")
+    serve_sink = shown(
+        "sink", "--listen", sink_address(config), "--maildir", str(workspace / "maildir")
+    )
     console.print(
         f"The workspace is in {workspace}/. Drop more files into {drop}/ and run "
-        f"`disparo --config {config} run` (with `disparo sink` running for the e-mail sandbox)."
+        f"`{shown('--config', str(config), 'run')}`, with `{serve_sink}` running in another "
+        "terminal for the e-mail sandbox.",
+        soft_wrap=True,
     )
+    if program() != "disparo":
+        console.print(
+            f"`disparo` is not on your PATH: type `{program()}` as above, or put this "
+            f"environment on PATH in your shell with `source {activate_script()}` and type "
+            "`disparo`.",
+            soft_wrap=True,
+        )
     if interactive():
         watch_live(workspace, config)
     else:
         console.print(
-            f"Watch it live: `disparo --config {config} tui --engine` (with `disparo sink` "
-            "running), or run `make demo` in a terminal."
+            f"Watch it live: `{shown('--config', str(config), 'tui', '--engine')}` (with "
+            f"`{serve_sink}` running), or run `make demo` in a terminal.",
+            soft_wrap=True,
         )
+
+
+def activate_script() -> str:
+    """The environment's ``activate`` script, as a path from here."""
+    script = Path(sys.executable).parent / "activate"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
+
+
+def sink_address(config: Path) -> str:
+    """The sandbox sink's address the demo's configuration names."""
+    found = re.search(r'sink = "([^"]+)"', config.read_text(encoding="utf-8"))
+    return found.group(1) if found else "127.0.0.1:2525"
 
 
 def interactive() -> bool:
@@ -225,7 +330,7 @@ def watch_live(workspace: Path, config: Path) -> None:
     sink = start_sink(workspace, config)
     try:
         subprocess.run(
-            [sys.executable, "-m", "engine.cli", "--config", str(config), "tui", "--engine"],
+            command("--config", str(config), "tui", "--engine"),
             check=False,
         )
     finally:
@@ -273,9 +378,9 @@ def start_sink(workspace: Path, config: Path) -> subprocess.Popen[bytes]:
     config.write_text(text, encoding="utf-8")
     maildir = workspace / "maildir"
     args = ("sink", "--listen", f"127.0.0.1:{port}", "--maildir", str(maildir))
-    console.print(f"\n[bold cyan]$ disparo {' '.join(args)} &[/]")
+    console.print(f"\n[bold cyan]$ {shown(*args)} &[/]", soft_wrap=True)
     sink = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args],
+        command(*args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -368,10 +473,10 @@ def show_tracking(workspace: Path, config: Path) -> None:
     text = config.read_text(encoding="utf-8")
     public = re.search(r'public_url = "([^"]+)"', text)
     base = public.group(1) if public else "http://127.0.0.1:8080"
-    listen = ("tracking", "serve", "--listen", f"127.0.0.1:{port}")
-    console.print(f"\n[bold cyan]$ disparo {' '.join(listen)} &[/]")
+    listen = ("--config", str(config), "tracking", "serve", "--listen", f"127.0.0.1:{port}")
+    console.print(f"\n[bold cyan]$ {shown(*listen)} &[/]", soft_wrap=True)
     server = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--config", str(config), *listen],
+        command(*listen),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

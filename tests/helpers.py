@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 from engine.clock import TestClock
 from engine.config import Config, load_config
 from engine.intake.collector import Collector
@@ -14,7 +16,7 @@ from engine.store import Store
 from engine.testing import write_config
 from engine.testing.eventually import GiveUp, eventually
 
-__all__ = ["CSV", "TODAY", "collector", "load", "name", "tick", "write_config"]
+__all__ = ["CSV", "TODAY", "collector", "load", "name", "parse_command", "tick", "write_config"]
 
 #: the test clock's day (2026-11-23 12:00 UTC is 09:00 in São Paulo)
 TODAY = "231126"
@@ -66,3 +68,25 @@ def name(seq: int, params: str = "", day: str = TODAY) -> str:
 
 
 CSV = "nome;telefone;email;cpf;cidade\nAna;(11) 99887-7665;ana@example.com;111;São Paulo\n"
+
+
+def parse_command(args: list[str]) -> click.Command:
+    """Resolve ``disparo ARGS`` as click would (every group, then the command, its options and
+    arguments parsed and checked) without running anything; return the command reached."""
+    from engine.cli import build_cli
+
+    command: click.Command = build_cli()
+    name, parent, rest = "disparo", None, list(args)
+    while True:
+        try:
+            context = command.make_context(name, rest, parent=parent)
+        except click.exceptions.Exit:  # --help, --version
+            return command
+        if not isinstance(command, click.Group):
+            return command
+        rest = [*context._protected_args, *context.args]
+        if not rest:
+            return command
+        found, sub, rest = command.resolve_command(context, rest)
+        assert sub is not None and found is not None, args
+        command, name, parent = sub, found, context

@@ -39,6 +39,7 @@ from engine.plugins.channel import (
     Sent,
 )
 from engine.render import variables
+from engine.testing import write_secret
 from engine.tokens import Signer
 from tests.helpers import load, write_config
 from tests.peers.smtp import SmtpServer, start_smtp_server
@@ -76,7 +77,7 @@ def email_config(
     tmp_path: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch, **extra: Any
 ) -> Config:
     monkeypatch.setenv("SMTP_PASSWORD", server.password or "")
-    (tmp_path / "tracking.key").write_text(SECRET)
+    write_secret(tmp_path / "tracking.key", SECRET)
     return load(
         _write_with_tracking(
             tmp_path,
@@ -307,12 +308,13 @@ async def test_dkim_signature_verifies_and_covers_list_unsubscribe(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (tmp_path / "dkim.pem").write_bytes(
+    write_secret(
+        tmp_path / "dkim.pem",
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
-        )
+        ),
     )
     public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -394,7 +396,7 @@ def twilio_config(
     import tomli_w
 
     monkeypatch.setenv("TWILIO_TOKEN", fake.auth_token)
-    (tmp_path / "tracking.key").write_text(SECRET)
+    write_secret(tmp_path / "tracking.key", SECRET)
     data = {
         "engine": {"spool_dir": "spool"},
         "tracking": {"public_url": "https://t.empresa.com.br", "secret_file": "tracking.key"},

@@ -39,7 +39,9 @@ def test_init_then_db_upgrade_and_status(run_cli: Any, tmp_path: Path) -> None:
     assert again.exit_code == 1 and "--force" in again.output
     config = str(tmp_path / "ws" / "disparo.toml")
     status = run_cli("--config", config, "db", "status")
-    assert "(empty)" in status.output and "needs `disparo db upgrade`" in status.output
+    assert status.exit_code == 2 and "no database yet" in status.output
+    assert f"it is created by `disparo --config {config} db upgrade`" in status.output
+    assert not (tmp_path / "ws" / "disparo.db").exists()  # looking made none
     upgrade = run_cli("--config", config, "db", "upgrade")
     from engine.store.migrate import head_revision
 

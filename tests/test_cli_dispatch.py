@@ -80,6 +80,7 @@ def test_pause_resume_priority_cancel(run_cli: Any, workspace: Path) -> None:
 
 
 def test_accounts_and_the_guard_override(run_cli: Any, workspace: Path) -> None:
+    assert cli(run_cli, workspace, "db", "upgrade").exit_code == 0  # `accounts` makes none
     result = cli(run_cli, workspace, "accounts", "--json")
     [account] = json.loads(result.output)
     assert account["name"] == "sms" and account["guard"] == "ok" and account["sandbox"]

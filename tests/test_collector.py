@@ -417,6 +417,7 @@ def test_sftp_dropped_download_leaves_nothing_and_imports_once_later(
 def test_a_source_that_fails_is_recorded_and_others_go_on(
     store: Store, clock: TestClock, tmp_path: Path, drop: Path
 ) -> None:
+    (tmp_path / "missing").mkdir()  # there when the configuration is loaded…
     config = load(
         write_config(
             tmp_path,
@@ -426,6 +427,7 @@ def test_a_source_that_fails_is_recorded_and_others_go_on(
             },
         )
     )
+    (tmp_path / "missing").rmdir()  # …and gone by the time it is polled
     c = collector(store, config, clock)
     (drop / name(1, "cBRAD")).write_text(CSV)
     gone = poll(c, "gone")

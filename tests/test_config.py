@@ -119,9 +119,14 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_full_file(tmp_path: Path, plugins: Plugins) -> None:
+    # every file and folder the configuration names exists (checked at load)
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "triplets").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "brad.html").write_text("<p>Olá {{ nome }}</p>")
     config = load(
         tmp_path,
-        """
+        f"""
 [engine]
 time_zone = "America/Manaus"
 database_url = "sqlite:///data/x.db"
@@ -134,7 +139,7 @@ password_env = "DROP_PASSWORD"
 
 [sources.hourly]
 kind = "folder"
-path = "/srv/triplets"
+path = "{tmp_path / "triplets"}"
 cron = "0 * * * *"
 
 [accounts.avisos]

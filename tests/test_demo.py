@@ -1,21 +1,44 @@
 """``make demo`` (the README's first command) runs end to end: the spec's example files are
-imported and their campaigns sent through the sandbox transports."""
+imported and their campaigns sent through the sandbox transports; every command it shows
+works as printed, though `disparo` is not on PATH."""
 
 from __future__ import annotations
 
 import json
 import mailbox
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from engine.demo import MARKER
 from engine.store import Store
+from tests.helpers import parse_command
+
+
+def runnable(line: str) -> None:
+    """A command line the demo printed works as printed: its program exists (it is not a
+    bare `disparo`, which is not on PATH here) and click parses its arguments."""
+    words = shlex.split(line.removesuffix("&").strip())
+    program, args = words[0], words[1:]
+    if words[1:3] == ["-m", "engine.cli"]:
+        args = words[3:]
+    else:
+        assert program != "disparo", f"{line!r}: `disparo` is not on PATH"
+        assert Path(program).name == "disparo" and Path(program).exists(), line
+    if args:
+        parse_command(args)
 
 
 def test_make_demo_imports_the_examples_and_sends_through_the_sandbox(tmp_path: Path) -> None:
     workspace = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k != "DISPARO_CONFIG"}
+    # as after `make demo`: no `disparo` on PATH
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and not (Path(p) / "disparo").exists()
+    )
     done = subprocess.run(
         [sys.executable, "-m", "engine.demo", str(workspace)],
         capture_output=True,
@@ -25,6 +48,15 @@ def test_make_demo_imports_the_examples_and_sends_through_the_sandbox(tmp_path: 
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (workspace / MARKER).is_file()  # a later `make demo` may remove and remake it
+    prompts = [line[2:] for line in done.stdout.splitlines() if line.startswith("$ ")]
+    tail = done.stdout.split(" done ")[-1]
+    hints = [h for h in re.findall(r"`([^`]+)`", tail) if "disparo" in h and " " in h]
+    assert len(prompts) > 10 and len(hints) >= 3, tail
+    for line in prompts + [h for h in hints if not h.startswith("source ")]:
+        runnable(line)
+    activate = next(h for h in re.findall(r"`([^`]+)`", tail) if h.startswith("source "))
+    assert Path(activate.split()[1]).exists() or (Path.cwd() / activate.split()[1]).exists()
     drop = workspace / "drop"
     assert len(list((drop / "processed").rglob("mailing_*.csv"))) == 8
     assert len(list((drop / "rejected").glob("*.erro.txt"))) == 1  # the broken name

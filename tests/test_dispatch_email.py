@@ -22,6 +22,7 @@ from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing import write_secret
 from tests.helpers import tick
 from tests.peers.smtp import SmtpServer, start_smtp_server
 
@@ -44,7 +45,7 @@ async def test_email_campaign_end_to_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SMTP_PASSWORD", smtp.password or "")
-    (tmp_path / "key").write_text("k" * 32)
+    write_secret(tmp_path / "key", "k" * 32)
     (tmp_path / "body.html").write_text("<p>Olá {{ nome }}</p>")
     path = tmp_path / "disparo.toml"
     path.write_text(

@@ -17,6 +17,7 @@ from engine.plugins import load_plugins
 from engine.plugins.format import FormatContext
 from engine.service import Engine
 from engine.store import Store
+from engine.testing import write_secret
 from engine.testing.eventually import TIMEOUT, GiveUp, eventually
 from tests.peers.smtp import start_smtp_server
 
@@ -25,7 +26,7 @@ async def test_run_serves_tracking_and_counts_messages(tmp_path: Path, db_url: s
     smtp = start_smtp_server(tls="none", auth=False)
     store = Store.open(db_url)
     try:
-        (tmp_path / "key").write_text("k" * 32)
+        write_secret(tmp_path / "key", "k" * 32)
         (tmp_path / "body.html").write_text('<p>Oi <a href="https://loja.example/">loja</a></p>')
         path = tmp_path / "disparo.toml"
         path.write_text(

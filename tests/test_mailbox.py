@@ -39,6 +39,7 @@ from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
 from engine.store.feedback import Applied
+from engine.testing import write_secret
 from engine.tokens import Signer
 from tests.helpers import tick
 from tests.peers.imap import ImapServer, start_imap_server
@@ -67,12 +68,12 @@ def write_config(
     database_url: str | None = None,
     **mailbox: Any,
 ) -> Path:
-    (tmp_path / "key").write_text(SECRET)
+    write_secret(tmp_path / "key", SECRET)
     (tmp_path / "body.html").write_text(
         '<html><body><p>Oi {{ nome }}</p><a href="https://loja.example/oferta">ver</a>'
         '<a href="https://loja.example/conta">conta</a></body></html>'
     )
-    (tmp_path / "imap-password").write_text(server.password if server else "x")
+    write_secret(tmp_path / "imap-password", server.password if server else "x")
     doc: dict[str, Any] = {
         "tracking": {"public_url": "https://t.empresa.com.br", "secret_file": "key"},
         "accounts": {
@@ -422,7 +423,7 @@ def test_connection_failures_in_plain_words(
             "logged in as bounces, folder 'INBOX': 1 message(s), 1 to read"
         )
 
-        (tmp_path / "imap-password").write_text("wrong")
+        write_secret(tmp_path / "imap-password", "wrong")
         config = load_config(tmp_path / "disparo.toml", plugins=load_plugins())
         with pytest.raises(MailboxError, match="login as bounces refused"):
             check_mailbox(config.mailboxes["retorno"])

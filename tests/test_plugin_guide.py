@@ -209,6 +209,7 @@ async def test_the_contacts_format_imports_a_wallets_contacts(tmp_path: Path) ->
 async def test_the_observers_and_the_publisher_see_a_campaign(tmp_path: Path) -> None:
     Scripted.reset()
     tally = observers.Tally()
+    (tmp_path / "drop").mkdir()  # the local source's folder (checked at load)
     world = World.open(
         tmp_path,
         hermetic_plugins(Registers(GuideSms), tally, summary_publisher),

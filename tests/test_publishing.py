@@ -175,7 +175,7 @@ def test_disparo_publish_lists_what_it_wrote(
     runner = CliRunner()
     due = runner.invoke(cli, ["publish", "--dry-run", "--json"])
     assert due.exit_code == 0, due.output
-    assert [json.loads(line)["status"] for line in due.output.splitlines()] == ["due"]
+    assert [o["status"] for o in json.loads(due.output)] == ["due"]
     done = runner.invoke(cli, ["publish", "drop"])
     assert done.exit_code == 0 and "count_" in done.output and "published" in done.output
     again = runner.invoke(cli, ["publish"])

@@ -37,7 +37,9 @@ def test_local_source(tmp_path: Path) -> None:
 
 
 def test_local_missing_folder(tmp_path: Path) -> None:
+    (tmp_path / "nowhere").mkdir()  # the configuration names existing folders only
     source = make(tmp_path, {"kind": "local", "path": "nowhere"})
+    (tmp_path / "nowhere").rmdir()  # removed while disparo runs
     with pytest.raises(SourceError) as info, source.session():
         pass
     assert info.value.category == "not-found"
@@ -287,6 +289,7 @@ def test_sources_listing_command(run_cli: Any, tmp_path: Path) -> None:
     config = write_config(
         tmp_path, sources={"drop": {"kind": "local", "path": "drop", "cron": "0 * * * *"}}
     )
+    assert run_cli("--config", str(config), "db", "upgrade").exit_code == 0
     result = run_cli("--config", str(config), "sources")
     assert result.exit_code == 0
     assert "drop" in result.output and "cron 0 * * * *" in result.output

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.testing import write_secret
 from tests.conftest import BUILTIN_PLUGINS
 
 #: libraries that loading the plugins and building the CLI must not import
@@ -139,7 +140,7 @@ host_key_fingerprint = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"
 
 
 def probe(tmp_path: Path) -> dict[str, Any]:
-    (tmp_path / "dkim.pem").write_text("not read at start\n")
+    write_secret(tmp_path / "dkim.pem", "not read at start\n")
     config = tmp_path / "disparo.toml"
     config.write_text(CONFIG, encoding="utf-8")
     result = tmp_path / "result.json"

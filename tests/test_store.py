@@ -174,6 +174,31 @@ def test_every_table_round_trips(store: Store) -> None:
             )
         )
         c.execute(sa.insert(t.accounts).values(name="avisos", channel="email", updated_at=now))
+        c.execute(
+            sa.insert(t.engines).values(
+                node="host:1:abc",
+                host="host",
+                pid=1,
+                version="0.1.0",
+                mode="run",
+                started_at=now,
+                heartbeat_at=now,
+                lease_s=30,
+                detail={},
+            )
+        )
+        c.execute(
+            sa.insert(t.delivery_errors).values(
+                campaign_id=campaign,
+                account="avisos",
+                outcome="retry",
+                reason="451 busy",
+                scope="delivery",
+                count=3,
+                first_at=now,
+                last_at=now,
+            )
+        )
         c.execute(sa.insert(t.source_state).values(source="drop", status="ok", updated_at=now))
         c.execute(
             sa.insert(t.mailboxes).values(

@@ -35,6 +35,7 @@ from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.store import schema as t
+from engine.testing import write_secret
 from engine.testing.eventually import eventually
 from tests.helpers import tick
 from tests.peers.smtp import SmtpServer, start_smtp_server
@@ -74,7 +75,7 @@ class Sent:
 
 
 def write_config(tmp_path: Path, smtp: SmtpServer, twilio: TwilioFake, **tracking: Any) -> Path:
-    (tmp_path / "key").write_text("k" * 32)
+    write_secret(tmp_path / "key", "k" * 32)
     (tmp_path / "body.html").write_text(BODY)
     path = tmp_path / "disparo.toml"
     path.write_text(

@@ -34,6 +34,7 @@ from engine.sending.dispatcher import Dispatcher
 from engine.service import signer_for
 from engine.store import Store
 from engine.testing.eventually import eventually
+from engine.testing.store import write_secret
 from tests.helpers import load, tick, write_config
 from tests.peers.ftp import FtpServer
 from tests.peers.sftp import SftpServer
@@ -96,7 +97,7 @@ def smtp() -> Iterator[SmtpServer]:
 def config_for(
     tmp_path: Path, store: Store, smtp: SmtpServer, source: dict[str, Any], **extra: Any
 ) -> Config:
-    (tmp_path / "tracking-key").write_text("k" * 32)
+    write_secret(tmp_path / "tracking-key", "k" * 32)
     return load(
         write_config(
             tmp_path,

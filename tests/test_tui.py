@@ -858,6 +858,10 @@ def test_tui_command_defaults_the_role_from_the_config(
     monkeypatch.setattr(DisparoApp, "run", lambda self, *a, **k: started.append(self.backend))
     monkeypatch.setenv("DISPARO_ACTOR", "ssh:maria")
     config = write_config(tmp_path, engine={"role": "viewer"})
+    nothing = run_cli("tui", "--config", str(config))  # the UI alone never makes a store
+    assert nothing.exit_code == 2 and "no database yet" in nothing.output
+    assert not (tmp_path / "disparo.db").exists()
+    assert run_cli("--config", str(config), "db", "upgrade").exit_code == 0
     assert run_cli("tui", "--config", str(config)).exit_code == 0
     assert run_cli("--config", str(config), "tui", "--role", "admin").exit_code == 0
     assert [(b.role, b.actor, b.engine) for b in started] == [

@@ -53,7 +53,8 @@ def tui_command(
     a = AppContext(config_path) if config_path is not None else app(ctx)
     config = a.require_config() if with_engine else a.config
     backend = Backend(
-        a.store,
+        # without the engine the UI only attaches to a store: it never creates one
+        a.store if with_engine else a.existing_store,
         config,
         a.clock,
         role=role or config.engine.role,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     # (every `disparo` process does) stays light
     from engine.campaign import Campaign
     from engine.schedule import Schedule
+    from engine.sending.status import CampaignTrouble
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -75,7 +76,7 @@ def campaign_json(a: AppContext, c: Campaign) -> dict[str, Any]:
 def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
     """List campaigns, newest first."""
     a = app(ctx)
-    found = a.store.campaigns.recent(limit, status=status)
+    found = a.existing_store.campaigns.recent(limit, status=status)
     if as_json:
         click.echo(json.dumps([campaign_json(a, c) for c in found], ensure_ascii=False, indent=2))
         return
@@ -94,13 +95,15 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
         "Status",
     ):
         table.add_column(
-            column, justify="right" if column in ("Id", "Recipients", "Sent") else "left"
+            column,
+            justify="right" if column in ("Id", "Recipients", "Sent") else "left",
+            overflow="fold",
         )
     for c in found:
         table.add_row(
             str(c.id),
             _t(a, c.created_at),
-            Text(c.name[:40]),
+            Text(c.name),
             c.wallet or "-",
             c.channel,
             c.account or "-",
@@ -108,7 +111,11 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
             f"{c.counters['sent']:,}",
             _t(a, c.started_at or c.start_at),
             _t(a, c.finished_at or c.deadline),
-            Text(c.status, style=STATUS_STYLE.get(c.status, "")),
+            Text(
+                c.status
+                + (f": {c.status_reason[:60]}" if c.status == "held" and c.status_reason else ""),
+                style=STATUS_STYLE.get(c.status, ""),
+            ),
         )
     a.console.print(table)
 
@@ -119,9 +126,9 @@ def campaign() -> None:
 
 
 def _get(a: AppContext, campaign_id: int) -> Campaign:
-    c = a.store.campaigns.get(campaign_id)
+    c = a.existing_store.campaigns.get(campaign_id)
     if c is None:
-        fail(f"there is no campaign {campaign_id} (see `disparo campaigns`)")
+        fail(f"there is no campaign {campaign_id} (see `{a.hint('campaigns')}`)")
     return c
 
 
@@ -132,18 +139,24 @@ def _get(a: AppContext, campaign_id: int) -> Campaign:
 def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     """Totals (D18), the pacing timeline and the deadline of a campaign."""
     from engine.campaign import COUNTERS
-    from engine.sending.status import campaign_schedule
+    from engine.sending.status import campaign_schedule, campaign_trouble
 
     a = app(ctx)
     c = _get(a, campaign_id)
-    schedule = campaign_schedule(a.store, a.config, c, a.clock.now())
+    now = a.clock.now()
+    schedule = campaign_schedule(a.existing_store, a.config, c, now)
+    trouble = campaign_trouble(a.existing_store, c)
     if as_json:
-        body = campaign_json(a, c) | {"schedule": schedule.as_json(a.config.tz)}
+        body = (
+            campaign_json(a, c)
+            | {"schedule": schedule.as_json(a.config.tz)}
+            | _trouble_json(a, trouble)
+        )
         click.echo(json.dumps(body, ensure_ascii=False, indent=2))
         return
     table = Table(show_header=False, title=f"Campaign {c.id}: {c.name}", title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     rows = [
         (
             "status",
@@ -161,10 +174,86 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     ]
     for key in COUNTERS:
         rows.append((key, f"{c.counters.get(key, 0):,}"))
+    retrying = sum(w.count for w in trouble.waiting)
+    rows.append(
+        (
+            "errors",
+            Text(
+                f"{trouble.error_total:,} (retried, failed or bounced attempts)",
+                style="red" if trouble.error_total else "",
+            ),
+        )
+    )
+    if retrying:
+        rows.append(("retrying", f"{retrying:,}; the next retry at {_t(a, trouble.next_retry_at)}"))
+    if trouble.account_paused:
+        rows.append(
+            (
+                "account",
+                Text(
+                    f"{c.account} sends nothing now: {trouble.account_paused}"
+                    + (f" (until {_t(a, trouble.account_until)})" if trouble.account_until else ""),
+                    style="bold yellow",
+                ),
+            )
+        )
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     a.console.print(table)
+    if trouble.waiting and not c.finished:
+        why = Table(title="Not sent yet, because", title_justify="left")
+        for column in ("Reason", "Deliveries", "Next retry"):
+            why.add_column(column)
+        for w in trouble.waiting:
+            why.add_row(Text(w.reason), f"{w.count:,}", _t(a, w.next_at))
+        a.console.print(why)
+    if trouble.errors:
+        errors = Table(title="Errors by reason", title_justify="left")
+        for column in ("Outcome", "Reason", "Scope", "Count", "Last"):
+            errors.add_column(column)
+        for e in trouble.errors[:5]:
+            errors.add_row(
+                e.outcome,
+                Text(e.reason),
+                "the channel" if e.scope == "account" else "the recipient",
+                f"{e.count:,}",
+                _t(a, e.last_at),
+            )
+        if len(trouble.errors) > 5:
+            errors.caption = f"and {len(trouble.errors) - 5} other reason(s): see --json"
+        a.console.print(errors)
     _print_schedule(a, c, schedule)
+
+
+def _trouble_json(a: AppContext, trouble: CampaignTrouble) -> dict[str, Any]:
+    def t(value: datetime | None) -> str | None:
+        return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
+
+    return {
+        "errors_total": trouble.error_total,
+        "errors": [
+            {
+                "outcome": e.outcome,
+                "reason": e.reason,
+                "scope": e.scope,
+                "count": e.count,
+                "first_at": t(e.first_at),
+                "last_at": t(e.last_at),
+            }
+            for e in trouble.errors
+        ],
+        "retrying": sum(w.count for w in trouble.waiting),
+        "next_retry_at": t(trouble.next_retry_at),
+        "not_sent_because": [
+            {"reason": w.reason, "count": w.count, "next_retry_at": t(w.next_at)}
+            for w in trouble.waiting
+        ],
+        "account_paused": (
+            {"reason": trouble.account_paused, "until": t(trouble.account_until)}
+            if trouble.account_paused
+            else None
+        ),
+    }
 
 
 def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
@@ -190,9 +279,13 @@ def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
         a.console.print(timeline)
     if c.finished:
         return
-    if schedule.finish_at is not None:
+    if c.status in ("held", "paused"):
+        a.console.print(f"No projected finish while the campaign is {c.status}")
+    elif schedule.finish_at is not None:
+        behind = schedule.finish_at < a.clock.now()
         a.console.print(
             f"Projected finish {_t(a, schedule.finish_at)} at {schedule.rate:g}/s"
+            + (" (behind: sends are failing or waiting)" if behind else "")
             + (f"; {schedule.expired:,} would expire at the deadline" if schedule.expired else "")
         )
 
@@ -205,46 +298,62 @@ def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Write every recipient to this CSV file (`-` for standard output).",
 )
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, one recipient per line.")
 @click.option(
-    "--limit", type=int, default=20, show_default=True, help="Rows shown on screen without --csv."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON lines, one recipient per line (every recipient, or the first --limit).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="At most this many recipients. Default: 20 on screen, every one with --json; "
+    "--csv always writes every recipient.",
 )
 @click.pass_context
 def campaign_results(
-    ctx: click.Context, campaign_id: int, csv_path: Path | None, as_json: bool, limit: int
+    ctx: click.Context, campaign_id: int, csv_path: Path | None, as_json: bool, limit: int | None
 ) -> None:
     """Per-recipient results (D17): sent, delivered, first read, clicks and the URLs clicked,
     why it was not sent, unsubscribes (this campaign / all). `--csv` exports every recipient
     (`;`-separated, UTF-8 with BOM, formula-safe cells, E2)."""
+    if csv_path is not None and (as_json or limit is not None):
+        raise click.UsageError("--csv writes every recipient: give it without --json and --limit")
     a = app(ctx)
     c = _get(a, campaign_id)
+    store = a.existing_store
     if as_json:
-        for chunk in a.store.results.all(c.id):
+        written = 0
+        for chunk in store.results.all(c.id, chunk=min(limit or 5000, 5000)):
             for r in chunk:
+                if limit is not None and written >= limit:
+                    return
                 row = dict(zip(RESULT_COLUMNS, result_row(r, a.config.tz), strict=True))
                 row["urls_clicadas"] = list(r.urls)  # type: ignore[assignment]
                 click.echo(json.dumps(row, ensure_ascii=False))
+                written += 1
         return
     if csv_path is not None:
         _export_results(a, c, csv_path)
         return
+    limit = limit or 20
     table = Table(title=f"Campaign {c.id}: first {limit} recipients", title_justify="left")
     for column in ("Code", "Address", "Status", "Sent", "Read", "Clicks", "Reason", "Unsub."):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     shown = 0
-    for chunk in a.store.results.all(c.id, chunk=max(1, min(limit, 5000))):
+    for chunk in store.results.all(c.id, chunk=max(1, min(limit, 5000))):
         for r in chunk:
             if shown >= limit:
                 break
             cells = result_row(r, a.config.tz)
             table.add_row(
-                Text(cells[0][:20]),
+                Text(cells[0]),
                 Text(r.address),
                 Text(r.status, style=STATUS_STYLE.get(r.status, "")),
                 cells[5],
                 cells[7],
                 str(r.clicks),
-                Text((r.reason or "")[:60]),
+                Text(r.reason or ""),
                 "all" if r.unsubscribed_all else ("campaign" if r.unsubscribed_campaign else ""),
             )
             shown += 1
@@ -254,7 +363,7 @@ def campaign_results(
     if c.recipients > shown:
         a.console.print(
             f"{c.recipients - shown:,} more; export them all with "
-            f"`disparo campaign results {c.id} --csv results.csv`"
+            f"`{a.hint('campaign', 'results', str(c.id), '--csv', 'results.csv')}`"
         )
 
 
@@ -277,9 +386,9 @@ def _export_results(a: AppContext, c: Campaign, path: Path) -> None:
             progress.update(task, completed=done)
 
         if str(path) == "-":
-            write_results(a.store, c.id, sys.stdout, a.config.tz, advance)
+            write_results(a.existing_store, c.id, sys.stdout, a.config.tz, advance)
             return
-        written = export_results(a.store, c.id, path, a.config.tz, progress=advance)
+        written = export_results(a.existing_store, c.id, path, a.config.tz, progress=advance)
     a.console.print(f"{written:,} recipients of campaign {c.id} written to {path}")
 
 
@@ -287,9 +396,12 @@ def _act(
     ctx: click.Context, action: str, target: str, args: dict[str, Any], role: str | None
 ) -> Applied:
     a = app(ctx)
+    # a campaign exists only in a store that exists; an address or an account can be acted
+    # on before anything ran (a suppression added ahead of the first campaign)
+    store = a.existing_store if target.startswith("campaign:") else a.store
     applied = asyncio.run(
         submit_and_apply(
-            a.store,
+            store,
             actor=actor(),
             role=role or a.config.engine.role,
             action=action,
@@ -362,16 +474,19 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     a = app(ctx)
     config = a.config
     from engine.rates import Rates
+    from engine.sending.status import account_errors
 
-    a.store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
-    states = a.store.accounts.states()
-    flying = a.store.campaigns.in_flight()
+    store = a.existing_store
+    store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
+    states = store.accounts.states()
+    flying = store.campaigns.in_flight()
     rows: list[dict[str, Any]] = []
     since = a.clock.now() - timedelta(hours=24)
+    errors = account_errors(store, since=since)
     for name, s in config.accounts.items():
         st = states[name]
         # counted now, not as of the guard's last check (every 5 minutes)
-        rates = Rates(*a.store.accounts.counts(name, since), s.limits)
+        rates = Rates(*store.accounts.counts(name, since), s.limits)
         rows.append(
             {
                 "name": name,
@@ -396,6 +511,22 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
                 "override_by": st.override_by,
                 "override_reason": st.override_reason,
                 "checked_at": _t(a, st.checked_at) if st.checked_at else None,
+                "breaker": st.breaker_state,
+                "breaker_reason": st.breaker_reason,
+                "breaker_since": _t(a, st.breaker_opened_at) if st.breaker_open else None,
+                "breaker_retry_at": _t(a, st.breaker_retry_at) if st.breaker_open else None,
+                "breaker_failures": st.breaker_failures,
+                "breaker_threshold": s.breaker_failures,
+                "recent_errors": [
+                    {
+                        "outcome": e.outcome,
+                        "reason": e.reason,
+                        "scope": e.scope,
+                        "count": e.count,
+                        "last_at": _t(a, e.last_at),
+                    }
+                    for e in errors.get(name, [])
+                ],
             }
         )
     if as_json:
@@ -411,8 +542,9 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
         "Bounces",
         "Complaints",
         "Guard",
+        "Channel",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in rows:
         guard = Text(r["guard"], style="green" if r["guard"] == "ok" else "bold red")
         if r["guard"] == "paused":
@@ -430,8 +562,25 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             f"{r['bounce_rate']:.2f} % / {r['bounce_limit']:g} %",
             f"{r['complaint_rate']:.3f} % / {r['complaint_limit']:g} %",
             guard,
+            Text(
+                f"paused since {r['breaker_since']}: {r['breaker_reason']}; next try "
+                f"{r['breaker_retry_at']}",
+                style="bold red",
+            )
+            if r["breaker"] == "open"
+            else Text("ok", style="green"),
         )
     a.console.print(table)
+    failing = [(r["name"], e) for r in rows for e in r["recent_errors"][:3]]
+    if failing:
+        listing = Table(
+            title="Most frequent errors (reasons seen in the last 24 h)", title_justify="left"
+        )
+        for column in ("Account", "Outcome", "Reason", "Count", "Last"):
+            listing.add_column(column)
+        for name, e in failing:
+            listing.add_row(name, e["outcome"], Text(e["reason"]), f"{e['count']:,}", e["last_at"])
+        a.console.print(listing)
 
 
 @accounts_command.command("override")
@@ -460,14 +609,19 @@ def accounts_override(
 @click.option(
     "--origin", type=click.Choice(["bounce", "complaint", "unsubscribe", "stop", "manual"])
 )
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Newest first."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def suppressions_command(ctx: click.Context, text: str, origin: str | None, as_json: bool) -> None:
+def suppressions_command(
+    ctx: click.Context, text: str, origin: str | None, limit: int, as_json: bool
+) -> None:
     """Addresses never sent to (D4): list, add, remove."""
     if ctx.invoked_subcommand is not None:
         return
     a = app(ctx)
-    found = a.store.suppressions.search(text, origin=origin)
+    found = a.existing_store.suppressions.search(text, origin=origin, limit=limit)
     if as_json:
         click.echo(
             json.dumps(
@@ -490,7 +644,7 @@ def suppressions_command(ctx: click.Context, text: str, origin: str | None, as_j
         return
     table = Table(title="Suppressions", title_justify="left")
     for column in ("Address", "Origin", "Reason", "By", "When"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for s in found:
         table.add_row(
             Text(s.address), s.origin, Text(s.reason or ""), s.created_by, _t(a, s.created_at)

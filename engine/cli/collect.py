@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from datetime import date, datetime
 from functools import partial
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.context import AppContext, app, fail
+from engine.cli.context import LOG_FORMAT_OPTION, AppContext, app, fail
 from engine.clock import local_today
 from engine.config import Config
 from engine.plugins.format import Format, FormatContext
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     # the importer (and the store under it) is imported by `disparo import`, so building the
     # command line (every `disparo` process does) stays light
     from engine.intake.importer import ImportReport
+
+log = logging.getLogger(__name__)
 
 STATUS_STYLE = {
     "imported": "green",
@@ -194,7 +197,67 @@ def import_command(
     ctx.exit(1 if failed else 0)
 
 
-def _print_report(a: AppContext, report: ImportReport) -> None:
+def _numbered_twins(folder: Path, leaf: str) -> list[tuple[int, Path]]:
+    """``a.csv`` and its numbered twins ``a.2.csv``, ``a.3.csv``… in ``folder`` (the collector
+    gives a moved file a numbered twin's name when its own is taken)."""
+    stem, dot, ext = leaf.rpartition(".")
+    if not dot:
+        stem, ext = leaf, ""
+    found = [(1, folder / leaf)] if (folder / leaf).exists() else []
+    for path in folder.glob(f"{stem}.*{'.' + ext if ext else ''}"):
+        middle = path.name[len(stem) + 1 : len(path.name) - (len(ext) + 1 if ext else 0)]
+        if middle.isdigit():
+            found.append((int(middle), path))
+    return sorted(found)
+
+
+def _where_it_went(a: AppContext, source_name: str, report: ImportReport) -> list[tuple[str, Text]]:
+    """Where a collected file went and its reports beside it: processed/ or rejected/ on its
+    source, as the customer sees it (the spool copies are gone once it is settled)."""
+    from engine.intake.reports import report_stem
+    from engine.plugins.source import join
+
+    settings = a.config.sources.get(source_name)
+    if settings is None:
+        return []
+    source: Source = a.plugins.source_kinds()[settings.kind](settings)
+    if not source.writable:
+        return [
+            (
+                "file",
+                Text(
+                    f"left where it is on {source.describe()} (a read-only source: nothing is "
+                    "moved or published there)"
+                ),
+            )
+        ]
+    folder = settings.processed_dir if report.outcome == "imported" else settings.rejected_dir
+    moved = join(folder, report.path)
+    reports = [".rejeitados.csv"] if report.rejected_csv is not None else []
+    if report.outcome != "imported":
+        reports.insert(0, ".erro.txt")
+    root = getattr(source, "root", None)
+    if isinstance(root, Path):  # a local folder: the very files, numbered twin or not
+        target = root / moved
+        twins = _numbered_twins(target.parent, target.name)
+        if twins:
+            target = twins[-1][1]
+        rows = [("moved to", Text(str(target)))]
+        stem = target.with_name(report_stem(target.name))
+        for suffix in reports:
+            label = "why (for the customer)" if suffix == ".erro.txt" else "rejected rows listed in"
+            rows.append((label, Text(f"{stem}{suffix}")))
+        return rows
+    rows = [("moved to", Text(f"{moved} on {source.describe()}"))]
+    for suffix in reports:
+        label = "why (for the customer)" if suffix == ".erro.txt" else "rejected rows listed in"
+        rows.append((label, Text(f"{report_stem(moved)}{suffix} beside it")))
+    return rows
+
+
+def _print_report(a: AppContext, report: ImportReport, source: str | None = None) -> None:
+    """One file's summary; ``source`` names the source it was collected from (None for
+    ``disparo import``, whose rejected rows are written beside the file given)."""
     style = {"imported": "green", "rejected": "red", "duplicate": "yellow"}[report.outcome]
     table = Table(
         show_header=False,
@@ -202,12 +265,15 @@ def _print_report(a: AppContext, report: ImportReport) -> None:
         title_justify="left",
     )
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     for key, value in _report_rows(report):
         table.add_row(key, Text(value))  # Text: file names and messages are not markup
     if report.outcome == "duplicate":
         table.add_row("why", "the same file (name and content) was imported before (F10)")
-    if report.rejected_csv is not None:
+    if source is not None:
+        for label, where in _where_it_went(a, source, report):
+            table.add_row(label, where)
+    elif report.rejected_csv is not None:
         table.add_row("rejected rows listed in", Text(str(report.rejected_csv)))
     a.console.print(table)
 
@@ -215,16 +281,18 @@ def _print_report(a: AppContext, report: ImportReport) -> None:
 @click.group("sources", invoke_without_command=True)
 @click.pass_context
 def sources(ctx: click.Context) -> None:
-    """The configured sources: schedule, last poll and the files they hold."""
+    """The configured sources: schedule, last poll and the files they hold, with why each
+    file is where it is (the rule and the fix, in full)."""
     if ctx.invoked_subcommand is not None:
         return
     a = app(ctx)
     config = a.require_config()
-    states = a.store.files.source_states()
+    store = a.existing_store
+    states = store.files.source_states()
     tz = config.tz
     table = Table(title="Sources", title_justify="left")
     for column in ("Source", "Kind", "Where", "Schedule", "Last poll", "Next poll", "Status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for name, s in config.sources.items():
         src: Source = a.plugins.source_kinds()[s.kind](s)
         st = states.get(name)
@@ -233,7 +301,7 @@ def sources(ctx: click.Context) -> None:
             return v.astimezone(tz).strftime("%d/%m %H:%M:%S") if v else "-"
 
         status = Text(
-            st.status if st else "never polled",
+            (st.status + (f": {st.message}" if st.message else "")) if st else "never polled",
             style="green" if st and st.status == "ok" else "red" if st else "dim",
         )
         where = escape(src.describe()) + (
@@ -250,11 +318,13 @@ def sources(ctx: click.Context) -> None:
         )
     a.console.print(table)
     _print_sends(a, config)
-    files = a.store.files.observations(limit=50)
+    files = store.files.observations(limit=50)
     if files:
         listing = Table(title="Files seen (newest first)", title_justify="left")
-        for column in ("Source", "File", "Size", "Seen", "Status", "Why"):
-            listing.add_column(column)
+        for column in ("Source", "File", "Size", "Seen", "Status"):
+            listing.add_column(column, overflow="fold")
+        # the reason is never cut: it says what to do (the rule, the fix, the day it waits for)
+        listing.add_column("Why", overflow="fold", ratio=1, min_width=30)
         for f in files:
             listing.add_row(
                 f.source,
@@ -262,7 +332,7 @@ def sources(ctx: click.Context) -> None:
                 f"{f.size:,}",
                 f.last_seen_at.astimezone(tz).strftime("%d/%m %H:%M"),
                 Text(f.status, style=STATUS_STYLE.get(f.status, "")),
-                Text((f.message or "")[:160]),
+                Text(f.message or ""),
             )
         a.console.print(listing)
 
@@ -282,7 +352,7 @@ def _print_sends(a: AppContext, config: Config) -> None:
     for column in ("Source", "File", "Status", "Campaign", "Results due", "Published"):
         table.add_column(column)
     waiting: dict[tuple[str, str], list[str]] = {}
-    for o in a.store.files.observations(limit=500):
+    for o in a.existing_store.files.observations(limit=500):
         if o.status == "incomplete":  # a triplet send still missing files (T2)
             waiting.setdefault((o.source, o.message or ""), []).append(o.path)
     for (source, message), paths in waiting.items():
@@ -357,41 +427,173 @@ def sources_test(ctx: click.Context, name: str) -> None:
     show_default=True,
     help="Seconds between the two listings that show a new file is stable (F8).",
 )
+@LOG_FORMAT_OPTION
 @click.pass_context
-def run_command(ctx: click.Context, until_idle: bool, settle: float) -> None:
+def run_command(ctx: click.Context, until_idle: bool, settle: float, log_format: str) -> None:
     """Run the engine: collect and import files on each source's schedule, send campaigns
     paced within each account's rate, and watch bounce rates (the guard); with [tracking],
     serve the tracking endpoint, and poll the bounce mailboxes ([mailboxes.NAME]).
 
-    Stops cleanly on SIGTERM or Ctrl-C: in-flight messages finish, the rest waits for the
-    next start.
+    SIGTERM or Ctrl-C stops it cleanly: messages in flight finish (within
+    engine.stop_timeout), every lease is released, the exit status is 0; a second signal
+    stops at once. SIGHUP reads the configuration again (a file with problems is refused and
+    the running configuration kept). With --until-idle the exit status is 1 when deliveries
+    failed for a systemic reason (an account's channel failing) or a campaign cannot be sent
+    as configured; the problems are printed.
     """
     from engine.service import Engine, configure_logging
 
+    # a SIGHUP before the engine's own handler is in place must not kill the process
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     a = app(ctx)
     config = a.require_config()
-    configure_logging(config)
-    engine = Engine(a.store, a.plugins, config, a.clock)
+    a.preflight(
+        config, listen=config.tracking.listen if config.tracking and not until_idle else None
+    )
+    configure_logging(config, log_format)
+    engine = Engine(a.store, a.plugins, config, a.clock, mode="until-idle" if until_idle else "run")
 
-    async def main() -> None:
+    async def main() -> Any:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, engine.stop.set)
-        if until_idle:
-            summary = await engine.run_until_idle(settle=settle)
-            _print_run(a, summary)
-        else:
-            from engine.sending.status import describe_accounts
-
-            a.console.print(
-                f"disparo running: {len(config.sources)} source(s), "
-                f"{len(config.accounts)} account(s); Ctrl-C stops"
-            )
-            for line in describe_accounts(config, a.plugins, a.clock):
-                a.console.print(f"  {line}")
+        loop.add_signal_handler(signal.SIGTERM, engine.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, engine.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+        try:
+            if until_idle:
+                return await engine.run_until_idle(settle=settle)
+            _print_banner(a, config, log_format)
             await engine.run()
+            return None
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
 
-    asyncio.run(main())
+    summary = asyncio.run(main())
+    if until_idle:
+        _print_run(a, summary)
+        ctx.exit(1 if summary.failed else 0)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """The engines running on this store: where, since when, their last heartbeat, the sender
+    accounts and bounce mailboxes each holds, the messages each has in flight. An engine
+    whose heartbeat is older than its lease is not running (its work is rescued by the next
+    engine that looks)."""
+    from engine.sending.status import engine_json, engines_header
+
+    a = app(ctx)
+    now = a.clock.now()
+    header = engines_header(a.existing_store, now)
+    tz = a.config.tz
+    if as_json:
+        body = {
+            "engines": [engine_json(e, now, tz) for e in header.running],
+            "unresponsive": [engine_json(e, now, tz) for e in header.unresponsive],
+        }
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    if not header.running:
+        a.console.print(Text(header.text, style="yellow"))
+    else:
+        table = Table(title=header.text, title_justify="left")
+        for column in (
+            "Engine",
+            "Version",
+            "Mode",
+            "Started",
+            "Heartbeat",
+            "Accounts",
+            "Mailboxes",
+            "In flight",
+        ):
+            table.add_column(column)
+        for e in header.running:
+            table.add_row(
+                Text(e.node),
+                e.version,
+                e.mode,
+                e.started_at.astimezone(tz).strftime("%d/%m %H:%M:%S"),
+                f"{(now - e.heartbeat_at).total_seconds():.0f} s ago",
+                Text(", ".join(e.accounts) or "-"),
+                Text(", ".join(e.mailboxes) or "-"),
+                f"{e.in_flight:,}",
+            )
+        a.console.print(table)
+    for e in header.unresponsive:
+        a.console.print(
+            Text(
+                f"{e.node}: no heartbeat since "
+                f"{e.heartbeat_at.astimezone(tz).strftime('%d/%m %H:%M:%S')}: it stopped "
+                f"without saying so; the next engine rescues its {e.in_flight:,} claimed "
+                "deliveries",
+                style="red",
+            )
+        )
+
+
+def _print_banner(a: AppContext, config: Config, log_format: str) -> None:
+    """What runs, said once at start: on the console, or as a log record with JSON logs (so
+    that a JSON log stream holds nothing but JSON)."""
+    from engine.sending.status import describe_accounts
+
+    head = f"disparo running: {len(config.sources)} source(s), {len(config.accounts)} account(s)"
+    accounts = describe_accounts(config, a.plugins, a.clock)
+    if log_format == "json":
+        log.info(
+            "%s",
+            head,
+            extra={
+                "event": "engine.started",
+                "sources": list(config.sources),
+                "accounts": accounts,
+            },
+        )
+        return
+    a.console.print(f"{head}; Ctrl-C stops")
+    for line in accounts:
+        a.console.print(f"  {line}")
+
+
+def _print_not_yet(a: AppContext, summary: Any) -> None:
+    """Files left on their source for their date (N5), each with the reason in full: waiting
+    for a later day, or dated a day that has passed."""
+    for poll in summary.polls:
+        waiting = set(poll.waiting)
+        for f in a.existing_store.files.observations(poll.source):
+            if f.path in waiting or (f.status == "ignored" and f.code == "not-today"):
+                state = "waiting" if f.path in waiting else "not imported"
+                a.console.print(
+                    Text(f"{state}: {poll.source}: {f.path}: {f.message or f.status}", style="cyan")
+                )
+
+
+def _print_rejected_names(a: AppContext, poll: Any) -> None:
+    """Files refused by their name alone (never downloaded): why, and where they went."""
+    from engine.intake.importer import ImportReport
+
+    if not poll.rejected_names:
+        return
+    # the ledger keeps why (newest first): the listing forgets a file once it moved
+    seen: dict[str, Any] = {}
+    for entry in a.existing_store.files.ledger(poll.source):
+        seen.setdefault(entry.path, entry)
+    for path in poll.rejected_names:
+        table = Table(
+            show_header=False, title=Text("REJECTED", style="bold red"), title_justify="left"
+        )
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        table.add_row("file", Text(path))
+        table.add_row("outcome", "rejected by its name")
+        found = seen.get(path)
+        for line in (found.message or "").splitlines() if found else []:
+            table.add_row("problem", Text(line))
+        for label, where in _where_it_went(a, poll.source, ImportReport(path, "rejected")):
+            table.add_row(label, where)
+        a.console.print(table)
 
 
 def _print_campaigns(a: AppContext, summary: Any) -> None:
@@ -399,9 +601,9 @@ def _print_campaigns(a: AppContext, summary: Any) -> None:
         return
     table = Table(title="Campaigns", title_justify="left")
     for column in ("Id", "Name", "Status", "Recipients", "Sent"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for cid, name, status, recipients, sent in summary.campaigns:
-        table.add_row(str(cid), Text(name[:50]), status, f"{recipients:,}", f"{sent:,}")
+        table.add_row(str(cid), Text(name), status, f"{recipients:,}", f"{sent:,}")
     a.console.print(table)
 
 
@@ -420,9 +622,11 @@ def _print_run(a: AppContext, summary: Any) -> None:
             Text("ok", style="green") if poll.ok else Text(poll.error or "error", style="red"),
         )
     a.console.print(table)
+    _print_not_yet(a, summary)
     for poll in summary.polls:
+        _print_rejected_names(a, poll)
         for report in poll.reports:
-            _print_report(a, report)
+            _print_report(a, report, poll.source)
     for box in summary.mailboxes:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(box.kinds.items()))
         a.console.print(
@@ -432,6 +636,12 @@ def _print_run(a: AppContext, summary: Any) -> None:
             )
         )
     _print_campaigns(a, summary)
+    if summary.problems:
+        a.console.print(Text("Problems", style="bold red"))
+        for problem in summary.problems:
+            a.console.print(Text(f"  {problem}", style="red"))
+    if summary.interrupted:
+        a.console.print(Text("stopped before everything due was sent", style="yellow"))
 
 
-COMMANDS = (import_command, sources, run_command)
+COMMANDS = (import_command, sources, run_command, status_command)

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.context import AppContext, app, fail
+from engine.cli.context import LOG_FORMAT_OPTION, AppContext, app, fail
 from engine.config import MailboxSettings
 
 
@@ -35,7 +35,7 @@ def mailboxes_command(ctx: click.Context) -> None:
             "no [mailboxes.NAME] configured (see README, “Bounces by e-mail”)", markup=False
         )
         return
-    states = a.store.mailboxes.states()
+    states = a.existing_store.mailboxes.states()
     table = Table(title="Bounce mailboxes", title_justify="left")
     for column in (
         "Name",
@@ -146,8 +146,9 @@ def tracking_command() -> None:
 
 @tracking_command.command("serve")
 @click.option("--listen", help="host:port to bind (default: [tracking] listen).")
+@LOG_FORMAT_OPTION
 @click.pass_context
-def tracking_serve(ctx: click.Context, listen: str | None) -> None:
+def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> None:
     """Serve only the tracking endpoint (`disparo run` serves it too): for a web-facing
     process apart from the engine, both on the same store."""
     from engine.feedback.metrics import Metrics
@@ -159,24 +160,38 @@ def tracking_serve(ctx: click.Context, listen: str | None) -> None:
     settings = config.tracking
     if settings is None:
         fail("[tracking] is not configured: add `public_url` and `secret_file` (see README)")
-    configure_logging(config)
+    if listen is not None:
+        from engine.config.preflight import bind_problem
 
-    async def main() -> None:
+        problem = bind_problem(listen)
+        if problem is not None:
+            fail(f"--listen: {problem}", code=2)
+    a.preflight(config, listen=None if listen is not None else settings.listen)
+    configure_logging(config, log_format)
+
+    async def main() -> str | None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tracking = Tracking(a.store, config, a.clock, plugins=a.plugins, metrics=Metrics(a.store))
-        bound = await tracking.start(listen)
-        a.console.print(
-            f"tracking endpoint on http://{bound} (public URL {settings.public_url}); Ctrl-C stops"
-        )
         try:
+            try:
+                bound = await tracking.start(listen)
+            except OSError as exc:  # taken between the check above and now
+                return f"cannot listen on {listen or settings.listen}: {exc.strerror or exc}"
+            a.console.print(
+                f"tracking endpoint on http://{bound} (public URL {settings.public_url}); "
+                "Ctrl-C stops"
+            )
             await stop.wait()
         finally:
             await tracking.stop()
+        return None
 
-    asyncio.run(main())
+    problem = asyncio.run(main())
+    if problem is not None:
+        fail(problem, code=2)
 
 
 COMMANDS = (mailboxes_command, tracking_command)

@@ -14,7 +14,7 @@ from engine.cli.context import app, fail
 @click.command("publish")
 @click.argument("sources", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="List what is due; write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per publication.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per publication.")
 @click.pass_context
 def publish_command(
     ctx: click.Context, sources: tuple[str, ...], dry_run: bool, as_json: bool
@@ -34,13 +34,12 @@ def publish_command(
     if quiet:
         fail(
             f'source {", ".join(quiet)} publishes nothing: add `publish = ["…"]` to its '
-            "table (`disparo plugins` lists the publishers)"
+            f"table (`{a.hint('plugins')}` lists the publishers)"
         )
     publishing = Publishing(a.store, a.plugins, config, a.clock)
     outcomes = publishing.publish(sources or None, dry_run=dry_run)
     if as_json:
-        for o in outcomes:
-            click.echo(json.dumps(o.__dict__, ensure_ascii=False))
+        click.echo(json.dumps([o.__dict__ for o in outcomes], ensure_ascii=False, indent=2))
     elif not outcomes:
         a.console.print("nothing is due")
     else:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from engine.cli.context import app, fail
@@ -26,9 +27,11 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
     for path in made:
         kind = "folder" if path.is_dir() else "file"
         a.console.print(f"[green]created[/] {kind} {path}")
+    config = directory / CONFIG_NAME
     a.console.print(
-        f"\nNext: edit {directory / CONFIG_NAME}, then `disparo --config "
-        f"{directory / CONFIG_NAME} check-name mailing_DDMMYY_001_cWALLET.csv`"
+        f"\nNext: edit {escape(str(config))}, check it with "
+        f"`{escape(a.hint('config', 'check', config=config))}`, then try "
+        f"`{escape(a.hint('check-name', 'mailing_DDMMYY_001_cWALLET.csv', config=config))}`"
     )
 
 
@@ -84,19 +87,66 @@ def db_upgrade(ctx: click.Context) -> None:
 @db.command("status")
 @click.pass_context
 def db_status(ctx: click.Context) -> None:
-    """Show the database's schema revision against the newest this version knows."""
+    """Show the database's schema revision against the newest this version knows (it never
+    creates a database: with none, it says so and exits 2)."""
     a = app(ctx)
     from engine.store import migrate
     from engine.store.db import create_db_engine
 
-    engine = create_db_engine(a.database_url())
+    url = a.database_url()
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        a.no_database(f"{url.database} does not exist")
+    engine = create_db_engine(url)
     try:
         current = migrate.current_revision(engine)
     finally:
         engine.dispose()
     head = migrate.head_revision()
-    state = "[green]up to date[/]" if current == head else "[yellow]needs `disparo db upgrade`[/]"
+    state = (
+        "[green]up to date[/]"
+        if current == head
+        else f"[yellow]needs `{escape(a.hint('db', 'upgrade'))}`[/]"
+    )
     a.console.print(f"database revision {current or '(empty)'}, newest {head}: {state}")
 
 
-COMMANDS = (init, plugins, db)
+@click.group("config")
+def config_command() -> None:
+    """The configuration file: check it, or print its reference."""
+
+
+@config_command.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Check the configuration completely, as `disparo run` does before it starts, without
+    starting anything: every key, every file it names (present, readable; secrets private),
+    every secret (environment variables set). Exit 0 when it is fine, 2 with one line per
+    problem otherwise. (The tracking port is checked by `disparo run` itself.)"""
+    a = app(ctx)
+    config = a.require_config()
+    a.preflight(config)
+    parts = [
+        f"{len(config.sources)} source(s)",
+        f"{len(config.accounts)} account(s)",
+        f"{len(config.wallets)} wallet(s)",
+        f"{len(config.mailboxes)} mailbox(es)",
+        f"[tracking] on {config.tracking.listen}" if config.tracking else "no [tracking]",
+    ]
+    a.console.print(
+        f"[green]{escape(str(a.found_config))}: ok[/] ({escape(', '.join(parts))}); every file "
+        "it names is there and readable, every secret can be read"
+    )
+
+
+@config_command.command("reference")
+@click.pass_context
+def config_reference(ctx: click.Context) -> None:
+    """Print the configuration reference (Markdown): every key of every section, with its
+    kind, default and what it does, for the plugins loaded here (docs/configuration.md is
+    the same for disparo's own plugins)."""
+    from engine.config.reference import render_reference
+
+    click.echo(render_reference(app(ctx).plugins), nl=False)
+
+
+COMMANDS = (init, plugins, db, config_command)

@@ -4,7 +4,9 @@ conversions, and the problems found (every one names the file, the key and what 
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,6 +51,19 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+#: what a ``path`` key names, checked when the configuration is loaded (``Key.target``)
+PATH_TARGETS: dict[str, str] = {
+    "exists": "an existing file or folder disparo can read",
+    "file": "an existing file disparo can read",
+    "private": "an existing file disparo can read and nobody else (mode 600)",
+    "folder": "an existing folder disparo can read",
+    "created": "made by disparo when it needs it (need not exist)",
+}
+
+#: permission bits that let the group or other users reach a private file
+_OPEN_TO_OTHERS = 0o077
+
+
 @dataclass(frozen=True)
 class Key:
     """The rule for one key of a table.
@@ -58,6 +73,15 @@ class Key:
     ``"0s"`` too when ``minimum=0``), ``secret``
     (written as ``<key>_env`` or ``<key>_file``), ``choice``, ``zone``, ``cron``,
     ``strings`` (a list of strings) and ``table`` (a table of strings).
+
+    ``target`` says what a ``path`` names, checked when the configuration is loaded (so a
+    wrong path is one line at start, not a failure hours later): ``"exists"`` (the default:
+    an existing file or folder disparo can read), ``"file"`` (an existing readable file: a
+    template, a CA bundle, known_hosts), ``"private"`` (an existing readable file holding a
+    secret, that only its owner may read, as ``ssh`` wants of a private key: a key file, a
+    DKIM key), ``"folder"`` (an existing folder) or ``"created"`` (something disparo makes
+    when it needs it, such as a spool or an outbox: not required to exist). A ``secret``
+    given as ``<key>_file`` is always checked as ``"private"``.
     """
 
     kind: str
@@ -67,10 +91,67 @@ class Key:
     minimum: float | None = None
     maximum: float | None = None
     check: Callable[[Any], str | None] | None = None
+    target: str = "exists"
+
+    def __post_init__(self) -> None:
+        if self.target not in PATH_TARGETS:  # a programming error in a Key table
+            raise ValueError(f"Key target must be one of {', '.join(PATH_TARGETS)}")
 
     @property
     def required(self) -> bool:
         return self.default is MISSING
+
+
+def check_path(path: Path, target: str, *, root: Path | None = None) -> str | None:
+    """What is wrong with ``path`` as ``target`` (see ``Key``), with the fix; None when fine.
+
+    Done when the configuration is loaded, by the user disparo runs as: a file that user
+    cannot read is as wrong as a file that is not there.
+    """
+    if target == "created":
+        return None
+    where = f" (relative paths start in {root})" if root is not None else ""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if target == "folder":
+            return f"{path} does not exist; create it (`mkdir -p {path}`) or fix the path{where}"
+        made = "create it" if target == "exists" else "create the file"
+        return f"{path} does not exist; fix the path{where} or {made}"
+    except OSError as exc:
+        return (
+            f"{path} cannot be reached ({exc.strerror or exc}); check the folders above it "
+            "and their permissions"
+        )
+    is_dir = stat.S_ISDIR(info.st_mode)
+    if target == "folder" and not is_dir:
+        return f"{path} is not a folder; name a folder here"
+    if target in ("file", "private") and is_dir:
+        return f"{path} is a folder; name a file here"
+    if is_dir:
+        if not os.access(path, os.R_OK | os.X_OK):
+            return (
+                f"{path} cannot be read by this user (permission denied); give the user "
+                "disparo runs as read access to it"
+            )
+        return None
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(1)
+    except OSError as exc:
+        return (
+            f"{path} cannot be read by this user ({exc.strerror or exc}); give the user "
+            "disparo runs as read access to it"
+        )
+    if target == "private":
+        if info.st_mode & _OPEN_TO_OTHERS:
+            return (
+                f"{path} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"a secret must be readable by its owner only: run `chmod 600 {path}`"
+            )
+        if not first:
+            return f"{path} is empty; write the secret in it"
+    return None
 
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -120,21 +201,29 @@ class _Reader:
             self.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
             return out
         secrets = {name for name, key in keys.items() if key.kind == "secret"}
+        #: keys given in the table (a bad value is reported once, not also as missing)
+        given: set[str] = set()
         for name, value in raw.items():
             dotted = f"{where}.{name}"
             base, _, suffix = name.rpartition("_")
             if suffix in ("env", "file") and base in secrets:
-                if base in out:
+                if base in given:
                     self.problem(dotted, f"give `{base}_env` or `{base}_file`, not both")
                     continue
+                given.add(base)
                 if not isinstance(value, str) or not value.strip():
                     what = "variable name" if suffix == "env" else "file path"
                     self.problem(dotted, f"expected a {what} (a non-empty string)")
                     continue
                 if suffix == "env":
                     out[base] = SecretRef(base, env=value.strip())
-                else:
-                    out[base] = SecretRef(base, file=self._path(value))
+                    continue
+                path = self._path(value)
+                problem = check_path(path, "private", root=self._root_of(value))
+                if problem:
+                    self.problem(dotted, problem)
+                # kept even when wrong, so checks across keys do not report it again
+                out[base] = SecretRef(base, file=path)
                 continue
             if name in secrets or (name not in keys and name.lower() in SECRET_WORDS):
                 self.problem(
@@ -150,6 +239,7 @@ class _Reader:
                 known = ", ".join(sorted(keys))
                 self.problem(dotted, f"unknown key{hint} (known keys: {known})")
                 continue
+            given.add(name)
             converted = self.value(dotted, value, key)
             if converted is not MISSING:
                 out[name] = converted
@@ -157,6 +247,8 @@ class _Reader:
             if name in out:
                 continue
             if key.required:
+                if name in given:
+                    continue  # its value was wrong: reported above
                 how = f"`{name}_env` or `{name}_file`" if key.kind == "secret" else f"`{name}`"
                 self.problem(f"{where}.{name}", f"missing: {how} is required. {key.help}".strip())
             else:
@@ -166,6 +258,10 @@ class _Reader:
     def _path(self, value: str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.root / path
+
+    def _root_of(self, value: str) -> Path | None:
+        """The folder a relative path starts in (for messages), None for an absolute one."""
+        return None if Path(value).expanduser().is_absolute() else self.root
 
     def value(self, dotted: str, value: object, key: Key) -> Any:
         kind = key.kind
@@ -205,6 +301,11 @@ class _Reader:
             if not value.strip():
                 return self._bad(dotted, "a path", value)
             result = self._path(value)
+            problem = check_path(result, key.target, root=self._root_of(value))
+            if problem:
+                # reported; the value is kept, so checks across keys do not report it again
+                self.problem(dotted, problem)
+                return result
         elif kind == "choice":
             if value not in key.choices:
                 close = difflib.get_close_matches(value, key.choices, n=1)

@@ -8,13 +8,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from engine.config.keys import MISSING, ConfigError, ConfigProblem, Key, _Reader, _type_name
+from engine.config.keys import ConfigError, ConfigProblem, Key, _Reader, _type_name
 from engine.config.settings import (
     ACCOUNT_KEYS,
     CONFIG_NAME,
@@ -77,8 +78,31 @@ def _database_url(reader: _Reader, value: str | None) -> str:
     return url
 
 
-def _plugin_keys(cls: type[Any]) -> Mapping[str, Key]:
-    return getattr(cls, "config_keys", {}) or {}
+def plugin_keys(cls: type[Any] | None) -> Mapping[str, Key]:
+    """A plugin class's own keys (``config_keys``), none for None."""
+    return (getattr(cls, "config_keys", {}) or {}) if cls is not None else {}
+
+
+def source_common_keys(plugins: Plugins, default_publish: tuple[str, ...]) -> dict[str, Key]:
+    """The keys of every ``[sources.NAME]`` table, with the loaded kinds and formats."""
+    return {
+        **SOURCE_KEYS,
+        "kind": replace(SOURCE_KEYS["kind"], choices=tuple(plugins.source_kinds())),
+        "format": replace(SOURCE_KEYS["format"], choices=tuple(plugins.formats())),
+        "publish": Key(
+            "strings",
+            default_publish,
+            "Publishers writing results back to this source (default: the format's own).",
+        ),
+    }
+
+
+def account_common_keys(plugins: Plugins) -> dict[str, Key]:
+    """The keys of every ``[accounts.NAME]`` table, with the loaded channels."""
+    return {
+        **ACCOUNT_KEYS,
+        "channel": replace(ACCOUNT_KEYS["channel"], choices=tuple(plugins.channels())),
+    }
 
 
 def _check_names(reader: _Reader, section: str, tables: dict[str, Any]) -> None:
@@ -101,6 +125,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
 
     raw_engine = data.get("engine", {})
     engine_values = reader.table("engine", raw_engine, ENGINE_KEYS)
+    lease = engine_values.get("lease") or timedelta(seconds=30)
     engine = EngineSettings(
         time_zone=engine_values.get("time_zone") or ZoneInfo(DEFAULT_TIME_ZONE),
         database_url=_database_url(reader, engine_values.get("database_url")),
@@ -108,8 +133,17 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         spool_dir=_resolve(root, engine_values.get("spool_dir", Path("spool"))),
         role=engine_values.get("role", "operator"),
         log_level=engine_values.get("log_level", "info"),
-        lease=engine_values.get("lease") or timedelta(minutes=5),
+        lease=lease,
+        heartbeat=engine_values.get("heartbeat") or min(timedelta(seconds=5), lease / 3),
+        stop_timeout=engine_values.get("stop_timeout") or timedelta(seconds=10),
     )
+    if engine.heartbeat * 3 > engine.lease:
+        reader.problem(
+            "engine.heartbeat",
+            f"must be at most a third of engine.lease ({_seconds(engine.lease)}), so that a "
+            "running engine renews its leases before they run out; got "
+            f"{_seconds(engine.heartbeat)}",
+        )
 
     kinds = plugins.source_kinds()
     formats = plugins.formats()
@@ -131,18 +165,11 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             if p in publishers
         ]
         keys = {
-            **SOURCE_KEYS,
-            "kind": Key("choice", MISSING, choices=tuple(kinds)),
-            "format": Key("choice", "mailing", choices=tuple(formats)),
-            "publish": Key(
-                "strings",
-                default_publish,
-                "Publishers writing results back to this source (default: the format's own).",
-            ),
+            **source_common_keys(plugins, default_publish),
             # the format's and the publishers' own keys live in the source's table too
-            **(_plugin_keys(format_cls) if format_cls else {}),
-            **{k: v for cls in publisher_classes for k, v in _plugin_keys(cls).items()},
-            **(_plugin_keys(kind_cls) if kind_cls else {}),
+            **plugin_keys(format_cls),
+            **{k: v for cls in publisher_classes for k, v in plugin_keys(cls).items()},
+            **plugin_keys(kind_cls),
         }
         if kind_cls is None:
             # Without a known kind, its own keys cannot be checked: report only the kind.
@@ -201,11 +228,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             reader.problem(where, f"expected a table ([{where}]), got {_type_name(raw)}")
             continue
         channel_cls = channels.get(raw.get("channel", ""))
-        keys = {
-            **ACCOUNT_KEYS,
-            "channel": Key("choice", MISSING, choices=tuple(channels)),
-            **(_plugin_keys(channel_cls) if channel_cls else {}),
-        }
+        keys = {**account_common_keys(plugins), **plugin_keys(channel_cls)}
         if channel_cls is None:
             keys = {"channel": keys["channel"]}
             raw = {"channel": raw["channel"]} if "channel" in raw else {}
@@ -227,7 +250,16 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             complaint_limit=float(values.get("complaint_limit", 0.1)),
             min_sample=int(values.get("min_sample", 200)),
             min_pause=values.get("min_pause") or timedelta(hours=24),
+            breaker_failures=int(values.get("breaker_failures", 5)),
+            breaker_pause=values.get("breaker_pause") or timedelta(minutes=1),
+            breaker_max_pause=values.get("breaker_max_pause") or timedelta(minutes=15),
         )
+        if accounts[name].breaker_max_pause < accounts[name].breaker_pause:
+            reader.problem(
+                f"{where}.breaker_max_pause",
+                f"must be at least breaker_pause ({_seconds(accounts[name].breaker_pause)}); "
+                f"got {_seconds(accounts[name].breaker_max_pause)}",
+            )
         validate = getattr(channel_cls, "validate_account", None)
         if validate is not None:
             for key, message in validate(accounts[name]):
@@ -353,6 +385,10 @@ def _declared_channels(data: Mapping[str, Any]) -> dict[str, str]:
         for name, table in declared.items()
         if isinstance(table, dict)
     }
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g} s"
 
 
 def _resolve(root: Path, path: Path) -> Path:

@@ -17,54 +17,237 @@ CONFIG_NAME = "disparo.toml"
 ENV_VAR = "DISPARO_CONFIG"
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
 ROLES = ("viewer", "operator", "admin")
+#: how ``disparo run`` writes its logs (``--log-format``, or this environment variable)
+LOG_FORMATS = ("text", "json")
+LOG_FORMAT_ENV = "DISPARO_LOG_FORMAT"
+
+# Checks of single values
+
+
+def check_listen(value: str) -> str | None:
+    """``host:port`` (``[::1]:8080`` for IPv6), port 0–65535."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return f'expected host:port such as "127.0.0.1:8080" or "[::1]:8080"; got "{value}"'
+    return None
+
+
+def _template_problem(source: str, what: str) -> str | None:
+    """A template's syntax error, said the way the importer would say it (N28)."""
+    from jinja2 import Environment, TemplateSyntaxError
+
+    try:
+        Environment(autoescape=True).parse(source)  # parsed only, never rendered
+    except TemplateSyntaxError as exc:
+        return (
+            f"the {what} is not a valid template: {exc.message} (line {exc.lineno}); write "
+            "variables as `{{ nome }}`"
+        )
+    return None
+
+
+def check_template_file(path: Path) -> str | None:
+    """An e-mail template file: UTF-8 (or Windows-1252, as the importer reads it) and a
+    template that compiles, so a wallet's mistake is the operator's at start, not a
+    customer's file rejected later."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    problem = _template_problem(text, f"e-mail template {path}")
+    return f"{problem}; fix the file" if problem else None
+
+
+def check_template_text(text: str) -> str | None:
+    return _template_problem(text, "SMS template")
+
 
 # Sections
 
 ENGINE_KEYS: dict[str, Key] = {
-    "time_zone": Key("zone", ZoneInfo(DEFAULT_TIME_ZONE), "Times are shown in this zone."),
-    "database_url": Key("str", None, "Default: SQLite file disparo.db beside the config."),
-    "database_password": Key("secret", None),
-    "spool_dir": Key("path", Path("spool")),
-    "role": Key("choice", "operator", choices=ROLES),
+    "time_zone": Key(
+        "zone",
+        ZoneInfo(DEFAULT_TIME_ZONE),
+        "The IANA time zone of the file names' dates and times (N5, _LE, _i), of cron "
+        "schedules, and of every time shown (the CLI, the UI, the logs).",
+    ),
+    "database_url": Key(
+        "str",
+        None,
+        'The database: "sqlite:///path/to/disparo.db" or "postgresql://user@host/db" (several '
+        "engine nodes). Default: SQLite disparo.db beside the config file. Never with a "
+        "password in it: see `database_password`.",
+    ),
+    "database_password": Key(
+        "secret", None, "The PostgreSQL password, when `database_url` names a server."
+    ),
+    "spool_dir": Key(
+        "path",
+        Path("spool"),
+        "Where collected files are downloaded (under a temporary name) before they are "
+        "imported; one folder per source.",
+        target="created",
+    ),
+    "role": Key(
+        "choice",
+        "operator",
+        "What the CLI and the UI may do by default (viewer: look; operator: pause, resume, "
+        "cancel, suppress; admin: also override the guard); `--role` chooses per command.",
+        choices=ROLES,
+    ),
     "lease": Key(
         "duration",
-        timedelta(minutes=5),
-        help="How long a claimed delivery is reserved for its engine (D12).",
+        timedelta(seconds=30),
+        help="How long the work an engine holds (claimed deliveries, a sender account, a "
+        "bounce mailbox) stays reserved without a heartbeat: a stopped engine's work is "
+        "rescued by another after this (D12). Renewed at every heartbeat.",
     ),
-    "log_level": Key("choice", "info", choices=("debug", "info", "warning", "error")),
+    "heartbeat": Key(
+        "duration",
+        None,
+        help="How often a running engine records that it is alive and renews its leases: at "
+        "most a third of `lease`. Default: 5 s, or a third of `lease` when that is shorter.",
+    ),
+    "stop_timeout": Key(
+        "duration",
+        timedelta(seconds=10),
+        help="How long a stopping engine (SIGTERM, Ctrl-C) waits for the messages in flight; "
+        "sends still running then are abandoned and retried by the next engine.",
+    ),
+    "log_level": Key(
+        "choice",
+        "info",
+        "The least severe log records written by `disparo run` (and reread on reload).",
+        choices=("debug", "info", "warning", "error"),
+    ),
 }
 
 SOURCE_KEYS: dict[str, Key] = {
-    "kind": Key("choice", MISSING, "The kind of source: local, ftp, ftps or sftp."),
-    "format": Key("choice", "mailing"),
-    "every": Key("duration", timedelta(minutes=2)),
-    "cron": Key("cron", None),
-    "stable_listings": Key("int", 2, minimum=2, maximum=100),
-    "processed_dir": Key("str", "processed"),
-    "rejected_dir": Key("str", "rejected"),
-    "enabled": Key("bool", True),
-    "allow_private": Key("bool", False),
+    "kind": Key("choice", MISSING, "The kind of source: where and how its files are reached."),
+    "format": Key("choice", "mailing", "What the files hold and how their names are read."),
+    "every": Key(
+        "duration", timedelta(minutes=2), "How often the source is polled (or give `cron`)."
+    ),
+    "cron": Key(
+        "cron",
+        None,
+        'When the source is polled, as a cron expression in engine.time_zone (e.g. "0 * * * *"); '
+        "instead of `every`.",
+    ),
+    "stable_listings": Key(
+        "int",
+        2,
+        "How many listings in a row must show a file with the same size and time before it is "
+        "taken (F8): a file still being written is left alone.",
+        minimum=2,
+        maximum=100,
+    ),
+    "processed_dir": Key(
+        "str",
+        "processed",
+        "The folder on the source where imported files are moved, with their reports beside "
+        "them (relative to the source's folder).",
+    ),
+    "rejected_dir": Key(
+        "str",
+        "rejected",
+        "The folder on the source where rejected files are moved, with `<name>.erro.txt` "
+        "saying why and how to fix it (F11).",
+    ),
+    "enabled": Key("bool", True, "false: the source is kept in the file but never polled."),
+    "allow_private": Key(
+        "bool",
+        False,
+        "Allow a host on a private, loopback or link-local address (refused by default, F3).",
+    ),
 }
 
 ACCOUNT_KEYS: dict[str, Key] = {
     "channel": Key("choice", MISSING, "The channel this account sends on."),
     "rate": Key("float", None, "Messages per second (default: the channel's own).", minimum=0.001),
-    "burst": Key("int", None, minimum=1),
+    "burst": Key(
+        "int",
+        None,
+        "How many messages may leave at once after a quiet spell (the token bucket's size; "
+        "default: the rate, at least 1).",
+        minimum=1,
+    ),
     "sandbox": Key("bool", False, help="Send to the local sink / outbox, never to people."),
-    "concurrency": Key("int", None, minimum=1, maximum=256),
+    "concurrency": Key(
+        "int",
+        None,
+        "Messages in flight at once (connections kept open for e-mail); default: the "
+        "channel's own.",
+        minimum=1,
+        maximum=256,
+    ),
     # the guard (D14, D15), in percent of the messages sent over 24 h
-    "bounce_limit": Key("float", 5.0, minimum=0.0, maximum=100.0),
-    "complaint_limit": Key("float", 0.1, minimum=0.0, maximum=100.0),
-    "min_sample": Key("int", 200, minimum=1),
-    "min_pause": Key("duration", timedelta(hours=24)),
+    "bounce_limit": Key(
+        "float",
+        5.0,
+        "The guard pauses the account when hard bounces exceed this percentage of what it "
+        "sent in the last 24 hours (D14).",
+        minimum=0.0,
+        maximum=100.0,
+    ),
+    "complaint_limit": Key(
+        "float",
+        0.1,
+        "The guard pauses the account when complaints exceed this percentage of what it sent "
+        "in the last 24 hours (D14).",
+        minimum=0.0,
+        maximum=100.0,
+    ),
+    "min_sample": Key(
+        "int",
+        200,
+        "The guard judges the rates only once the account sent this many messages in 24 hours "
+        "(D15).",
+        minimum=1,
+    ),
+    "min_pause": Key(
+        "duration",
+        timedelta(hours=24),
+        "How long the guard pauses an account over its limits (D14).",
+    ),
+    # the circuit breaker: a channel failing for a systemic reason pauses the account
+    "breaker_failures": Key(
+        "int",
+        5,
+        help="Consecutive sends failing for a systemic reason (connection, TLS, login, the "
+        "provider down, the channel raising) that pause the account.",
+        minimum=1,
+        maximum=10_000,
+    ),
+    "breaker_pause": Key(
+        "duration",
+        timedelta(minutes=1),
+        help="How long a paused account waits before one delivery probes the channel; the "
+        "wait doubles after each failed probe.",
+    ),
+    "breaker_max_pause": Key(
+        "duration",
+        timedelta(minutes=15),
+        help="The longest wait between two probes of a paused account.",
+    ),
 }
 
 TRACKING_KEYS: dict[str, Key] = {
     "public_url": Key("str", help="The address people's clicks and opens reach (https://…)."),
-    "secret": Key("secret", help="Signs every link and token (HMAC-SHA256)."),
-    "listen": Key("str", "127.0.0.1:8080", help="host:port the tracking endpoint binds."),
-    "open_tracking": Key("bool", True),
-    "click_tracking": Key("bool", True),
+    "secret": Key(
+        "secret",
+        help="Signs every link and token (HMAC-SHA256): 32 or more random bytes, e.g. "
+        "`head -c 32 /dev/urandom | base64`.",
+    ),
+    "listen": Key(
+        "str",
+        "127.0.0.1:8080",
+        help="host:port the tracking endpoint binds (put it behind your HTTPS reverse proxy).",
+        check=check_listen,
+    ),
+    "open_tracking": Key("bool", True, "Add the open pixel to e-mails."),
+    "click_tracking": Key("bool", True, "Wrap e-mail links so clicks are counted (D17)."),
     "ses_topics": Key(
         "strings", (), help="SNS topic ARNs whose SES notifications are accepted at /ses."
     ),
@@ -77,17 +260,42 @@ TRACKING_KEYS: dict[str, Key] = {
 
 MAILBOX_KEYS: dict[str, Key] = {
     "host": Key("str", MISSING, "The IMAP server (a bare host name, F2)."),
-    "port": Key("int", None, minimum=1, maximum=65535),
-    "tls": Key("choice", "implicit", choices=("implicit", "starttls")),
-    "ca_file": Key("path", None),
-    "user": Key("str", MISSING),
-    "password": Key("secret", MISSING),
+    "port": Key(
+        "int",
+        None,
+        "The IMAP port; default 993 with tls = implicit, 143 with starttls.",
+        minimum=1,
+        maximum=65535,
+    ),
+    "tls": Key(
+        "choice",
+        "implicit",
+        "implicit: TLS from the first byte (993); starttls: upgrade a plain connection (143). "
+        "The certificate and host name are always verified.",
+        choices=("implicit", "starttls"),
+    ),
+    "ca_file": Key(
+        "path",
+        None,
+        "A CA bundle (PEM) to trust instead of the system's, for a private CA.",
+        target="file",
+    ),
+    "user": Key("str", MISSING, "The IMAP login."),
+    "password": Key("secret", MISSING, "The IMAP password."),
     "folder": Key("str", "INBOX", help="Where bounces and complaints arrive."),
     "processed_folder": Key("str", "disparo/handled", help="Where handled reports move."),
-    "every": Key("duration", timedelta(minutes=2)),
-    "allow_private": Key("bool", False),
-    "enabled": Key("bool", True),
-    "timeout": Key("duration", timedelta(seconds=30)),
+    "every": Key("duration", timedelta(minutes=2), "How often the mailbox is polled."),
+    "allow_private": Key(
+        "bool",
+        False,
+        "Allow a host on a private, loopback or link-local address (refused by default, F3).",
+    ),
+    "enabled": Key("bool", True, "false: the mailbox is kept in the file but never polled."),
+    "timeout": Key(
+        "duration",
+        timedelta(seconds=30),
+        "How long connecting and each IMAP command may take.",
+    ),
 }
 
 TEMPLATE_KEYS: dict[str, Key] = {
@@ -97,11 +305,26 @@ TEMPLATE_KEYS: dict[str, Key] = {
 
 WALLET_KEYS: dict[str, Key] = {
     "default_sender": Key("str", None, "The account ([accounts.NAME]) the wallet sends with."),
-    "email_subject": Key("str", None),
-    "email_template": Key("path", None),
-    "sms_template": Key("str", None),
-    "from_name": Key("str", None),
-    "reply_to": Key("str", None),
+    "email_subject": Key(
+        "str", None, "The e-mail subject when a file's name gives none (_te, N17)."
+    ),
+    "email_template": Key(
+        "path",
+        None,
+        "The e-mail body (HTML, Jinja2 variables such as {{ nome }}) when a file comes "
+        "without its <name>.html.",
+        check=check_template_file,
+        target="file",
+    ),
+    "sms_template": Key(
+        "str",
+        None,
+        "The SMS text (Jinja2 variables such as {{ nome }}) when a file has no `mensagem` "
+        "column (N28).",
+        check=check_template_text,
+    ),
+    "from_name": Key("str", None, "The sender's display name in e-mails of this wallet."),
+    "reply_to": Key("str", None, "The Reply-To address of e-mails of this wallet."),
 }
 
 
@@ -132,7 +355,9 @@ class EngineSettings:
     spool_dir: Path
     role: str
     log_level: str
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(seconds=30)
+    heartbeat: timedelta = timedelta(seconds=5)
+    stop_timeout: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -166,6 +391,9 @@ class AccountSettings:
     complaint_limit: float = 0.1
     min_sample: int = 200
     min_pause: timedelta = timedelta(hours=24)
+    breaker_failures: int = 5
+    breaker_pause: timedelta = timedelta(minutes=1)
+    breaker_max_pause: timedelta = timedelta(minutes=15)
 
     @property
     def limits(self) -> Limits:

@@ -38,7 +38,8 @@ def starter_blocks() -> list[StarterBlock]:
     """The sections of the file ``disparo init`` writes (plugins do not add to it)."""
     return [
         StarterBlock(
-            "disparo configuration. Reference: the Configuration section of the README.\n"
+            "disparo configuration. Every key is in `disparo config reference`\n"
+            "(docs/configuration.md); check this file with `disparo config check`.\n"
             'Secrets are references only: `password_env = "VAR"` or '
             '`password_file = "path"` (F5).\n'
             "Relative paths are relative to this file."

@@ -391,6 +391,13 @@ class Collector:
         group = [observed[p] for p in (f.path, *verdict.companions) if p in observed]
         if verdict.action == "wait":
             if not self._overdue(group, verdict):
+                log.debug(
+                    "source %s: %s waits: %s",
+                    name,
+                    f.path,
+                    "; ".join(p.message for p in verdict.problems),
+                    extra=_file_fields("file.waiting", name, f.path, list(verdict.problems)),
+                )
                 summary.waiting.append(f.path)
                 self._status(name, f.path, verdict.status, verdict.problems)
                 return ()
@@ -656,12 +663,45 @@ class Collector:
                 code=problem.code,
                 message=problem.message,
             )
+            log.warning(
+                "source %s: %s refused: %s",
+                name,
+                f.path,
+                problem.message,
+                extra=_file_fields("file.duplicate", name, f.path, [problem]),
+            )
             self._publish_rejection(settings, source, f.path, companions, [problem], None)
             self.store.files.mark_remote_done(file_id)
             self._statuses(name, [f.path, *companions], "duplicate", (problem,), file_id)
             return
         assert report.file_id is not None
         if report.outcome == "imported":
+            log.info(
+                "source %s: imported %s: %s rows, %s contacts (%s new)%s%s",
+                name,
+                f.path,
+                report.rows,
+                report.contacts,
+                report.new_contacts,
+                f", {sum(report.rejected_rows.values())} rows rejected"
+                if report.rejected_rows
+                else "",
+                f", campaign {report.campaign_id} ({report.channel}, {report.recipients} "
+                "recipients)"
+                if report.campaign_id is not None
+                else "",
+                extra=_file_fields(
+                    "file.imported",
+                    name,
+                    f.path,
+                    [],
+                    rows=report.rows,
+                    contacts=report.contacts,
+                    rows_rejected=dict(report.rejected_rows),
+                    campaign_id=report.campaign_id,
+                    recipients=report.recipients,
+                ),
+            )
             extra = []
             if report.rejected_csv is not None:
                 extra.append((report.rejected_csv, ".rejeitados.csv"))
@@ -671,6 +711,13 @@ class Collector:
                 report.rejected_csv.unlink(missing_ok=True)
             self._statuses(name, [f.path, *companions], "imported", file_id=report.file_id)
         else:
+            log.warning(
+                "source %s: rejected %s: %s",
+                name,
+                f.path,
+                "; ".join(p.message for p in report.problems),
+                extra=_file_fields("file.rejected", name, f.path, report.problems),
+            )
             self._publish_rejection(
                 settings, source, f.path, companions, report.problems, report.rejected_csv
             )
@@ -717,6 +764,13 @@ class Collector:
             message="\n".join(p.message for p in problems),
         )
         summary.rejected_names.append(f.path)
+        log.warning(
+            "source %s: rejected %s by its name: %s",
+            settings.name,
+            f.path,
+            "; ".join(p.message for p in problems),
+            extra=_file_fields("file.rejected", settings.name, f.path, problems),
+        )
         self._publish_rejection(settings, source, f.path, list(verdict.companions), problems, None)
         self.store.files.mark_remote_done(file_id)
         self._statuses(
@@ -777,6 +831,19 @@ class Collector:
                     with local.open("rb") as data:
                         source.upload(data, fitted(candidate, suffix, limit))
                 source.move(path, candidate)
+                log.info(
+                    "source %s: %s moved to %s",
+                    settings.name,
+                    path,
+                    candidate,
+                    extra={
+                        "event": "file.moved",
+                        "source": settings.name,
+                        "path": path,
+                        "moved_to": candidate,
+                        "reports": [fitted(candidate, suffix, limit) for _, suffix in reports],
+                    },
+                )
                 break
             except FileExistsError:
                 continue
@@ -818,3 +885,14 @@ class _CannotMove(SourceError):
         self.problem = MESSAGES.make(
             "cannot-move", folder=folder.strip("/"), done=done, done_pt=done_pt, why=why
         )
+
+
+def _file_fields(
+    event: str, source: str, path: str, problems: list[Problem], **more: object
+) -> dict[str, object]:
+    """The ``extra`` fields of a log record about one file (JSON logs carry them)."""
+    fields: dict[str, object] = {"event": event, "source": source, "path": path}
+    if problems:
+        fields["rules"] = [p.rule for p in problems]
+        fields["codes"] = [p.code for p in problems]
+    return fields | more

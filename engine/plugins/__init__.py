@@ -107,6 +107,27 @@ def _split_env(var: str) -> set[str] | None:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
+#: the distribution whose entry points are disparo's own plugins
+DISTRIBUTION = "disparo"
+
+
+def builtin_plugin_names() -> list[str]:
+    """The entry-point names of disparo's own plugins (``email``, ``local``, ``mailing``…),
+    sorted: what ``DISPARO_PLUGINS`` lists to keep third-party plugins out (of a test run, of
+    the configuration reference)."""
+    return sorted(
+        ep.name
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.name == DISTRIBUTION
+    )
+
+
+def builtin_plugins() -> Plugins:
+    """disparo's own plugins only, whatever else is installed or the environment says."""
+    pm = make_manager()
+    return Plugins(pm, load_entry_points(pm, only=builtin_plugin_names()))
+
+
 def make_manager() -> pluggy.PluginManager:
     """An empty manager with disparo's hookspecs (tests use it for hermetic plugin sets)."""
     pm = pluggy.PluginManager(PROJECT)

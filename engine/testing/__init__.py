@@ -3,8 +3,9 @@ API, v1; docs/plugins.md, "Testing a plugin").
 
 - ``hermetic_plugins``, ``Registers``, ``builtin_plugin_names``: plugin sets made for a test
   (disparo's built-ins and the plugins the test names, never whatever else is installed);
-- ``make_clock``, ``open_store``, ``write_config``, ``make_config``: a ``TestClock``, a SQLite
-  store on it, ``disparo.toml`` written from dicts and read as disparo reads it;
+- ``make_clock``, ``open_store``, ``write_config``, ``make_config``, ``write_secret``: a
+  ``TestClock``, a SQLite store on it, ``disparo.toml`` written from dicts and read as disparo
+  reads it, a secret file written private (mode 600, as disparo requires);
 - ``World``: an engine on the test clock that imports files and runs the dispatcher;
 - ``Scripted``: a channel that records sends and answers from a script;
   ``check_channel``: the channel contract check;
@@ -34,7 +35,14 @@ from engine.testing.sources import (
     SourceContractError,
     check_source,
 )
-from engine.testing.store import START, make_clock, make_config, open_store, write_config
+from engine.testing.store import (
+    START,
+    make_clock,
+    make_config,
+    open_store,
+    write_config,
+    write_secret,
+)
 from engine.testing.world import NotImported, World
 
 __all__ = [
@@ -67,4 +75,5 @@ __all__ = [
     "sample_campaign",
     "start_smtp_sink",
     "write_config",
+    "write_secret",
 ]

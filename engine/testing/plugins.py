@@ -3,30 +3,25 @@ third-party plugins that happen to be installed on the machine."""
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 from engine import hookimpl
 from engine.hookspecs import Register
-from engine.plugins import ENTRY_POINT_GROUP, Plugins, load_entry_points, make_manager
+from engine.plugins import (
+    DISTRIBUTION,
+    ENTRY_POINT_GROUP,
+    Plugins,
+    builtin_plugin_names,
+    load_entry_points,
+    make_manager,
+)
 from engine.plugins.channel import Channel
 from engine.plugins.format import Format
 from engine.plugins.publisher import Publisher
 from engine.plugins.source import Source
 from engine.plugins.webhook import Webhooks
 
-#: the distribution whose entry points are disparo's built-in plugins
-DISTRIBUTION = "disparo"
-
-
-def builtin_plugin_names() -> list[str]:
-    """The entry-point names of disparo's own plugins (``email``, ``local``, ``mailing``…),
-    sorted: what ``DISPARO_PLUGINS`` lists to keep third-party plugins out of a test run."""
-    return sorted(
-        ep.name
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-        if ep.dist is not None and ep.dist.name == DISTRIBUTION
-    )
+__all__ = ["DISTRIBUTION", "Registers", "builtin_plugin_names", "hermetic_plugins"]
 
 
 def hermetic_plugins(

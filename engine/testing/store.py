@@ -35,6 +35,19 @@ def open_store(folder: Path, clock: Clock, *, inline: bool = True) -> Store:
     return store
 
 
+def write_secret(path: Path, secret: str | bytes) -> Path:
+    """Write a secret file as disparo wants one (readable by its owner only, mode 600: a
+    secret file others can read is refused when the configuration is loaded); return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    if isinstance(secret, bytes):
+        path.write_bytes(secret)
+    else:
+        path.write_text(secret, encoding="utf-8")
+    return path
+
+
 def write_config(
     folder: Path,
     *,

@@ -40,11 +40,13 @@ from engine.plugins.source import (
 
 FTP_KEYS: dict[str, Key] = {
     "host": Key("str", help="The server's bare host name (F2, F3)."),
-    "port": Key("int", None, minimum=1, maximum=65535),
-    "user": Key("str", "anonymous"),
-    "password": Key("secret", None),
-    "remote_dir": Key("str", "/"),
-    "timeout": Key("duration", None),
+    "port": Key("int", None, "The server's port; default 21.", minimum=1, maximum=65535),
+    "user": Key("str", "anonymous", "The login."),
+    "password": Key("secret", None, "The login's password."),
+    "remote_dir": Key("str", "/", "The folder on the server files are dropped into."),
+    "timeout": Key(
+        "duration", None, "How long connecting and each transfer step may take; default 30 s."
+    ),
 }
 
 
@@ -351,7 +353,9 @@ class FtpsSource(FtpSource):
     tls = True
     config_keys: ClassVar[dict[str, Key]] = {
         **FTP_KEYS,
-        "ca_file": Key("path", None, help="CA bundle to trust instead of the system's."),
+        "ca_file": Key(
+            "path", None, help="CA bundle (PEM) to trust instead of the system's.", target="file"
+        ),
     }
 
     def __init__(self, settings: SourceSettings) -> None:

@@ -48,7 +48,7 @@ class LocalSource(Source):
     # where listings are also further apart and clocks are not ours.
     default_min_age = timedelta(seconds=10)
     config_keys: ClassVar[dict[str, Key]] = {
-        "path": Key("path", help="The folder files are dropped into."),
+        "path": Key("path", help="The folder files are dropped into.", target="folder"),
     }
 
     def __init__(self, settings: SourceSettings) -> None:

@@ -65,15 +65,33 @@ class SftpSource(Source):
     default_port = 22
     config_keys: ClassVar[dict[str, Key]] = {
         "host": Key("str", help="The server's bare host name (F2, F3)."),
-        "port": Key("int", 22, minimum=1, maximum=65535),
-        "user": Key("str"),
-        "password": Key("secret", None),
-        "key_file": Key("path", None, help="Private key for key authentication."),
-        "key_passphrase": Key("secret", None),
-        "known_hosts": Key("path", None, help="Default: ~/.ssh/known_hosts."),
-        "host_key_fingerprint": Key("str", None, check=_check_fingerprint),
-        "remote_dir": Key("str", "."),
-        "timeout": Key("duration", None),
+        "port": Key("int", 22, "The server's SSH port.", minimum=1, maximum=65535),
+        "user": Key("str", help="The login."),
+        "password": Key("secret", None, "The login's password (or `key_file`)."),
+        "key_file": Key(
+            "path",
+            None,
+            help="Private key for key authentication (only its owner may read it: mode 600).",
+            target="private",
+        ),
+        "key_passphrase": Key("secret", None, "The passphrase of `key_file`, when it has one."),
+        "known_hosts": Key(
+            "path",
+            None,
+            help="The known_hosts file holding the server's host key; default: "
+            "~/.ssh/known_hosts. An unknown or changed host key is refused.",
+            target="file",
+        ),
+        "host_key_fingerprint": Key(
+            "str",
+            None,
+            'The server\'s host key pinned by fingerprint ("SHA256:…"), instead of known_hosts.',
+            check=_check_fingerprint,
+        ),
+        "remote_dir": Key("str", ".", "The folder on the server files are dropped into."),
+        "timeout": Key(
+            "duration", None, "How long connecting and each transfer step may take; default 30 s."
+        ),
     }
 
     def __init__(self, settings: SourceSettings) -> None:

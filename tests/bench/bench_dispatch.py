@@ -30,6 +30,7 @@ from typing import Any
 
 import tomli_w
 
+from engine.testing import write_secret
 from tests.bench.conftest import rows
 
 CONCURRENCY = 16
@@ -70,7 +71,7 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def workspace(tmp: Path, port: int, recipients: int) -> Path:
-    (tmp / "key").write_text("k" * 32)
+    write_secret(tmp / "key", "k" * 32)
     (tmp / "body.html").write_text(
         "<html><body><p>Olá {{ nome }},</p><p>Temos uma oferta para você em {{ cidade }}."
         "</p><p><a href='https://loja.example/oferta'>Ver a oferta</a></p></body></html>"

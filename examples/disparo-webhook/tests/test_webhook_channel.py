@@ -19,7 +19,7 @@ from webhook_peer import TOKEN, Hook
 
 from engine.config import ConfigError
 from engine.plugins.channel import Failed, Retry, Sent
-from engine.testing import START, World, check_channel, hermetic_plugins
+from engine.testing import START, World, check_channel, hermetic_plugins, write_secret
 
 NUMBER = "+5511998877665"  # the address check_channel sends to
 
@@ -144,7 +144,7 @@ async def test_a_webhook_mailing_is_imported_and_sent_through_the_hook(
 async def test_receipts_and_replies_come_back_through_the_tracking_endpoint(
     tmp_path: Path, hook: Hook
 ) -> None:
-    (tmp_path / "tracking.key").write_text("k" * 32)
+    write_secret(tmp_path / "tracking.key", "k" * 32)
     world = World.open(
         tmp_path,
         hermetic_plugins(entry_points=("webhook",)),
