@@ -319,6 +319,9 @@ def test_symlinked_entries_are_reported_not_skipped(
     if peer.kind == "local" and store.dialect == "sqlite":  # `disparo sources`: same database
         shown = run_cli("--config", str(tmp_path / "disparo.toml"), "sources")
         assert "refused" in shown.output and "symbolic link" in shown.output
+        # the run summary counts them and says where the reason is
+        ran = run_cli("--config", str(tmp_path / "disparo.toml"), "run", "--until-idle")
+        assert f"source src: {link} refused (a link" in " ".join(ran.output.split())
 
 
 # -- 7. stalled uploads -----------------------------------------------------------------------

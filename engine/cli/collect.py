@@ -609,21 +609,40 @@ def _print_campaigns(a: AppContext, summary: Any) -> None:
 
 def _print_run(a: AppContext, summary: Any) -> None:
     table = Table(title="Collection", title_justify="left")
-    for column in ("Source", "Imported", "Rejected", "Waiting", "Still changing", "Status"):
+    columns = ("Source", "Imported", "Rejected", "Waiting", "Still changing", "Errors", "Status")
+    for column in columns:
         table.add_column(column)
     for poll in summary.polls:
         rejected = [r.path for r in poll.reports if r.outcome != "imported"] + poll.rejected_names
+        errors = len(poll.errors) + len(poll.refused)
         table.add_row(
             poll.source,
             str(len(poll.imported)),
             str(len(rejected)),
             str(len(poll.waiting)),
             str(len(poll.unstable)),
+            Text(str(errors), style="red") if errors else "0",
             Text("ok", style="green") if poll.ok else Text(poll.error or "error", style="red"),
         )
     a.console.print(table)
     _print_not_yet(a, summary)
     for poll in summary.polls:
+        for path in poll.errors:
+            a.console.print(
+                Text(
+                    f"source {poll.source}: {path} could not be taken this poll; it is tried "
+                    "again at the next (the reason: `disparo sources`)",
+                    style="red",
+                )
+            )
+        for path in poll.refused:
+            a.console.print(
+                Text(
+                    f"source {poll.source}: {path} refused (a link or an unsafe name); the "
+                    "reason: `disparo sources`",
+                    style="red",
+                )
+            )
         _print_rejected_names(a, poll)
         for report in poll.reports:
             _print_report(a, report, poll.source)
