@@ -636,3 +636,46 @@ def test_poison_files_never_grow_the_ledger(store: Store, clock: TestClock, tmp_
     seen = observed(store)[bad]
     assert seen.status == "error" and "rejected" in (seen.message or "")
     assert (drop / bad).is_file()  # it waits for the folder to be fixed, nothing lost
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs user and mount namespaces (unshare)")
+def test_disparo_import_into_a_full_database_is_one_line(tmp_path: Path) -> None:
+    """`disparo import` says a full database in one line, imports nothing, and the same
+    command works once there is room (the collector's case is above)."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    config = write_config(
+        tmp_path, engine={"database_url": f"sqlite:///{folder / 'disparo.db'}"}, wallets=WALLETS
+    )
+    file = tmp_path / name(1, "cBRAD")
+    file.write_text(
+        "nome;telefone;cpf\n" + "".join(f"P{i};119{i:08d};{i}\n" for i in range(60_000))
+    )
+    command = [sys.executable, "-m", "engine.cli", "--config", str(config), "import", str(file)]
+    today = ["--today", "20" + TODAY[4:] + "-" + TODAY[2:4] + "-" + TODAY[:2]]
+    small = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=3m tmpfs "{folder}" && exec "$@"',
+            "sh",
+            *command,
+            *today,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"COLUMNS": "200"},
+    )
+    assert small.returncode == 1, small.stdout + small.stderr
+    assert "Traceback" not in small.stderr, small.stderr
+    lines = [s for s in small.stderr.splitlines() if s.strip()]
+    assert len(lines) == 1, small.stderr
+    [line] = lines
+    assert line.startswith(f"error: {file}: not imported: the database is full") or (
+        "not imported: the database is full" in line and "run the import again" in line
+    ), line
+    roomy = subprocess.run([*command, *today], capture_output=True, text=True, check=False)
+    assert roomy.returncode == 0, roomy.stdout + roomy.stderr

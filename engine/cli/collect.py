@@ -123,6 +123,9 @@ def import_command(
     e-mail body is the sibling <stem>.html when there is one. Exit status 1 when a file is
     rejected.
     """
+    from sqlalchemy import exc as sa_exc
+
+    from engine.intake.faults import operational
     from engine.intake.importer import ImportReport, file_digest, import_file
 
     a = app(ctx)
@@ -171,19 +174,25 @@ def import_command(
             disable=as_json,
         ) as progress:
             task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
-            report = import_file(
-                store,
-                fmt,
-                source="import",
-                path=name,
-                spool=file,
-                size=file.stat().st_size,
-                mtime=datetime.fromtimestamp(file.stat().st_mtime, a.clock.now().tzinfo),
-                sha256=file_digest(file),
-                companions=companions,
-                actor="cli",
-                progress=partial(advance, progress=progress, task=task),
-            )
+            try:
+                report = import_file(
+                    store,
+                    fmt,
+                    source="import",
+                    path=name,
+                    spool=file,
+                    size=file.stat().st_size,
+                    mtime=datetime.fromtimestamp(file.stat().st_mtime, a.clock.now().tzinfo),
+                    sha256=file_digest(file),
+                    companions=companions,
+                    actor="cli",
+                    progress=partial(advance, progress=progress, task=task),
+                )
+            except (OSError, sa_exc.DBAPIError) as exc:
+                line = operational(exc, by_hand=True)
+                if line is None:
+                    raise
+                fail(f"{name}: not imported: {line}", code=1)
         if report.rejected_csv is not None:
             target = file.with_name(file.stem + ".rejeitados.csv")
             report.rejected_csv.replace(target)

@@ -202,7 +202,10 @@ class AppContext:
         except SystemExit:
             raise
         except Exception as exc:  # connection refused, bad credentials, locked file…
-            fail(f"cannot open the database {shown}: {exc}")
+            # the driver's own words, in one line (not SQLAlchemy's "Background on this error")
+            orig = getattr(exc, "orig", None) or exc
+            said = " ".join(str(orig).split()) or type(orig).__name__
+            fail(f"cannot open the database {shown}: {said}")
         context = click.get_current_context(silent=True)
         if context is not None:  # close its connections when the command is done
             context.find_root().call_on_close(store.close)
