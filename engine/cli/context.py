@@ -212,6 +212,20 @@ class AppContext:
         return store
 
 
+def command_context(ctx: click.Context) -> AppContext:
+    """What a plugin's command (``register_commands``) uses to reach disparo, stable for
+    ``PLUGIN_API`` 1: ``.config`` (the configuration, checked as every command checks it),
+    ``.require_config()`` (exit 2 with advice when there is no ``disparo.toml``),
+    ``.existing_store`` (the store, never created: exit 2 saying how one is made when there
+    is none), ``.store`` (the store, created and migrated if needed: for commands that write),
+    ``.clock``, ``.plugins``, ``.console`` and ``.err`` (rich consoles for stdout and stderr,
+    unwrapped when not a terminal) and ``.hint(*args)`` (a ``disparo`` command line to
+    suggest). ``--config`` and ``DISPARO_CONFIG`` are honoured as for disparo's own commands;
+    the store is closed when the command ends. Errors: ``engine.cli.context.fail(message)``.
+    """
+    return app(ctx)
+
+
 def app(ctx: click.Context) -> AppContext:
     obj = ctx.find_object(AppContext)
     if obj is None:  # a command invoked without the root group (tests)
