@@ -29,7 +29,15 @@ from hypothesis import strategies as st
 from engine.clock import TestClock, local_today
 from engine.config import Config, MailboxSettings, load_config
 from engine.events import Signal
-from engine.feedback.mailbox import UNPARSED, MailboxError, MailboxPoller, check_mailbox, decode
+from engine.feedback.mailbox import (
+    BATCH,
+    UNPARSED,
+    MailboxError,
+    MailboxPoller,
+    check_mailbox,
+    decode,
+    separator_of,
+)
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
 from engine.plugins.format import FormatContext
@@ -570,3 +578,34 @@ async def test_results_and_mailbox_commands(world: World, run_cli: Any, tmp_path
     )
     first = json.loads(listing.output.splitlines()[0])
     assert first["urls_clicadas"] == ["https://loja.example/conta", "https://loja.example/oferta"]
+
+
+async def test_a_dovecot_separator_and_more_than_a_batch(
+    tmp_path: Path, store: Store, clock: TestClock, imap: Any
+) -> None:
+    """D14 on a stock Dovecot Maildir++ account: the hierarchy separator is ``.`` and a name
+    holding ``/`` is refused (``NO [CANNOT] Invalid mailbox name``). The poller asks the
+    server (``LIST "" ""``) and files handled reports under ``disparo.tratadas``; one poll
+    reads every waiting report, batch after batch, not only the first BATCH of them."""
+    server = imap(tls="implicit", separator=".")
+    w = await send_campaign(tmp_path, store, clock, server, 3)
+    total = BATCH + 51
+    for i in range(total):
+        rcpt = f"p{i % 3}@cliente.example"
+        w.server.deliver(dsn(w, rcpt, diagnostic=f"550 5.1.1 <{{rcpt}}>: unknown ({i})"))
+    result = await w.poller().poll()
+    assert result.ok, result.message
+    assert (result.fetched, result.handled, result.unparsed) == (total, total, 0)
+    assert w.server.messages() == []
+    assert "disparo/tratadas" not in w.server.folders()
+    assert len(w.server.messages("disparo.tratadas")) == total
+    assert w.store.mailboxes.states()["retorno"].status == "ok"
+
+
+def test_the_separator_is_read_from_list() -> None:
+    """``LIST "" ""`` answers as servers spell them: quoted, escaped, or NIL (flat)."""
+    assert separator_of([b'(\\Noselect) "." ""']) == "."
+    assert separator_of([b'(\\Noselect) "/" ""']) == "/"
+    assert separator_of([b'(\\Noselect) "\\\\" ""']) == "\\"
+    assert separator_of([b'(\\Noselect) NIL ""']) is None
+    assert separator_of([None]) == "/"
