@@ -609,3 +609,45 @@ def test_the_separator_is_read_from_list() -> None:
     assert separator_of([b'(\\Noselect) "\\\\" ""']) == "\\"
     assert separator_of([b'(\\Noselect) NIL ""']) is None
     assert separator_of([None]) == "/"
+
+
+async def test_copies_of_one_dsn_bounce_the_delivery_once(
+    tmp_path: Path, store: Store, clock: TestClock, imap: Any
+) -> None:
+    """D14/D15: a DSN delivered 201 times, each copy with one more ``Received:`` line (so
+    each is a different message), is one bounce of one delivery: one ``bounced`` event, the
+    campaign counts one bounce, and the guard's rate (1 of 25 = 4 %) pauses nothing."""
+    w = await send_campaign(tmp_path, store, clock, imap(tls="implicit"), 25)
+    guard = Guard(w.store, w.config, w.clock)
+    await w.clock.advance(timedelta(hours=1))
+    raw = dsn(w, "p3@cliente.example")
+    for i in range(201):
+        hop = f"Received: from relay{i}.example by mx.empresa.com.br; id {i}\r\n"
+        w.server.deliver(hop.encode() + raw)
+    result = await w.poller().poll()
+    assert (result.ok, result.handled, result.events) == (True, 201, 1), result
+    assert result.duplicates == 200
+    with w.store.read() as conn:
+        bounced = conn.execute(
+            sa.select(sa.func.count()).where(t.events.c.kind == "bounced")
+        ).scalar()
+    assert bounced == 1
+    c = w.store.campaigns.get(w.campaign)
+    assert c is not None and c.counters["bounced"] == 1
+    decision = (await guard.check())["mail"]
+    assert decision.state == "ok" and decision.change is None, decision
+    assert w.store.accounts.states()["mail"].bounces_24h == 1
+
+
+async def test_a_complaint_reported_twice_counts_once(world: World) -> None:
+    """D14: two abuse reports about one message are one complaint (one event)."""
+    w = world
+    w.server.deliver(arf(w, "p2@cliente.example"))
+    w.server.deliver(b"Received: from fbl2.example\r\n" + arf(w, "p2@cliente.example"))
+    result = await w.poller().poll()
+    assert (result.handled, result.events, result.duplicates) == (2, 1, 1), result
+    with w.store.read() as conn:
+        kinds = conn.execute(
+            sa.select(sa.func.count()).where(t.events.c.kind == "complaint")
+        ).scalar()
+    assert kinds == 1
