@@ -681,3 +681,17 @@ def test_poison_files_never_grow_the_ledger(store: Store, clock: TestClock, tmp_
     seen = observed(store)[bad]
     assert seen.status == "error" and "rejected" in (seen.message or "")
     assert (drop / bad).is_file()  # it waits for the folder to be fixed, nothing lost
+
+
+def test_a_publisher_writes_safe_csv_over_bytes() -> None:
+    """docs/plugins.md: a publisher's ``write(out: IO[bytes])`` writes CSV for people through
+    ``SafeWriter`` over a text wrapper (E2): one line per row, whatever the cells hold."""
+    raw = io.BytesIO()
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    writer = SafeWriter(text)
+    writer.writerow(["nome", "email"])
+    writer.writerow(["Ana\nssh-ed25519 AAAA", "=1+1"])
+    text.flush()
+    text.detach()
+    lines = raw.getvalue().decode("utf-8-sig").split("\r\n")
+    assert lines == ["nome;email", "Ana ssh-ed25519 AAAA;'=1+1", ""]
