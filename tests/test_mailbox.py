@@ -651,3 +651,24 @@ async def test_a_complaint_reported_twice_counts_once(world: World) -> None:
             sa.select(sa.func.count()).where(t.events.c.kind == "complaint")
         ).scalar()
     assert kinds == 1
+
+
+async def test_the_watched_folder_is_spelled_with_the_separator_too(
+    tmp_path: Path, store: Store, clock: TestClock, imap: Any
+) -> None:
+    """D14: ``folder = "retornos/dsn"`` is ``retornos.dsn`` on a server whose separator is
+    ``.``; the poller reads it there and files what it handled under ``disparo.tratadas``."""
+    server = imap(tls="implicit", separator=".")
+    w = await send_campaign(tmp_path, store, clock, server, 2)
+    smtp = start_smtp_server(tls="none", auth=False)
+    try:
+        url = store.engine.url.render_as_string(hide_password=False)
+        path = write_config(tmp_path, smtp, server, url, folder="retornos/dsn")
+        w.config = load_config(path, plugins=w.plugins)
+    finally:
+        smtp.stop()
+    server.deliver(dsn(w, "p0@cliente.example"), folder="retornos.dsn")
+    result = await w.poller().poll()
+    assert (result.ok, result.handled) == (True, 1), result.message
+    assert server.messages("retornos.dsn") == []
+    assert len(server.messages("disparo.tratadas")) == 1

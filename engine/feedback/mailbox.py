@@ -275,9 +275,11 @@ class Session:
         data = _ok(client.capability(), "CAPABILITY")
         self.capabilities = set(data[0].decode().upper().split()) if data and data[0] else set()
         self.separator = separator_of(_ok(client.list('""', '""'), 'LIST "" ""'))
-        typ, data = client.select(quote(self.server_name(s.folder)))
+        folder = self.server_name(s.folder)
+        typ, data = client.select(quote(folder))
         if typ != "OK":
-            raise MailboxError(f"folder {s.folder!r} cannot be opened: {_text(data)}")
+            spelled = f" (spelled {folder!r} on this server)" if folder != s.folder else ""
+            raise MailboxError(f"folder {s.folder!r}{spelled} cannot be opened: {_text(data)}")
         return int(data[0] or 0) if data and data[0] else 0
 
     def server_name(self, name: str) -> str:
