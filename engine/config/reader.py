@@ -282,6 +282,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
                 click_tracking=values.get("click_tracking", True),
                 ses_topics=tuple(values.get("ses_topics", ())),
                 metrics_from=tuple(values.get("metrics_from", TrackingSettings.metrics_from)),
+                metrics_token=values.get("metrics_token"),
             )
         for i, network in enumerate(values.get("metrics_from", ())):
             try:

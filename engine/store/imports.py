@@ -520,7 +520,7 @@ class _Commit:
             f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY per.first_row) AS dup "
             "FROM per JOIN contacts c ON c.identity = per.identity "
             f"WHERE c.{column} IS NOT NULL AND c.{column} <> '' {only}) "
-            "SELECT x.id, x.address, x.first_row, x.message, x.dup, "
+            "SELECT x.id, x.address, x.first_row, x.message, x.dup, sup.origin, "
             "CASE WHEN sup.id IS NOT NULL THEN 'suppressed' "
             "WHEN x.last_interaction_at >= :since THEN 'skipped' "
             "ELSE 'pending' END AS state "
@@ -578,16 +578,19 @@ class _Commit:
         pending_flag = "(state = 'pending')"
         self.sql(
             "INSERT INTO deliveries (campaign_id, contact_id, position, batch, address, "
-            "payload, status, attempts, finished_at) "
+            "payload, status, attempts, finished_at, error) "
             "SELECT :cid, id, ROW_NUMBER() OVER (ORDER BY first_row) - 1, "
             f"CASE WHEN {pending_flag} THEN (ROW_NUMBER() OVER "
             f"(PARTITION BY {pending_flag} ORDER BY first_row) - 1) / :size + 1 ELSE 0 END, "
             f"address, CASE WHEN message IS NULL THEN NULL ELSE {build}('message', message) END, "
-            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END "
+            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END, "
+            f"CASE WHEN state = 'suppressed' THEN {_SUPPRESSED_SQL} "
+            "WHEN state = 'skipped' THEN :skipped ELSE NULL END "
             f"FROM {AUDIENCE} WHERE dup = 1 ORDER BY first_row",
             cid=campaign_id,
             size=size,
             now=self.now,
+            skipped=f"interaction in the last {spec.exclude_recent_hours} h (_x, D4)",
         )
         self.sql(f"DROP TABLE {AUDIENCE}")
         self.c.execute(
@@ -613,6 +616,21 @@ class _Commit:
             dups,
             len(sizes),
         )
+
+
+#: why a recipient suppressed at import is not sent (D17), by the suppression's origin
+SUPPRESSED_REASONS = {
+    "bounce": "the address is suppressed: an earlier hard bounce (D4)",
+    "complaint": "the address is suppressed: an earlier spam complaint (D4)",
+    "unsubscribe": "the address is suppressed: unsubscribed from all campaigns (D4, D19)",
+    "stop": "the address is suppressed: the recipient replied STOP (D4)",
+    "manual": "the address is suppressed by an operator (D4)",
+}
+_SUPPRESSED_SQL = (
+    "CASE origin "
+    + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in SUPPRESSED_REASONS.items())
+    + " ELSE 'the address is suppressed (D4)' END"
+)
 
 
 class Imports(Queries):
