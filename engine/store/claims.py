@@ -283,6 +283,7 @@ class Claims(Queries):
             reason=o.error,
             campaign_id=campaign_id,
             conn=c,
+            contact_id=o.contact_id,
         )
 
     def rescue_leases(self) -> int:
