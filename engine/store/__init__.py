@@ -28,6 +28,7 @@ from engine.store.db import create_db_engine, database_url
 from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
+from engine.store.lists import Lists
 from engine.store.mailboxes import Mailboxes
 from engine.store.publications import Publications
 from engine.store.results import Results
@@ -60,6 +61,7 @@ class Store:
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
         self.publications = Publications(self)
+        self.lists = Lists(self)
         self.views = Views(self)
 
     @classmethod
