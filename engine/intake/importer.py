@@ -72,6 +72,8 @@ class ImportReport:
     path: str
     outcome: Outcome
     problems: list[Problem] = field(default_factory=list)
+    #: the format that read the file (None: it was refused before reading)
+    format: str | None = None
     file_id: int | None = None
     wallet: str | None = None
     rows: int = 0
@@ -150,7 +152,7 @@ def import_file(
         spec = fmt.prepare(path, spool, companions or {})
     except FileRejected as exc:
         return reject(exc.problems)
-    report = ImportReport(path, "imported", wallet=spec.wallet)
+    report = ImportReport(path, "imported", wallet=spec.wallet, format=fmt.name)
     if spec.campaign is not None:
         report.channel = spec.campaign.channel
         report.held_reason = spec.campaign.status_reason
