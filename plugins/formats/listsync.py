@@ -156,9 +156,10 @@ class ListSyncFormat(Format):
             None,
             'Contact field = the file\'s column title: `{ email = "E-mail", name = '
             '"Nominativo", city = "Citta" }`. Fields `email`, `phone`, `name`, `key` (the '
-            "external key), `optout` (a truthy value opts the contact out); any other name is "
-            "a custom field. Titles match without case and accents; other columns are not "
-            "read. Without it, the headers are read as a mailing's (N23) and every other "
+            "external key), `optout` (a truthy value opts the contact out; a file may leave "
+            "it out); any other name is a custom field. Titles match without case and "
+            "accents; a file without one of them is rejected; other columns are not read. "
+            "Without it, the headers are read as a mailing's (N23) and every other "
             "column is a field.",
             check=check_columns,
         ),
@@ -281,7 +282,8 @@ class ListSyncFormat(Format):
                 want = _plain(title)
                 index = next((i for i, h in enumerate(plain) if h == want), None)
                 if index is None:
-                    missing.append(f'"{title}" ({name})')
+                    if name != "optout":  # the opt-out column is optional (S1)
+                        missing.append(f'"{title}" ({name})')
                 elif name in CORE_FIELDS:
                     roles[name] = index
                 else:
