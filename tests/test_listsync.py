@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -896,3 +897,44 @@ def test_the_unsubscribed_files_hold_every_opt_out_once_whatever_fails(
         assert sorted(exported_ids) == sorted(logged)
 
     check()
+
+
+def today(tmp_path: Path) -> str:
+    """Today in engine.time_zone, as the command line (on the real clock) sees it."""
+    return datetime.now(UTC).astimezone(load(tmp_path / "disparo.toml").tz).strftime("%Y%m%d")
+
+
+def test_disparo_publish_source_runs_the_exports_now_and_lists_shows_them(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    configured(tmp_path, exports={"files": ["unsubscribed", "subscribed"], "folder": "esiti"})
+    path = tmp_path / "contatti_1.csv"
+    path.write_text("E-mail;Nominativo;Disiscritto\nana@x.com;Ana;\nbia@x.com;Bia;1\n")
+    assert run_cli("import", "--source", "mailup", str(path)).exit_code == 0
+    first = run_cli("publish", "mailup", "--json")
+    assert first.exit_code == 0, first.output
+    done = json.loads(first.output)
+    assert [(o["publisher"], o["status"]) for o in done] == [("listsync-exports", "published")] * 2
+    day = done[0]["path"].removeprefix("esiti/unsubscribed_").removesuffix(".csv")
+    assert len(day) == 8 and day.isdigit()
+    assert done[1]["path"] == f"esiti/subscribed_{day}.csv"
+    esiti = tmp_path / "drop" / "esiti"
+    assert column(exported(tmp_path / "drop", f"unsubscribed_{day}.csv"), "email") == ["bia@x.com"]
+    assert column(exported(tmp_path / "drop", f"subscribed_{day}.csv"), "email") == ["ana@x.com"]
+    # named again: another run now, beside the first (the schedule goes on as before): the
+    # day's next number, or today's first when the run due was yesterday's 05:00
+    second = json.loads(run_cli("publish", "mailup", "--json").output)
+    leaf = second[0]["path"].removeprefix("esiti/")
+    assert leaf in (f"unsubscribed_{day}_2.csv", f"unsubscribed_{today(tmp_path)}.csv")
+    assert second[1]["path"] == "esiti/" + leaf.replace("unsubscribed", "subscribed")
+    assert exported(tmp_path / "drop", leaf) == [list(COLUMNS["unsubscribed"])]  # header only
+    assert json.loads(run_cli("publish", "--json").output) == []  # unnamed: only what is due
+    assert len(list(esiti.iterdir())) == 4
+    [news] = json.loads(run_cli("lists", "--json").output)
+    assert (news["members"], news["pending_exports"]) == (2, 0)
+    assert news["last_export"]["file"] == second[1]["path"]
+    [feed] = news["sources"]
+    assert (feed["exports"], feed["folder"]) == (["unsubscribed", "subscribed"], "esiti")
+    assert feed["next_export"] is not None and "T05:00:00" in feed["next_export"]
+    table = run_cli("lists").output
+    assert "unsubscribed, subscribed → esiti/" in table and second[1]["path"] in table
