@@ -7,7 +7,10 @@ when a key is configured (covering the List-Unsubscribe headers).
 
 The MIME text is assembled from stdlib encoders rather than ``EmailMessage``: building an
 ``EmailMessage`` costs as much as sending it (480–850/s, NOTES.md); here it is ~20 µs.
-SMTP 4xx is a temporary failure (D13); 5xx on the recipient a hard bounce.
+SMTP 4xx is a temporary failure (D13); 5xx on the recipient (RCPT TO, or DATA for this
+message) a permanent one. A failure to open a session — the connection, the greeting, TLS, the
+login (535, 530, a 554 greeting) — is the account's, never a recipient's: a ``Retry`` of the
+account, which pauses it when it goes on (the circuit breaker).
 """
 
 from __future__ import annotations
@@ -332,34 +335,52 @@ class EmailChannel(Channel):
         return int(o.get("port") or {"implicit": 465, "none": 25}.get(o.get("tls", ""), 587))
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """A new session with the relay, step by step (connection and greeting, STARTTLS,
+        login), so that a failure says which step failed: ``RelayUnavailable``."""
         import aiosmtplib
 
         o = self.account.options
         timeout = float(o["timeout"].total_seconds()) if o.get("timeout") else 30.0
+        mode = "none" if self.account.sandbox else o.get("tls", "starttls")
         if self.account.sandbox:
             host = str(o.get("sink", "127.0.0.1:2525")).rpartition(":")[0]
-            client = aiosmtplib.SMTP(
-                hostname=host, port=self._port(), use_tls=False, start_tls=False, timeout=timeout
+            context = None
+        else:
+            host = o["host"]
+            context = ssl.create_default_context(
+                cafile=str(o["ca_file"]) if o.get("ca_file") else None
             )
-            await client.connect()
-            await client.ehlo()
-            return client
-        context = ssl.create_default_context(cafile=str(o["ca_file"]) if o.get("ca_file") else None)
-        mode = o.get("tls", "starttls")
+        where = f"{host}:{self._port()}"
         client = aiosmtplib.SMTP(
-            hostname=o["host"],
+            hostname=host,
             port=self._port(),
             use_tls=mode == "implicit",
-            start_tls=mode == "starttls",
+            start_tls=False,
             tls_context=context,
             timeout=timeout,
         )
-        await client.connect()
-        if o.get("user"):
-            password = o["password"].reveal() if o.get("password") is not None else ""
-            await client.login(o["user"], password)
-        if client.is_ehlo_or_helo_needed:
+        phase = "connect"
+        try:
+            await client.connect()  # the TCP connection (with implicit TLS) and the greeting
+            phase = "ehlo"
             await client.ehlo()
+            if mode == "starttls":
+                phase = "tls"
+                await client.starttls()
+                phase = "ehlo"
+                await client.ehlo()
+            if o.get("user") and not self.account.sandbox:
+                phase = "login"
+                password = o["password"].reveal() if o.get("password") is not None else ""
+                await client.login(o["user"], password)
+        except Exception as exc:
+            client.close()
+            raise RelayUnavailable(
+                _relay_problem(phase, where, exc, o.get("user"), timeout)
+            ) from exc
+        except BaseException:  # cancelled (the engine stops): no half-open session left
+            client.close()
+            raise
         return client
 
     async def close(self) -> None:
@@ -512,6 +533,8 @@ class EmailChannel(Channel):
 
         try:
             await self.pool.send(envelope, checked.value, data, utf8)
+        except RelayUnavailable as exc:  # never the recipient's fault: the account waits
+            return Retry(str(exc), scope="account")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             return _refused(refused.code, refused.message)
@@ -523,7 +546,9 @@ class EmailChannel(Channel):
             )
         except aiosmtplib.SMTPServerDisconnected as exc:
             return Retry(f"the relay closed the connection: {exc}", scope="account")
-        except aiosmtplib.SMTPResponseException as exc:
+        except aiosmtplib.SMTPResponseException as exc:  # the reply to DATA, for this message
+            if exc.code == 421:
+                return Retry(f"the relay is closing: {exc.code} {exc.message}", scope="account")
             if 400 <= exc.code < 500:
                 return Retry(f"{exc.code} {exc.message}")
             return Failed(f"the relay refused the message: {exc.code} {exc.message}")
@@ -537,10 +562,59 @@ class EmailChannel(Channel):
 
 
 def _refused(code: int, message: str) -> SendResult:
-    """SMTP reply to RCPT TO: 4xx temporary, 5xx a hard bounce (D13)."""
+    """SMTP reply to RCPT TO: 4xx temporary, 5xx a hard bounce (D13); 421 is the relay
+    closing the session, whoever the recipient."""
+    if code == 421:
+        return Retry(f"the relay is closing: {code} {message}", scope="account")
     if 400 <= code < 500:
         return Retry(f"{code} {message}")
     return Failed(f"{code} {message}", bounce=True)
+
+
+class RelayUnavailable(Exception):
+    """The relay cannot be used at all: the connection, its greeting, TLS or the login
+    failed. The account's problem (its breaker counts it), never a recipient's."""
+
+
+def _relay_problem(phase: str, where: str, exc: Exception, user: str | None, timeout: float) -> str:
+    """What went wrong opening a session with the relay, in an operator's words."""
+    import aiosmtplib
+
+    cause = exc.__cause__
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return f"relay {where} closed the connection ({phase}): {exc}"
+    if phase == "connect":
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            return f"relay {where} refused the session: {exc.code} {exc.message}"
+        if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
+            if "ready message" in str(exc):
+                return f"relay {where} accepted the connection but did not greet in {timeout:g} s"
+            return f"relay {where} did not answer in {timeout:g} s"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS with relay {where} failed: {_ssl_reason(cause)}"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS with relay {where} failed: {_ssl_reason(exc)}"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"relay {where} refused the connection"
+        return f"cannot connect to relay {where}: {cause or exc}"
+    if phase == "tls":
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS with relay {where} failed: {_ssl_reason(exc)}"
+        if "not supported" in str(exc):
+            return f'relay {where} does not offer STARTTLS (the account says tls = "starttls")'
+        return f"STARTTLS with relay {where} failed: {exc}"
+    if phase == "login":
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            return f"relay {where} refused the login of {user}: {exc.code} {exc.message}"
+        return f"relay {where}: cannot log in as {user}: {exc}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"relay {where} refused EHLO: {exc.code} {exc.message}"
+    return f"relay {where} failed ({phase}): {exc!r}"
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    verify = getattr(exc, "verify_message", None)
+    return str(verify or exc.reason or exc)
 
 
 @hookimpl

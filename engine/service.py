@@ -1,6 +1,7 @@
-"""The headless engine: collection, dispatch, the guard, feedback and publishing in one
-asyncio program, stopped cleanly by SIGTERM or Ctrl-C (in-flight sends finish, claims are
-released)."""
+"""The headless engine: collection, dispatch, the guard, feedback (tracking, the bounce
+mailboxes) and publishing in one asyncio program. SIGTERM or Ctrl-C stops it cleanly
+(in-flight sends finish within the stop timeout, every lease is released); SIGHUP reloads
+its configuration file."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -23,6 +25,7 @@ from engine.publish.service import Outcome, Publishing
 from engine.sending.dispatcher import Dispatcher
 from engine.sending.guard import Guard
 from engine.store import Store
+from engine.store.errors import describe, is_transient
 from engine.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -109,18 +112,37 @@ def signer_for(config: Config) -> Signer | None:
 
 @dataclass
 class RunSummary:
-    """What ``disparo run --until-idle`` did."""
+    """What ``disparo run --until-idle`` did, and what it could not do."""
 
     polls: list[PollSummary] = field(default_factory=list)
     mailboxes: list[PollResult] = field(default_factory=list)
     campaigns: list[tuple[int, str, str, int, int]] = field(default_factory=list)
     published: list[Outcome] = field(default_factory=list)
+    #: what an operator must know: failing channels, held campaigns, the database
+    problems: list[str] = field(default_factory=list)
+    #: deliveries failed for a systemic reason, or a campaign cannot be sent as configured
+    failed: bool = False
+    #: stopped by a signal before it was done
+    interrupted: bool = False
+
+
+#: configuration that a running engine cannot take over without a restart
+RESTART_ONLY = (
+    ("engine", "database_url"),
+    ("engine", "database_password"),
+    ("engine", "lease"),
+    ("engine", "heartbeat"),
+    ("engine", "time_zone"),
+    ("tracking", None),
+)
 
 
 class Engine:
     """Everything ``disparo run`` runs."""
 
-    def __init__(self, store: Store, plugins: Plugins, config: Config, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, plugins: Plugins, config: Config, clock: Clock, *, mode: str = "run"
+    ) -> None:
         self.store = store
         self.plugins = plugins
         self.config = config
@@ -137,8 +159,12 @@ class Engine:
             clock,
             signer=self.signer,
             lease=config.engine.lease,
+            heartbeat=config.engine.heartbeat,
+            stop_timeout=config.engine.stop_timeout,
             metrics=self.metrics,
+            mode=mode,
         )
+        self.node = self.dispatcher.node
         self.guard = Guard(store, config, clock)
         self.publishing = Publishing(store, plugins, config, clock)
         self.tracking: Tracking | None = None
@@ -146,37 +172,302 @@ class Engine:
             self.tracking = Tracking(
                 store, config, clock, plugins=plugins, metrics=self.metrics, writer=self.writer
             )
-        self.mailboxes: list[MailboxPoller] = []
-        if self.signer is not None:
-            self.mailboxes = [
-                MailboxPoller(store, settings, clock, self.signer, self.writer.apply_many)
-                for settings in config.mailboxes.values()
-                if settings.enabled
-            ]
+        self.mailboxes = self._pollers(config)
         #: where the tracking endpoint listens once ``run`` started it
         self.listening: str | None = None
+        self._background: dict[str, asyncio.Task[None]] = {}
+        self._collector_stop = asyncio.Event()
+        self._signals = 0
+        self._reloading: asyncio.Task[bool] | None = None
+
+    def _pollers(self, config: Config) -> list[MailboxPoller]:
+        if self.signer is None:
+            return []
+        return [
+            MailboxPoller(
+                self.store,
+                settings,
+                self.clock,
+                self.signer,
+                self.writer.apply_many,
+                owner=self.node,
+            )
+            for settings in config.mailboxes.values()
+            if settings.enabled
+        ]
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def request_stop(self, why: str = "a stop was asked") -> None:
+        """SIGTERM, SIGINT: stop cleanly; a second one stops without waiting for the sends in
+        flight (they are released and retried)."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info(
+                "%s: stopping (messages in flight finish, within %g s; send it again to stop "
+                "at once)",
+                why,
+                self.config.engine.stop_timeout.total_seconds(),
+                extra={"event": "engine.stop_requested", "node": self.node},
+            )
+            self.stop.set()
+        else:
+            log.warning(
+                "%s again: stopping at once; the sends in flight are abandoned and retried",
+                why,
+                extra={"event": "engine.stop_forced", "node": self.node},
+            )
+            self.dispatcher.abandon.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the configuration file again (in the background)."""
+        if self._reloading is not None and not self._reloading.done():
+            log.warning("SIGHUP: a reload is already under way")
+            return
+        self._reloading = asyncio.ensure_future(self._reload_logged())
+
+    async def _reload_logged(self) -> bool:
+        try:
+            return await self.reload()
+        except Exception:
+            log.exception("SIGHUP: the reload failed; the engine goes on as it can")
+            return False
+
+    async def reload(self) -> bool:
+        """Read the configuration file again and take it over: new, changed and removed
+        accounts, sources, templates, wallets, mailboxes, the guard's limits, the log level.
+        A file with problems is refused (logged) and the running configuration stays."""
+        from engine.config import ConfigError, load_config
+
+        path = self.config.path
+        if path is None:
+            log.warning("SIGHUP: the engine runs on the built-in defaults: nothing to reload")
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, path, plugins=self.plugins)
+        except ConfigError as exc:
+            problems = "\n".join(f"  {p}" for p in exc.problems)
+            log.error(
+                "SIGHUP: %s has %s problem(s); the running configuration stays:\n%s",
+                path,
+                len(exc.problems),
+                problems,
+                extra={"event": "config.refused", "problems": [str(p) for p in exc.problems]},
+            )
+            return False
+        except Exception as exc:
+            log.error(
+                "SIGHUP: %s cannot be read (%s); the running configuration stays",
+                path,
+                exc,
+                extra={"event": "config.refused", "problems": [str(exc)]},
+            )
+            return False
+        old = self.config
+        for section, key in RESTART_ONLY:
+            before, after = old.raw.get(section, {}), new.raw.get(section, {})
+            if (before if key is None else before.get(key)) != (
+                after if key is None else after.get(key)
+            ):
+                where = f"[{section}]" if key is None else f"{section}.{key}"
+                log.warning(
+                    "SIGHUP: %s changed: it takes effect at the next start",
+                    where,
+                    extra={"event": "config.restart_needed", "key": where},
+                )
+        self.config = new
+        logging.getLogger().setLevel(new.engine.log_level.upper())
+        await self.dispatcher.reconfigure(new)
+        self.guard.config = new
+        self.publishing.config = new
+        if new.sources != old.sources or new.wallets != old.wallets:
+            self.collector.config = new
+            if "collector" in self._background:
+                await self._stop_task("collector", self._collector_stop)
+                self._collector_stop = asyncio.Event()
+                self._start_task("collector", self.collector.run_forever(self._collector_stop))
+        else:
+            self.collector.config = new
+        if new.mailboxes != old.mailboxes:
+            running = "mailboxes" in {k.split(":")[0] for k in self._background}
+            for poller in self.mailboxes:
+                await self._stop_task(f"mailboxes:{poller.settings.name}")
+                await self._release(poller)
+            self.mailboxes = self._pollers(new)
+            if running:
+                self._start_pollers()
+        added = sorted(set(new.accounts) - set(old.accounts))
+        removed = sorted(set(old.accounts) - set(new.accounts))
+        changed = sorted(
+            n for n in set(new.accounts) & set(old.accounts) if new.accounts[n] != old.accounts[n]
+        )
+        log.info(
+            "SIGHUP: configuration reloaded from %s: %s account(s)%s, %s source(s), %s "
+            "template(s), %s mailbox(es)",
+            path,
+            len(new.accounts),
+            "".join(
+                f"; {label} {', '.join(names)}"
+                for label, names in (("new", added), ("removed", removed), ("changed", changed))
+                if names
+            ),
+            len(new.sources),
+            len(new.templates),
+            len(new.mailboxes),
+            extra={
+                "event": "config.reloaded",
+                "accounts_added": added,
+                "accounts_removed": removed,
+                "accounts_changed": changed,
+            },
+        )
+        return True
+
+    # -- background tasks ------------------------------------------------------------------
+
+    def _start_task(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._background[name] = asyncio.create_task(coro, name=name)
+
+    def _start_pollers(self) -> None:
+        for p in self.mailboxes:
+            self._start_task(f"mailboxes:{p.settings.name}", p.run_forever(self.stop))
+
+    async def _stop_task(self, name: str, stop: asyncio.Event | None = None) -> None:
+        task = self._background.pop(name, None)
+        if task is None:
+            return
+        if stop is not None:
+            stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def _release(self, poller: MailboxPoller) -> None:
+        try:
+            await poller.release()
+        except Exception as exc:
+            log.warning(
+                "mailbox %s: its lease could not be released (%s); it runs out by itself",
+                poller.settings.name,
+                exc,
+            )
+
+    async def _stop_background(self) -> None:
+        """Stop collecting, the guard, publishing and the mailbox pollers; give the
+        mailboxes back."""
+        self._collector_stop.set()
+        for name in list(self._background):
+            await self._stop_task(name)
+        for poller in self.mailboxes:
+            await self._release(poller)
+
+    # -- running -----------------------------------------------------------------------------
 
     async def run_until_idle(self, *, settle: float = 2.0) -> RunSummary:
-        """Poll every source, import what is ready, send everything due, and return."""
+        """Poll every source, import what is ready, send everything due, and return; a stop
+        (SIGTERM, SIGINT) ends it at the next step, cleanly."""
         summary = RunSummary()
-        summary.polls = await self.collector.run_until_idle(settle=settle)
-        await self.guard.check()
-        await self.dispatcher.run_until_idle()
-        summary.published = await asyncio.to_thread(self.publishing.publish)
-        if self.mailboxes:
-            self.writer.start()
-            try:
-                for poller in self.mailboxes:
-                    summary.mailboxes.append(await poller.poll())
-            finally:
-                await self.writer.close()
-            await self.guard.check()  # bounces that just came in count at once
+        if not await self.dispatcher.begin(self.stop):
+            summary.interrupted = True
+            await self.dispatcher.shutdown()
+            return summary
+        try:
+            polls = asyncio.ensure_future(self.collector.run_until_idle(settle=settle))
+            if await _first(polls, self.stop):
+                summary.polls = polls.result()
+            else:
+                await _cancel(polls)
+            if not self.stop.is_set():
+                await self._check_guard()
+                await self.dispatcher.run_until_idle(self.stop, shutdown=False)
+            if not self.stop.is_set():
+                published = asyncio.ensure_future(asyncio.to_thread(self.publishing.publish))
+                if not await _first(published, self.stop):
+                    await _cancel(published)
+                elif (error := published.exception()) is not None:
+                    log.error("publishing failed: %s", describe(error))
+                    summary.problems.append(f"publishing failed: {describe(error)}")
+                else:
+                    summary.published = published.result()
+            if self.mailboxes and not self.stop.is_set():
+                self.writer.start()
+                try:
+                    for poller in self.mailboxes:
+                        if self.stop.is_set():
+                            break
+                        polled = asyncio.ensure_future(poller.poll())
+                        if await _first(polled, self.stop):
+                            summary.mailboxes.append(polled.result())
+                        else:
+                            await _cancel(polled)
+                        await self._release(poller)
+                finally:
+                    await self.writer.close()
+                if not self.stop.is_set():
+                    await self._check_guard()  # bounces that just came in count at once
+        finally:
+            await self.dispatcher.shutdown()
+        summary.interrupted = self.stop.is_set()
         for c in await self.store.run(self.store.campaigns.recent, 50):
             summary.campaigns.append((c.id, c.name, c.status, c.recipients, c.counters["sent"]))
+        await self._problems(summary)
         return summary
+
+    async def _check_guard(self) -> None:
+        try:
+            await self.guard.check()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("the guard could not check the accounts: %s", describe(exc))
+
+    async def _problems(self, summary: RunSummary) -> None:
+        """What went wrong, in an operator's words: each account failing for a systemic
+        reason (with how many deliveries wait and when they are retried), each campaign that
+        is held, a database that is unavailable."""
+        tz = self.config.tz
+        now = self.clock.now()
+
+        def hhmm(value: datetime | None) -> str:
+            return value.astimezone(tz).strftime("%H:%M") if value else "?"
+
+        try:
+            states = await self.store.run(self.store.accounts.states)
+            retrying = await self.store.run(self.store.errors.retrying, now)
+            held = await self.store.run(self.store.campaigns.recent, 200, status="held")
+        except Exception as exc:
+            summary.problems.append(f"the database is unavailable: {describe(exc)}")
+            summary.failed = True
+            return
+        trouble = self.dispatcher.problems_now()
+        failing = sorted(set(trouble) | {n for n, st in states.items() if st.breaker_open})
+        for name in failing:
+            st = states.get(name)
+            error = trouble[name].error if name in trouble else (st.breaker_reason if st else "")
+            text = f"{name}: {error}"
+            n, first = retrying.get(name, (0, None))
+            if n:
+                text += f"; {n:,} deliveries retry at {hhmm(first)}"
+            if st is not None and st.breaker_open:
+                text += f" (the account is paused; next try at {hhmm(st.breaker_retry_at)})"
+            summary.problems.append(text)
+            summary.failed = True
+        for c in held:
+            summary.problems.append(f"campaign {c.id} ({c.name}) is held: {c.status_reason}")
+            if self.dispatcher.held_for.get(c.id) in ("problem", "account"):
+                summary.failed = True
+        if self.store.outage is not None:
+            summary.problems.append(
+                f"the database has been unavailable since {hhmm(self.store.outage.since)}: "
+                f"{self.store.outage.error}"
+            )
+            summary.failed = True
 
     async def run(self) -> None:
         """Run until ``stop`` is set (SIGTERM/SIGINT), then stop cleanly."""
+        if not await self.dispatcher.begin(self.stop):
+            await self.dispatcher.shutdown()
+            return
         self.writer.start()
         if self.tracking is not None:
             self.listening = await self.tracking.start()
@@ -185,25 +476,35 @@ class Engine:
                 self.listening,
                 self.tracking.settings.public_url,
             )
-        background = [
-            asyncio.create_task(self.collector.run_forever(self.stop), name="collector"),
-            asyncio.create_task(self.guard.run(), name="guard"),
-            asyncio.create_task(self.publishing.run(self.stop), name="publishing"),
-        ]
-        background += [
-            asyncio.create_task(p.run_forever(self.stop), name=f"mailbox-{p.settings.name}")
-            for p in self.mailboxes
-        ]
+        self._start_task("collector", self.collector.run_forever(self._collector_stop))
+        self._start_task("guard", self.guard.run())
+        self._start_task("publishing", self.publishing.run(self.stop))
+        self._start_pollers()
         try:
-            await self.dispatcher.run(self.stop)
+            await self.dispatcher.run(self.stop, before_release=self._stop_background)
         finally:
             self.stop.set()
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await self._stop_background()
             if self.tracking is not None:
                 await self.tracking.stop()
             await self.writer.close()
-            await asyncio.to_thread(self.store.checkpoint)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.checkpoint)
+
+
+async def _first(task: asyncio.Future[Any], stop: asyncio.Event) -> bool:
+    """Wait for ``task`` or ``stop``; True when the task finished."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+    return task.done()
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -122,9 +122,21 @@ def test_every_table_round_trips(store: Store) -> None:
                 created_at=now,
             )
         ).inserted_primary_key[0]
+        c.execute(
+            sa.insert(t.rejected_rows).values(
+                file_id=file_id,
+                line=3,
+                address="ana@",
+                code="bad-email",
+                rule="T5",
+                reason="not an e-mail address",
+                reason_pt="não é um endereço de e-mail",
+            )
+        )
         campaign = c.execute(
             sa.insert(t.campaigns).values(
                 mailing_id=mailing,
+                file_id=file_id,
                 name="c",
                 wallet_id=wallet,
                 channel="email",
@@ -162,6 +174,31 @@ def test_every_table_round_trips(store: Store) -> None:
             )
         )
         c.execute(sa.insert(t.accounts).values(name="avisos", channel="email", updated_at=now))
+        c.execute(
+            sa.insert(t.engines).values(
+                node="host:1:abc",
+                host="host",
+                pid=1,
+                version="0.1.0",
+                mode="run",
+                started_at=now,
+                heartbeat_at=now,
+                lease_s=30,
+                detail={},
+            )
+        )
+        c.execute(
+            sa.insert(t.delivery_errors).values(
+                campaign_id=campaign,
+                account="avisos",
+                outcome="retry",
+                reason="451 busy",
+                scope="delivery",
+                count=3,
+                first_at=now,
+                last_at=now,
+            )
+        )
         c.execute(sa.insert(t.source_state).values(source="drop", status="ok", updated_at=now))
         c.execute(
             sa.insert(t.mailboxes).values(

@@ -13,19 +13,46 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from engine.campaign import Campaign
 from engine.clock import TestClock
 from engine.intake.importer import ImportReport
 from engine.plugins import load_plugins
+from engine.plugins.channel import CampaignProblem, DeliveryInfo, SendResult
 from engine.store import Store
 from engine.testing import Record, Registers, Scripted
 from engine.testing import World as KitWorld
 
 
 class SmsLong(Scripted):
+    """The kit's scripted channel as ``sms-long``; ``broken`` makes every send raise it after
+    recording it (a broken channel), ``problem`` makes ``prepare`` refuse every campaign with
+    it (``CampaignProblem``), ``prepared`` counts ``prepare`` calls."""
+
     name = "sms-long"
     file_word = "smslong"
+    broken: ClassVar[Exception | None] = None
+    problem: ClassVar[str | None] = None
+    prepared: ClassVar[int] = 0
+
+    @classmethod
+    def reset(cls) -> None:
+        super().reset()
+        SmsLong.broken = SmsLong.problem = None
+        SmsLong.prepared = 0
+
+    def prepare(self, campaign: Campaign) -> Any:
+        SmsLong.prepared += 1
+        if SmsLong.problem is not None:
+            raise CampaignProblem(SmsLong.problem)
+        return super().prepare(campaign)
+
+    async def send(self, prepared: Any, delivery: DeliveryInfo) -> SendResult:
+        result = await super().send(prepared, delivery)
+        if SmsLong.broken is not None:
+            raise SmsLong.broken
+        return result
 
 
 class SmsShort(Scripted):
@@ -61,7 +88,7 @@ def make_world(
 ) -> Iterator[World]:
     """Register the scripted channels, write a config, and give a world (a generator for
     fixtures: it unregisters the plugin afterwards)."""
-    Scripted.reset()
+    SmsLong.reset()
     plugins = load_plugins()
     plugins.register(Registers(SmsLong, SmsShort), "scripted")
     try:

@@ -172,6 +172,9 @@ async def _morning(demo: Demo) -> None:
         clock,
         node="demo",
         tick_seconds=1.0,
+        # chunks are sized by the lease (rate × lease / 4): the demo's figures, which the
+        # screenshots and the UI's tests show, were made with 5-minute leases
+        lease=timedelta(minutes=5),
         rng=random.Random(7),  # noqa: S311
     )
     guard = Guard(store, config, clock)

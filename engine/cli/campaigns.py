@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     # (every `disparo` process does) stays light
     from engine.campaign import Campaign
     from engine.schedule import Schedule
+    from engine.sending.status import CampaignTrouble
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -110,7 +111,11 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
             f"{c.counters['sent']:,}",
             _t(a, c.started_at or c.start_at),
             _t(a, c.finished_at or c.deadline),
-            Text(c.status, style=STATUS_STYLE.get(c.status, "")),
+            Text(
+                c.status
+                + (f": {c.status_reason[:60]}" if c.status == "held" and c.status_reason else ""),
+                style=STATUS_STYLE.get(c.status, ""),
+            ),
         )
     a.console.print(table)
 
@@ -134,13 +139,19 @@ def _get(a: AppContext, campaign_id: int) -> Campaign:
 def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     """Totals (D18), the pacing timeline and the deadline of a campaign."""
     from engine.campaign import COUNTERS
-    from engine.sending.status import campaign_schedule
+    from engine.sending.status import campaign_schedule, campaign_trouble
 
     a = app(ctx)
     c = _get(a, campaign_id)
-    schedule = campaign_schedule(a.existing_store, a.config, c, a.clock.now())
+    now = a.clock.now()
+    schedule = campaign_schedule(a.existing_store, a.config, c, now)
+    trouble = campaign_trouble(a.existing_store, c)
     if as_json:
-        body = campaign_json(a, c) | {"schedule": schedule.as_json(a.config.tz)}
+        body = (
+            campaign_json(a, c)
+            | {"schedule": schedule.as_json(a.config.tz)}
+            | _trouble_json(a, trouble)
+        )
         click.echo(json.dumps(body, ensure_ascii=False, indent=2))
         return
     table = Table(show_header=False, title=f"Campaign {c.id}: {c.name}", title_justify="left")
@@ -163,10 +174,86 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     ]
     for key in COUNTERS:
         rows.append((key, f"{c.counters.get(key, 0):,}"))
+    retrying = sum(w.count for w in trouble.waiting)
+    rows.append(
+        (
+            "errors",
+            Text(
+                f"{trouble.error_total:,} (retried, failed or bounced attempts)",
+                style="red" if trouble.error_total else "",
+            ),
+        )
+    )
+    if retrying:
+        rows.append(("retrying", f"{retrying:,}; the next retry at {_t(a, trouble.next_retry_at)}"))
+    if trouble.account_paused:
+        rows.append(
+            (
+                "account",
+                Text(
+                    f"{c.account} sends nothing now: {trouble.account_paused}"
+                    + (f" (until {_t(a, trouble.account_until)})" if trouble.account_until else ""),
+                    style="bold yellow",
+                ),
+            )
+        )
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     a.console.print(table)
+    if trouble.waiting and not c.finished:
+        why = Table(title="Not sent yet, because", title_justify="left")
+        for column in ("Reason", "Deliveries", "Next retry"):
+            why.add_column(column)
+        for w in trouble.waiting:
+            why.add_row(Text(w.reason), f"{w.count:,}", _t(a, w.next_at))
+        a.console.print(why)
+    if trouble.errors:
+        errors = Table(title="Errors by reason", title_justify="left")
+        for column in ("Outcome", "Reason", "Scope", "Count", "Last"):
+            errors.add_column(column)
+        for e in trouble.errors[:5]:
+            errors.add_row(
+                e.outcome,
+                Text(e.reason),
+                "the channel" if e.scope == "account" else "the recipient",
+                f"{e.count:,}",
+                _t(a, e.last_at),
+            )
+        if len(trouble.errors) > 5:
+            errors.caption = f"and {len(trouble.errors) - 5} other reason(s): see --json"
+        a.console.print(errors)
     _print_schedule(a, c, schedule)
+
+
+def _trouble_json(a: AppContext, trouble: CampaignTrouble) -> dict[str, Any]:
+    def t(value: datetime | None) -> str | None:
+        return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
+
+    return {
+        "errors_total": trouble.error_total,
+        "errors": [
+            {
+                "outcome": e.outcome,
+                "reason": e.reason,
+                "scope": e.scope,
+                "count": e.count,
+                "first_at": t(e.first_at),
+                "last_at": t(e.last_at),
+            }
+            for e in trouble.errors
+        ],
+        "retrying": sum(w.count for w in trouble.waiting),
+        "next_retry_at": t(trouble.next_retry_at),
+        "not_sent_because": [
+            {"reason": w.reason, "count": w.count, "next_retry_at": t(w.next_at)}
+            for w in trouble.waiting
+        ],
+        "account_paused": (
+            {"reason": trouble.account_paused, "until": t(trouble.account_until)}
+            if trouble.account_paused
+            else None
+        ),
+    }
 
 
 def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
@@ -192,9 +279,13 @@ def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
         a.console.print(timeline)
     if c.finished:
         return
-    if schedule.finish_at is not None:
+    if c.status in ("held", "paused"):
+        a.console.print(f"No projected finish while the campaign is {c.status}")
+    elif schedule.finish_at is not None:
+        behind = schedule.finish_at < a.clock.now()
         a.console.print(
             f"Projected finish {_t(a, schedule.finish_at)} at {schedule.rate:g}/s"
+            + (" (behind: sends are failing or waiting)" if behind else "")
             + (f"; {schedule.expired:,} would expire at the deadline" if schedule.expired else "")
         )
 
@@ -383,6 +474,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     a = app(ctx)
     config = a.config
     from engine.rates import Rates
+    from engine.sending.status import account_errors
 
     store = a.existing_store
     store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
@@ -390,6 +482,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     flying = store.campaigns.in_flight()
     rows: list[dict[str, Any]] = []
     since = a.clock.now() - timedelta(hours=24)
+    errors = account_errors(store, since=since)
     for name, s in config.accounts.items():
         st = states[name]
         # counted now, not as of the guard's last check (every 5 minutes)
@@ -418,6 +511,22 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
                 "override_by": st.override_by,
                 "override_reason": st.override_reason,
                 "checked_at": _t(a, st.checked_at) if st.checked_at else None,
+                "breaker": st.breaker_state,
+                "breaker_reason": st.breaker_reason,
+                "breaker_since": _t(a, st.breaker_opened_at) if st.breaker_open else None,
+                "breaker_retry_at": _t(a, st.breaker_retry_at) if st.breaker_open else None,
+                "breaker_failures": st.breaker_failures,
+                "breaker_threshold": s.breaker_failures,
+                "recent_errors": [
+                    {
+                        "outcome": e.outcome,
+                        "reason": e.reason,
+                        "scope": e.scope,
+                        "count": e.count,
+                        "last_at": _t(a, e.last_at),
+                    }
+                    for e in errors.get(name, [])
+                ],
             }
         )
     if as_json:
@@ -433,6 +542,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
         "Bounces",
         "Complaints",
         "Guard",
+        "Channel",
     ):
         table.add_column(column, overflow="fold")
     for r in rows:
@@ -452,8 +562,25 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             f"{r['bounce_rate']:.2f} % / {r['bounce_limit']:g} %",
             f"{r['complaint_rate']:.3f} % / {r['complaint_limit']:g} %",
             guard,
+            Text(
+                f"paused since {r['breaker_since']}: {r['breaker_reason']}; next try "
+                f"{r['breaker_retry_at']}",
+                style="bold red",
+            )
+            if r["breaker"] == "open"
+            else Text("ok", style="green"),
         )
     a.console.print(table)
+    failing = [(r["name"], e) for r in rows for e in r["recent_errors"][:3]]
+    if failing:
+        listing = Table(
+            title="Most frequent errors (reasons seen in the last 24 h)", title_justify="left"
+        )
+        for column in ("Account", "Outcome", "Reason", "Count", "Last"):
+            listing.add_column(column)
+        for name, e in failing:
+            listing.add_row(name, e["outcome"], Text(e["reason"]), f"{e['count']:,}", e["last_at"])
+        a.console.print(listing)
 
 
 @accounts_command.command("override")

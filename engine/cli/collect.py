@@ -38,7 +38,10 @@ STATUS_STYLE = {
     "ignored": "dim",
     "unstable": "yellow",
     "not-mailing": "dim",
+    "not-triplet": "dim",
+    "result": "dim",
     "companion": "dim",
+    "incomplete": "cyan",
     "refused": "red",
     "new": "",
     "ready": "",
@@ -333,6 +336,7 @@ def sources(ctx: click.Context) -> None:
             status,
         )
     a.console.print(table)
+    _print_sends(a, config)
     files = store.files.observations(limit=50)
     if files:
         listing = Table(title="Files seen (newest first)", title_justify="left")
@@ -350,6 +354,57 @@ def sources(ctx: click.Context) -> None:
                 Text(f.message or ""),
             )
         a.console.print(listing)
+
+
+def _print_sends(a: AppContext, config: Config) -> None:
+    """Per send (a file that made a campaign, or a send still waiting for its files): what is
+    missing, the campaign, when the results are due and when they were published."""
+    from engine.publish.service import Publishing
+
+    tz = config.tz
+    now = a.clock.now()
+
+    def t(v: datetime | None) -> str:
+        return v.astimezone(tz).strftime("%d/%m %H:%M") if v else "-"
+
+    table = Table(title="Sends and results (newest first)", title_justify="left")
+    for column in ("Source", "File", "Status", "Campaign", "Results due", "Published"):
+        table.add_column(column)
+    waiting: dict[tuple[str, str], list[str]] = {}
+    for o in a.existing_store.files.observations(limit=500):
+        if o.status == "incomplete":  # a triplet send still missing files (T2)
+            waiting.setdefault((o.source, o.message or ""), []).append(o.path)
+    for (source, message), paths in waiting.items():
+        table.add_row(
+            source,
+            Text(", ".join(sorted(paths))),
+            Text("waiting", style="cyan"),
+            Text(message),  # what is missing
+            "-",
+            "-",
+        )
+    publishing = Publishing(a.store, a.plugins, config, a.clock)
+    for name, settings in config.sources.items():
+        for r in publishing.overview(settings, limit=20):
+            if r.published and not r.owed:
+                due = "-"
+            elif r.owed and r.due_at is None:
+                due = "when it ends"
+            elif r.owed and r.due_at is not None:
+                due = "now" if r.due_at <= now else t(r.due_at)
+            else:
+                due = "-"
+            published = f"{t(r.published_at)} ({len(r.published)} files)" if r.published else "-"
+            table.add_row(
+                name,
+                Text(r.path),
+                Text(f"imported {t(r.imported_at)}", style="green"),
+                Text(f"#{r.campaign_id} {r.status}"),
+                due,
+                published,
+            )
+    if table.row_count:
+        a.console.print(table)
 
 
 @sources.command("test")
@@ -398,31 +453,104 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float, log_format:
     paced within each account's rate, and watch bounce rates (the guard); with [tracking],
     serve the tracking endpoint, and poll the bounce mailboxes ([mailboxes.NAME]).
 
-    Stops cleanly on SIGTERM or Ctrl-C: in-flight messages finish, the rest waits for the
-    next start.
+    SIGTERM or Ctrl-C stops it cleanly: messages in flight finish (within
+    engine.stop_timeout), every lease is released, the exit status is 0; a second signal
+    stops at once. SIGHUP reads the configuration again (a file with problems is refused and
+    the running configuration kept). With --until-idle the exit status is 1 when deliveries
+    failed for a systemic reason (an account's channel failing) or a campaign cannot be sent
+    as configured; the problems are printed.
     """
     from engine.service import Engine, configure_logging
 
+    # a SIGHUP before the engine's own handler is in place must not kill the process
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     a = app(ctx)
     config = a.require_config()
     a.preflight(
         config, listen=config.tracking.listen if config.tracking and not until_idle else None
     )
     configure_logging(config, log_format)
-    engine = Engine(a.store, a.plugins, config, a.clock)
+    engine = Engine(a.store, a.plugins, config, a.clock, mode="until-idle" if until_idle else "run")
 
-    async def main() -> None:
+    async def main() -> Any:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, engine.stop.set)
-        if until_idle:
-            summary = await engine.run_until_idle(settle=settle)
-            _print_run(a, summary)
-        else:
+        loop.add_signal_handler(signal.SIGTERM, engine.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, engine.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+        try:
+            if until_idle:
+                return await engine.run_until_idle(settle=settle)
             _print_banner(a, config, log_format)
             await engine.run()
+            return None
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
 
-    asyncio.run(main())
+    summary = asyncio.run(main())
+    if until_idle:
+        _print_run(a, summary)
+        ctx.exit(1 if summary.failed else 0)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """The engines running on this store: where, since when, their last heartbeat, the sender
+    accounts and bounce mailboxes each holds, the messages each has in flight. An engine
+    whose heartbeat is older than its lease is not running (its work is rescued by the next
+    engine that looks)."""
+    from engine.sending.status import engine_json, engines_header
+
+    a = app(ctx)
+    now = a.clock.now()
+    header = engines_header(a.existing_store, now)
+    tz = a.config.tz
+    if as_json:
+        body = {
+            "engines": [engine_json(e, now, tz) for e in header.running],
+            "unresponsive": [engine_json(e, now, tz) for e in header.unresponsive],
+        }
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    if not header.running:
+        a.console.print(Text(header.text, style="yellow"))
+    else:
+        table = Table(title=header.text, title_justify="left")
+        for column in (
+            "Engine",
+            "Version",
+            "Mode",
+            "Started",
+            "Heartbeat",
+            "Accounts",
+            "Mailboxes",
+            "In flight",
+        ):
+            table.add_column(column)
+        for e in header.running:
+            table.add_row(
+                Text(e.node),
+                e.version,
+                e.mode,
+                e.started_at.astimezone(tz).strftime("%d/%m %H:%M:%S"),
+                f"{(now - e.heartbeat_at).total_seconds():.0f} s ago",
+                Text(", ".join(e.accounts) or "-"),
+                Text(", ".join(e.mailboxes) or "-"),
+                f"{e.in_flight:,}",
+            )
+        a.console.print(table)
+    for e in header.unresponsive:
+        a.console.print(
+            Text(
+                f"{e.node}: no heartbeat since "
+                f"{e.heartbeat_at.astimezone(tz).strftime('%d/%m %H:%M:%S')}: it stopped "
+                f"without saying so; the next engine rescues its {e.in_flight:,} claimed "
+                "deliveries",
+                style="red",
+            )
+        )
 
 
 def _print_banner(a: AppContext, config: Config, log_format: str) -> None:
@@ -527,6 +655,12 @@ def _print_run(a: AppContext, summary: Any) -> None:
             )
         )
     _print_campaigns(a, summary)
+    if summary.problems:
+        a.console.print(Text("Problems", style="bold red"))
+        for problem in summary.problems:
+            a.console.print(Text(f"  {problem}", style="red"))
+    if summary.interrupted:
+        a.console.print(Text("stopped before everything due was sent", style="yellow"))
 
 
-COMMANDS = (import_command, sources, run_command)
+COMMANDS = (import_command, sources, run_command, status_command)

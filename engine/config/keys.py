@@ -69,7 +69,8 @@ class Key:
     """The rule for one key of a table.
 
     ``kind`` is one of: ``str``, ``int``, ``float``, ``bool``, ``path`` (relative to the
-    config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"`` or seconds), ``secret``
+    config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"``, ``"3d"`` or seconds;
+    ``"0s"`` too when ``minimum=0``), ``secret``
     (written as ``<key>_env`` or ``<key>_file``), ``choice``, ``zone``, ``cron``,
     ``strings`` (a list of strings), ``table`` (a table of strings) and ``section`` (a
     sub-table ``[….NAME]`` checked against its own ``keys``, given back as a mapping).
@@ -158,23 +159,24 @@ def check_path(path: Path, target: str, *, root: Path | None = None) -> str | No
     return None
 
 
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
-def parse_duration(value: object) -> timedelta | None:
-    """``"2m"``, ``"1h30m"``, ``"45s"`` or a number of seconds -> timedelta (None if invalid)."""
+def parse_duration(value: object, *, zero: bool = False) -> timedelta | None:
+    """``"2m"``, ``"1h30m"``, ``"45s"``, ``"3d"`` or a number of seconds -> timedelta (None if
+    invalid); a zero duration (``"0s"``) only with ``zero``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return timedelta(seconds=value) if value > 0 else None
+        return timedelta(seconds=value) if value > 0 or (zero and value == 0) else None
     if not isinstance(value, str) or not value.strip():
         return None
     match = _DURATION.fullmatch(value.strip().lower())
     if not match or not any(match.groups()):
         return None
-    h, m, s = (int(g) if g else 0 for g in match.groups())
-    total = timedelta(hours=h, minutes=m, seconds=s)
-    return total if total > timedelta(0) else None
+    d, h, m, s = (int(g) if g else 0 for g in match.groups())
+    total = timedelta(days=d, hours=h, minutes=m, seconds=s)
+    return total if total > timedelta(0) or zero else None
 
 
 def _type_name(value: object) -> str:
@@ -281,9 +283,10 @@ class _Reader:
                 return self._bounded(dotted, float(value), key)
             return self._bad(dotted, "a number", value)
         if kind == "duration":
-            parsed = parse_duration(value)
+            # a duration key with `minimum=0` takes "0s" (at once); the others must be positive
+            parsed = parse_duration(value, zero=key.minimum == 0)
             if parsed is None:
-                return self._bad(dotted, 'a duration such as "90s", "2m" or "1h30m"', value)
+                return self._bad(dotted, 'a duration such as "90s", "2m", "1h30m" or "3d"', value)
             return parsed
         if kind == "strings":
             if isinstance(value, list) and all(isinstance(v, str) for v in value):

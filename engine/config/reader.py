@@ -125,6 +125,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
 
     raw_engine = data.get("engine", {})
     engine_values = reader.table("engine", raw_engine, ENGINE_KEYS)
+    lease = engine_values.get("lease") or timedelta(seconds=30)
     engine = EngineSettings(
         time_zone=engine_values.get("time_zone") or ZoneInfo(DEFAULT_TIME_ZONE),
         database_url=_database_url(reader, engine_values.get("database_url")),
@@ -132,8 +133,17 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         spool_dir=_resolve(root, engine_values.get("spool_dir", Path("spool"))),
         role=engine_values.get("role", "operator"),
         log_level=engine_values.get("log_level", "info"),
-        lease=engine_values.get("lease") or timedelta(minutes=5),
+        lease=lease,
+        heartbeat=engine_values.get("heartbeat") or min(timedelta(seconds=5), lease / 3),
+        stop_timeout=engine_values.get("stop_timeout") or timedelta(seconds=10),
     )
+    if engine.heartbeat * 3 > engine.lease:
+        reader.problem(
+            "engine.heartbeat",
+            f"must be at most a third of engine.lease ({_seconds(engine.lease)}), so that a "
+            "running engine renews its leases before they run out; got "
+            f"{_seconds(engine.heartbeat)}",
+        )
 
     kinds = plugins.source_kinds()
     formats = plugins.formats()
@@ -170,9 +180,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             continue
         if "every" in raw and "cron" in raw:
             reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
-        schedule = PollSchedule(
-            every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
-        )
+        cron = values.get("cron")
+        if cron is None and "every" not in raw and format_cls is not None:
+            cron = getattr(format_cls, "default_cron", None)  # T6: a triplet source, hourly
+        schedule = PollSchedule(every=None if cron else values.get("every"), cron=cron)
         for i, p in enumerate(values.get("publish", ())):
             if p not in publishers:
                 known = ", ".join(sorted(publishers)) or "none installed"
@@ -206,6 +217,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             if validate is not None:
                 for key, message in validate(sources[name]):
                     reader.problem(f"{where}.{key}", message)
+        check = getattr(format_cls, "check_settings", None)
+        if check is not None:  # the format's keys, against the accounts declared
+            for key, message in check(sources[name], _declared_channels(data)):
+                reader.problem(f"{where}.{key}", message)
 
     channels = plugins.channels()
     accounts: dict[str, AccountSettings] = {}
@@ -237,7 +252,16 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             complaint_limit=float(values.get("complaint_limit", 0.1)),
             min_sample=int(values.get("min_sample", 200)),
             min_pause=values.get("min_pause") or timedelta(hours=24),
+            breaker_failures=int(values.get("breaker_failures", 5)),
+            breaker_pause=values.get("breaker_pause") or timedelta(minutes=1),
+            breaker_max_pause=values.get("breaker_max_pause") or timedelta(minutes=15),
         )
+        if accounts[name].breaker_max_pause < accounts[name].breaker_pause:
+            reader.problem(
+                f"{where}.breaker_max_pause",
+                f"must be at least breaker_pause ({_seconds(accounts[name].breaker_pause)}); "
+                f"got {_seconds(accounts[name].breaker_max_pause)}",
+            )
         validate = getattr(channel_cls, "validate_account", None)
         if validate is not None:
             for key, message in validate(accounts[name]):
@@ -351,6 +375,22 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         templates=MappingProxyType(templates),
         mailboxes=MappingProxyType(mailboxes),
     )
+
+
+def _declared_channels(data: Mapping[str, Any]) -> dict[str, str]:
+    """The accounts the file declares, with their channel (before they are checked)."""
+    declared = data.get("accounts", {})
+    if not isinstance(declared, dict):
+        return {}
+    return {
+        str(name): str(table.get("channel", ""))
+        for name, table in declared.items()
+        if isinstance(table, dict)
+    }
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g} s"
 
 
 def _resolve(root: Path, path: Path) -> Path:

@@ -98,8 +98,22 @@ ENGINE_KEYS: dict[str, Key] = {
     ),
     "lease": Key(
         "duration",
-        timedelta(minutes=5),
-        help="How long a claimed delivery is reserved for its engine (D12).",
+        timedelta(seconds=30),
+        help="How long the work an engine holds (claimed deliveries, a sender account, a "
+        "bounce mailbox) stays reserved without a heartbeat: a stopped engine's work is "
+        "rescued by another after this (D12). Renewed at every heartbeat.",
+    ),
+    "heartbeat": Key(
+        "duration",
+        None,
+        help="How often a running engine records that it is alive and renews its leases: at "
+        "most a third of `lease`. Default: 5 s, or a third of `lease` when that is shorter.",
+    ),
+    "stop_timeout": Key(
+        "duration",
+        timedelta(seconds=10),
+        help="How long a stopping engine (SIGTERM, Ctrl-C) waits for the messages in flight; "
+        "sends still running then are abandoned and retried by the next engine.",
     ),
     "log_level": Key(
         "choice",
@@ -196,6 +210,26 @@ ACCOUNT_KEYS: dict[str, Key] = {
         "duration",
         timedelta(hours=24),
         "How long the guard pauses an account over its limits (D14).",
+    ),
+    # the circuit breaker: a channel failing for a systemic reason pauses the account
+    "breaker_failures": Key(
+        "int",
+        5,
+        help="Consecutive sends failing for a systemic reason (connection, TLS, login, the "
+        "provider down, the channel raising) that pause the account.",
+        minimum=1,
+        maximum=10_000,
+    ),
+    "breaker_pause": Key(
+        "duration",
+        timedelta(minutes=1),
+        help="How long a paused account waits before one delivery probes the channel; the "
+        "wait doubles after each failed probe.",
+    ),
+    "breaker_max_pause": Key(
+        "duration",
+        timedelta(minutes=15),
+        help="The longest wait between two probes of a paused account.",
     ),
 }
 
@@ -321,7 +355,9 @@ class EngineSettings:
     spool_dir: Path
     role: str
     log_level: str
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(seconds=30)
+    heartbeat: timedelta = timedelta(seconds=5)
+    stop_timeout: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -355,6 +391,9 @@ class AccountSettings:
     complaint_limit: float = 0.1
     min_sample: int = 200
     min_pause: timedelta = timedelta(hours=24)
+    breaker_failures: int = 5
+    breaker_pause: timedelta = timedelta(minutes=1)
+    breaker_max_pause: timedelta = timedelta(minutes=15)
 
     @property
     def limits(self) -> Limits:

@@ -429,6 +429,11 @@ class MailboxPoller:
             self.on_result(result)
         return result
 
+    async def release(self) -> None:
+        """Give the mailbox's lease back (a stopping engine): another engine, or ``disparo
+        mailboxes poll``, may poll it at once instead of after the lease runs out."""
+        await self.store.run(self.store.mailboxes.release, self.settings.name, self.owner)
+
     async def _round(self, session: Session, uids: Sequence[str], result: PollResult) -> None:
         fetched = await asyncio.to_thread(session.fetch, uids)
         result.fetched += len(fetched)

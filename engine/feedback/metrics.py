@@ -4,8 +4,9 @@ Counters live in the process (Prometheus expects them to restart from zero with 
 messages by account and outcome as this engine confirms them, feedback events by kind and
 origin, tracking requests by endpoint and outcome. Gauges are read from the store when
 scraped, so every engine node reports the same, cluster-wide state: queue depth and
-messages in flight per account, the guard's state, campaigns by status, and what the bounce
-mailboxes could not read.
+messages in flight per account, the guard's state, campaigns by status, what the bounce
+mailboxes could not read, errors by reason per account, accounts paused by their circuit
+breaker, and the engines running.
 """
 
 from __future__ import annotations
@@ -76,6 +77,38 @@ class _StoreCollector(Collector):
             handled.add_metric([name], done)
             unparsed.add_metric([name], kept)
         yield from (queue, flight, paused, bounce, complaint, campaigns, handled, unparsed)
+        yield from self._operations()
+
+    def _operations(self) -> Iterator[Metric]:
+        """Errors by reason per account, paused channels, running engines, the database."""
+        errors = GaugeMetricFamily(
+            "disparo_delivery_errors",
+            "Failed attempts by account, outcome (retry, failed, bounced), scope (account: the "
+            "channel failed; delivery: the recipient's) and reason; the 20 most frequent "
+            "reasons of each account",
+            labels=["account", "outcome", "scope", "reason"],
+        )
+        for account, found in sorted(self.store.errors.for_accounts(limit=20).items()):
+            for e in found:
+                errors.add_metric([account, e.outcome, e.scope, e.reason[:120]], e.count)
+        breaker = GaugeMetricFamily(
+            "disparo_channel_failing",
+            "1 when the account's circuit breaker paused it (its channel fails)",
+            labels=["account"],
+        )
+        for name, state in sorted(self.store.accounts.states().items()):
+            breaker.add_metric([name], 1.0 if state.breaker_open else 0.0)
+        now = self.store.clock.now()
+        engines = GaugeMetricFamily(
+            "disparo_engines_running", "Engine processes with a fresh heartbeat on this store"
+        )
+        engines.add_metric([], sum(1 for e in self.store.engines.listing() if e.alive(now)))
+        outage = GaugeMetricFamily(
+            "disparo_database_unavailable",
+            "1 while this process's database calls fail with transient errors",
+        )
+        outage.add_metric([], 1.0 if self.store.outage is not None else 0.0)
+        yield from (errors, breaker, engines, outage)
 
 
 class Metrics:

@@ -13,8 +13,8 @@ this server binds, usually behind an HTTPS reverse proxy):
 - the routes of the plugins' webhooks (``register_webhooks``): the Twilio channels' status
   callbacks and incoming messages, Amazon SES notifications for the e-mail channel…, each
   checking its provider's signature itself;
-- ``GET /healthz`` (the database answers) and ``GET /metrics`` (Prometheus; only to
-  clients from ``metrics_from``).
+- ``GET /healthz`` (the database answers, and this process's last writes worked: 503 while
+  they fail) and ``GET /metrics`` (Prometheus; only to clients from ``metrics_from``).
 
 Every token is HMAC-SHA256 signed (``engine.tokens``) and checked in constant time; a
 tampered or unknown token gets a plain 404 and changes nothing. Writes are batched: the
@@ -352,7 +352,9 @@ class Tracking:
                 self.clock.now(),
                 "tracking",
                 delivery_id=delivery_id,
-                detail={"link": position, **_client(request)},
+                # the URL as redirected to: a link made per recipient has their values, and
+                # the result files (T8's CLIQUE) list what was clicked
+                detail={"link": position, "url": url, **_client(request)},
             )
         )
         self._count("click", "ok")
@@ -410,6 +412,17 @@ class Tracking:
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        outage = self.store.outage
+        if outage is not None:  # writes fail (a read may still work: SQLite's WAL)
+            return web.json_response(
+                {
+                    "status": "error",
+                    "database": f"unavailable since {outage.since.isoformat(timespec='seconds')}",
+                    "error": outage.error,
+                },
+                status=503,
+                headers=NO_STORE,
+            )
         try:
             await asyncio.wait_for(self.store.run(self.store.ping), 5)
         except Exception as exc:

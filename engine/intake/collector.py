@@ -35,7 +35,7 @@ from engine.clock import Clock, local_today
 from engine.config import Config, SourceSettings
 from engine.intake.faults import Unavailable, operational
 from engine.intake.importer import ImportReport, import_file
-from engine.intake.reports import error_report, fitted, numbered
+from engine.intake.reports import error_report, fitted, numbered, report_stem
 from engine.plugins import Plugins
 from engine.plugins.format import Format, FormatContext, Verdict
 from engine.plugins.source import RemoteFile, Source, SourceError, join, unsafe_reason
@@ -348,12 +348,17 @@ class Collector:
             self._status(name, f.path, "refused", (refusal,))
         paths = {f.path for f in safe}
         by_path = {f.path: f for f in safe}
+        taken: set[str] = set()  # companions taken along with their file in this poll
         for f in safe:
             obs = observed.get(f.path)
             if obs is None or obs.status in ("imported", "rejected", "duplicate"):
                 continue
+            if f.path in taken:
+                continue
             try:
-                self._consider(settings, source, fmt, f, observed, paths, by_path, summary)
+                taken.update(
+                    self._consider(settings, source, fmt, f, observed, paths, by_path, summary)
+                )
             except SourceError as exc:
                 if exc.category in SESSION_FAILURES:
                     raise
@@ -383,32 +388,36 @@ class Collector:
         paths: set[str],
         by_path: dict[str, RemoteFile],
         summary: PollSummary,
-    ) -> None:
-        """What to do with one listed file, and do it."""
+    ) -> tuple[str, ...]:
+        """What to do with one listed file, and do it; returns the companions taken with it
+        (the listing's other files that went where it went)."""
         name = settings.name
         verdict = fmt.inspect(f.path, paths)
         if verdict.action == "ignore":
             self._status(name, f.path, verdict.status, verdict.problems)
-            return
-        if verdict.action == "wait":
-            log.debug(
-                "source %s: %s waits for its day: %s",
-                name,
-                f.path,
-                "; ".join(p.message for p in verdict.problems),
-                extra=_file_fields("file.waiting", name, f.path, list(verdict.problems)),
-            )
-            summary.waiting.append(f.path)
-            self._status(name, f.path, verdict.status, verdict.problems)
-            return
+            return ()
         group = [observed[p] for p in (f.path, *verdict.companions) if p in observed]
+        if verdict.action == "wait":
+            if not self._overdue(group, verdict):
+                log.debug(
+                    "source %s: %s waits: %s",
+                    name,
+                    f.path,
+                    "; ".join(p.message for p in verdict.problems),
+                    extra=_file_fields("file.waiting", name, f.path, list(verdict.problems)),
+                )
+                summary.waiting.append(f.path)
+                self._status(name, f.path, verdict.status, verdict.problems)
+                return ()
+            # waited too long (a triplet send still incomplete): reported, its files rejected
+            verdict = Verdict("reject", "rejected", verdict.give_up, verdict.companions)
         if not self._stable(settings, source, group, summary):
             summary.unstable.append(f.path)
             self._status(name, f.path, "unstable")
-            return
+            return ()
         if verdict.action == "reject":
             self._reject_by_name(settings, source, f, verdict, summary)
-            return
+            return verdict.companions
         self._take(
             settings,
             source,
@@ -417,6 +426,14 @@ class Collector:
             [by_path[c] for c in verdict.companions if c in by_path],
             summary,
         )
+        return verdict.companions
+
+    def _overdue(self, group: list[Observation], verdict: Verdict) -> bool:
+        """A ``wait`` verdict's ``give_up_after`` has passed since the group was first seen."""
+        if verdict.give_up_after is None or not verdict.give_up:
+            return False
+        first = min((o.first_seen_at for o in group), default=None)
+        return first is not None and self.clock.now() - first >= verdict.give_up_after
 
     def _stable(
         self,
@@ -451,6 +468,18 @@ class Collector:
         summary.errors.append(path)
         log.warning("source %s: %s: %s", source, path, problem.message)
         self._status(source, path, "error", (problem,))
+
+    def _statuses(
+        self,
+        source: str,
+        paths: list[str],
+        status: str,
+        problems: tuple[Problem, ...] = (),
+        file_id: int | None = None,
+    ) -> None:
+        """A file's outcome, and its companions' (they went where it went)."""
+        for path in paths:
+            self._status(source, path, status, problems, file_id)
 
     def _status(
         self,
@@ -595,7 +624,7 @@ class Collector:
             summary.reports.append(report)
             if self.on_report is not None:
                 self.on_report(settings.name, report)
-            self._settle(settings, source, f, [c.path for c in companions], report)
+            self._settle(settings, source, fmt, f, [c.path for c in companions], report)
         finally:
             for path in spooled:
                 path.unlink(missing_ok=True)
@@ -625,6 +654,7 @@ class Collector:
         self,
         settings: SourceSettings,
         source: Source,
+        fmt: Format,
         f: RemoteFile,
         companions: list[str],
         report: ImportReport,
@@ -641,14 +671,16 @@ class Collector:
                 self._settle_move(settings, source, f, companions, "imported", extra)
                 self.store.files.mark_remote_done(entry.id)
                 kept.unlink(missing_ok=True)
-                self._status(name, f.path, "imported", file_id=entry.id)
+                self._statuses(name, [f.path, *companions], "imported", file_id=entry.id)
                 return
             when = (
                 entry.created_at.astimezone(self.config.tz).strftime("%d/%m/%Y %H:%M")
                 if entry
                 else "?"
             )
-            problem = MESSAGES.make("duplicate-file", when=when)
+            problem = (
+                fmt.duplicate_problem(f.path, entry.created_at) if entry else None
+            ) or MESSAGES.make("duplicate-file", when=when)
             report.problems = [problem]
             file_id = self.store.files.record_rejection(
                 source=name,
@@ -668,7 +700,7 @@ class Collector:
             )
             self._publish_rejection(settings, source, f.path, companions, [problem], None)
             self.store.files.mark_remote_done(file_id)
-            self._status(name, f.path, "duplicate", (problem,), file_id)
+            self._statuses(name, [f.path, *companions], "duplicate", (problem,), file_id)
             return
         assert report.file_id is not None
         if report.outcome == "imported":
@@ -713,7 +745,7 @@ class Collector:
             self.store.files.mark_remote_done(report.file_id)
             if report.rejected_csv is not None:
                 report.rejected_csv.unlink(missing_ok=True)
-            self._status(name, f.path, "imported", file_id=report.file_id)
+            self._statuses(name, [f.path, *companions], "imported", file_id=report.file_id)
         else:
             log.warning(
                 "source %s: rejected %s: %s",
@@ -726,7 +758,9 @@ class Collector:
                 settings, source, f.path, companions, report.problems, report.rejected_csv
             )
             self.store.files.mark_remote_done(report.file_id)
-            self._status(name, f.path, "rejected", tuple(report.problems), report.file_id)
+            self._statuses(
+                name, [f.path, *companions], "rejected", tuple(report.problems), report.file_id
+            )
 
     def _settle_move(
         self,
@@ -775,7 +809,9 @@ class Collector:
         )
         self._publish_rejection(settings, source, f.path, list(verdict.companions), problems, None)
         self.store.files.mark_remote_done(file_id)
-        self._status(settings.name, f.path, "rejected", tuple(problems), file_id)
+        self._statuses(
+            settings.name, [f.path, *verdict.companions], "rejected", tuple(problems), file_id
+        )
 
     def _publish_rejection(
         self,
@@ -820,8 +856,12 @@ class Collector:
         target = join(folder, path)
         for counter in range(1, 1001):
             candidate = target if counter == 1 else numbered(target, counter, limit)
+            moves = [
+                (c, _companion_target(path, c, candidate, folder, counter, limit))
+                for c in companions
+            ]
             try:
-                if source.exists(candidate):
+                if source.exists(candidate) or any(source.exists(new) for _, new in moves):
                     continue
                 for local, suffix in reports:
                     with local.open("rb") as data:
@@ -849,14 +889,27 @@ class Collector:
                 raise
         else:  # pragma: no cover - a full folder
             raise SourceError("io", f"cannot find a free name for {target}")
-        for companion in companions:
-            new = fitted(candidate, "." + companion.rsplit(".", 1)[-1], limit)
+        for companion, new in moves:
             with suppress(FileExistsError):
                 try:
                     source.move(companion, new)
                 except SourceError as exc:
                     if exc.category != "not-found":
                         raise
+
+
+def _companion_target(
+    path: str, companion: str, candidate: str, folder: str, counter: int, limit: int
+) -> str:
+    """Where a companion goes when its file goes to ``candidate``: a ``<stem>.html`` beside
+    ``<stem>.csv`` is named after where the file went (``a.2.csv`` -> ``a.2.html``); another
+    (a triplet's CONF and HTML beside its MAIL) keeps its own name under ``folder``, numbered
+    like the file when the file's name was taken."""
+    stem = report_stem(path).rpartition("/")[2]
+    if companion.rpartition("/")[2].lower().startswith(stem.lower() + "."):
+        return fitted(candidate, "." + companion.rsplit(".", 1)[-1], limit)
+    own = join(folder, companion)
+    return own if counter == 1 else numbered(own, counter, limit)
 
 
 class _CannotMove(SourceError):

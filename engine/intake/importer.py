@@ -25,6 +25,7 @@ from engine.store.imports import (
     EmptyAudience,
     FileFacts,
     ImportSession,
+    KeptRow,
     MailingFacts,
     StagedRow,
 )
@@ -202,11 +203,14 @@ def _import(
         return reject([mailing.duplicate_problem], report)
 
     rejected = RejectedRows(spool.with_name(spool.name + ".rejeitados.csv"), spec.header)
+    kept: list[KeptRow] = []
     try:
         with store.imports.session() as session:
-            _stage(session, spec, report, rejected, progress)
+            _stage(session, spec, report, rejected, progress, kept)
             report.rejected_csv = rejected.close()
             if report.imported_rows == 0:
+                if spec.empty_problem is not None:
+                    return reject([spec.empty_problem], report)
                 if report.rows == 0:
                     return reject([MESSAGES.make("empty-file")], report)
                 name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".rejeitados.csv"
@@ -215,7 +219,8 @@ def _import(
                 )
             try:
                 result = session.commit(
-                    _facts(spec, source, path, size, mtime, sha256, dedupe_key, report, actor)
+                    _facts(spec, source, path, size, mtime, sha256, dedupe_key, report, actor),
+                    kept,
                 )
             except DuplicateFile:
                 return ImportReport(path, "duplicate")
@@ -252,6 +257,7 @@ def _stage(
     report: ImportReport,
     rejected: RejectedRows,
     progress: Callable[[int], None] | None,
+    kept: list[KeptRow],
 ) -> None:
     """Stage the rows chunk by chunk (rows are tuples laid out as ``ContactRow`` or, with six
     fields, ``RejectedRow``; a chunk is staged in one driver call).
@@ -269,6 +275,20 @@ def _stage(
                     bad = RejectedRow._make(row)
                     report.rejected_rows[bad.code] += 1
                     rejected.add(bad)
+                    if spec.keep_rejected is not None:
+                        at = spec.keep_rejected
+                        address = bad.values[at] if at < len(bad.values) else ""
+                        kept.append(
+                            KeptRow(
+                                bad.line,
+                                # as written (no NUL: PostgreSQL cannot store one), cut to fit
+                                address.replace("\0", "").strip()[:320],
+                                bad.code,
+                                bad.rule,
+                                bad.reason,
+                                bad.reason_pt,
+                            )
+                        )
         report.imported_rows += len(contacts)
         if prospects and contacts:
             # N27: without a `prospect` column, a prospect is a phone the base does not know

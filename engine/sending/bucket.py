@@ -55,5 +55,13 @@ class TokenBucket:
     def hold_off(self, seconds: float) -> None:
         """The provider asked to slow down (429 Retry-After): no token for ``seconds``."""
         self._refill()
-        self.tokens = min(self.tokens, 0.0) - seconds * self.rate
+        # from now, not on top of an earlier hold-off: eight sends failing together hold the
+        # account for `seconds`, not eight times as long
+        self.tokens = min(self.tokens, -seconds * self.rate)
         self.held_until = max(self.held_until, self.clock.monotonic() + seconds)
+
+    def forgive(self) -> None:
+        """End a hold-off now (the operator fixed what the provider complained about)."""
+        self._refill()
+        self.tokens = max(self.tokens, 0.0)
+        self.held_until = self.clock.monotonic()

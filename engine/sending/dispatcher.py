@@ -6,24 +6,32 @@ One ``tick`` a second moves campaigns through their states and applies operator 
 Each sender account has one ``AccountSender`` task: it sends one campaign at a time, picked by
 priority then age, and re-picks at each batch boundary (D11), so a higher-priority campaign
 takes the account over there. Several engine nodes may run: claims never overlap (D12), and an
-account is leased to one node at a time, so its rate limit holds across nodes.
+account is leased to one node at a time, so its rate limit holds across nodes. Each node
+heartbeats in the store and renews its leases (``Presence``); a stopped node's work is rescued.
+
+Nothing spins: a campaign that cannot be sent as configured is held with the reason; one
+picked again and again without anything to send is backed off; an account whose channel
+fails for a systemic reason is paused by its circuit breaker, which probes before resuming;
+a database that is unavailable is waited out (the engine keeps running, ``/healthz`` says so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import socket
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.addresses import suppression_key
-from engine.campaign import Campaign
+from engine.campaign import SETTLED_COUNTERS, Campaign
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
 from engine.events import CampaignEvent, DeliveryEvent
@@ -42,9 +50,14 @@ from engine.plugins.channel import (
 from engine.render import variables
 from engine.schedule import released_count
 from engine.sending.accounts import resolve_account
+from engine.sending.breaker import Breaker, Change
 from engine.sending.bucket import TokenBucket
+from engine.sending.presence import Presence
 from engine.store import Store
+from engine.store.accounts import AccountState
 from engine.store.claims import Claimed, Outcome
+from engine.store.delivery_errors import reason_key
+from engine.store.errors import backoff, describe, is_transient
 from engine.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -57,6 +70,16 @@ FIRST_RETRY = timedelta(minutes=1)
 HELD = 5.0
 MAX_RETRY = timedelta(hours=1)
 GIVE_UP = timedelta(hours=48)
+#: a campaign picked without anything to send waits 1, 2, 4… seconds, up to this, before it
+#: is picked again (it never spins)
+MAX_STALL = 300.0
+#: campaigns held because they cannot be sent as configured are checked again this often
+RECHECK = timedelta(minutes=5)
+#: one progress line per sending account this often
+PROGRESS_EVERY = timedelta(minutes=1)
+#: hold reasons: what keeps a campaign from sending (its account's breaker lets a probe
+#: through; the others wait for a person or the guard)
+HELD_BY = ("account", "guard", "breaker", "problem")
 
 
 def node_name() -> str:
@@ -71,10 +94,53 @@ def retry_delay(attempt: int, rng: random.Random) -> timedelta:
     return jittered
 
 
+def _clock_time(value: datetime, config: Config) -> str:
+    return value.astimezone(config.tz).strftime("%H:%M:%S")
+
+
 @dataclass
-class Prepared:
-    campaign_id: int
-    value: Any
+class Trouble:
+    """A systemic failure of an account seen by this engine (for ``run --until-idle``)."""
+
+    account: str
+    error: str
+    failures: int = 0
+
+
+@dataclass
+class Minute:
+    """What one account did since its last progress line."""
+
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    other: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    campaigns: set[int] = field(default_factory=set)
+    next_retry: datetime | None = None
+
+    def add(self, campaign_id: int, outcomes: Iterable[Outcome]) -> None:
+        for o in outcomes:
+            if o.kind == "release":
+                continue
+            self.campaigns.add(campaign_id)
+            if o.kind == "sent":
+                self.sent += 1
+            elif o.kind == "retry":
+                self.retry += 1
+                self.reasons[reason_key(o.cause or o.error)] += 1
+                if o.next_attempt_at is not None and (
+                    self.next_retry is None or o.next_attempt_at < self.next_retry
+                ):
+                    self.next_retry = o.next_attempt_at
+            elif o.kind in ("failed", "bounced"):
+                self.failed += 1
+            else:
+                self.other += 1
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sent or self.retry or self.failed or self.other)
 
 
 class Dispatcher:
@@ -89,10 +155,13 @@ class Dispatcher:
         *,
         node: str | None = None,
         signer: Signer | None = None,
-        lease: timedelta = timedelta(minutes=5),
+        lease: timedelta = timedelta(seconds=30),
+        heartbeat: timedelta | None = None,
+        stop_timeout: timedelta = timedelta(seconds=10),
         tick_seconds: float = 1.0,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        mode: str = "run",
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -102,16 +171,43 @@ class Dispatcher:
         self.node = node or node_name()
         self.signer = signer
         self.lease = lease
+        self.stop_timeout = stop_timeout
         self.tick_seconds = tick_seconds
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.presence = Presence(
+            store,
+            clock,
+            self.node,
+            lease=lease,
+            heartbeat=heartbeat or min(timedelta(seconds=5), lease / 3),
+            mode=mode,
+            config=str(config.path) if config.path else None,
+        )
         self.campaigns: dict[int, Campaign] = {}
+        self.states: dict[str, AccountState] = {}
         #: why a campaign cannot be sent as configured (CampaignProblem), by campaign id
         self.problems: dict[int, str] = {}
+        #: campaigns whose content the channel accepted (checked once per configuration)
+        self.checked: set[int] = set()
+        #: why each held campaign is held (one of HELD_BY)
+        self.held_for: dict[int, str] = {}
         self.senders: dict[str, AccountSender] = {}
+        #: systemic failures seen by this engine, by account (``run --until-idle`` reports them)
+        self.trouble: dict[str, Trouble] = {}
         self.stopping = False
-        self._ticks = 0
-        self.until_idle = False
+        #: set when a stop must not wait any longer (the stop timeout passed, a second signal)
+        self.abandon = asyncio.Event()
         self._started = False
+        self._beating: asyncio.Task[None] | None = None
+        self._beat_stop = asyncio.Event()
+        self._checkers: dict[str, Channel] = {}
+        self._rechecked_at: datetime | None = None
+        self._progress_at: datetime | None = None
+        self._db_failures = 0
+        self._confirmed = 0
+        self._shut = False
+        #: ticks done (tests wait for a few more)
+        self._ticks = 0
 
     # -- the tick ----------------------------------------------------------------------------
 
@@ -121,32 +217,37 @@ class Dispatcher:
 
         if not self._started:
             await self.start()
+        if self._beating is None:  # driven tick by tick: heartbeat and rescue from here
+            await self.presence.beat_if_due()
         now = self.clock.now()
         await apply_pending(self.store, self.plugins, on_change=self._changed)
-        if self._ticks % 10 == 0 or self.until_idle:
-            rescued = await self.store.run(self.store.claims.rescue_leases)
-            if rescued:
-                log.warning(
-                    "%s deliveries had lost their lease (an engine stopped): retried", rescued
-                )
-        self._ticks += 1
-        states = await self.store.run(self.store.accounts.states)
+        self.states = await self.store.run(self.store.accounts.states)
+        if self._rechecked_at is None or now - self._rechecked_at >= RECHECK:
+            self._rechecked_at = now
+            self.checked -= set(self.problems)
+            self.problems.clear()  # checked again below: still broken stays held, silently
         for campaign in await self.store.run(self.store.campaigns.open):
-            await self._advance(campaign, now, states)
+            await self._advance(campaign, now)
         self.campaigns = {c.id: c for c in await self.store.run(self.store.campaigns.open)}
-        for name in {
-            c.account for c in self.campaigns.values() if c.status == "sending" and c.account
-        }:
+        self.held_for = {k: v for k, v in self.held_for.items() if k in self.campaigns}
+        wanted = {
+            c.account
+            for c in self.campaigns.values()
+            if c.account and (c.status == "sending" or self.held_for.get(c.id) == "breaker")
+        }
+        for name in wanted:
             if name not in self.senders and name in self.config.accounts and not self.stopping:
                 self.senders[name] = AccountSender(self, self.config.accounts[name])
         for sender in self.senders.values():
             sender.ensure_running()
+        self._report_progress(now)
+        self._ticks += 1
         self.wake_senders()
 
     def wake_senders(self) -> None:
         """Tell every sender to look for work again (after a tick, a release, a problem)."""
         for sender in self.senders.values():
-            sender.wake.set()
+            sender.poke()
 
     async def _changed(
         self,
@@ -157,6 +258,21 @@ class Dispatcher:
         kind: str = "status",
         detail: dict[str, Any] | None = None,
     ) -> None:
+        if kind == "status" and actor not in ("engine", "deadline") and status != previous:
+            log.info(
+                "campaign %s: %s -> %s (by %s)",
+                campaign_id,
+                previous,
+                status,
+                actor,
+                extra={
+                    "event": "campaign.status",
+                    "campaign_id": campaign_id,
+                    "status": status,
+                    "previous": previous,
+                    "actor": actor,
+                },
+            )
         if self.plugins.observes_campaigns:
             await self.plugins.campaign_event(
                 CampaignEvent(
@@ -177,8 +293,23 @@ class Dispatcher:
             values=values or None,
         )
         if previous is not None:
-            log.info(
-                "campaign %s: %s -> %s%s", c.id, previous, status, f" ({reason})" if reason else ""
+            level = logging.WARNING if status in ("held", "expired") else logging.INFO
+            log.log(
+                level,
+                "campaign %s: %s -> %s%s",
+                c.id,
+                previous,
+                status,
+                f": {reason}" if reason else "",
+                extra={
+                    "event": "campaign.status",
+                    "campaign_id": c.id,
+                    "account": c.account,
+                    "status": status,
+                    "previous": previous,
+                    "reason": reason,
+                    "actor": actor,
+                },
             )
             await self._changed(c.id, status, previous, actor)
 
@@ -186,7 +317,64 @@ class Dispatcher:
         fresh = await self.store.run(self.store.campaigns.get, c.id)
         return fresh or c
 
-    async def _advance(self, c: Campaign, now: datetime, states: dict[str, Any]) -> None:
+    def _checker(self, account: str) -> Channel:
+        """A channel object of the account, never opened: it checks campaigns' content."""
+        checker = self._checkers.get(account)
+        if checker is None:
+            settings = self.config.accounts[account]
+            cls = self.plugins.channels()[settings.channel]
+            checker = cls(settings, ChannelContext(self.config, self.clock, self.signer))
+            self._checkers[account] = checker
+        return checker
+
+    def _problem(self, c: Campaign, account: str) -> str | None:
+        """Why the account's channel cannot send this campaign as configured, if it cannot
+        (its ``prepare`` raised): checked once per configuration, then every few minutes."""
+        if c.id in self.problems:
+            return self.problems[c.id]
+        if c.id in self.checked:
+            return None
+        try:
+            checker = self._checker(account)
+        except Exception as exc:
+            self.problems[c.id] = f"the account {account} cannot be used: {exc}"
+            self.checked.add(c.id)
+            return self.problems[c.id]
+        try:
+            checker.prepare(c)
+        except CampaignProblem as exc:
+            self.problems[c.id] = str(exc)
+        except Exception as exc:
+            log.exception("the %s channel failed to prepare campaign %s", c.channel, c.id)
+            self.problems[c.id] = f"the {c.channel} channel cannot prepare the campaign: {exc!r}"
+        self.checked.add(c.id)
+        return self.problems.get(c.id)
+
+    def _hold(self, c: Campaign, account: str | None, why: str | None) -> tuple[str, str] | None:
+        """(what, reason) that keeps the campaign from sending, or None."""
+        if account is None:
+            return "account", why or "no sender account"
+        if account not in self.config.accounts:
+            return "account", f"the account `{account}` is no longer in the configuration"
+        state = self.states.get(account)
+        if state is not None and state.guard_state == "paused" and not state.override_by:
+            until = (
+                state.paused_until.astimezone(self.config.tz).strftime("%d/%m %H:%M")
+                if state.paused_until
+                else "?"
+            )
+            return "guard", (
+                f"account {account} is paused by the guard until {until}: "
+                f"{state.pause_reason or ''}"
+            ).strip()
+        if state is not None and state.breaker_open:
+            return "breaker", f"account {account} is paused: {state.breaker_reason}"
+        problem = self._problem(c, account)
+        if problem is not None:
+            return "problem", problem
+        return None
+
+    async def _advance(self, c: Campaign, now: datetime) -> None:
         d = self.store.campaigns
         if c.deadline is not None and now >= c.deadline:  # D8
             expired = await self.store.run(d.close_out, c.id, "expired", "the deadline passed")
@@ -204,32 +392,19 @@ class Dispatcher:
         if c.status == "paused":
             return
         account = c.account
-        reason = None
+        why = None
         if account is None:
-            account, reason = resolve_account(self.config, c.channel, c.wallet, c.content.sender)
+            account, why = resolve_account(self.config, c.channel, c.wallet, c.content.sender)
             if account is not None:
                 await self.store.run(d.set_fields, c.id, account=account)
                 c = await self._reload(c)
-        if account is not None and account not in self.config.accounts:
-            reason = f"the account `{account}` is no longer in the configuration"
-        elif account is not None:
-            state = states.get(account)
-            if state is not None and state.guard_state == "paused" and not state.override_by:
-                until = (
-                    state.paused_until.astimezone(self.config.tz).strftime("%d/%m %H:%M")
-                    if state.paused_until
-                    else "?"
-                )
-                reason = (
-                    f"account {account} is paused by the guard until {until}: "
-                    f"{state.pause_reason or ''}"
-                ).strip()
-        if reason is None and c.id in self.problems:
-            reason = self.problems[c.id]
-        if reason is not None:
-            if c.status != "held" or c.status_reason != reason:
-                await self._status(c, "held", "engine", reason)
+        held = self._hold(c, account, why)
+        if held is not None:
+            self.held_for[c.id] = held[0]
+            if c.status != "held" or c.status_reason != held[1]:
+                await self._status(c, "held", "engine", held[1])
             return
+        self.held_for.pop(c.id, None)
         if now < c.start_at:  # D2
             if c.status != "scheduled":
                 await self._status(c, "scheduled", "engine")
@@ -253,69 +428,362 @@ class Dispatcher:
         if released >= c.batches and not await self.store.run(d.has_open_deliveries, c.id):
             await self._status(c, "completed", "engine", finished_at=now)
 
+    def _report_progress(self, now: datetime) -> None:
+        """Once a minute, one line per account that did something, and one for its retries."""
+        if self._progress_at is None:
+            self._progress_at = now
+            return
+        if now - self._progress_at < PROGRESS_EVERY:
+            return
+        self._progress_at = now
+        for name, sender in self.senders.items():
+            minute, sender.minute = sender.minute, Minute()
+            if minute.empty:
+                continue
+            parts = []
+            for cid in sorted(minute.campaigns):
+                c = self.campaigns.get(cid)
+                if c is not None and c.recipients:
+                    settled = sum(c.counters.get(k, 0) for k in SETTLED_COUNTERS)
+                    parts.append(f"campaign {cid} at {100 * settled // c.recipients} %")
+                elif c is None:
+                    parts.append(f"campaign {cid} done")
+            log.info(
+                "%s: %s sent, %s retrying, %s failed in the last minute%s",
+                name,
+                minute.sent,
+                minute.retry,
+                minute.failed,
+                f"; {', '.join(parts)}" if parts else "",
+                extra={
+                    "event": "account.progress",
+                    "account": name,
+                    "sent": minute.sent,
+                    "retrying": minute.retry,
+                    "failed": minute.failed,
+                    "campaigns": sorted(minute.campaigns),
+                },
+            )
+            if minute.retry:
+                reasons = ", ".join(f"{r} ({n})" for r, n in minute.reasons.most_common(3))
+                more = len(minute.reasons) - 3
+                log.warning(
+                    "%s: %s deliveries to retry in the last minute: %s%s%s",
+                    name,
+                    minute.retry,
+                    reasons,
+                    f" and {more} other reason(s)" if more > 0 else "",
+                    f"; the first retries at {_clock_time(minute.next_retry, self.config)}"
+                    if minute.next_retry
+                    else "",
+                    extra={
+                        "event": "account.retries",
+                        "account": name,
+                        "retrying": minute.retry,
+                        "reasons": dict(minute.reasons.most_common(10)),
+                    },
+                )
+
+    # -- the configuration -------------------------------------------------------------------
+
+    async def reconfigure(self, config: Config) -> None:
+        """Take a new configuration (SIGHUP): new and changed accounts get new senders (the
+        old ones finish their chunk first), removed ones stop, held campaigns are checked
+        again (a template added, an account configured)."""
+        changed = {
+            name
+            for name, sender in self.senders.items()
+            if config.accounts.get(name) != sender.settings
+            or config.templates != self.config.templates
+        }
+        self.config = config
+        self._checkers.clear()
+        self.problems.clear()
+        self.checked.clear()
+        await self.store.run(
+            self.store.accounts.sync, {name: a.channel for name, a in config.accounts.items()}
+        )
+        for name in config.accounts:
+            # a paused account is probed at once: the fix may be in the file, or in a secret
+            # it names (a password file, an environment the operator changed)
+            if await self.store.run(self.store.accounts.probe_now, name):
+                log.info(
+                    "account %s: the configuration was reloaded; its channel is probed now",
+                    name,
+                    extra={"event": "account.probe", "account": name},
+                )
+        retiring = [self.senders[name] for name in changed]
+        for sender in retiring:
+            sender.retire()
+        for sender in retiring:
+            await sender.stop()  # its chunk is confirmed; the next tick starts the new sender
+            if self.senders.get(sender.name) is sender:
+                del self.senders[sender.name]
+        for sender in self.senders.values():
+            sender.context = ChannelContext(config, self.clock, self.signer)
+            if not sender.breaker.closed:
+                sender.breaker.retry_at = self.clock.now()
+                sender.bucket.forgive()
+                sender.poke()
+
     # -- running -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Make sure every configured account has its state row (leases, guard)."""
-        self._started = True
+        """Register this engine (rescuing engines that stopped) and make sure every configured
+        account has its state row (leases, guard, breaker)."""
+        if not self.presence.registered:
+            await self.presence.register()
         await self.store.run(
             self.store.accounts.sync,
             {name: a.channel for name, a in self.config.accounts.items()},
         )
+        self._started = True
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Tick every second until ``stop``; then stop cleanly."""
-        await self.start()
+    async def begin(self, stop: asyncio.Event) -> bool:
+        """Start (waiting out a database that is unavailable) and heartbeat in the background
+        from now on; False if stopped first. ``run`` and ``run_until_idle`` begin by
+        themselves; the engine begins earlier, so it is registered while it collects."""
+        if not await self._start(stop):
+            return False
+        self._beat_in_background()
+        return True
+
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """Start, waiting out a database that is unavailable; False if stopped first."""
+        if self._started:
+            return True
+        while not stop.is_set():
+            try:
+                await self.start()
+            except Exception as exc:
+                await self._failed(exc, stop)
+                continue
+            self._recovered()
+            return True
+        return False
+
+    def _beat_in_background(self) -> None:
+        if self._beating is None:
+            self._beat_stop.clear()
+            self._beating = asyncio.create_task(
+                self.presence.run(self._beat_stop), name=f"heartbeat:{self.node}"
+            )
+
+    async def _failed(self, exc: Exception, stop: asyncio.Event) -> None:
+        """A tick (or the start) failed: say so (once for a database outage), wait, go on."""
+        wait = backoff(self._db_failures)
+        if is_transient(exc):
+            if self._db_failures == 0:
+                log.warning(
+                    "the database is unavailable (%s): sending waits; trying again every "
+                    "few seconds",
+                    describe(exc),
+                    extra={"event": "database.unavailable", "node": self.node},
+                )
+        else:
+            log.exception("the dispatcher's tick failed; trying again in %g s", wait)
+        self._db_failures += 1
+        await wait_event(self.clock, stop, wait)
+
+    def _recovered(self) -> None:
+        if self._db_failures:
+            log.warning(
+                "the database answers again after %s failed attempt(s): sending resumes",
+                self._db_failures,
+                extra={"event": "database.back", "node": self.node},
+            )
+        self._db_failures = 0
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        before_release: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Tick every second until ``stop``; then stop cleanly (``shutdown``)."""
         try:
+            if not await self.begin(stop):
+                return
             while not stop.is_set():
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception as exc:
+                    await self._failed(exc, stop)
+                    continue
+                self._recovered()
                 await wait_event(self.clock, stop, self.tick_seconds)
         finally:
-            await self.shutdown()
+            await self.shutdown(before_release=before_release)
 
-    async def run_until_idle(self, *, settle_ticks: int = 2) -> None:
-        """Send everything due now (released batches, retries due), then stop."""
-        await self.start()
-        self.until_idle = True
+    async def run_until_idle(
+        self, stop: asyncio.Event | None = None, *, settle_ticks: int = 2, shutdown: bool = True
+    ) -> None:
+        """Send everything due now (released batches, retries due), then stop (unless
+        ``shutdown`` is False: the caller shuts down). Accounts that wait (paused by their
+        breaker or the guard, held off by their provider, sent by another running engine) do
+        not keep it going; ``stop`` ends it early."""
+        stop = stop or asyncio.Event()
         quiet = 0
         try:
-            while quiet < settle_ticks:
-                await self.tick()
-                await asyncio.sleep(0)
-                for sender in self.senders.values():
-                    await sender.idle.wait()
-                busy = False
-                for c in self.campaigns.values():
-                    if (
-                        c.status == "sending"
-                        and await self.store.run(
-                            self.store.campaigns.next_claimable,
-                            c.id,
-                            c.released_batches,
-                            self.clock.now(),
-                        )
-                        is not None
-                    ):
-                        busy = True
-                others = await self.store.run(self.store.claims.claimed_by_others, self.node)
-                if not busy and others:
-                    busy = True  # an engine died holding leases: wait for them to run out
-                    await wait_event(self.clock, asyncio.Event(), self.tick_seconds)
+            if not await self.begin(stop):
+                return
+            while quiet < settle_ticks and not stop.is_set():
+                before = self._confirmed
+                try:
+                    await self.tick()
+                    await asyncio.sleep(0)
+                    await self._senders_idle(stop)
+                    busy = await self._busy()
+                except Exception as exc:
+                    await self._failed(exc, stop)
+                    quiet = 0
+                    continue
+                self._recovered()
                 quiet = 0 if busy else quiet + 1
-            await self.tick()  # record completions
+                if busy and self._confirmed == before:
+                    # waiting for something (another engine's leases, a token): not a spin
+                    await wait_event(self.clock, stop, self.tick_seconds)
+            if not stop.is_set():
+                with contextlib.suppress(Exception):
+                    await self.tick()  # record completions
         finally:
-            await self.shutdown()
+            if shutdown:
+                await self.shutdown()
 
-    async def shutdown(self) -> None:
-        """Stop taking work; in-flight sends finish and are confirmed; the rest is released."""
+    async def _senders_idle(self, stop: asyncio.Event) -> None:
+        """Wait until every sender is idle (or ``stop``)."""
+
+        async def all_idle() -> None:
+            for sender in list(self.senders.values()):
+                await sender.idle.wait()
+
+        waiter = asyncio.ensure_future(all_idle())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in (waiter, stopper):
+                w.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)
+
+    async def _busy(self) -> bool:
+        """Is there work this engine can do now, or must it wait for another engine's leases?"""
+        now = self.clock.now()
+        alive = None
+        for c in self.campaigns.values():
+            if c.status != "sending" or c.account is None:
+                continue
+            sender = self.senders.get(c.account)
+            if sender is None or sender.stalled(c.id, now):
+                continue
+            if not sender.can_send(now):
+                if sender.leased_by is None:
+                    continue  # paused, held off: not now
+                alive = alive if alive is not None else await self.presence.proven_alive()
+                if sender.leased_by in alive:
+                    continue  # another running engine sends for this account
+            batch = await self.store.run(
+                self.store.campaigns.next_claimable, c.id, c.released_batches, now
+            )
+            if batch is not None:
+                return True
+        return bool(await self.presence.others_holding())
+
+    async def shutdown(
+        self, *, before_release: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Stop taking work; in-flight sends finish within the stop timeout and are confirmed;
+        every lease this engine holds is released; it unregisters."""
+        if self._shut:
+            return
+        self._shut = True
         self.stopping = True
         self.wake_senders()
-        for sender in list(self.senders.values()):
-            await sender.stop()
+        for sender in self.senders.values():
+            sender.interrupt()
+        started = self.clock.monotonic()
+        flying = sum(s.in_flight for s in self.senders.values())
+        if flying:
+            log.info(
+                "stopping: waiting up to %g s for %s message(s) in flight",
+                self.stop_timeout.total_seconds(),
+                flying,
+                extra={"event": "engine.stopping", "node": self.node, "in_flight": flying},
+            )
+        tasks = [s.task for s in self.senders.values() if s.task is not None and not s.task.done()]
+        if tasks:
+            deadline = asyncio.ensure_future(
+                wait_event(self.clock, self.abandon, self.stop_timeout.total_seconds())
+            )
+            try:
+                await asyncio.wait({*tasks, deadline}, return_when=asyncio.FIRST_COMPLETED)
+                while not deadline.done() and not all(t.done() for t in tasks):
+                    await asyncio.wait({*tasks, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                deadline.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deadline
+            late = [t for t in tasks if not t.done()]
+            if late:
+                stuck = sum(s.in_flight for s in self.senders.values())
+                log.warning(
+                    "stopping: %s send(s) still running after %g s are abandoned; their "
+                    "deliveries are released and retried",
+                    stuck,
+                    self.clock.monotonic() - started,
+                    extra={"event": "engine.abandoned", "node": self.node, "in_flight": stuck},
+                )
+                self.abandon.set()
+                for t in late:
+                    t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
         self.senders.clear()
-        released = await self.store.run(self.store.claims.release_all, self.node)
-        if released:
-            log.info("released %s claimed deliveries for other nodes or the next start", released)
+        if before_release is not None:
+            await before_release()
+        if self._beating is not None:
+            self._beat_stop.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._beating
+            self._beating = None
+        if not self._started:
+            return
+        for attempt in range(4):
+            try:
+                deliveries, accounts, mailboxes = await self.presence.close()
+            except Exception as exc:
+                if not is_transient(exc) or attempt == 3 or self.abandon.is_set():
+                    log.warning(
+                        "engine %s stopped without releasing its leases (%s): another engine "
+                        "rescues its work after %g s",
+                        self.node,
+                        describe(exc),
+                        self.lease.total_seconds(),
+                        extra={"event": "engine.stopped", "node": self.node},
+                    )
+                    break
+                await wait_event(self.clock, self.abandon, backoff(attempt))
+                continue
+            log.info(
+                "engine %s stopped: released %s claimed deliveries, %s account lease(s), "
+                "%s mailbox lease(s)",
+                self.node,
+                deliveries,
+                accounts,
+                mailboxes,
+                extra={
+                    "event": "engine.stopped",
+                    "node": self.node,
+                    "released": deliveries,
+                },
+            )
+            break
+        self._started = False
+
+    def problems_now(self) -> dict[str, Trouble]:
+        """The accounts that failed for a systemic reason while this engine ran."""
+        return dict(self.trouble)
 
 
 class AccountSender:
@@ -325,7 +793,11 @@ class AccountSender:
         self.d = dispatcher
         self.settings = settings
         self.name = settings.name
+        self.context = ChannelContext(dispatcher.config, dispatcher.clock, dispatcher.signer)
         self.bucket = TokenBucket(settings.rate, settings.burst, dispatcher.clock)
+        self.breaker = Breaker(
+            settings.breaker_failures, settings.breaker_pause, settings.breaker_max_pause
+        )
         self.task: asyncio.Task[None] | None = None
         self.channel: Channel | None = None
         self.prepared: dict[int, Any] = {}
@@ -335,21 +807,114 @@ class AccountSender:
         self.since_pick = 0
         self.idle = asyncio.Event()
         self.wake = asyncio.Event()
+        #: messages being sent right now
+        self.in_flight = 0
+        #: the engine holding this account's lease when it is not this one
+        self.leased_by: str | None = None
+        #: campaigns picked without anything to send: (misses, not before)
+        self.stalls: dict[int, tuple[int, datetime]] = {}
+        self.minute = Minute()
         self._confirming: asyncio.Task[None] | None = None
+        self._nap: asyncio.Future[None] | None = None
         self._lease_until: datetime | None = None
+        self._retired = False
+        self._crashes = 0
+        self._restart_at: datetime | None = None
+        self._last_crash: str | None = None
+        self._db_failures = 0
+
+    # -- the task ------------------------------------------------------------------------
 
     def ensure_running(self) -> None:
-        if self.task is None or self.task.done():
-            if self.task is not None and self.task.done() and not self.task.cancelled():
-                error = self.task.exception()
-                if error is not None:
-                    log.error("sender for %s stopped: %r; restarting", self.name, error)
+        if self._retired or (self.task is not None and not self.task.done()):
+            return
+        now = self.d.clock.now()
+        if self.task is not None and not self.task.cancelled():
+            error = self.task.exception()
+            if error is not None:
+                if self._restart_at is None:
+                    self._crashes += 1
+                    wait = min(2.0 ** (self._crashes - 1), MAX_STALL)
+                    self._restart_at = now + timedelta(seconds=wait)
+                    if repr(error) != self._last_crash:
+                        log.error(
+                            "sender for %s stopped: %r; restarting in %g s",
+                            self.name,
+                            error,
+                            wait,
+                            exc_info=error,
+                            extra={"event": "account.crashed", "account": self.name},
+                        )
+                    self._last_crash = repr(error)
+                if now < self._restart_at:
+                    return
+        self._restart_at = None
+        self.idle.clear()
+        self.task = asyncio.create_task(self._run(), name=f"sender:{self.name}")
+
+    def poke(self) -> None:
+        """Wake the sender to look for work (it says it is idle again if it finds none)."""
+        if self.task is not None and not self.task.done():
             self.idle.clear()
-            self.task = asyncio.create_task(self._run(), name=f"sender:{self.name}")
+        self.wake.set()
+
+    def retire(self) -> None:
+        """Stop after the current chunk (its account changed or went away)."""
+        self._retired = True
+        self.poke()
 
     async def stop(self) -> None:
         if self.task is not None:
-            await self.task
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    @property
+    def running(self) -> bool:
+        return not (self.d.stopping or self._retired)
+
+    async def _rest(self, seconds: float | None) -> None:
+        """Idle until woken (a tick, a stop) or ``seconds`` pass."""
+        self.idle.set()
+        if seconds is None:
+            await self.wake.wait()
+        else:
+            await wait_event(self.d.clock, self.wake, seconds)
+        self.wake.clear()
+
+    def can_send(self, now: datetime) -> bool:
+        """Would this sender send now (it holds the lease, is not paused or held off)?"""
+        if self.leased_by is not None:
+            return False
+        if not self.breaker.closed and not self.breaker.probe_due(now):
+            return False
+        return self.bucket.holding() <= HELD
+
+    def stalled(self, campaign_id: int, now: datetime) -> bool:
+        found = self.stalls.get(campaign_id)
+        return found is not None and now < found[1]
+
+    def _stall(self, campaign_id: int, why: str) -> None:
+        misses, _ = self.stalls.get(campaign_id, (0, self.d.clock.now()))
+        misses += 1
+        wait = min(2.0 ** (misses - 1), MAX_STALL)
+        self.stalls[campaign_id] = (misses, self.d.clock.now() + timedelta(seconds=wait))
+        if misses in (3, 10):
+            log.info(
+                "account %s: campaign %s was picked %s times without progress (%s); next "
+                "look in %g s",
+                self.name,
+                campaign_id,
+                misses,
+                why,
+                wait,
+                extra={
+                    "event": "campaign.backoff",
+                    "account": self.name,
+                    "campaign_id": campaign_id,
+                },
+            )
+        if self.current == campaign_id:
+            self.current = None
 
     def _chunk(self) -> int:
         by_rate = int(self.settings.rate * self.d.lease.total_seconds() / 4)
@@ -363,51 +928,146 @@ class AccountSender:
         ok = await self.d.store.run(
             self.d.store.accounts.lease, self.name, self.d.node, self.d.lease
         )
-        self._lease_until = now + self.d.lease if ok else None
-        return bool(ok)
+        if not ok:
+            self._lease_until = None
+            state = await self.d.store.run(self.d.store.accounts.states)
+            holder = state.get(self.name)
+            owner = holder.lease_owner if holder is not None else None
+            if owner != self.leased_by and owner is not None:
+                until = holder.lease_until if holder is not None else None
+                log.info(
+                    "account %s is sent by engine %s%s: this engine waits for it",
+                    self.name,
+                    owner,
+                    f" (its lease runs until {_clock_time(until, self.d.config)} unless it "
+                    "renews it)"
+                    if until
+                    else "",
+                    extra={"event": "account.elsewhere", "account": self.name, "owner": owner},
+                )
+            self.leased_by = owner or "?"
+            return False
+        if self._lease_until is None or self.leased_by is not None:
+            # the lease is (again) ours: take the breaker's state as the store has it
+            mine = (await self.d.store.run(self.d.store.accounts.states)).get(self.name)
+            if mine is not None:
+                self.breaker.adopt(
+                    mine.breaker_state,
+                    (mine.breaker_reason or "").removeprefix("channel failing: ") or None,
+                    mine.breaker_retry_at,
+                    timedelta(seconds=mine.breaker_pause_s) if mine.breaker_pause_s else None,
+                    mine.breaker_opened_at,
+                    mine.breaker_failures,
+                )
+        self.leased_by = None
+        self._lease_until = now + self.d.lease
+        return True
 
     async def _run(self) -> None:
-        cls = self.d.plugins.channels()[self.settings.channel]
-        context = ChannelContext(self.d.config, self.d.clock, self.d.signer)
-        self.channel = cls(self.settings, context)
-        await self.channel.open()
         try:
-            while not self.d.stopping:
-                if not await self._lease():
-                    self.idle.set()
-                    await self.d.clock.sleep(5)
-                    continue
-                held = self.bucket.holding()
-                if held > HELD:  # a provider asked the account to wait (Retry, scope account)
-                    self.idle.set()
-                    await wait_event(self.d.clock, self.wake, held)
-                    self.wake.clear()
-                    continue
-                campaign = await self._pick()
-                if campaign is None:
-                    self.idle.set()
-                    await self.wake.wait()  # every tick wakes senders: no polling here
-                    self.wake.clear()
-                    continue
-                self.idle.clear()
-                await self._send_chunk(campaign)
+            while self.running:
+                try:
+                    await self._step()
+                    if self._db_failures:
+                        log.warning(
+                            "account %s: the database answers again; sending resumes",
+                            self.name,
+                            extra={"event": "database.back", "account": self.name},
+                        )
+                    self._db_failures = 0
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    if self._db_failures == 0:
+                        log.warning(
+                            "account %s: the database is unavailable (%s); sending waits",
+                            self.name,
+                            describe(exc),
+                            extra={"event": "database.unavailable", "account": self.name},
+                        )
+                    self._db_failures += 1
+                    self._lease_until = None
+                    await self._rest(backoff(self._db_failures - 1))
         finally:
             if self._confirming is not None:
-                await self._confirming
-            await self.channel.close()
+                with contextlib.suppress(Exception):
+                    await self._confirming
+            if self.channel is not None:
+                with contextlib.suppress(Exception):
+                    await self.channel.close()
+                self.channel = None
             self.idle.set()
 
-    async def _pick(self) -> Campaign | None:
+    async def _open(self) -> bool:
+        """Open the channel (a pool, a client); a channel that cannot start pauses the
+        account (its breaker) and is tried again at the probe."""
+        if self.channel is not None:
+            return True
+        cls = self.d.plugins.channels()[self.settings.channel]
+        channel: Channel = cls(self.settings, self.context)
+        try:
+            await channel.open()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            log.exception("account %s: the %s channel could not start", self.name, cls.name)
+            await self._record(
+                self.breaker.failed(
+                    f"the channel could not start: {exc!r}", self.d.clock.now(), force=True
+                )
+            )
+            return False
+        self.channel = channel
+        self._crashes = 0
+        return True
+
+    async def _step(self) -> None:
+        now = self.d.clock.now()
+        if not await self._lease():
+            await self._rest(5)  # another engine sends for this account
+            return
+        probe = False
+        if not self.breaker.closed:
+            if not self.breaker.probe_due(now):
+                assert self.breaker.retry_at is not None
+                await self._rest((self.breaker.retry_at - now).total_seconds())
+                return
+            probe = True
+        held = self.bucket.holding()
+        if held > HELD:  # a provider asked the account to wait (Retry, scope account)
+            await self._rest(held)
+            return
+        if probe and self.channel is None:
+            self.breaker.probing = True  # starting the channel is the probe
+        if not await self._open():
+            return
+        campaign = await self._pick(probe=probe)
+        if campaign is None:
+            await self._rest(None)  # every tick wakes senders: no polling here
+            return
+        self.idle.clear()
+        await self._send_chunk(campaign, probe=probe)
+
+    async def _pick(self, *, probe: bool = False) -> Campaign | None:
         """D11: keep the current campaign within its batch; at a boundary (or without work)
-        take the highest-priority, then oldest, campaign with work ready now."""
+        take the highest-priority, then oldest, campaign with work ready now. A probe (the
+        breaker is half-open) takes a campaign held only by the account's breaker."""
         d = self.d
         now = d.clock.now()
+
+        def ready(c: Campaign) -> bool:
+            if c.account != self.name or self.stalled(c.id, now):
+                return False
+            if c.status == "sending":
+                return True
+            return probe and c.status == "held" and d.held_for.get(c.id) == "breaker"
+
         candidates = sorted(
-            (c for c in d.campaigns.values() if c.account == self.name and c.status == "sending"),
+            (c for c in d.campaigns.values() if ready(c)),
             key=lambda c: (-c.priority, c.created_at, c.id),
         )
         current = d.campaigns.get(self.current) if self.current is not None else None
-        if current is not None and current.status == "sending":
+        if current is not None and ready(current):
             batch = await d.store.run(
                 d.store.campaigns.next_claimable, current.id, current.released_batches, now
             )
@@ -425,6 +1085,11 @@ class AccountSender:
                         self.name,
                         c.id,
                         c.priority,
+                        extra={
+                            "event": "account.campaign",
+                            "account": self.name,
+                            "campaign_id": c.id,
+                        },
                     )
                 self.current, self.current_batch, self.since_pick = c.id, batch, 0
                 return c
@@ -437,13 +1102,18 @@ class AccountSender:
             self.prepared[c.id] = self.channel.prepare(c)
         return self.prepared[c.id]
 
-    async def _send_chunk(self, c: Campaign) -> None:
+    async def _send_chunk(self, c: Campaign, *, probe: bool = False) -> None:
         d = self.d
         try:
             prepared = self._prepare(c)
-        except CampaignProblem as exc:
-            d.problems[c.id] = str(exc)
-            self.current = None
+        except Exception as exc:
+            if isinstance(exc, CampaignProblem):
+                d.problems[c.id] = str(exc)
+            else:
+                log.exception("the %s channel failed to prepare campaign %s", c.channel, c.id)
+                d.problems[c.id] = f"the {c.channel} channel cannot prepare the campaign: {exc!r}"
+            d.checked.add(c.id)
+            self._stall(c.id, d.problems[c.id])  # the next tick holds it, with the reason
             return
         if c.id not in self.links_recorded:
             assert self.channel is not None
@@ -451,26 +1121,167 @@ class AccountSender:
             if urls:  # before the first send: a click must always find its link
                 await d.store.run(d.store.feedback.register_links, c.id, urls)
             self.links_recorded.add(c.id)
+        if not d.presence.lease_ok():
+            await self._rest(1)  # the heartbeat is late (the database): claim nothing now
+            return
         claimed = await d.store.run(
             d.store.claims.claim,
             c.id,
             owner=d.node,
             released=c.released_batches,
-            limit=self._chunk(),
+            limit=1 if probe else self._chunk(),
             lease=d.lease,
         )
         if not claimed:
-            self.current = None
+            self._stall(c.id, "nothing could be claimed")
             return
-        outcomes = await self._process(c, prepared, claimed)
-        self.since_pick += len(claimed)
-        if self._confirming is not None:
-            await self._confirming  # one confirmation in flight: it overlaps the next chunk
-        self._confirming = asyncio.create_task(self._confirm(c, outcomes))
+        d.presence.in_flight.update(x.id for x in claimed)  # renewed by each heartbeat
+        self.stalls.pop(c.id, None)
+        if probe:
+            self.breaker.probing = True
+            log.info(
+                "account %s: probing the channel with one delivery (paused since %s: %s)",
+                self.name,
+                _clock_time(self.breaker.opened_at, d.config) if self.breaker.opened_at else "?",
+                self.breaker.last_error,
+                extra={"event": "account.probe", "account": self.name},
+            )
+        outcomes: list[Outcome | None] = [None] * len(claimed)
+        changes: list[Change] = []
+        try:
+            await self._process(c, prepared, claimed, outcomes, changes, probe=probe)
+        finally:
+            done = [o for o in outcomes if o is not None]
+            self.since_pick += len(done)
+            # what never got an outcome (a stop cut the chunk short) is released at shutdown
+            d.presence.in_flight.difference_update(
+                x.id for x, o in zip(claimed, outcomes, strict=True) if o is None
+            )
+            if self._confirming is not None:
+                await self._confirming  # one confirmation in flight: it overlaps the next chunk
+            self._confirming = asyncio.create_task(self._confirm(c, done))
+            for change in changes:
+                await self._record(change)
+
+    async def _record(self, change: Change | None) -> None:
+        """Persist and tell a change of the breaker (opened, a failed probe, closed)."""
+        if change is None:
+            return
+        d = self.d
+        b = self.breaker
+        now = d.clock.now()
+        if change == "closed":
+            paused = (now - b.opened_at).total_seconds() if b.opened_at else 0
+            log.warning(
+                "account %s resumes: a probe worked (it was paused for %.0f s: %s)",
+                self.name,
+                paused,
+                b.last_error,
+                extra={"event": "account.resumed", "account": self.name, "by": "breaker"},
+            )
+            await self._store_retrying(
+                d.store.accounts.close_breaker,
+                self.name,
+                detail={"paused_s": round(paused), "last_error": b.last_error},
+            )
+            d.trouble.pop(self.name, None)
+            return
+        assert b.retry_at is not None and b.pause is not None
+        reason = f"channel failing: {b.last_error}"
+        if change == "opened":
+            log.warning(
+                "account %s paused: %s (%s consecutive failures); one delivery probes the "
+                "channel at %s",
+                self.name,
+                reason,
+                b.opened_after,
+                _clock_time(b.retry_at, d.config),
+                extra={
+                    "event": "account.paused",
+                    "account": self.name,
+                    "by": "breaker",
+                    "reason": reason,
+                    "retry_at": b.retry_at.isoformat(),
+                },
+            )
+        else:
+            log.warning(
+                "account %s: the probe failed (%s); next probe at %s (in %g s)",
+                self.name,
+                b.last_error,
+                _clock_time(b.retry_at, d.config),
+                b.pause.total_seconds(),
+                extra={
+                    "event": "account.probe_failed",
+                    "account": self.name,
+                    "reason": reason,
+                    "retry_at": b.retry_at.isoformat(),
+                },
+            )
+        await self._store_retrying(
+            d.store.accounts.open_breaker,
+            self.name,
+            reason=reason,
+            failures=b.failures,
+            retry_at=b.retry_at,
+            pause=b.pause,
+            audit=change == "opened",
+        )
+        d.wake_senders()
+
+    async def _store_retrying(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A write that must happen (a confirmation, the breaker): retried while the database
+        is unavailable, until the stop timeout gives up on it."""
+        d = self.d
+        attempt = 0
+        while True:
+            try:
+                await d.store.run(fn, *args, **kwargs)
+                if attempt:
+                    log.warning(
+                        "account %s: the database answers again; recorded after %s attempt(s)",
+                        self.name,
+                        attempt + 1,
+                        extra={"event": "database.back", "account": self.name},
+                    )
+                return
+            except Exception as exc:
+                if not is_transient(exc) or d.abandon.is_set():
+                    raise
+                if attempt == 0:
+                    log.warning(
+                        "account %s: cannot record what was sent, the database is unavailable "
+                        "(%s); trying again",
+                        self.name,
+                        describe(exc),
+                        extra={"event": "database.unavailable", "account": self.name},
+                    )
+                await wait_event(d.clock, d.abandon, backoff(attempt))
+                attempt += 1
 
     async def _confirm(self, c: Campaign, outcomes: list[Outcome]) -> None:
         d = self.d
-        await d.store.run(d.store.claims.confirm, c.id, d.node, outcomes, account=self.name)
+        if not outcomes:
+            return
+        try:
+            await self._store_retrying(
+                d.store.claims.confirm, c.id, d.node, outcomes, account=self.name
+            )
+        except Exception as exc:
+            d.presence.in_flight.difference_update(o.delivery_id for o in outcomes)
+            log.error(
+                "account %s: %s outcome(s) of campaign %s could not be recorded (%s): those "
+                "deliveries go back to pending and may be sent again",
+                self.name,
+                len(outcomes),
+                c.id,
+                describe(exc),
+                extra={"event": "confirm.lost", "account": self.name, "campaign_id": c.id},
+            )
+            return
+        d.presence.in_flight.difference_update(o.delivery_id for o in outcomes)
+        d._confirmed += len(outcomes)
+        self.minute.add(c.id, outcomes)
         if d.metrics is not None:
             counted = Counter(o.kind for o in outcomes if o.kind != "release")
             for kind, n in counted.items():
@@ -499,8 +1310,55 @@ class AccountSender:
                         )
                     )
 
-    async def _process(self, c: Campaign, prepared: Any, claimed: list[Claimed]) -> list[Outcome]:
-        """Checks at send time (D4, D8), then sends within the bucket and concurrency."""
+    async def _take(self) -> bool:
+        """A token from the bucket, waiting for it at the rate (D10), unless the account is
+        held off for more than ``HELD`` seconds or the engine stops (a stop cuts the wait)."""
+        while True:
+            if self.bucket.holding() > HELD or self.d.stopping:
+                return False
+            wait = self.bucket.try_take()
+            if wait == 0:
+                return True
+            nap = asyncio.ensure_future(self.d.clock.sleep(wait))
+            self._nap = nap
+            try:
+                await nap
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not nap.cancelled() or (task is not None and task.cancelling()):
+                    raise  # the sender itself is cancelled
+            finally:
+                self._nap = None
+
+    def interrupt(self) -> None:
+        """A stop: cut a wait for a token short (the claims are given back)."""
+        if self._nap is not None:
+            self._nap.cancel()
+
+    def _may_start(self, c: Campaign, probe: bool) -> bool:
+        """May one more message of this chunk start now?"""
+        d = self.d
+        if d.stopping or not d.presence.lease_ok():
+            return False
+        state = d.campaigns.get(c.id)
+        if state is None:
+            return False
+        if probe:
+            return self.breaker.probing and state.status in ("sending", "held")
+        return state.status == "sending" and self.breaker.closed
+
+    async def _process(
+        self,
+        c: Campaign,
+        prepared: Any,
+        claimed: list[Claimed],
+        outcomes: list[Outcome | None],
+        changes: list[Change],
+        *,
+        probe: bool = False,
+    ) -> None:
+        """Checks at send time (D4, D8), then sends within the bucket and concurrency; the
+        outcomes land in ``outcomes`` as they come (a stop may cut the chunk short)."""
         d = self.d
         channel = self.channel
         assert channel is not None
@@ -517,7 +1375,6 @@ class AccountSender:
             if c.exclude_recent_hours is not None
             else None
         )
-        outcomes: list[Outcome | None] = [None] * len(claimed)
         slots = asyncio.Semaphore(channel.concurrency)
         tasks: list[asyncio.Task[None]] = []
 
@@ -530,6 +1387,7 @@ class AccountSender:
             }
 
         async def send_one(i: int, x: Claimed, address: str) -> None:
+            self.in_flight += 1
             try:
                 delivery = DeliveryInfo(
                     id=x.id,
@@ -546,58 +1404,83 @@ class AccountSender:
                 )
                 try:
                     result: SendResult = await channel.send(prepared, delivery)
-                except Exception as exc:  # a broken channel: the delivery is retried
-                    log.exception("channel %s failed on delivery %s", c.channel, x.id)
-                    result = Retry(f"internal error: {exc!r}")
+                except Exception as exc:  # a broken channel: systemic, the delivery is retried
+                    # the first of a run of failures with its traceback; the breaker and the
+                    # minute's summary tell the rest
+                    log.log(
+                        logging.ERROR if self.breaker.failures == 0 else logging.DEBUG,
+                        "channel %s failed on delivery %s",
+                        c.channel,
+                        x.id,
+                        exc_info=True,
+                        extra={"event": "channel.raised", "account": self.name},
+                    )
+                    result = Retry(f"the channel raised {exc!r}", scope="account")
                 outcomes[i] = self._outcome(c, x, result, base(x, address))
+                if isinstance(result, Retry) and result.scope == "account":
+                    trouble = d.trouble.setdefault(self.name, Trouble(self.name, result.reason))
+                    trouble.error, trouble.failures = result.reason, trouble.failures + 1
+                    change = self.breaker.failed(result.reason, d.clock.now())
+                else:
+                    change = self.breaker.worked()
+                if change is not None:
+                    changes.append(change)
             finally:
+                self.in_flight -= 1
                 slots.release()
 
-        for i, x in enumerate(claimed):
-            n = checked[i]
-            state = d.campaigns.get(c.id)
-            if d.stopping or state is None or state.status != "sending":
-                outcomes[i] = Outcome(kind="release", **base(x, None))
-                continue
-            if n.value is None:
-                outcomes[i] = Outcome(
-                    kind="failed", error=f"the address cannot be used: {n.error}", **base(x, None)
-                )
-                continue
-            if suppression_key(kind, n.value) in suppressed:
-                outcomes[i] = Outcome(
-                    kind="suppressed", error="the address is suppressed (D4)", **base(x, n.value)
-                )
-                continue
-            if since is not None and x.last_interaction_at and x.last_interaction_at >= since:
-                outcomes[i] = Outcome(
-                    kind="skipped",
-                    error=f"interaction in the last {c.exclude_recent_hours} h (_x, D4)",
-                    **base(x, n.value),
-                )
-                continue
-            await slots.acquire()
-            if not await self.bucket.take_unless_held(HELD):
-                # the account holds off (a provider's Retry-After): give the claims back
-                slots.release()
-                outcomes[i] = Outcome(kind="release", **base(x, None))
-                continue
-            now = d.clock.now()
-            state = d.campaigns.get(c.id)
-            if c.deadline is not None and now >= c.deadline:  # D8: never at or after it
-                slots.release()
-                outcomes[i] = Outcome(
-                    kind="expired", error="the deadline passed (D8)", **base(x, n.value)
-                )
-                continue
-            if d.stopping or state is None or state.status != "sending":
-                slots.release()
-                outcomes[i] = Outcome(kind="release", **base(x, None))
-                continue
-            tasks.append(asyncio.create_task(send_one(i, x, n.value)))
-        if tasks:
-            await asyncio.gather(*tasks)
-        return [o for o in outcomes if o is not None]
+        try:
+            for i, x in enumerate(claimed):
+                n = checked[i]
+                if not self._may_start(c, probe):
+                    outcomes[i] = Outcome(kind="release", **base(x, None))
+                    continue
+                if n.value is None:
+                    outcomes[i] = Outcome(
+                        kind="failed",
+                        error=f"the address cannot be used: {n.error}",
+                        **base(x, None),
+                    )
+                    continue
+                if suppression_key(kind, n.value) in suppressed:
+                    outcomes[i] = Outcome(
+                        kind="suppressed",
+                        error="the address is suppressed (D4)",
+                        **base(x, n.value),
+                    )
+                    continue
+                if since is not None and x.last_interaction_at and x.last_interaction_at >= since:
+                    outcomes[i] = Outcome(
+                        kind="skipped",
+                        error=f"interaction in the last {c.exclude_recent_hours} h (_x, D4)",
+                        **base(x, n.value),
+                    )
+                    continue
+                await slots.acquire()
+                if not await self._take():
+                    # the account holds off (a provider's Retry-After): give the claims back
+                    slots.release()
+                    outcomes[i] = Outcome(kind="release", **base(x, None))
+                    continue
+                now = d.clock.now()
+                if c.deadline is not None and now >= c.deadline:  # D8: never at or after it
+                    slots.release()
+                    outcomes[i] = Outcome(
+                        kind="expired", error="the deadline passed (D8)", **base(x, n.value)
+                    )
+                    continue
+                if not self._may_start(c, probe):
+                    slots.release()
+                    outcomes[i] = Outcome(kind="release", **base(x, None))
+                    continue
+                tasks.append(asyncio.create_task(send_one(i, x, n.value)))
+            if tasks:
+                await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _outcome(
         self, c: Campaign, x: Claimed, result: SendResult, base: dict[str, Any]
@@ -620,12 +1503,21 @@ class AccountSender:
             delay = max(delay, timedelta(seconds=result.retry_after))
         first = x.first_attempt_at or now
         at = now + delay
+        scope = result.scope
         if c.deadline is not None and at >= c.deadline:
-            return Outcome(kind="failed", error=f"gave up at the deadline: {result.reason}", **base)
+            return Outcome(
+                kind="failed",
+                error=f"gave up at the deadline: {result.reason}",
+                cause=f"gave up at the deadline: {result.reason}",
+                scope=scope,
+                **base,
+            )
         if at > first + GIVE_UP:
             return Outcome(
                 kind="failed",
                 error=f"gave up after 48 h ({x.attempts + 1} attempts): {result.reason}",
+                cause=f"gave up after 48 h: {result.reason}",
+                scope=scope,
                 **base,
             )
-        return Outcome(kind="retry", error=result.reason, next_attempt_at=at, **base)
+        return Outcome(kind="retry", error=result.reason, next_attempt_at=at, scope=scope, **base)

@@ -82,6 +82,12 @@ class Guard:
                     name,
                     decision.paused_until,
                     decision.reason,
+                    extra={
+                        "event": "account.paused",
+                        "account": name,
+                        "by": "guard",
+                        "reason": decision.reason,
+                    },
                 )
                 until = decision.paused_until.isoformat() if decision.paused_until else None
                 values |= {
@@ -92,7 +98,16 @@ class Guard:
                 }
                 audit, detail = "account.paused", {"reason": decision.reason, "until": until}
             elif decision.change == "resumed":
-                log.info("account %s resumes", name)
+                log.info(
+                    "account %s resumes (bounces %.2f %%, complaints %.3f %% over 24 h)%s",
+                    name,
+                    rates.bounce_rate,
+                    rates.complaint_rate,
+                    f": the guard is overridden by {states[name].override_by}"
+                    if states[name].override_by
+                    else "",
+                    extra={"event": "account.resumed", "account": name, "by": "guard"},
+                )
                 values |= {"guard_state": "ok", "paused_until": None, "pause_reason": None}
                 audit = "account.resumed"
                 detail = {"bounce_rate": rates.bounce_rate, "complaint_rate": rates.complaint_rate}

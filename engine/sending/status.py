@@ -1,12 +1,15 @@
 """How sending stands, for people: a campaign's live schedule and an account's guard rates,
-computed once here for ``disparo campaign show``, ``disparo accounts``, the terminal UI and
-``/metrics`` (the dispatcher and the guard use the same ``engine.schedule`` and
-``engine.rates``)."""
+the engines running, and what goes wrong (errors by reason, retries, paused accounts),
+computed once here for ``disparo campaign show``, ``disparo accounts``, ``disparo status``,
+the terminal UI and ``/metrics`` (the dispatcher and the guard use the same
+``engine.schedule`` and ``engine.rates``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
 
 from engine.campaign import Campaign
 from engine.clock import Clock
@@ -17,6 +20,8 @@ from engine.rates import Limits, Rates
 from engine.schedule import DEFAULT_RATE, Schedule, live
 from engine.store import Store
 from engine.store.accounts import AccountState
+from engine.store.delivery_errors import ErrorCount, Waiting
+from engine.store.engines import EngineInfo
 
 
 def account_rate(config: Config, campaign: Campaign) -> float:
@@ -56,3 +61,110 @@ def describe_accounts(config: Config, plugins: Plugins, clock: Clock) -> Iterabl
         cls = plugins.channels()[settings.channel]
         channel: Channel = cls(settings, ChannelContext(config, clock))
         yield f"{name}: {channel.describe()}, {settings.rate:g}/s"
+
+
+# -- engines -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnginesHeader:
+    """The engines on this store, as the UI's header and ``disparo status`` show them."""
+
+    now: datetime
+    running: tuple[EngineInfo, ...]
+    #: registered engines whose heartbeat is older than their lease (stopped unannounced)
+    unresponsive: tuple[EngineInfo, ...]
+
+    @property
+    def ok(self) -> bool:
+        """At least one engine runs (the UI's commands will be applied)."""
+        return bool(self.running)
+
+    @property
+    def last_heartbeat(self) -> datetime | None:
+        return max((e.heartbeat_at for e in self.running), default=None)
+
+    @property
+    def text(self) -> str:
+        """One line: "2 engines running (host-a, host-b)", "no engine running"…"""
+        if self.running:
+            hosts = ", ".join(sorted({e.host for e in self.running}))
+            n = len(self.running)
+            return f"{n} engine{'s' if n > 1 else ''} running ({hosts})"
+        if self.unresponsive:
+            last = max(e.heartbeat_at for e in self.unresponsive)
+            ago = int((self.now - last).total_seconds())
+            return f"no engine running (the last one was heard of {ago} s ago)"
+        return "no engine running"
+
+
+def engines_header(store: Store, now: datetime) -> EnginesHeader:
+    """Which engines run now: one query of the engines table (and what they hold)."""
+    listed = store.engines.listing()
+    return EnginesHeader(
+        now,
+        tuple(e for e in listed if e.alive(now)),
+        tuple(e for e in listed if not e.alive(now)),
+    )
+
+
+def engine_json(e: EngineInfo, now: datetime, tz: tzinfo) -> dict[str, Any]:
+    """One engine for ``disparo status --json``."""
+    return {
+        "node": e.node,
+        "host": e.host,
+        "pid": e.pid,
+        "version": e.version,
+        "mode": e.mode,
+        "config": e.config,
+        "started_at": e.started_at.astimezone(tz).isoformat(timespec="seconds"),
+        "heartbeat_at": e.heartbeat_at.astimezone(tz).isoformat(timespec="seconds"),
+        "heartbeat_age_s": round((now - e.heartbeat_at).total_seconds(), 1),
+        "lease_s": e.lease.total_seconds(),
+        "accounts": list(e.accounts),
+        "mailboxes": list(e.mailboxes),
+        "in_flight": e.in_flight,
+    }
+
+
+# -- what goes wrong -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CampaignTrouble:
+    """Why a campaign is not done: its errors by reason, the reasons of what waits for a
+    retry and when the next one is, and its account's state (breaker, guard)."""
+
+    errors: tuple[ErrorCount, ...]
+    waiting: tuple[Waiting, ...]
+    next_retry_at: datetime | None
+    #: why its account sends nothing now (its breaker, the guard), and until when
+    account_paused: str | None
+    account_until: datetime | None
+
+    @property
+    def error_total(self) -> int:
+        return sum(e.count for e in self.errors)
+
+
+def campaign_trouble(store: Store, campaign: Campaign, *, limit: int = 5) -> CampaignTrouble:
+    """A few indexed reads: the campaign's error counts, its deliveries waiting for a retry
+    grouped by reason, and its account's pause (for ``campaign show`` and the UI)."""
+    errors = tuple(store.errors.for_campaign(campaign.id, limit=50))
+    waiting = tuple(store.errors.waiting(campaign.id, limit=limit))
+    next_at = min((w.next_at for w in waiting if w.next_at is not None), default=None)
+    paused = until = None
+    if campaign.account:
+        state = store.accounts.states().get(campaign.account)
+        if state is not None and state.breaker_open:
+            paused, until = state.breaker_reason, state.breaker_retry_at
+        elif state is not None and state.guard_state == "paused" and not state.override_by:
+            paused, until = f"paused by the guard: {state.pause_reason}", state.paused_until
+    return CampaignTrouble(errors, waiting, next_at, paused, until)
+
+
+def account_errors(
+    store: Store, *, since: datetime | None = None, limit: int = 5
+) -> dict[str, list[ErrorCount]]:
+    """Per sender account, its most frequent error reasons (for ``accounts``, the UI)."""
+    return store.errors.for_accounts(since=since, limit=limit)

@@ -25,11 +25,15 @@ from engine.store.campaigns import Campaigns
 from engine.store.claims import Claims
 from engine.store.commands import Commands
 from engine.store.db import create_db_engine, database_url
+from engine.store.delivery_errors import DeliveryErrors
+from engine.store.engines import Engines
+from engine.store.errors import Outage, describe, is_transient
 from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
 from engine.store.lists import Lists
 from engine.store.mailboxes import Mailboxes
+from engine.store.outcomes import Outcomes
 from engine.store.publications import Publications
 from engine.store.results import Results
 from engine.store.suppressions import Suppressions
@@ -49,6 +53,9 @@ class Store:
         self.inline = False
         self._checkpointing = threading.Lock()
         self._checkpointer: threading.Thread | None = None
+        #: set while the database fails with transient errors (``is_transient``)
+        self.outage: Outage | None = None
+        self._outage_lock = threading.Lock()
         self.audit = Audit(self)
         self.commands = Commands(self)
         self.files = Files(self)
@@ -62,7 +69,10 @@ class Store:
         self.mailboxes = Mailboxes(self)
         self.publications = Publications(self)
         self.lists = Lists(self)
+        self.outcomes = Outcomes(self)
         self.views = Views(self)
+        self.engines = Engines(self)
+        self.errors = DeliveryErrors(self)
 
     @classmethod
     def open(
@@ -93,17 +103,41 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction (a consistent snapshot)."""
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except Exception as exc:
+            self._failed(exc, write=False)
+            raise
+        self._worked(write=False)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on error."""
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
-                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        try:
+            with self.engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except Exception as exc:
+            self._failed(exc, write=True)
+            raise
+        self._worked(write=True)
+
+    def _failed(self, exc: BaseException, *, write: bool) -> None:
+        if not is_transient(exc):
+            return
+        with self._outage_lock:
+            since = self.outage.since if self.outage is not None else self.clock.now()
+            writes = write or (self.outage is not None and self.outage.writes)
+            self.outage = Outage(since, describe(exc), writes)
+
+    def _worked(self, *, write: bool) -> None:
+        if self.outage is None or (self.outage.writes and not write):
+            return
+        with self._outage_lock:
+            self.outage = None
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a blocking store call in a worker thread, so the event loop never waits on I/O.

@@ -33,6 +33,18 @@ class AccountState:
     complaints_24h: int
     lease_owner: str | None
     lease_until: datetime | None
+    #: the circuit breaker (closed | open), why it opened, until when it waits to probe
+    breaker_state: str = "closed"
+    breaker_reason: str | None = None
+    breaker_failures: int = 0
+    breaker_opened_at: datetime | None = None
+    breaker_retry_at: datetime | None = None
+    breaker_pause_s: int | None = None
+
+    @property
+    def breaker_open(self) -> bool:
+        """The account's channel is failing: nothing is sent but a probe at ``retry_at``."""
+        return self.breaker_state == "open"
 
     def rates(self, limits: Limits) -> Rates:
         """The counts of the guard's last check against ``limits`` (D14)."""
@@ -89,6 +101,85 @@ class Accounts(Queries):
                 .values(lease_owner=owner, lease_until=now + lease)
             )
             return done.rowcount == 1
+
+    def open_breaker(
+        self,
+        name: str,
+        *,
+        reason: str,
+        failures: int,
+        retry_at: datetime,
+        pause: timedelta,
+        audit: bool,
+    ) -> None:
+        """The account's channel fails for a systemic reason: pause it until ``retry_at``
+        (audited when it was closed, not when a probe fails again)."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            values: dict[str, Any] = {
+                "breaker_state": "open",
+                "breaker_reason": reason,
+                "breaker_failures": failures,
+                "breaker_retry_at": retry_at,
+                "breaker_pause_s": int(pause.total_seconds()),
+                "updated_at": now,
+            }
+            if audit:
+                values["breaker_opened_at"] = now
+            c.execute(sa.update(accounts).where(accounts.c.name == name).values(**values))
+            if audit:
+                c.execute(
+                    sa.insert(audit_log).values(
+                        at=now,
+                        actor="breaker",
+                        action="account.paused",
+                        target=f"account:{name}",
+                        detail={
+                            "reason": reason,
+                            "failures": failures,
+                            "until": retry_at.isoformat(),
+                        },
+                    )
+                )
+
+    def probe_now(self, name: str) -> bool:
+        """A paused account is probed at once (its settings changed: the fix may be in)."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(accounts)
+                .where(accounts.c.name == name, accounts.c.breaker_state == "open")
+                .values(breaker_retry_at=now, updated_at=now)
+            ).rowcount
+        return bool(done)
+
+    def close_breaker(self, name: str, *, detail: Mapping[str, Any] | None = None) -> bool:
+        """The channel works again: resume the account (audited). False if it was closed."""
+        now = self.store.clock.now()
+        with self.store.write() as c:
+            done = c.execute(
+                sa.update(accounts)
+                .where(accounts.c.name == name, accounts.c.breaker_state != "closed")
+                .values(
+                    breaker_state="closed",
+                    breaker_reason=None,
+                    breaker_failures=0,
+                    breaker_retry_at=None,
+                    breaker_pause_s=None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if done:
+                c.execute(
+                    sa.insert(audit_log).values(
+                        at=now,
+                        actor="breaker",
+                        action="account.resumed",
+                        target=f"account:{name}",
+                        detail=dict(detail or {}),
+                    )
+                )
+            return bool(done)
 
     def counts(self, account: str, since: datetime) -> tuple[int, int, int]:
         """(messages sent, hard bounces, complaints) of an account since ``since`` (D14)."""

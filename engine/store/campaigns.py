@@ -176,14 +176,15 @@ class Campaigns(Queries):
         values: Mapping[str, Any] | None = None,
         conn: Connection | None = None,
     ) -> str | None:
-        """Change a campaign's status (D1), recorded in the audit log with who and why.
-        With ``expect``, only from one of those statuses. Returns the previous status, or None
-        when nothing changed."""
+        """Change a campaign's status (D1), or the reason it is in it, recorded in the audit log
+        with who and why. With ``expect``, only from one of those statuses. Returns the previous
+        status, or None when nothing changed."""
         now = self.store.clock.now()
         with self._writing(conn) as c:
             row = c.execute(
                 sa.select(
                     campaigns.c.status,
+                    campaigns.c.status_reason,
                     campaigns.c.paused_since,
                     campaigns.c.paused_seconds,
                     campaigns.c.started_at,
@@ -191,7 +192,7 @@ class Campaigns(Queries):
             ).first()
             if row is None or (expect is not None and row.status not in set(expect)):
                 return None
-            if row.status == status and not values:
+            if row.status == status and not values and row.status_reason == reason:
                 return None
             update: dict[str, Any] = {
                 "status": status,

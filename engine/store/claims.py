@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,9 +20,9 @@ from sqlalchemy import Connection
 
 from engine.addresses import suppression_key
 from engine.store.base import Queries
+from engine.store.delivery_errors import ERROR_OUTCOMES, Counted
 from engine.store.schema import (
     UTCDateTime,
-    accounts,
     campaigns,
     contacts,
     deliveries,
@@ -71,6 +71,10 @@ class Outcome:
     suppress: str | None = None
     #: the address kind for the suppression (email | phone)
     address_kind: str = "email"
+    #: for an error: ``account`` when the channel or provider failed (systemic), else
+    #: ``delivery``; and the reason it is counted under, when not ``error``
+    scope: str = "delivery"
+    cause: str | None = None
 
 
 _CLAIMED: dict[str, Any] = {
@@ -260,6 +264,17 @@ class Claims(Queries):
                         self._suppress(c, o, campaign_id, now)
             if ev:
                 c.execute(sa.insert(events), ev)
+            if account is not None:
+                self.store.errors.add(
+                    campaign_id,
+                    account,
+                    (
+                        Counted(o.kind, o.cause or o.error or "unknown", o.scope)
+                        for o in outcomes
+                        if o.kind in ERROR_OUTCOMES and o.delivery_id in held
+                    ),
+                    conn=c,
+                )
             counts = {
                 name: getattr(campaigns.c, name) + n
                 for name, n in ((_COUNTER_OF.get(k), n) for k, n in done.items())
@@ -286,51 +301,52 @@ class Claims(Queries):
             contact_id=o.contact_id,
         )
 
-    def rescue_leases(self) -> int:
-        """Claims whose lease ran out (their engine died) go back to pending: at least once."""
+    def rescue_leases(self, *, owner: str | None = None, keep: Collection[int] = ()) -> int:
+        """Claims whose lease ran out go back to pending (at least once, D12): their engine
+        stopped without a heartbeat row to rescue it by (see ``Engines.rescue``), or the
+        engine asking (``owner``) claimed them without getting the answer. Never the
+        deliveries ``owner`` has in flight (``keep``)."""
         now = self.store.clock.now()
         with self.store.write() as c:
-            done = c.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.lease_until.is_not(None),
-                    deliveries.c.lease_until < now,
-                    deliveries.c.status == "claimed",
+            found = [
+                (r.id, r.lease_owner)
+                for r in c.execute(
+                    sa.select(deliveries.c.id, deliveries.c.lease_owner).where(
+                        deliveries.c.lease_until.is_not(None),  # the partial index
+                        deliveries.c.lease_until < now,
+                        deliveries.c.status == "claimed",
+                    )
                 )
-                .values(status="pending", lease_owner=None, lease_until=None)
-            )
-            return int(done.rowcount or 0)
+            ]
+            ids = [i for i, who in found if not (who == owner and i in keep)]
+            done = 0
+            for start in range(0, len(ids), 500):
+                done += c.execute(
+                    sa.update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(ids[start : start + 500]),
+                        deliveries.c.status == "claimed",
+                        deliveries.c.lease_until < now,
+                    )
+                    .values(status="pending", lease_owner=None, lease_until=None)
+                ).rowcount
+            return int(done or 0)
 
-    def claimed_by_others(self, owner: str) -> int:
-        """Deliveries leased by other engines (alive, or dead and not yet rescued)."""
-        with self.store.read() as c:
-            return int(
-                c.execute(
-                    sa.select(sa.func.count())
-                    .select_from(deliveries)
+    def claimed_by(self, *, conn: Connection | None = None) -> dict[str, int]:
+        """Claimed deliveries per engine (lease owner)."""
+        with self._reading(conn) as c:
+            return {
+                str(owner): int(n)
+                for owner, n in c.execute(
+                    sa.select(deliveries.c.lease_owner, sa.func.count())
                     .where(
                         deliveries.c.lease_until.is_not(None),
                         deliveries.c.status == "claimed",
-                        deliveries.c.lease_owner != owner,
                     )
-                ).scalar()
-                or 0
-            )
-
-    def release_all(self, owner: str) -> int:
-        """A stopping engine gives back what it claimed and did not send."""
-        with self.store.write() as c:
-            done = c.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.lease_owner == owner, deliveries.c.status == "claimed")
-                .values(status="pending", lease_owner=None, lease_until=None)
-            )
-            c.execute(
-                sa.update(accounts)
-                .where(accounts.c.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
-            )
-            return int(done.rowcount or 0)
+                    .group_by(deliveries.c.lease_owner)
+                )
+                if owner is not None
+            }
 
 
 def _update(kind: str) -> sa.Update:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -22,7 +22,15 @@ from engine.campaign import Campaign
 from engine.schedule import batch_sizes
 from engine.store.base import Queries
 from engine.store.campaigns import campaign_columns
-from engine.store.schema import UTCDateTime, audit_log, campaigns, files, mailings, wallets
+from engine.store.schema import (
+    UTCDateTime,
+    audit_log,
+    campaigns,
+    files,
+    mailings,
+    rejected_rows,
+    wallets,
+)
 
 STAGING = "import_rows"
 AUDIENCE = "import_audience"
@@ -41,6 +49,17 @@ COLUMNS = (
 StagedRow = tuple[
     int, str, str | None, str | None, str | None, str | None, str, str | None, bool | None
 ]
+
+
+class KeptRow(NamedTuple):
+    """A rejected row kept in the store (``rejected_rows``) for the file's result files."""
+
+    line: int
+    address: str
+    code: str
+    rule: str
+    reason: str
+    reason_pt: str
 
 
 class DuplicateFile(Exception):
@@ -221,9 +240,10 @@ class ImportSession:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def commit(self, facts: CommitFacts) -> CommitResult:
+    def commit(self, facts: CommitFacts, kept: Sequence[KeptRow] = ()) -> CommitResult:
         """Write everything in one transaction; raise ``DuplicateFile``, ``DuplicateSequence``
-        or ``EmptyAudience`` (nothing written) when the import must not happen."""
+        or ``EmptyAudience`` (nothing written) when the import must not happen. ``kept``: the
+        rejected rows the format asked to keep (``ImportSpec.keep_rejected``)."""
         assert self.conn is not None
         conn = self.conn
         driver = self._driver()
@@ -241,7 +261,9 @@ class ImportSession:
             driver.commit()
         now = self.store.clock.now()
         with conn.begin():
-            result = _Commit(conn, self.dialect, facts, now, self.has_messages, self.store).run()
+            result = _Commit(conn, self.dialect, facts, now, self.has_messages, self.store).run(
+                kept
+            )
         self.store.checkpoint_soon()
         return result
 
@@ -276,9 +298,14 @@ class _Commit:
     def scalar(self, sql: str, **params: Any) -> Any:
         return self.sql(sql, **params).scalar()
 
-    def run(self) -> CommitResult:
+    def run(self, kept: Sequence[KeptRow] = ()) -> CommitResult:
         f = self.f
         file_id = self._ledger()
+        if kept:
+            self.c.execute(
+                sa.insert(rejected_rows),
+                [{"file_id": file_id, **row._asdict()} for row in kept],
+            )
         wallet_id = self._wallet()
         mailing_id = self._mailing(file_id, wallet_id) if f.mailing else None
         rows = self.scalar(f"SELECT count(*) FROM {STAGING}")
@@ -609,6 +636,7 @@ class _Commit:
                 {
                     **campaign_columns(spec),
                     "mailing_id": mailing_id,
+                    "file_id": file_id,
                     "wallet_id": wallet_id,
                     "recipients": recipients,
                     "audience": pending,
@@ -696,4 +724,5 @@ __all__ = [
     "EmptyAudience",
     "ImportSession",
     "Imports",
+    "KeptRow",
 ]

@@ -207,6 +207,21 @@ files = Table(
     Index(None, "sha256"),
 )
 
+# Rows an imported file could not use, kept when its format asks (0009): a triplet's
+# RETORNADO lists every contact of MAIL that did not get the message, invalid addresses too
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    Column("file_id", Id, ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("code", String(60), nullable=False),
+    Column("rule", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("reason_pt", Text, nullable=False),
+    PrimaryKeyConstraint("file_id", "line"),
+)
+
 mailings = Table(
     "mailings",
     metadata,
@@ -233,6 +248,9 @@ campaigns = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("mailing_id", Id, ForeignKey("mailings.id")),
+    # the ledger entry (files.id) of the file that made the campaign, if a file did (0009):
+    # what a source's result files are published about
+    Column("file_id", Id, ForeignKey("files.id"), index=True),
     Column("name", String(1000), nullable=False),
     Column("wallet_id", Id, ForeignKey("wallets.id")),
     Column("channel", String(40), nullable=False),
@@ -325,6 +343,14 @@ Index(
     sqlite_where=deliveries.c.lease_until.is_not(None),
     postgresql_where=deliveries.c.lease_until.is_not(None),
 )
+# deliveries waiting for a retry (why a campaign is not done yet, and when it tries again)
+Index(
+    "ix_deliveries_retry",
+    deliveries.c.campaign_id,
+    deliveries.c.next_attempt_at,
+    sqlite_where=deliveries.c.next_attempt_at.is_not(None),
+    postgresql_where=deliveries.c.next_attempt_at.is_not(None),
+)
 Index(
     "ix_deliveries_provider_id",
     deliveries.c.provider_id,
@@ -399,6 +425,53 @@ accounts = Table(
     Column("lease_owner", String(100)),
     Column("lease_until", UTCDateTime()),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # the circuit breaker: the account's channel fails for a systemic reason (the relay is
+    # down, the credentials are refused…): closed | open; while open nothing is sent, and at
+    # ``breaker_retry_at`` one delivery probes the channel (half-open)
+    Column("breaker_state", String(12), nullable=False, default="closed", server_default="closed"),
+    Column("breaker_reason", Text),
+    Column("breaker_failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("breaker_opened_at", UTCDateTime()),
+    Column("breaker_retry_at", UTCDateTime()),
+    # the pause before the next probe (it doubles after each failed probe)
+    Column("breaker_pause_s", Integer),
+)
+
+# Engine processes sharing the store: one row per running engine, with its heartbeat. A row
+# whose heartbeat is older than the engine's lease belongs to an engine that stopped without
+# saying so (kill -9, a lost host): another engine rescues its leases and deletes the row.
+engines = Table(
+    "engines",
+    metadata,
+    Column("node", String(100), primary_key=True),  # host:pid:suffix, the owner of its leases
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("mode", String(20), nullable=False),  # run | until-idle | tui
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Column("lease_s", Integer, nullable=False),
+    Column("config", String(1000)),
+    Column("detail", Json, nullable=False, default=dict),
+)
+
+# Errors by reason (retries, failures, bounces), per campaign and account: kept in the
+# transaction that confirms the outcomes, so counting them never scans deliveries or events
+delivery_errors = Table(
+    "delivery_errors",
+    metadata,
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("account", String(100), nullable=False),
+    Column("outcome", String(12), nullable=False),  # retry | failed | bounced
+    # the reason with what varies per recipient taken out (addresses, numbers)
+    Column("reason", String(300), nullable=False),
+    # account: the channel or provider failed (systemic); delivery: this recipient's
+    Column("scope", String(10), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("first_at", UTCDateTime(), nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("campaign_id", "account", "outcome", "reason"),
+    Index(None, "account", "last_at"),
 )
 
 # Commands written by the UI (or the CLI) and applied by the engine.
@@ -496,12 +569,15 @@ __all__ = [
     "contact_tags",
     "contacts",
     "deliveries",
+    "delivery_errors",
+    "engines",
     "events",
     "files",
     "links",
     "mailboxes",
     "mailings",
     "metadata",
+    "rejected_rows",
     "remote_files",
     "source_state",
     "suppressions",

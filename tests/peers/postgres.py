@@ -42,6 +42,7 @@ class PostgresServer:
     socket_dir: Path  # where the server's Unix socket is
     port: int
     user: str | None  # the OS user the server runs as (None: the current one)
+    options: str = ""  # what pg_ctl start passes to the server (port, socket folder…)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -73,6 +74,15 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         with self._connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def halt(self) -> None:
+        """Stop the server (fast: sessions are terminated), keeping its data: ``resume()``
+        starts it again on the same port (an outage of the database)."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        log = str(self.datadir.parent / "log")
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", self.options, "-l", log, "-w", "start")
 
     def stop(self) -> None:
         try:
@@ -110,5 +120,6 @@ def start_postgres() -> PostgresServer:
         f"-p {server.port} -k {base} -c listen_addresses='' -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
+    server.options = options
     server._run("pg_ctl", "-D", str(datadir), "-o", options, "-l", str(base / "log"), "-w", "start")
     return server

@@ -86,6 +86,8 @@ class SmtpServer:
     _tempfails: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)
     _drop_countdown: int | None = field(default=None, repr=False)
     _tmpdir: Path | None = field(default=None, repr=False)
+    #: how new sessions are greeted: None (220), "silent" (never), or a refusal ("554 …")
+    _greeting: str | None = field(default=None, repr=False)
 
     @property
     def connections(self) -> int:
@@ -146,6 +148,21 @@ class SmtpServer:
             return
         with self._lock:
             self._drop_countdown = messages
+
+    def refuse_sessions(self, code: int = 554, text: str = "5.3.2 No SMTP service here") -> None:
+        """New connections are greeted with ``code text`` instead of 220, then closed (a relay
+        refusing the client, RFC 5321 3.1)."""
+        with self._lock:
+            self._greeting = f"{code} {text}"
+
+    def never_greet(self) -> None:
+        """New connections are accepted and never greeted (a hung relay, a tarpit)."""
+        with self._lock:
+            self._greeting = "silent"
+
+    def greet_normally(self) -> None:
+        with self._lock:
+            self._greeting = None
 
     def wait_for(self, count: int, timeout: float = TIMEOUT) -> None:
         """Block until at least `count` messages were received, else raise AssertionError."""
@@ -236,6 +253,7 @@ class _PeerSMTP(SMTP):
         self._implicit_tls = False
         self._raw_transport: asyncio.BaseTransport | None = None
         self.drop_pending = False
+        self._gone: asyncio.Future[None] = kwargs["loop"].create_future()
 
     @property
     def encrypted(self) -> bool:
@@ -252,7 +270,26 @@ class _PeerSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self._peer._disconnected(self)
+        if not self._gone.done():
+            self._gone.set_result(None)
         super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        with self._peer._lock:
+            greeting = self._peer._greeting
+        if greeting is None:
+            await super()._handle_client()
+            return
+        if greeting == "silent":
+            try:
+                await self._gone  # until the client gives up (EOF cancels this) or the peer stops
+            finally:
+                if self.transport is not None:
+                    self.transport.close()
+            return
+        await self.push(greeting)
+        if self.transport is not None:
+            self.transport.close()
 
     def abort(self) -> None:
         """Drop the connection like a crashed process: no reply, no TLS close_notify."""

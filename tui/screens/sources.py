@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
+from engine.publish.service import Publishing
 from engine.store.files import Observation
 from tui.backend import Backend
 from tui.dialogs import TextDialog
@@ -53,10 +54,14 @@ FILE_STATUS = {
     "new": "new (seen once)",
     "unstable": "still changing",
     "waiting": "waiting for its day",
+    "incomplete": "waiting for its send's files",
     "imported": "imported",
     "rejected": "rejected",
     "duplicate": "duplicate",
     "not-mailing": "not a mailing",
+    "not-triplet": "not a send's file",
+    "result": "a result file",
+    "companion": "with its file",
     "error": "error",
     "importing": "importing",
     "not-matching": "not a list file",
@@ -69,6 +74,7 @@ FILE_STYLE = {
     "duplicate": "level--warn",
     "unstable": "level--warn",
     "waiting": "status--scheduled",
+    "incomplete": "status--scheduled",
 }
 
 
@@ -221,7 +227,35 @@ def file_report(backend: Backend, o: Observation) -> str:
                 folder = settings.rejected_dir if settings else "rejected"
                 stem = o.path.rsplit(".", 1)[0]
                 lines.append(f"Report published as {folder}/{stem}.erro.txt")
+            lines += _results(backend, o.source, entry.id)
     return "\n".join(lines)
+
+
+def _results(backend: Backend, source: str, file_id: int) -> list[str]:
+    """The campaign an imported file made and its result files: when due, what was
+    published and when (the publishers' own account, T8)."""
+    settings = backend.config.sources.get(source)
+    if settings is None or backend.plugins is None:
+        return []
+    publishing = Publishing(backend.store, backend.plugins, backend.config, backend.clock)
+    found = next(
+        (r for r in publishing.overview(settings, limit=500) if r.file_id == file_id), None
+    )
+    if found is None:
+        return []
+    lines = ["", f"Campaign #{found.campaign_id} ({found.campaign}): {found.status}"]
+    if found.owed:
+        due = (
+            when(backend, found.due_at, "%d/%m/%Y %H:%M")
+            if found.due_at
+            else "when the campaign ends"
+        )
+        lines.append(f"Results due: {due} ({found.owed} file(s))")
+    if found.published:
+        at = when(backend, found.published_at, "%d/%m/%Y %H:%M")
+        lines.append(f"Results published {at}:")
+        lines += [f"  - {path}" for path in found.published]
+    return lines
 
 
 # -- the screen ------------------------------------------------------------------------------

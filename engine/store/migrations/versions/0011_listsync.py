@@ -12,8 +12,8 @@ history, planned publications (S1–S3)
 - ``publications.status`` (pending | published), ``chain``, ``planned_at``; size, hash and
   publication time are set once published.
 
-Revision ID: 0010
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
