@@ -29,14 +29,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from engine import hookimpl
 from engine.config import Key, SourceSettings
 from engine.csvsafe import SafeWriter
 from engine.plugins.publisher import Publication, Publisher
 from engine.plugins.source import join, unsafe_reason
-from engine.store.lists import Member, Range
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported where it is used, not at start-up
+    from engine.store.lists import Member, Range
 
 #: the files an export can write, in the order they are written
 FILES = ("unsubscribed", "stats", "cumulative", "sms_outcomes", "subscribed")
@@ -243,6 +245,8 @@ class ListSyncExports(Publisher):
         if kind in INCREMENTAL:
             start = 0
             if last is not None and last.detail.get("list") == self.code and "range" in last.detail:
+                from engine.store.lists import Range
+
                 start = Range.of(last.detail["range"]).hi
             detail["range"] = store.lists.horizon(start).as_json()
         return Publication(
@@ -282,6 +286,8 @@ class ListSyncExports(Publisher):
         store = self.context.store
         if kind == "subscribed":
             return self._subscribed(code)
+        from engine.store.lists import Range
+
         r = Range.of(detail["range"])
         if kind == "unsubscribed":
             return (self._opt_out(o) for o in store.lists.opt_outs(code, r))
