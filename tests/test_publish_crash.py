@@ -51,8 +51,12 @@ def kill_when(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -
 
 
 def ledger(db: Path) -> set[str]:
+    """What the ledger records as published (a planned one, pending, is not yet)."""
     with sqlite3.connect(db) as conn:
-        return {row[0] for row in conn.execute("SELECT path FROM publications")}
+        return {
+            row[0]
+            for row in conn.execute("SELECT path FROM publications WHERE status = 'published'")
+        }
 
 
 def results(drop: Path) -> dict[str, bytes]:

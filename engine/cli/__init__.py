@@ -33,7 +33,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import campaigns, collect, feedback, names, publish, setup
+    from engine.cli import campaigns, collect, feedback, lists, names, publish, setup
 
     for command in (
         *setup.COMMANDS,
@@ -42,6 +42,7 @@ def _register_builtin_commands() -> None:
         *campaigns.COMMANDS,
         *feedback.COMMANDS,
         *publish.COMMANDS,
+        *lists.COMMANDS,
     ):
         cli.add_command(command)
 

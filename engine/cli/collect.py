@@ -63,6 +63,10 @@ def _report_rows(report: ImportReport) -> list[tuple[str, str]]:
         total = sum(report.rejected_rows.values())
         detail = ", ".join(f"{code} {n:,}" for code, n in report.rejected_rows.most_common())
         rows.append(("rows rejected", f"{total:,} ({detail})"))
+    if report.outcome == "imported" and report.removed is not None:
+        rows.append(("left the list", f"{report.removed:,} (not in the file: replace mode, S1)"))
+    if report.outcome == "imported" and report.opted_out is not None:
+        rows.append(("opted out", f"{report.opted_out:,} address(es) suppressed (S1)"))
     if report.campaign_id is not None:
         rows += [
             ("campaign", f"#{report.campaign_id} ({report.channel})"),
@@ -74,7 +78,7 @@ def _report_rows(report: ImportReport) -> list[tuple[str, str]]:
             rows.append(("same address twice", f"{report.duplicate_addresses:,}"))
         if report.held_reason:
             rows.append(("waiting for", report.held_reason))
-    elif report.outcome == "imported":
+    elif report.outcome == "imported" and report.format == "mailing":
         rows.append(("campaign", "none (no channel in the name, N21)"))
     return rows
 
@@ -99,6 +103,8 @@ def _report_json(report: ImportReport) -> dict[str, Any]:
         "suppressed": report.suppressed,
         "skipped": report.skipped,
         "held_reason": report.held_reason,
+        "removed": report.removed,
+        "opted_out": report.opted_out,
     }
 
 
@@ -108,6 +114,13 @@ def _report_json(report: ImportReport) -> dict[str, Any]:
 )
 @click.option("--wallet", help="Wallet for files whose name has no _c (and no folder).")
 @click.option("--today", "today_text", metavar="YYYY-MM-DD", help="The processing day (N5).")
+@click.option(
+    "--source",
+    "source_name",
+    metavar="SOURCE",
+    help="Read FILES as that source's files (its format and settings: a list sync source "
+    "imports into its list) and record them in its ledger.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @click.pass_context
 def import_command(
@@ -115,9 +128,11 @@ def import_command(
     files: tuple[Path, ...],
     wallet: str | None,
     today_text: str | None,
+    source_name: str | None,
     as_json: bool,
 ) -> None:
-    """Import mailing FILES once, now (one transaction each), and create their campaigns.
+    """Import mailing FILES once, now (one transaction each), and create their campaigns;
+    with --source, import FILES as that source's (a list sync source's list files).
 
     A relative path keeps its folder (BRAD/mailing_….csv imports into wallet BRAD). A file's
     e-mail body is the sibling <stem>.html when there is one. Exit status 1 when a file is
@@ -130,9 +145,13 @@ def import_command(
 
     a = app(ctx)
     config = a.config
+    if source_name is not None and source_name not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none configured"
+        fail(f"no source named {source_name} (sources: {known})")
     store = a.store
     today = date.fromisoformat(today_text) if today_text else local_today(a.clock, config.tz)
-    fmt_cls = a.plugins.formats()["mailing"]
+    format_name = config.sources[source_name].format if source_name else "mailing"
+    fmt_cls = a.plugins.formats()[format_name]
     reports: list[ImportReport] = []
     failed = False
     for file in files:
@@ -140,7 +159,7 @@ def import_command(
         fmt: Format = fmt_cls(
             FormatContext(
                 config,
-                "import",
+                source_name or "import",
                 today,
                 a.clock.now(),
                 wallet=wallet,
@@ -178,7 +197,7 @@ def import_command(
                 report = import_file(
                     store,
                     fmt,
-                    source="import",
+                    source=source_name or "import",
                     path=name,
                     spool=file,
                     size=file.stat().st_size,

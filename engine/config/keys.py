@@ -72,7 +72,8 @@ class Key:
     config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"``, ``"3d"`` or seconds;
     ``"0s"`` too when ``minimum=0``), ``secret``
     (written as ``<key>_env`` or ``<key>_file``), ``choice``, ``zone``, ``cron``,
-    ``strings`` (a list of strings) and ``table`` (a table of strings).
+    ``strings`` (a list of strings), ``table`` (a table of strings) and ``section`` (a
+    sub-table ``[….NAME]`` checked against its own ``keys``, given back as a mapping).
 
     ``target`` says what a ``path`` names, checked when the configuration is loaded (so a
     wrong path is one line at start, not a failure hours later): ``"exists"`` (the default:
@@ -92,10 +93,14 @@ class Key:
     maximum: float | None = None
     check: Callable[[Any], str | None] | None = None
     target: str = "exists"
+    #: a ``section``'s own keys
+    keys: Mapping[str, Key] | None = None
 
     def __post_init__(self) -> None:
         if self.target not in PATH_TARGETS:  # a programming error in a Key table
             raise ValueError(f"Key target must be one of {', '.join(PATH_TARGETS)}")
+        if (self.kind == "section") != (self.keys is not None):
+            raise ValueError("a section Key, and only one, has keys")
 
     @property
     def required(self) -> bool:
@@ -285,12 +290,21 @@ class _Reader:
             return parsed
         if kind == "strings":
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return tuple(value)
+                return self._checked(dotted, tuple(value), key)
             return self._bad(dotted, "a list of strings", value)
         if kind == "table":
             if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-                return MappingProxyType(dict(value))
+                return self._checked(dotted, MappingProxyType(dict(value)), key)
             return self._bad(dotted, "a table of strings", value)
+        if kind == "section":
+            if not isinstance(value, dict):
+                return self._bad(dotted, f"a table ([{dotted}])", value)
+            assert key.keys is not None
+            before = len(self.problems)
+            section = MappingProxyType(self.table(dotted, value, key.keys))
+            if len(self.problems) > before:
+                return MISSING  # reported key by key
+            return self._checked(dotted, section, key)
         if not isinstance(value, str):
             return self._bad(dotted, "a string", value)
         if kind == "str":
@@ -327,12 +341,16 @@ class _Reader:
             result = value
         else:  # pragma: no cover - a programming error in a Key table
             raise ValueError(f"unknown key kind {kind!r}")
+        return self._checked(dotted, result, key)
+
+    def _checked(self, dotted: str, value: Any, key: Key) -> Any:
+        """``value`` when the key's own ``check`` finds nothing wrong with it (else reported)."""
         if key.check is not None:
-            message = key.check(result)
+            message = key.check(value)
             if message:
                 self.problem(dotted, message)
                 return MISSING
-        return result
+        return value
 
     def _bounded(self, dotted: str, value: float, key: Key) -> Any:
         if key.minimum is not None and value < key.minimum:

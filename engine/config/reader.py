@@ -211,10 +211,12 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             )
             if problem:
                 reader.problem(f"{where}.host", problem)
-        validate = getattr(kind_cls, "validate_settings", None)
-        if validate is not None:
-            for key, message in validate(sources[name]):
-                reader.problem(f"{where}.{key}", message)
+        # checks across keys: the kind's, the format's and the publishers' own
+        for cls in (kind_cls, format_cls, *publisher_classes):
+            validate = getattr(cls, "validate_settings", None)
+            if validate is not None:
+                for key, message in validate(sources[name]):
+                    reader.problem(f"{where}.{key}", message)
         check = getattr(format_cls, "check_settings", None)
         if check is not None:  # the format's keys, against the accounts declared
             for key, message in check(sources[name], _declared_channels(data)):

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -49,9 +50,11 @@ MESSAGES = Catalogue(
         "duplicate-file": (
             "F10",
             "this very file (same name and content) was already imported on {when}; it is not "
-            "imported twice. To send it again, give it a new sequence number",
+            "imported twice. To send it again, give it a new name (a mailing: a new sequence "
+            "number)",
             "este mesmo arquivo (mesmo nome e conteúdo) já foi importado em {when}; ele não é "
-            "importado duas vezes. Para enviá-lo de novo, use uma nova sequência",
+            "importado duas vezes. Para enviá-lo de novo, dê a ele um novo nome (num mailing, "
+            "uma nova sequência)",
         ),
         "unsafe-name": (
             "F13",
@@ -106,6 +109,11 @@ SESSION_FAILURES = frozenset(
 #: the folder of a source's spool holding the rejected-rows reports of imported files until
 #: their move is done (a failed move must not lose them)
 PENDING = "pending"
+#: files this big say how far their import got (the file's status and the log): a million
+#: rows take a minute or more
+PROGRESS_BYTES = 8 << 20
+#: seconds between two such reports (wall time: it is what an operator watching waits)
+PROGRESS_EVERY = 10.0
 #: the names the collector gives its files in the spool: downloads in progress, downloads,
 #: their rejected-rows reports, error reports being published
 _SPOOLED = re.compile(
@@ -604,6 +612,7 @@ class Collector:
                 sha256=digest,
                 companions=local_companions,
                 actor=f"collector:{settings.name}",
+                progress=self._progress(settings.name, f) if f.size >= PROGRESS_BYTES else None,
             )
             if report.rejected_csv is not None:
                 spooled.append(report.rejected_csv)
@@ -621,6 +630,25 @@ class Collector:
                 path.unlink(missing_ok=True)
             # the importer's rejected-rows report, when the import did not finish
             spool_file.with_name(spool_file.name + ".rejeitados.csv").unlink(missing_ok=True)
+
+    def _progress(self, source: str, f: RemoteFile) -> Callable[[int], None]:
+        """How far a big file's import got (bytes read), said every ``PROGRESS_EVERY``
+        seconds: the file's status (``importing``, shown by ``disparo sources`` and the UI)
+        and a log line."""
+        last = time.monotonic()
+
+        def report(done: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROGRESS_EVERY:
+                return
+            last = now
+            share = min(99, done * 100 // max(f.size, 1))
+            message = f"{share}% read ({done:,} of {f.size:,} bytes)"
+            log.info("source %s: importing %s: %s", source, f.path, message)
+            self.store.files.set_status(source, f.path, "importing", message=message)
+
+        return report
 
     def _settle(
         self,
@@ -677,7 +705,7 @@ class Collector:
         assert report.file_id is not None
         if report.outcome == "imported":
             log.info(
-                "source %s: imported %s: %s rows, %s contacts (%s new)%s%s",
+                "source %s: imported %s: %s rows, %s contacts (%s new)%s%s%s",
                 name,
                 f.path,
                 report.rows,
@@ -686,6 +714,14 @@ class Collector:
                 f", {sum(report.rejected_rows.values())} rows rejected"
                 if report.rejected_rows
                 else "",
+                "".join(
+                    f", {n} {what}"
+                    for n, what in (
+                        (report.removed, f"left list {report.wallet}"),
+                        (report.opted_out, "addresses opted out"),
+                    )
+                    if n
+                ),
                 f", campaign {report.campaign_id} ({report.channel}, {report.recipients} "
                 "recipients)"
                 if report.campaign_id is not None

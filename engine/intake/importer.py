@@ -73,6 +73,8 @@ class ImportReport:
     path: str
     outcome: Outcome
     problems: list[Problem] = field(default_factory=list)
+    #: the format that read the file (None: it was refused before reading)
+    format: str | None = None
     file_id: int | None = None
     wallet: str | None = None
     rows: int = 0
@@ -94,6 +96,10 @@ class ImportReport:
     rejected_csv: Path | None = None
     #: where the collector moved the file and published its reports (paths on the source)
     published: list[str] = field(default_factory=list)
+    #: a list sync in replace mode: members who left the list (S1)
+    removed: int | None = None
+    #: a file with an opt-out column: addresses it suppressed (new suppressions, S1)
+    opted_out: int | None = None
 
 
 def file_digest(path: Path) -> str:
@@ -147,7 +153,7 @@ def import_file(
         spec = fmt.prepare(path, spool, companions or {})
     except FileRejected as exc:
         return reject(exc.problems)
-    report = ImportReport(path, "imported", wallet=spec.wallet)
+    report = ImportReport(path, "imported", wallet=spec.wallet, format=fmt.name)
     if spec.campaign is not None:
         report.channel = spec.campaign.channel
         report.held_reason = spec.campaign.status_reason
@@ -238,6 +244,10 @@ def _import(
     report.skipped = result.skipped
     report.duplicate_addresses = result.duplicate_addresses
     report.batches = result.batches
+    if spec.replace_list:
+        report.removed = result.removed
+    if spec.opt_out_column:
+        report.opted_out = result.opted_out
     return report
 
 
@@ -320,4 +330,10 @@ def _facts(
         actor=actor,
         prospects_only=spec.prospects_only,
         empty_is_error=spec.empty_campaign_problem is not None,
+        replace_list=spec.replace_list,
+        opt_out_reason=(
+            f"opt-out column `{spec.opt_out_column}` of {path} (S1)"
+            if spec.opt_out_column
+            else None
+        ),
     )

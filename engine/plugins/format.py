@@ -129,6 +129,13 @@ class ImportSpec:
     close: Callable[[], None] = lambda: None
     #: raised (as a rejection) when the file has no usable row at all
     empty_problem: Problem | None = None
+    #: the list becomes exactly the file (S1): members of the wallet the file does not hold
+    #: leave it (their history stays)
+    replace_list: bool = False
+    #: the header of the file's opt-out column (S1), when it has one: then a row's
+    #: ``prospect`` field says whether the contact opted out, and its addresses are suppressed
+    #: (origin ``unsubscribe``; never lifted by a later row that says otherwise)
+    opt_out_column: str | None = None
     #: keep the rejected rows in the store, with the address found at this index of their
     #: values, for result files that list every contact not sent to (a triplet's RETORNADO);
     #: None: they are only listed in ``<name>.rejeitados.csv``

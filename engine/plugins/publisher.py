@@ -2,10 +2,17 @@
 result files of a send, periodic exports of a list (plugin API v1, see docs/plugins.md).
 
 A source names its publishers in ``publish = ["…"]``. The engine asks each publisher what is
-``due()`` now, skips what the publication ledger already holds, has the publisher ``write()``
-each file into a local temporary file, uploads it under a temporary name and renames it on
-the source, and only then records it in the ledger: a publication is done exactly once, and a
-crash in the middle leaves no partial file and publishes again on the next run.
+``due()`` now, skips what the publication ledger already holds, plans each new one in the
+ledger (its path and detail fixed), has the publisher ``write()`` it into a local temporary
+file, uploads it under a temporary name and renames it on the source, and only then records
+it as published: a publication is done exactly once, a failed one is tried again with the same
+detail on the next run, and a crash in the middle leaves no partial file and publishes the
+same file again.
+
+Incremental publications (an export of what happened since the previous one) set ``chain``
+and ``previous``: the publications of a chain are planned one after the other, the next only
+once the one before it is published, so the range a publication covers (in its ``detail``)
+starts exactly where the published one before it ended (S3).
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ class Publication:
     #: when it is (or, in ``planned()``, will be) due; None: not known yet (its campaign is
     #: still running) or not said
     due_at: datetime | None = None
+    #: the sequence an incremental publication belongs to (e.g. an export's kind), or None
+    chain: str | None = None
+    #: in a chain, the key of the publication this one continues (None: the first); it is
+    #: planned only while that is still the chain's newest and is published
+    previous: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,9 +167,20 @@ class Publisher(Configurable, ABC):
         """Every publication that should exist on the source at ``now`` (those already in the
         ledger included: the engine skips them). Must not write anything."""
 
+    def on_demand(self, now: datetime) -> Iterable[Publication]:
+        """What to publish now because an operator asked for this source
+        (``disparo publish SOURCE``), beyond what is ``due()``: e.g. an export run off its
+        schedule. The default: nothing more. Must not write anything."""
+        return ()
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the next publication falls due after ``now`` (shown in the UI), if known."""
+        return None
+
     @abstractmethod
     def write(self, publication: Publication, out: IO[bytes]) -> None:
-        """Write the publication's bytes to ``out`` (a local temporary file)."""
+        """Write the publication's bytes to ``out`` (a local temporary file). The publication
+        is the one planned: its ``detail`` is the same on every attempt."""
 
     def planned(self, now: datetime) -> Iterable[Publication]:
         """What will be due after ``now``, each with its ``due_at`` (None: not known yet),

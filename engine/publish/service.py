@@ -1,11 +1,15 @@
 """Publishing: the files the sources' publishers owe are written back, each exactly once.
 
-For every source with publishers (``publish``), each publisher says what is ``due`` now; what
-the ledger already holds is skipped; the rest is written into a local temporary file, uploaded
-to the source (under a temporary name, renamed when complete: nobody reads half a file) and
-only then recorded in the ledger. A crash between the upload and the record publishes the same
-file again, under the same name, on the next run; nothing is ever half published.
-``disparo run`` publishes every minute; ``disparo publish`` does it now.
+For every source with publishers (``publish``), what the ledger holds as planned but not yet
+published (a failed upload, a crash) is published first, with the detail it was planned with;
+then each publisher says what is ``due`` now, what the ledger already holds is skipped, and the
+rest is planned in the ledger, written into a local temporary file, uploaded to the source
+(under a temporary name, renamed when complete: nobody reads half a file) and only then
+recorded as published. A crash between the upload and the record publishes the same file
+again, under the same name, on the next run; nothing is ever half published.
+``disparo run`` publishes every minute; ``disparo publish`` does it now, and
+``disparo publish SOURCE`` also asks the source's publishers for what they publish on demand
+(an export off its schedule).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from engine.plugins.publisher import Publication, PublishContext, Publisher
 from engine.plugins.source import Source, SourceError
 from engine.publish.reads import StoreReads
 from engine.store import Store
-from engine.store.publications import Published
+from engine.store.publications import Published, StalePlan
 
 log = logging.getLogger(__name__)
 
@@ -98,41 +102,77 @@ class Publishing:
         classes = self.plugins.publishers()
         return [classes[name](settings, context) for name in settings.publish]
 
-    def due(self, settings: SourceSettings) -> list[tuple[Publisher, Publication]]:
-        """What the source's publishers owe now and the ledger does not hold."""
+    def due(
+        self,
+        settings: SourceSettings,
+        *,
+        on_demand: bool = False,
+        publishers: list[Publisher] | None = None,
+    ) -> list[tuple[Publisher, Publication]]:
+        """What the source's publishers owe now and the ledger does not hold (with
+        ``on_demand``, also what they publish when an operator asks for the source)."""
         now = self.clock.now()
         found: list[tuple[Publisher, Publication]] = []
-        for publisher in self.publishers(settings):
+        for publisher in publishers if publishers is not None else self.publishers(settings):
             done = self.store.publications.keys(settings.name, publisher.name)
-            found += [(publisher, p) for p in publisher.due(now) if p.key not in done]
+            wanted = list(publisher.due(now))
+            if on_demand:
+                wanted += publisher.on_demand(now)
+            for p in wanted:
+                if p.key not in done:
+                    done.add(p.key)
+                    found.append((publisher, p))
+        return found
+
+    def pending(
+        self, settings: SourceSettings, publishers: list[Publisher] | None = None
+    ) -> list[tuple[Publisher, Publication]]:
+        """What was planned and is not on the source yet, as it was planned."""
+        found: list[tuple[Publisher, Publication]] = []
+        for publisher in publishers if publishers is not None else self.publishers(settings):
+            found += [
+                (publisher, Publication(p.key, p.path, p.detail, chain=p.chain))
+                for p in self.store.publications.pending(settings.name, publisher.name)
+            ]
         return found
 
     def publish(
-        self, names: Iterable[str] | None = None, *, dry_run: bool = False
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        dry_run: bool = False,
+        on_demand: bool = False,
     ) -> list[Outcome]:
-        """Publish what is due on every source (or the named ones); blocking (run it in a
-        worker thread from the event loop)."""
+        """Publish what is due on every source (or the named ones; with ``on_demand``, also
+        what their publishers publish when asked, ``disparo publish SOURCE``); blocking (run
+        it in a worker thread from the event loop)."""
         outcomes: list[Outcome] = []
         for settings in self.sources(names):
             try:
-                outcomes += self._publish_source(settings, dry_run=dry_run)
+                outcomes += self._publish_source(settings, dry_run=dry_run, on_demand=on_demand)
             except Exception as exc:  # one source's trouble never stops the others
                 log.exception("publishing to source %s failed", settings.name)
                 outcomes.append(Outcome(settings.name, "-", "-", "-", "failed", message=str(exc)))
         return outcomes
 
-    def _publish_source(self, settings: SourceSettings, *, dry_run: bool) -> list[Outcome]:
-        due = self.due(settings)
-        if not due:
+    def _publish_source(
+        self, settings: SourceSettings, *, dry_run: bool, on_demand: bool = False
+    ) -> list[Outcome]:
+        publishers = self.publishers(settings)
+        pending = self.pending(settings, publishers)
+        due = self.due(settings, on_demand=on_demand, publishers=publishers)
+        if not pending and not due:
             return []
         if dry_run:
-            return [Outcome(settings.name, p.name, pub.key, pub.path, "due") for p, pub in due]
+            return [
+                Outcome(settings.name, p.name, pub.key, pub.path, "due") for p, pub in pending + due
+            ]
         source: Source = self.plugins.source_kinds()[settings.kind](settings)
         if not source.writable:
             message = f"source {settings.name} is read-only: nothing can be published to it"
             return [
                 Outcome(settings.name, p.name, pub.key, pub.path, "failed", message=message)
-                for p, pub in due
+                for p, pub in pending + due
             ]
         outcomes: list[Outcome] = []
         spool = self.config.engine.spool_dir / settings.name
@@ -140,17 +180,53 @@ class Publishing:
         try:
             self._clean(settings.name, spool)
             with source.session():
-                for publisher, publication in due:
+                for publisher, publication in pending:
                     outcomes.append(self._one(source, settings, spool, publisher, publication))
+                # worked out again after the retries: an incremental publication starts where
+                # the one before it ended, once that one is published
+                if pending:
+                    due = self.due(settings, on_demand=on_demand, publishers=publishers)
+                for publisher, publication in due:
+                    planned = self._plan(settings, publisher, publication)
+                    if planned is not None:
+                        outcomes.append(self._one(source, settings, spool, publisher, planned))
         except SourceError as exc:
             done = {(o.publisher, o.key) for o in outcomes}
             outcomes += [
                 Outcome(settings.name, p.name, pub.key, pub.path, "failed", message=exc.describe())
-                for p, pub in due
+                for p, pub in pending + due
                 if (p.name, pub.key) not in done
             ]
             log.warning("publishing to source %s: %s", settings.name, exc.describe())
         return outcomes
+
+    def _plan(
+        self, settings: SourceSettings, publisher: Publisher, publication: Publication
+    ) -> Publication | None:
+        """Fix the publication in the ledger before its first upload (``pending``); the one
+        stored when another engine planned it first; None when its chain moved on meanwhile
+        (it is worked out again on the next run)."""
+        try:
+            row = self.store.publications.plan(
+                source=settings.name,
+                publisher=publisher.name,
+                key=publication.key,
+                path=publication.path,
+                detail=publication.detail,
+                chain=publication.chain,
+                previous=publication.previous,
+            )
+        except StalePlan:
+            log.info(
+                "publishing %s to source %s: its chain moved on meanwhile; worked out again "
+                "on the next run",
+                publication.path,
+                settings.name,
+            )
+            return None
+        if row.status != "pending":
+            return None  # another engine published it meanwhile
+        return Publication(row.key, row.path, row.detail, chain=row.chain)
 
     @staticmethod
     def _clean(name: str, spool: Path) -> None:
@@ -292,7 +368,12 @@ class Publishing:
                     due_at=min(known) if known else None,
                     published=tuple(p.path for p in published.get(f.file_id, [])),
                     published_at=max(
-                        (p.published_at for p in published.get(f.file_id, [])), default=None
+                        (
+                            p.published_at
+                            for p in published.get(f.file_id, [])
+                            if p.published_at is not None
+                        ),
+                        default=None,
                     ),
                 )
             )

@@ -31,6 +31,7 @@ from engine.store.errors import Outage, describe, is_transient
 from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.imports import Imports
+from engine.store.lists import Lists
 from engine.store.mailboxes import Mailboxes
 from engine.store.outcomes import Outcomes
 from engine.store.publications import Publications
@@ -67,6 +68,7 @@ class Store:
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
         self.publications = Publications(self)
+        self.lists = Lists(self)
         self.outcomes = Outcomes(self)
         self.views = Views(self)
         self.engines = Engines(self)

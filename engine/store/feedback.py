@@ -639,6 +639,7 @@ class Feedback(Queries):
                 reason=f"replied {str(s.detail.get('body', ''))[:40]!r}",
                 campaign_id=campaign_id,
                 conn=c,
+                contact_id=contact_id,
             )
         elif kind == "start":
             origin = c.execute(
@@ -664,6 +665,7 @@ class Feedback(Queries):
             reason=reason[:500],
             campaign_id=d.campaign_id,
             conn=c,
+            contact_id=d.contact_id,
         )
 
     def _flush(self, c: Connection, batch: _Batch) -> None:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.addresses import normalise_email, normalise_phone, suppression_key
 from engine.campaign import Campaign
 from engine.schedule import batch_sizes
 from engine.store.base import Queries
@@ -108,6 +109,10 @@ class CommitFacts:
     prospects_only: bool = False
     #: a campaign left with no recipient is an error (N20), not an empty campaign
     empty_is_error: bool = False
+    #: the wallet becomes exactly this file's contacts (a list sync in replace mode, S1)
+    replace_list: bool = False
+    #: the staged rows' ``prospect`` is an opt-out flag: why, for the suppressions (S1)
+    opt_out_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,10 @@ class CommitResult:
     skipped: int
     duplicate_addresses: int
     batches: int
+    #: members who left the wallet (replace mode)
+    removed: int = 0
+    #: addresses suppressed by the file's opt-out column (new suppressions)
+    opted_out: int = 0
 
 
 class ImportSession:
@@ -252,7 +261,9 @@ class ImportSession:
             driver.commit()
         now = self.store.clock.now()
         with conn.begin():
-            result = _Commit(conn, self.dialect, facts, now, self.has_messages).run(kept)
+            result = _Commit(conn, self.dialect, facts, now, self.has_messages, self.store).run(
+                kept
+            )
         self.store.checkpoint_soon()
         return result
 
@@ -261,13 +272,20 @@ class _Commit:
     """The statements of one import's transaction."""
 
     def __init__(
-        self, conn: Connection, dialect: str, facts: CommitFacts, now: datetime, messages: bool
+        self,
+        conn: Connection,
+        dialect: str,
+        facts: CommitFacts,
+        now: datetime,
+        messages: bool,
+        store: Any,
     ) -> None:
         self.c = conn
         self.pg = dialect == "postgresql"
         self.f = facts
         self.now = now
         self.messages = messages
+        self.store = store
 
     def sql(self, sql: str, **params: Any) -> Any:
         """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
@@ -298,6 +316,8 @@ class _Commit:
         )
         existing = identities - (self.scalar("SELECT count(*) FROM contacts") - before)
         self._membership(file_id, wallet_id)
+        removed = self._replace_list(file_id, wallet_id) if f.replace_list else 0
+        opted_out = self._opt_outs(file_id) if f.opt_out_reason else 0
         campaign = None
         if f.campaign is not None:
             campaign = self._campaign(file_id, wallet_id, mailing_id)
@@ -306,7 +326,10 @@ class _Commit:
             sa.update(files)
             .where(files.c.id == file_id)
             .values(
-                rows_total=f.rows_total, rows_imported=rows_imported, rows_rejected=f.rows_rejected
+                rows_total=f.rows_total,
+                rows_imported=rows_imported,
+                rows_rejected=f.rows_rejected,
+                wallet_id=wallet_id,
             )
         )
         if mailing_id is not None:
@@ -323,6 +346,10 @@ class _Commit:
         detail = {"file": f.file.path, "contacts": identities, "wallet": f.wallet}
         if campaign is not None:
             detail["campaign"] = campaign[0]
+        if f.replace_list:
+            detail["removed"] = removed
+        if f.opt_out_reason:
+            detail["opted_out"] = opted_out
         self.c.execute(
             sa.insert(audit_log).values(
                 at=self.now,
@@ -354,6 +381,8 @@ class _Commit:
             skipped=skipped,
             duplicate_addresses=dups,
             batches=batches,
+            removed=removed,
+            opted_out=opted_out,
         )
 
     def _ledger(self) -> int:
@@ -469,7 +498,10 @@ class _Commit:
         mine = "SELECT id FROM contacts WHERE import_id = :imp"
         self.sql(
             "INSERT INTO wallet_members (wallet_id, contact_id, added_at) "
-            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
+            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp "
+            # a member a list sync had taken out is back (its membership history goes on)
+            "ON CONFLICT (wallet_id, contact_id) DO UPDATE SET removed_at = NULL "
+            "WHERE wallet_members.removed_at IS NOT NULL",
             imp=import_id,
             w=wallet_id,
             now=self.now,
@@ -487,6 +519,50 @@ class _Commit:
             "SELECT id, :tag FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
             imp=import_id,
             tag=f.tag,
+        )
+
+    def _replace_list(self, import_id: int, wallet_id: int) -> int:
+        """S1, replace mode: the wallet's members this file does not hold leave it. The rows
+        stay (``removed_at``): contacts, deliveries and events keep their history, and what
+        happened while they were members is still the list's."""
+        done = self.sql(
+            "UPDATE wallet_members SET removed_at = :now "
+            "WHERE wallet_id = :w AND removed_at IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM contacts c WHERE c.id = wallet_members.contact_id "
+            "AND c.import_id = :imp)",
+            w=wallet_id,
+            imp=import_id,
+            now=self.now,
+        )
+        return int(done.rowcount or 0)
+
+    def _opt_outs(self, import_id: int) -> int:
+        """S1: the contacts whose row says they opted out: their addresses are suppressed, an
+        opt-out each (reported back by the list's unsubscribed export, S2)."""
+        flagged = "s.prospect" if self.pg else "s.prospect = 1"
+        rows = self.sql(
+            "SELECT DISTINCT c.id, c.email, c.phone FROM contacts c "
+            f"JOIN {STAGING} s ON s.identity = c.identity "
+            f"WHERE c.import_id = :imp AND {flagged}",
+            imp=import_id,
+        ).all()
+        addresses: list[tuple[str, str, int | None]] = []
+        for contact_id, email, phone in rows:
+            if email:
+                checked = normalise_email(email)
+                addresses.append(
+                    ("email", suppression_key("email", checked.value or email), contact_id)
+                )
+            if phone:
+                addresses.append(("phone", normalise_phone(phone).value or phone, contact_id))
+        return int(
+            self.store.suppressions.add_many(
+                addresses,
+                origin="unsubscribe",
+                actor=self.f.actor,
+                reason=self.f.opt_out_reason,
+                conn=self.c,
+            )
         )
 
     def _materialise_audience(
