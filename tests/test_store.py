@@ -122,9 +122,21 @@ def test_every_table_round_trips(store: Store) -> None:
                 created_at=now,
             )
         ).inserted_primary_key[0]
+        c.execute(
+            sa.insert(t.rejected_rows).values(
+                file_id=file_id,
+                line=3,
+                address="ana@",
+                code="bad-email",
+                rule="T5",
+                reason="not an e-mail address",
+                reason_pt="não é um endereço de e-mail",
+            )
+        )
         campaign = c.execute(
             sa.insert(t.campaigns).values(
                 mailing_id=mailing,
+                file_id=file_id,
                 name="c",
                 wallet_id=wallet,
                 channel="email",

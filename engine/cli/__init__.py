@@ -33,7 +33,17 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import campaigns, collect, compose, feedback, groups, names, publish, setup
+    from engine.cli import (
+        campaigns,
+        collect,
+        compose,
+        feedback,
+        groups,
+        lists,
+        names,
+        publish,
+        setup,
+    )
 
     for command in (
         *setup.COMMANDS,
@@ -44,6 +54,7 @@ def _register_builtin_commands() -> None:
         *publish.COMMANDS,
         *groups.COMMANDS,
         *compose.COMMANDS,  # `campaign new` and `campaign start` join the `campaign` group
+        *lists.COMMANDS,
     ):
         cli.add_command(command)
 

@@ -196,9 +196,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             continue
         if "every" in raw and "cron" in raw:
             reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
-        schedule = PollSchedule(
-            every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
-        )
+        cron = values.get("cron")
+        if cron is None and "every" not in raw and format_cls is not None:
+            cron = getattr(format_cls, "default_cron", None)  # T6: a triplet source, hourly
+        schedule = PollSchedule(every=None if cron else values.get("every"), cron=cron)
         for i, p in enumerate(values.get("publish", ())):
             if p not in publishers:
                 known = ", ".join(sorted(publishers)) or "none installed"
@@ -226,9 +227,15 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             )
             if problem:
                 reader.problem(f"{where}.host", problem)
-        validate = getattr(kind_cls, "validate_settings", None)
-        if validate is not None:
-            for key, message in validate(sources[name]):
+        # checks across keys: the kind's, the format's and the publishers' own
+        for cls in (kind_cls, format_cls, *publisher_classes):
+            validate = getattr(cls, "validate_settings", None)
+            if validate is not None:
+                for key, message in validate(sources[name]):
+                    reader.problem(f"{where}.{key}", message)
+        check = getattr(format_cls, "check_settings", None)
+        if check is not None:  # the format's keys, against the accounts declared
+            for key, message in check(sources[name], _declared_channels(data)):
                 reader.problem(f"{where}.{key}", message)
 
     channels = plugins.channels()
@@ -293,6 +300,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
                 click_tracking=values.get("click_tracking", True),
                 ses_topics=tuple(values.get("ses_topics", ())),
                 metrics_from=tuple(values.get("metrics_from", TrackingSettings.metrics_from)),
+                metrics_token=values.get("metrics_token"),
             )
         for i, network in enumerate(values.get("metrics_from", ())):
             try:
@@ -430,6 +438,18 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         groups=MappingProxyType(groups),
         api=api,
     )
+
+
+def _declared_channels(data: Mapping[str, Any]) -> dict[str, str]:
+    """The accounts the file declares, with their channel (before they are checked)."""
+    declared = data.get("accounts", {})
+    if not isinstance(declared, dict):
+        return {}
+    return {
+        str(name): str(table.get("channel", ""))
+        for name, table in declared.items()
+        if isinstance(table, dict)
+    }
 
 
 def _seconds(value: timedelta) -> str:

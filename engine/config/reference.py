@@ -102,6 +102,7 @@ def kind_text(key: Key) -> str:
         "cron": "cron expression",
         "strings": "list of text",
         "table": "table of text",
+        "section": "table: the keys below",
     }.get(kind, kind)
 
 
@@ -113,12 +114,20 @@ def key_table(keys: Mapping[str, Key]) -> list[str]:
     """A Markdown table: key, kind, default, what it does (a secret as ``<key>_env`` /
     ``<key>_file``)."""
     lines = ["| key | kind | default | what it does |", "|---|---|---|---|"]
-    for name, key in keys.items():
+    for name, key in _flat(keys):
         shown = f"`{name}_env` / `{name}_file`" if key.kind == "secret" else f"`{name}`"
         lines.append(
             f"| {shown} | {_cell(kind_text(key))} | {default_text(key)} | {_cell(key.help)} |"
         )
     return lines
+
+
+def _flat(keys: Mapping[str, Key], prefix: str = "") -> Iterable[tuple[str, Key]]:
+    """Every key, a section's own keys after it as ``section.key``."""
+    for name, key in keys.items():
+        yield prefix + name, key
+        if key.keys is not None:
+            yield from _flat(key.keys, f"{prefix}{name}.")
 
 
 def _doc(cls: type[Any]) -> str:

@@ -254,7 +254,16 @@ TRACKING_KEYS: dict[str, Key] = {
     "metrics_from": Key(
         "strings",
         ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
-        help="Networks allowed to read /metrics (the client's address, not a header).",
+        help="Networks allowed to read /metrics (the client's address, not a header); a "
+        "request carrying a reverse proxy's header (X-Forwarded-For, Forwarded, X-Real-IP, "
+        "X-Forwarded-Host) is refused, wherever it comes from, unless it has the token.",
+    ),
+    "metrics_token": Key(
+        "secret",
+        None,
+        help="A bearer token that reads /metrics from anywhere, through a proxy too "
+        "(`Authorization: Bearer <token>`, compared in constant time); e.g. "
+        "`head -c 32 /dev/urandom | base64 > metrics-token`.",
     ),
 }
 
@@ -283,7 +292,12 @@ MAILBOX_KEYS: dict[str, Key] = {
     "user": Key("str", MISSING, "The IMAP login."),
     "password": Key("secret", MISSING, "The IMAP password."),
     "folder": Key("str", "INBOX", help="Where bounces and complaints arrive."),
-    "processed_folder": Key("str", "disparo/handled", help="Where handled reports move."),
+    "processed_folder": Key(
+        "str",
+        "disparo/handled",
+        help="Where handled reports move; `/` marks hierarchy and is spelled with the "
+        "server's own separator (`disparo.handled` on a Dovecot Maildir++ account).",
+    ),
     "every": Key("duration", timedelta(minutes=2), "How often the mailbox is polled."),
     "allow_private": Key(
         "bool",
@@ -476,6 +490,8 @@ class TrackingSettings:
     click_tracking: bool = True
     ses_topics: tuple[str, ...] = ()
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: a bearer token that reads /metrics from anywhere (``metrics_token_file``)
+    metrics_token: SecretRef | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ from engine.store.feedback import Feedback
 from engine.store.files import Files
 from engine.store.groups import Groups
 from engine.store.imports import Imports
+from engine.store.lists import Lists
 from engine.store.mailboxes import Mailboxes
+from engine.store.outcomes import Outcomes
 from engine.store.publications import Publications
 from engine.store.results import Results
 from engine.store.suppressions import Suppressions
@@ -67,6 +69,8 @@ class Store:
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
         self.publications = Publications(self)
+        self.lists = Lists(self)
+        self.outcomes = Outcomes(self)
         self.views = Views(self)
         self.engines = Engines(self)
         self.errors = DeliveryErrors(self)

@@ -12,16 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.addresses import normalise_email, normalise_phone, suppression_key
 from engine.campaign import Campaign
 from engine.schedule import batch_sizes
 from engine.store.base import Queries
 from engine.store.campaigns import campaign_columns
-from engine.store.schema import UTCDateTime, audit_log, campaigns, files, mailings, wallets
+from engine.store.schema import (
+    UTCDateTime,
+    audit_log,
+    campaigns,
+    files,
+    mailings,
+    rejected_rows,
+    wallets,
+)
 
 STAGING = "import_rows"
 AUDIENCE = "import_audience"
@@ -40,6 +49,17 @@ COLUMNS = (
 StagedRow = tuple[
     int, str, str | None, str | None, str | None, str | None, str, str | None, bool | None
 ]
+
+
+class KeptRow(NamedTuple):
+    """A rejected row kept in the store (``rejected_rows``) for the file's result files."""
+
+    line: int
+    address: str
+    code: str
+    rule: str
+    reason: str
+    reason_pt: str
 
 
 class DuplicateFile(Exception):
@@ -89,6 +109,10 @@ class CommitFacts:
     prospects_only: bool = False
     #: a campaign left with no recipient is an error (N20), not an empty campaign
     empty_is_error: bool = False
+    #: the wallet becomes exactly this file's contacts (a list sync in replace mode, S1)
+    replace_list: bool = False
+    #: the staged rows' ``prospect`` is an opt-out flag: why, for the suppressions (S1)
+    opt_out_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,10 @@ class CommitResult:
     skipped: int
     duplicate_addresses: int
     batches: int
+    #: members who left the wallet (replace mode)
+    removed: int = 0
+    #: addresses suppressed by the file's opt-out column (new suppressions)
+    opted_out: int = 0
 
 
 class ImportSession:
@@ -212,9 +240,10 @@ class ImportSession:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def commit(self, facts: CommitFacts) -> CommitResult:
+    def commit(self, facts: CommitFacts, kept: Sequence[KeptRow] = ()) -> CommitResult:
         """Write everything in one transaction; raise ``DuplicateFile``, ``DuplicateSequence``
-        or ``EmptyAudience`` (nothing written) when the import must not happen."""
+        or ``EmptyAudience`` (nothing written) when the import must not happen. ``kept``: the
+        rejected rows the format asked to keep (``ImportSpec.keep_rejected``)."""
         assert self.conn is not None
         conn = self.conn
         driver = self._driver()
@@ -232,7 +261,9 @@ class ImportSession:
             driver.commit()
         now = self.store.clock.now()
         with conn.begin():
-            result = _Commit(conn, self.dialect, facts, now, self.has_messages).run()
+            result = _Commit(conn, self.dialect, facts, now, self.has_messages, self.store).run(
+                kept
+            )
         self.store.checkpoint_soon()
         return result
 
@@ -292,13 +323,20 @@ class _Commit:
     """The statements of one import's transaction."""
 
     def __init__(
-        self, conn: Connection, dialect: str, facts: CommitFacts, now: datetime, messages: bool
+        self,
+        conn: Connection,
+        dialect: str,
+        facts: CommitFacts,
+        now: datetime,
+        messages: bool,
+        store: Any,
     ) -> None:
         self.c = conn
         self.pg = dialect == "postgresql"
         self.f = facts
         self.now = now
         self.messages = messages
+        self.store = store
 
     def sql(self, sql: str, **params: Any) -> Any:
         """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
@@ -311,9 +349,14 @@ class _Commit:
     def scalar(self, sql: str, **params: Any) -> Any:
         return self.sql(sql, **params).scalar()
 
-    def run(self) -> CommitResult:
+    def run(self, kept: Sequence[KeptRow] = ()) -> CommitResult:
         f = self.f
         file_id = self._ledger()
+        if kept:
+            self.c.execute(
+                sa.insert(rejected_rows),
+                [{"file_id": file_id, **row._asdict()} for row in kept],
+            )
         wallet_id = self._wallet()
         mailing_id = self._mailing(file_id, wallet_id) if f.mailing else None
         rows = self.scalar(f"SELECT count(*) FROM {STAGING}")
@@ -324,6 +367,8 @@ class _Commit:
         )
         existing = identities - (self.scalar("SELECT count(*) FROM contacts") - before)
         self._membership(file_id, wallet_id)
+        removed = self._replace_list(file_id, wallet_id) if f.replace_list else 0
+        opted_out = self._opt_outs(file_id) if f.opt_out_reason else 0
         campaign = None
         if f.campaign is not None:
             campaign = self._campaign(file_id, wallet_id, mailing_id)
@@ -332,7 +377,10 @@ class _Commit:
             sa.update(files)
             .where(files.c.id == file_id)
             .values(
-                rows_total=f.rows_total, rows_imported=rows_imported, rows_rejected=f.rows_rejected
+                rows_total=f.rows_total,
+                rows_imported=rows_imported,
+                rows_rejected=f.rows_rejected,
+                wallet_id=wallet_id,
             )
         )
         if mailing_id is not None:
@@ -349,6 +397,10 @@ class _Commit:
         detail = {"file": f.file.path, "contacts": identities, "wallet": f.wallet}
         if campaign is not None:
             detail["campaign"] = campaign[0]
+        if f.replace_list:
+            detail["removed"] = removed
+        if f.opt_out_reason:
+            detail["opted_out"] = opted_out
         self.c.execute(
             sa.insert(audit_log).values(
                 at=self.now,
@@ -380,6 +432,8 @@ class _Commit:
             skipped=skipped,
             duplicate_addresses=dups,
             batches=batches,
+            removed=removed,
+            opted_out=opted_out,
         )
 
     def _ledger(self) -> int:
@@ -451,7 +505,10 @@ class _Commit:
         mine = "SELECT id FROM contacts WHERE import_id = :imp"
         self.sql(
             "INSERT INTO wallet_members (wallet_id, contact_id, added_at) "
-            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
+            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp "
+            # a member a list sync had taken out is back (its membership history goes on)
+            "ON CONFLICT (wallet_id, contact_id) DO UPDATE SET removed_at = NULL "
+            "WHERE wallet_members.removed_at IS NOT NULL",
             imp=import_id,
             w=wallet_id,
             now=self.now,
@@ -469,6 +526,50 @@ class _Commit:
             "SELECT id, :tag FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
             imp=import_id,
             tag=f.tag,
+        )
+
+    def _replace_list(self, import_id: int, wallet_id: int) -> int:
+        """S1, replace mode: the wallet's members this file does not hold leave it. The rows
+        stay (``removed_at``): contacts, deliveries and events keep their history, and what
+        happened while they were members is still the list's."""
+        done = self.sql(
+            "UPDATE wallet_members SET removed_at = :now "
+            "WHERE wallet_id = :w AND removed_at IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM contacts c WHERE c.id = wallet_members.contact_id "
+            "AND c.import_id = :imp)",
+            w=wallet_id,
+            imp=import_id,
+            now=self.now,
+        )
+        return int(done.rowcount or 0)
+
+    def _opt_outs(self, import_id: int) -> int:
+        """S1: the contacts whose row says they opted out: their addresses are suppressed, an
+        opt-out each (reported back by the list's unsubscribed export, S2)."""
+        flagged = "s.prospect" if self.pg else "s.prospect = 1"
+        rows = self.sql(
+            "SELECT DISTINCT c.id, c.email, c.phone FROM contacts c "
+            f"JOIN {STAGING} s ON s.identity = c.identity "
+            f"WHERE c.import_id = :imp AND {flagged}",
+            imp=import_id,
+        ).all()
+        addresses: list[tuple[str, str, int | None]] = []
+        for contact_id, email, phone in rows:
+            if email:
+                checked = normalise_email(email)
+                addresses.append(
+                    ("email", suppression_key("email", checked.value or email), contact_id)
+                )
+            if phone:
+                addresses.append(("phone", normalise_phone(phone).value or phone, contact_id))
+        return int(
+            self.store.suppressions.add_many(
+                addresses,
+                origin="unsubscribe",
+                actor=self.f.actor,
+                reason=self.f.opt_out_reason,
+                conn=self.c,
+            )
         )
 
     def _campaign(
@@ -494,6 +595,7 @@ class _Commit:
             actor=self.f.actor,
             wallet_id=wallet_id,
             mailing_id=mailing_id,
+            file_id=file_id,
             detail={"file": self.f.file.path},
         )
 
@@ -546,7 +648,7 @@ class CampaignWriter:
             f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY per.first_row) AS dup "
             "FROM per JOIN contacts c ON c.identity = per.identity "
             f"WHERE c.{column} IS NOT NULL AND c.{column} <> '' {only}) "
-            "SELECT x.id, x.address, x.first_row, x.message, x.dup, "
+            "SELECT x.id, x.address, x.first_row, x.message, x.dup, sup.origin, "
             "CASE WHEN sup.id IS NOT NULL THEN 'suppressed' "
             "WHEN x.last_interaction_at >= :since THEN 'skipped' "
             "ELSE 'pending' END AS state "
@@ -568,6 +670,7 @@ class CampaignWriter:
         actor: str,
         wallet_id: int | None = None,
         mailing_id: int | None = None,
+        file_id: int | None = None,
         detail: Mapping[str, Any] | None = None,
         campaign_id: int | None = None,
     ) -> tuple[int, int, int, int, int, int, int]:
@@ -613,6 +716,7 @@ class CampaignWriter:
                     {
                         **campaign_columns(spec),
                         "mailing_id": mailing_id,
+                        "file_id": file_id,
                         "wallet_id": wallet_id,
                         "created_at": self.now,
                         **values,
@@ -630,16 +734,19 @@ class CampaignWriter:
         pending_flag = "(state = 'pending')"
         self.sql(
             "INSERT INTO deliveries (campaign_id, contact_id, position, batch, address, "
-            "payload, status, attempts, finished_at) "
+            "payload, status, attempts, finished_at, error) "
             "SELECT :cid, id, ROW_NUMBER() OVER (ORDER BY first_row) - 1, "
             f"CASE WHEN {pending_flag} THEN (ROW_NUMBER() OVER "
             f"(PARTITION BY {pending_flag} ORDER BY first_row) - 1) / :size + 1 ELSE 0 END, "
             f"address, CASE WHEN message IS NULL THEN NULL ELSE {build}('message', message) END, "
-            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END "
+            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END, "
+            f"CASE WHEN state = 'suppressed' THEN {_SUPPRESSED_SQL} "
+            "WHEN state = 'skipped' THEN :skipped ELSE NULL END "
             f"FROM {AUDIENCE} WHERE dup = 1 ORDER BY first_row",
             cid=campaign_id,
             size=size,
             now=self.now,
+            skipped=f"interaction in the last {spec.exclude_recent_hours} h (_x, D4)",
         )
         self.sql(f"DROP TABLE {AUDIENCE}")
         self.c.execute(
@@ -666,6 +773,21 @@ class CampaignWriter:
             dups,
             len(sizes),
         )
+
+
+#: why a recipient suppressed at import is not sent (D17), by the suppression's origin
+SUPPRESSED_REASONS = {
+    "bounce": "the address is suppressed: an earlier hard bounce (D4)",
+    "complaint": "the address is suppressed: an earlier spam complaint (D4)",
+    "unsubscribe": "the address is suppressed: unsubscribed from all campaigns (D4, D19)",
+    "stop": "the address is suppressed: the recipient replied STOP (D4)",
+    "manual": "the address is suppressed by an operator (D4)",
+}
+_SUPPRESSED_SQL = (
+    "CASE origin "
+    + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in SUPPRESSED_REASONS.items())
+    + " ELSE 'the address is suppressed (D4)' END"
+)
 
 
 class Imports(Queries):
@@ -702,5 +824,6 @@ __all__ = [
     "EmptyAudience",
     "ImportSession",
     "Imports",
+    "KeptRow",
     "upsert_staged_contacts",
 ]

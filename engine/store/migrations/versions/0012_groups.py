@@ -1,8 +1,8 @@
 """groups: named sets of contacts (by hand, by file, by an HTTP feed, G1–G3), and the send
 API's idempotency keys
 
-Revision ID: 0011
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
