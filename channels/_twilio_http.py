@@ -8,6 +8,7 @@ only what registration and configuration need and imports this module on first u
 from __future__ import annotations
 
 import base64
+import logging
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException
@@ -16,6 +17,14 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from channels.twilio import LAST_RESPONSE, TWILIO_API
+
+#: the twilio library's request loggers: about ten INFO lines per request (headers, the URL,
+#: the status); disparo logs what matters itself, so they say only warnings and errors,
+#: unless the operator set their level (logging configuration) before the channel opened
+QUIET_LOGGERS = ("twilio.http_client", "twilio.async_http_client")
+for _name in QUIET_LOGGERS:
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: transport failures: Twilio could not be reached (a temporary failure)
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from engine.schedule import Pacing
 
-#: the states of a campaign (D1)
-STATUSES = ("scheduled", "sending", "paused", "held", "completed", "cancelled", "expired")
+#: the states of a campaign (D1); a ``draft`` (an operator's campaign not started yet) has no
+#: recipients and the dispatcher never sees it
+STATUSES = ("draft", "scheduled", "sending", "paused", "held", "completed", "cancelled", "expired")
 #: states that are over
 FINISHED = frozenset({"completed", "cancelled", "expired"})
 #: states that still hold work on their account

@@ -235,6 +235,15 @@ MESSAGES = Catalogue(
             "o arquivo é do dia {date}, mas o dia de processamento é {today}; ele fica onde está "
             "e só é importado no seu próprio dia. Para importar hoje, renomeie-o com `_{ddmmyy}`",
         ),
+        "not-today:past": (
+            "N5",
+            "the file is dated {date}, a day already past (the processing day is {today}); it "
+            "is left where it is and never imported under this name. To import it today, "
+            "rename it with `_{ddmmyy}`; otherwise remove it",
+            "o arquivo é do dia {date}, um dia que já passou (o dia de processamento é "
+            "{today}); ele fica onde está e nunca é importado com este nome. Para importar "
+            "hoje, renomeie-o com `_{ddmmyy}`; caso contrário, remova-o",
+        ),
         "unknown-parameter": (
             "N7",
             "the piece `_{piece}` is not a parameter{hint}; see the parameter table in the "
@@ -784,7 +793,7 @@ def check_name(
 
     if day is not None and today is not None and day != today:
         p.warn(
-            "not-today",
+            "not-today:past" if day < today else "not-today",
             date_piece,
             date=day.strftime("%d/%m/%Y"),
             today=today.strftime("%d/%m/%Y"),

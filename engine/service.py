@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from engine.api import SendApi
 from engine.clock import Clock, wait_event
 from engine.config import LOG_FORMATS, Config, SecretRef
 from engine.feedback.mailbox import MailboxPoller, PollResult
 from engine.feedback.metrics import Metrics
 from engine.feedback.tracking import SignalWriter, Tracking
 from engine.intake.collector import Collector, PollSummary
+from engine.intake.groupfeed import run_group_feeds
 from engine.plugins import Plugins
 from engine.publish.service import Outcome, Publishing
 from engine.sending.dispatcher import Dispatcher
@@ -251,6 +253,7 @@ RESTART_ONLY = (
     ("engine", "heartbeat"),
     ("engine", "time_zone"),
     ("tracking", None),
+    ("api", "listen"),
 )
 
 
@@ -292,6 +295,9 @@ class Engine:
         self.mailboxes = self._pollers(config)
         #: where the tracking endpoint listens once ``run`` started it
         self.listening: str | None = None
+        #: the send API, served by ``run`` when [api.clients] are configured, and its address
+        self.api: SendApi | None = None
+        self.api_listening: str | None = None
         self._background: dict[str, asyncio.Task[None]] = {}
         self._collector_stop = asyncio.Event()
         self._signals = 0
@@ -405,6 +411,12 @@ class Engine:
                 self._start_task("collector", self.collector.run_forever(self._collector_stop))
         else:
             self.collector.config = new
+        if self.api is not None:
+            self.api.config = new  # its clients' tokens and limits
+        if new.groups != old.groups and "collector" in self._background:
+            await self._stop_task("groups")
+            if new.groups:
+                self._start_task("groups", run_group_feeds(self.store, new, self.clock, self.stop))
         if new.mailboxes != old.mailboxes:
             running = "mailboxes" in {k.split(":")[0] for k in self._background}
             for poller in self.mailboxes:
@@ -607,9 +619,18 @@ class Engine:
                 self.listening,
                 self.tracking.settings.public_url,
             )
+        if self.config.api.clients:
+            kinds = {n: c.address_kind for n, c in self.plugins.channels().items()}
+            self.api = SendApi(self.store, self.config, kinds)
+            self.api_listening = await self.api.start()
+            log.info("send API listening on %s", self.api_listening)
         self._start_task("collector", self.collector.run_forever(self._collector_stop))
         self._start_task("guard", self.guard.run())
         self._start_task("publishing", self.publishing.run(self.stop))
+        if self.config.groups:
+            self._start_task(
+                "groups", run_group_feeds(self.store, self.config, self.clock, self.stop)
+            )
         self._start_pollers()
         try:
             await self.dispatcher.run(self.stop, before_release=self._stop_background)
@@ -618,6 +639,8 @@ class Engine:
             await self._stop_background()
             if self.tracking is not None:
                 await self.tracking.stop()
+            if self.api is not None:
+                await self.api.stop()
             await self.writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.checkpoint)

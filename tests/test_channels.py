@@ -8,6 +8,7 @@ import base64
 import email
 import email.policy
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -623,3 +624,26 @@ def test_live_accounts_need_credentials(tmp_path: Path) -> None:
     assert "accounts.tw.account_sid: missing" in text
     assert "accounts.tw.from_number: give `from_number` or `messaging_service_sid`" in text
     assert "accounts.mail.tls: refusing to send a password without TLS" in text
+
+
+async def test_the_twilio_library_logs_only_warnings(
+    twilio: TwilioFake,
+    tmp_path: Path,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the engine logging at INFO, a send through the fake Twilio peer adds no line from
+    the twilio library (it logs ~10 INFO lines per request: headers, URL, status)."""
+    caplog.set_level(logging.INFO)
+    config = twilio_config(tmp_path, twilio, monkeypatch)
+    channel = SmsLongChannel(config.accounts["tw"], ChannelContext(config, clock))
+    await channel.open()
+    try:
+        sent = await channel.send(channel.prepare(sms_campaign()), phone_delivery(1, "11988880001"))
+    finally:
+        await channel.close()
+    assert isinstance(sent, Sent) and len(twilio.requests) == 1
+    chatter = [r for r in caplog.records if r.name.startswith("twilio")]
+    assert chatter == [], [r.getMessage() for r in chatter[:3]]
+    assert logging.getLogger("twilio.http_client").getEffectiveLevel() == logging.WARNING

@@ -284,9 +284,20 @@ def test_every_and_cron_together(tmp_path: Path, plugins: Plugins) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("2m", 120), ("90s", 90), ("1h30m", 5400), (45, 45), ("0s", None), ("x", None), (True, None)],
+    [
+        ("2m", 120),
+        ("90s", 90),
+        ("1h30m", 5400),
+        ("3d", 259200),
+        ("1d12h", 129600),
+        (45, 45),
+        ("0s", None),
+        ("x", None),
+        (True, None),
+    ],
 )
 def test_parse_duration(text: object, seconds: int | None) -> None:
+    assert parse_duration("0s", zero=True) == parse_duration(0, zero=True) == timedelta(0)
     parsed = parse_duration(text)
     assert (parsed.total_seconds() if parsed else None) == seconds
 

@@ -357,6 +357,12 @@ def test_a_busy_tracking_port_is_one_line_before_any_banner(tmp_path: Path, trac
         )
         assert other.returncode == 2
         assert one_line_each(other.stderr)[0].startswith(f"error: --listen: 127.0.0.1:{port} is")
+        # the TUI running the engine checks as `run` does, before the UI takes the terminal
+        tui = disparo("--config", str(config), "tui", "--engine", cwd=tmp_path)
+        assert tui.returncode == 2 and "Traceback" not in tui.stderr
+        assert one_line_each(tui.stderr)[0].startswith(
+            f"error: {config}: tracking.listen: 127.0.0.1:{port} is already in use"
+        )
 
 
 def test_listen_must_be_host_and_port(tmp_path: Path, tracked: Any) -> None:

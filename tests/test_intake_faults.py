@@ -227,8 +227,56 @@ def test_csv_exports_neutralise_control_characters() -> None:
     text = out.getvalue()
     assert not any(ch in text for ch in "\x00\x01\x7f\x9b")
     assert list(csv.reader(io.StringIO(text), delimiter=";")) == [
-        ["'\ufffdx", "ok", "a\ufffdb\ufffdc\ufffdd", "linha\nnova", "7"]
+        ["'\ufffdx", "ok", "a\ufffdb\ufffdc\ufffdd", "linha nova", "7"]
     ]
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("linha\nnova", "linha nova"),
+        ("linha\r\nnova", "linha nova"),
+        ("linha\rnova", "linha nova"),
+        ("a\x0bb\x0cc\x85d\u2028e\u2029f", "a b c d e f"),
+        ("\nssh-ed25519 AAAA", "' ssh-ed25519 AAAA"),
+        ("\rx", "' x"),
+        ("\x00x", "'\ufffdx"),
+        ("Olá\tmundo", "Olá\tmundo"),
+    ],
+)
+def test_a_cell_is_always_one_line(cell: str, shown: str) -> None:
+    """E2: line breaks inside a cell become a space (one line per row, always); a cell that
+    started with one, or with any control character, is prefixed with ``'``."""
+    assert safe_cell(cell) == shown
+    out = io.StringIO()
+    SafeWriter(out).writerow(["a", cell, "b"])
+    assert out.getvalue().count("\n") == 1 and out.getvalue().endswith("\r\n")
+
+
+def test_an_injected_line_never_starts_a_line_of_an_export(
+    store: Store, clock: TestClock, tmp_path: Path
+) -> None:
+    """E2 (issue 12, scenario 2): a contact name carrying a newline and an SSH public key,
+    imported without ``_h``, never starts a line in the results file: one line per
+    recipient, no line starting with the injected text."""
+    (tmp_path / "drop").mkdir()
+    config = make_config(tmp_path, {"kind": "local", "path": "drop"})
+    c = collector(store, config, clock)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x@y"
+    (tmp_path / "drop" / name(1, "cBRAD_smslong")).write_text(
+        f'nome;telefone\n"Ana\n{key}\n";11998877665\n"Bia\r\n{key}";11988887777\nCaio;11977776666\n'
+    )
+    [report] = settle(c, clock).reports
+    assert report.campaign_id is not None
+    with store.read() as conn:
+        names = {r[0] for r in conn.execute(sa.select(t.contacts.c.name))}
+    assert f"Ana\n{key}" in names  # stored as imported: only what is written is neutralised
+    out = io.StringIO()
+    assert write_results(store, report.campaign_id, out, config.tz) == 3
+    lines = out.getvalue().split("\r\n")
+    assert lines[-1] == "" and len(lines[:-1]) == 1 + 3  # the header, one line per recipient
+    assert "\n" not in out.getvalue().replace("\r\n", "")
+    assert not any(line.lstrip("\ufeff\"'").startswith("ssh-") for line in lines)
 
 
 def test_results_export_never_carries_raw_control_characters(
@@ -319,6 +367,9 @@ def test_symlinked_entries_are_reported_not_skipped(
     if peer.kind == "local" and store.dialect == "sqlite":  # `disparo sources`: same database
         shown = run_cli("--config", str(tmp_path / "disparo.toml"), "sources")
         assert "refused" in shown.output and "symbolic link" in shown.output
+        # the run summary counts them and says where the reason is
+        ran = run_cli("--config", str(tmp_path / "disparo.toml"), "run", "--until-idle")
+        assert f"source src: {link} refused (a link" in " ".join(ran.output.split())
 
 
 # -- 7. stalled uploads -----------------------------------------------------------------------
@@ -633,3 +684,60 @@ def test_poison_files_never_grow_the_ledger(store: Store, clock: TestClock, tmp_
     seen = observed(store)[bad]
     assert seen.status == "error" and "rejected" in (seen.message or "")
     assert (drop / bad).is_file()  # it waits for the folder to be fixed, nothing lost
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs user and mount namespaces (unshare)")
+def test_disparo_import_into_a_full_database_is_one_line(tmp_path: Path) -> None:
+    """`disparo import` says a full database in one line, imports nothing, and the same
+    command works once there is room (the collector's case is above)."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    config = write_config(
+        tmp_path, engine={"database_url": f"sqlite:///{folder / 'disparo.db'}"}, wallets=WALLETS
+    )
+    file = tmp_path / name(1, "cBRAD")
+    file.write_text(
+        "nome;telefone;cpf\n" + "".join(f"P{i};119{i:08d};{i}\n" for i in range(60_000))
+    )
+    command = [sys.executable, "-m", "engine.cli", "--config", str(config), "import", str(file)]
+    today = ["--today", "20" + TODAY[4:] + "-" + TODAY[2:4] + "-" + TODAY[:2]]
+    small = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=3m tmpfs "{folder}" && exec "$@"',
+            "sh",
+            *command,
+            *today,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"COLUMNS": "200"},
+    )
+    assert small.returncode == 1, small.stdout + small.stderr
+    assert "Traceback" not in small.stderr, small.stderr
+    lines = [s for s in small.stderr.splitlines() if s.strip()]
+    assert len(lines) == 1, small.stderr
+    [line] = lines
+    assert line.startswith(f"error: {file}: not imported: the database is full") or (
+        "not imported: the database is full" in line and "run the import again" in line
+    ), line
+    roomy = subprocess.run([*command, *today], capture_output=True, text=True, check=False)
+    assert roomy.returncode == 0, roomy.stdout + roomy.stderr
+
+
+def test_a_publisher_writes_safe_csv_over_bytes() -> None:
+    """docs/plugins.md: a publisher's ``write(out: IO[bytes])`` writes CSV for people through
+    ``SafeWriter`` over a text wrapper (E2): one line per row, whatever the cells hold."""
+    raw = io.BytesIO()
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    writer = SafeWriter(text)
+    writer.writerow(["nome", "email"])
+    writer.writerow(["Ana\nssh-ed25519 AAAA", "=1+1"])
+    text.flush()
+    text.detach()
+    lines = raw.getvalue().decode("utf-8-sig").split("\r\n")
+    assert lines == ["nome;email", "Ana ssh-ed25519 AAAA;'=1+1", ""]

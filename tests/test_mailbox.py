@@ -29,7 +29,15 @@ from hypothesis import strategies as st
 from engine.clock import TestClock, local_today
 from engine.config import Config, MailboxSettings, load_config
 from engine.events import Signal
-from engine.feedback.mailbox import UNPARSED, MailboxError, MailboxPoller, check_mailbox, decode
+from engine.feedback.mailbox import (
+    BATCH,
+    UNPARSED,
+    MailboxError,
+    MailboxPoller,
+    check_mailbox,
+    decode,
+    separator_of,
+)
 from engine.intake.importer import file_digest, import_file
 from engine.plugins import Plugins, load_plugins
 from engine.plugins.format import FormatContext
@@ -570,3 +578,97 @@ async def test_results_and_mailbox_commands(world: World, run_cli: Any, tmp_path
     )
     first = json.loads(listing.output.splitlines()[0])
     assert first["urls_clicadas"] == ["https://loja.example/conta", "https://loja.example/oferta"]
+
+
+async def test_a_dovecot_separator_and_more_than_a_batch(
+    tmp_path: Path, store: Store, clock: TestClock, imap: Any
+) -> None:
+    """D14 on a stock Dovecot Maildir++ account: the hierarchy separator is ``.`` and a name
+    holding ``/`` is refused (``NO [CANNOT] Invalid mailbox name``). The poller asks the
+    server (``LIST "" ""``) and files handled reports under ``disparo.tratadas``; one poll
+    reads every waiting report, batch after batch, not only the first BATCH of them."""
+    server = imap(tls="implicit", separator=".")
+    w = await send_campaign(tmp_path, store, clock, server, 3)
+    total = BATCH + 51
+    for i in range(total):
+        rcpt = f"p{i % 3}@cliente.example"
+        w.server.deliver(dsn(w, rcpt, diagnostic=f"550 5.1.1 <{{rcpt}}>: unknown ({i})"))
+    result = await w.poller().poll()
+    assert result.ok, result.message
+    assert (result.fetched, result.handled, result.unparsed) == (total, total, 0)
+    assert w.server.messages() == []
+    assert "disparo/tratadas" not in w.server.folders()
+    assert len(w.server.messages("disparo.tratadas")) == total
+    assert w.store.mailboxes.states()["retorno"].status == "ok"
+
+
+def test_the_separator_is_read_from_list() -> None:
+    """``LIST "" ""`` answers as servers spell them: quoted, escaped, or NIL (flat)."""
+    assert separator_of([b'(\\Noselect) "." ""']) == "."
+    assert separator_of([b'(\\Noselect) "/" ""']) == "/"
+    assert separator_of([b'(\\Noselect) "\\\\" ""']) == "\\"
+    assert separator_of([b'(\\Noselect) NIL ""']) is None
+    assert separator_of([None]) == "/"
+
+
+async def test_copies_of_one_dsn_bounce_the_delivery_once(
+    tmp_path: Path, store: Store, clock: TestClock, imap: Any
+) -> None:
+    """D14/D15: a DSN delivered 201 times, each copy with one more ``Received:`` line (so
+    each is a different message), is one bounce of one delivery: one ``bounced`` event, the
+    campaign counts one bounce, and the guard's rate (1 of 25 = 4 %) pauses nothing."""
+    w = await send_campaign(tmp_path, store, clock, imap(tls="implicit"), 25)
+    guard = Guard(w.store, w.config, w.clock)
+    await w.clock.advance(timedelta(hours=1))
+    raw = dsn(w, "p3@cliente.example")
+    for i in range(201):
+        hop = f"Received: from relay{i}.example by mx.empresa.com.br; id {i}\r\n"
+        w.server.deliver(hop.encode() + raw)
+    result = await w.poller().poll()
+    assert (result.ok, result.handled, result.events) == (True, 201, 1), result
+    assert result.duplicates == 200
+    with w.store.read() as conn:
+        bounced = conn.execute(
+            sa.select(sa.func.count()).where(t.events.c.kind == "bounced")
+        ).scalar()
+    assert bounced == 1
+    c = w.store.campaigns.get(w.campaign)
+    assert c is not None and c.counters["bounced"] == 1
+    decision = (await guard.check())["mail"]
+    assert decision.state == "ok" and decision.change is None, decision
+    assert w.store.accounts.states()["mail"].bounces_24h == 1
+
+
+async def test_a_complaint_reported_twice_counts_once(world: World) -> None:
+    """D14: two abuse reports about one message are one complaint (one event)."""
+    w = world
+    w.server.deliver(arf(w, "p2@cliente.example"))
+    w.server.deliver(b"Received: from fbl2.example\r\n" + arf(w, "p2@cliente.example"))
+    result = await w.poller().poll()
+    assert (result.handled, result.events, result.duplicates) == (2, 1, 1), result
+    with w.store.read() as conn:
+        kinds = conn.execute(
+            sa.select(sa.func.count()).where(t.events.c.kind == "complaint")
+        ).scalar()
+    assert kinds == 1
+
+
+async def test_the_watched_folder_is_spelled_with_the_separator_too(
+    tmp_path: Path, store: Store, clock: TestClock, imap: Any
+) -> None:
+    """D14: ``folder = "retornos/dsn"`` is ``retornos.dsn`` on a server whose separator is
+    ``.``; the poller reads it there and files what it handled under ``disparo.tratadas``."""
+    server = imap(tls="implicit", separator=".")
+    w = await send_campaign(tmp_path, store, clock, server, 2)
+    smtp = start_smtp_server(tls="none", auth=False)
+    try:
+        url = store.engine.url.render_as_string(hide_password=False)
+        path = write_config(tmp_path, smtp, server, url, folder="retornos/dsn")
+        w.config = load_config(path, plugins=w.plugins)
+    finally:
+        smtp.stop()
+    server.deliver(dsn(w, "p0@cliente.example"), folder="retornos.dsn")
+    result = await w.poller().poll()
+    assert (result.ok, result.handled) == (True, 1), result.message
+    assert server.messages("retornos.dsn") == []
+    assert len(server.messages("disparo.tratadas")) == 1

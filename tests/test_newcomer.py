@@ -207,6 +207,19 @@ def test_the_summary_and_sources_say_why_a_file_waits_in_full(
     assert "waiting" in line and why in line  # whole, on its line: never cut
 
 
+def test_a_file_dated_a_past_day_says_it_is_never_imported_under_that_name(
+    run_cli: Any, workspace: Path, tmp_path: Path
+) -> None:
+    earlier = name(1, "cBRAD_smslong", day=today(workspace, days=-3))
+    (tmp_path / "drop" / earlier).write_text(CSV)
+    result = run_cli("--config", str(workspace), "run", "--until-idle", "--settle", "0.05")
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert f"not imported: drop: {earlier}: the file is dated" in flat
+    assert "a day already past" in flat and "never imported under this name" in flat  # N5
+    assert f"rename it with `_{today(workspace)}`; otherwise remove it (N5)" in flat
+
+
 # -- machine-readable output -----------------------------------------------------------------
 
 

@@ -255,3 +255,30 @@ def test_the_command_is_added_to_the_cli(run_cli: Any) -> None:
     lines = result.output.splitlines()
     assert lines[0] == "(11) 98888-0001: +5511988880001"
     assert lines[1].startswith("123: ")
+
+
+def test_a_command_reaches_the_configuration_and_the_store(run_cli: Any, tmp_path: Path) -> None:
+    from engine.testing.store import write_config
+
+    config = write_config(tmp_path, wallets={"BRAD": {"sms_template": "Oi {{ nome }}"}})
+    plugins = load_plugins()
+    plugins.register(commands, "sending-example")
+    try:
+        # read-only: with no store yet it says so and creates none
+        none = run_cli("--config", str(config), "sending")
+        assert none.exit_code == 2 and "does not exist" in " ".join(none.output.split())
+        assert not list(tmp_path.glob("*.db"))
+        csv = tmp_path / "mailing_231126_001_cBRAD_smslong.csv"
+        csv.write_text("nome;telefone\nAna;(11) 99887-7665\n", encoding="utf-8")
+        imported = run_cli("--config", str(config), "import", str(csv), "--today", "2026-11-23")
+        assert imported.exit_code == 0, imported.output
+        assert run_cli("--config", str(config), "sending").output == "nothing is sending\n"
+        from engine.cli.context import AppContext
+
+        store = AppContext(config).existing_store
+        [campaign] = store.campaigns.recent()
+        store.campaigns.set_status(campaign.id, "sending", actor="test")
+        shown = run_cli("--config", str(config), "sending")
+        assert shown.output == f"{campaign.id} {campaign.name} (sms-long)\n"
+    finally:
+        plugins.unregister("sending-example")

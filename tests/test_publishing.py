@@ -18,9 +18,11 @@ from engine.cli import cli
 from engine.clock import TestClock
 from engine.config import Config, ConfigError, Key, load_config
 from engine.plugins import load_plugins
+from engine.plugins.channel import Failed
 from engine.plugins.publisher import Publication, Publisher
 from engine.publish.service import Publishing
 from engine.store import Store
+from engine.testing import Registers, Scripted, World, hermetic_plugins
 from tests.helpers import write_config
 from tests.peers.ftp import FtpServer
 
@@ -96,6 +98,14 @@ def test_published_once_renamed_into_place_and_recorded(
         {"day": "20261123"},
     )
     assert Counting.writes == 1
+    # what an incremental publisher reads back through the façade
+    [publisher] = publishing.publishers(config.sources["drop"])
+    [seen] = publisher.context.reads.published("drop", "counting")
+    assert (seen.key, dict(seen.detail), seen.due_at) == (
+        "daily:20261123",
+        {"day": "20261123"},
+        entry.published_at,
+    )
 
 
 def test_a_failure_mid_publication_leaves_nothing_and_publishes_again(
@@ -172,3 +182,90 @@ def test_disparo_publish_lists_what_it_wrote(
     assert again.exit_code == 0 and "nothing is due" in again.output
     unknown = runner.invoke(cli, ["publish", "nowhere"])
     assert unknown.exit_code == 1 and "no source named nowhere" in unknown.output
+
+
+# -- mailing-results ---------------------------------------------------------------------------
+
+
+class ResultsSms(Scripted):
+    name = "results-sms"
+    file_word = "resultsms"
+
+
+async def test_mailing_results_beside_the_processed_file_when_the_campaign_ends(
+    tmp_path: Path,
+) -> None:
+    Scripted.reset()
+    (tmp_path / "drop").mkdir()
+    world = World.open(
+        tmp_path,
+        hermetic_plugins(Registers(ResultsSms)),
+        sources={"drop": {"kind": "local", "path": "drop", "publish": ["mailing-results"]}},
+        accounts={"sms": {"channel": "results-sms"}},
+        wallets={"BRAD": {"sms_template": "Olá {{ nome }}"}},
+    )
+    Scripted.script["+5511988880002"] = [Failed("unknown number")]
+    try:
+        name = world.mailing_name(1, "cBRAD", "resultsms")
+        report = world.import_file(
+            f"BRAD/{name}", "nome;telefone\n=Ana;11988880001\nBia;11988880002\n"
+        )
+        assert report.campaign_id is not None
+        publishing = Publishing(world.store, world.plugins, world.config, world.clock)
+        assert publishing.publish(dry_run=True) == []  # not before the campaign ends
+        [owed] = publishing.overview(world.config.sources["drop"])
+        assert (owed.owed, owed.due_at, owed.published) == (1, None, ())
+        await world.run_until_idle()
+        await world.run(2)
+        assert world.campaign(report.campaign_id).status == "completed"
+        [done] = publishing.publish()
+        assert done.status == "published"
+        target = tmp_path / "drop" / "processed" / "BRAD" / (name[:-4] + ".resultado.csv")
+        assert done.path == target.relative_to(tmp_path / "drop").as_posix()
+        lines = target.read_text(encoding="utf-8-sig").splitlines()
+        assert lines[0].startswith("codigo;nome;endereco;status;")
+        assert [line.split(";")[1:4] for line in lines[1:]] == [
+            ["'=Ana", "11988880001", "sent"],  # formula-safe (E2)
+            ["Bia", "11988880002", "failed"],
+        ]
+        assert publishing.publish() == []  # once
+        [shown] = publishing.overview(world.config.sources["drop"])
+        assert shown.owed == 0 and shown.published == (done.path,)
+    finally:
+        await world.close()
+        Scripted.reset()
+
+
+class Picky(Publisher):
+    """Owes two files; cannot write the first (a bug of its own)."""
+
+    name = "picky"
+
+    def due(self, now: datetime) -> Iterable[Publication]:
+        yield Publication("bad", "out/bad.txt")
+        yield Publication("good", "out/good.txt")
+
+    def write(self, publication: Publication, out: IO[bytes]) -> None:
+        if publication.key == "bad":
+            raise ValueError("cannot write this one")
+        out.write(b"ok\n")
+
+
+def test_a_publisher_failing_on_one_file_does_not_hold_the_others(
+    tmp_path: Path, store: Store, clock: TestClock
+) -> None:
+    plugins = load_plugins()
+    plugins.register(Registers(Picky), "picky")
+    try:
+        (tmp_path / "drop").mkdir()
+        path = write_config(
+            tmp_path, sources={"drop": {"kind": "local", "path": "drop", "publish": ["picky"]}}
+        )
+        config = load_config(path, plugins=plugins)
+        outcomes = Publishing(store, plugins, config, clock).publish()
+    finally:
+        plugins.unregister(name="picky")
+    assert [(o.key, o.status) for o in outcomes] == [("bad", "failed"), ("good", "published")]
+    assert "ValueError: cannot write this one" in (outcomes[0].message or "")
+    assert sorted(p.name for p in (tmp_path / "drop" / "out").iterdir()) == ["good.txt"]
+    assert [p.key for p in store.publications.of("drop")] == ["good"]

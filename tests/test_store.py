@@ -122,9 +122,21 @@ def test_every_table_round_trips(store: Store) -> None:
                 created_at=now,
             )
         ).inserted_primary_key[0]
+        c.execute(
+            sa.insert(t.rejected_rows).values(
+                file_id=file_id,
+                line=3,
+                address="ana@",
+                code="bad-email",
+                rule="T5",
+                reason="not an e-mail address",
+                reason_pt="não é um endereço de e-mail",
+            )
+        )
         campaign = c.execute(
             sa.insert(t.campaigns).values(
                 mailing_id=mailing,
+                file_id=file_id,
                 name="c",
                 wallet_id=wallet,
                 channel="email",
@@ -188,6 +200,24 @@ def test_every_table_round_trips(store: Store) -> None:
             )
         )
         c.execute(sa.insert(t.source_state).values(source="drop", status="ok", updated_at=now))
+        group = c.execute(
+            sa.insert(t.groups).values(
+                name="parceiros", source="http", created_at=now, updated_at=now
+            )
+        ).inserted_primary_key[0]
+        c.execute(
+            sa.insert(t.group_members).values(
+                group_id=group, contact_id=contact, position=1, added_at=now
+            )
+        )
+        c.execute(
+            sa.insert(t.campaign_groups).values(campaign_id=campaign, group_id=group, position=0)
+        )
+        c.execute(
+            sa.insert(t.api_requests).values(
+                client="polo", key="k-1", campaign_id=campaign, created_at=now
+            )
+        )
         c.execute(
             sa.insert(t.mailboxes).values(
                 name="bounces", status="ok", handled=3, unparsed=1, updated_at=now

@@ -688,3 +688,79 @@ async def test_plugin_webhooks_are_mounted_and_may_not_take_the_endpoints_paths(
     for taken in ([Thief], [EchoWebhooks, EchoWebhooks]):
         with pytest.raises(PluginError, match="cannot mount"):
             Tracking(sent.store, sent.config, sent.clock, webhooks=taken)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"Forwarded": "for=203.0.113.9;proto=https"},
+        {"X-Real-IP": "203.0.113.9"},
+        {"X-Forwarded-Host": "t.empresa.com.br"},
+    ],
+)
+async def test_metrics_through_a_reverse_proxy_need_the_token(
+    tmp_path: Path,
+    store: Store,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    header: dict[str, str],
+) -> None:
+    """/metrics behind a reverse proxy on the same host (README's deployment): every visitor
+    comes from 127.0.0.1, so a request carrying a proxy's header is refused (403, saying
+    why); with ``Authorization: Bearer`` and the token of ``metrics_token_file`` it is served,
+    through the proxy too; a wrong token is refused; loopback without any header is served."""
+    smtp, twilio = start_smtp_server(tls="none", auth=False), start_twilio_fake()
+    monkeypatch.setenv("TWILIO_TOKEN", twilio.auth_token)
+    token = "m" * 20 + "-metrics-token"
+    write_secret(tmp_path / "metrics-token", token + "\n")
+    try:
+        config = load_config(
+            write_config(tmp_path, smtp, twilio, metrics_token_file="metrics-token")
+        )
+        tracking = Tracking(store, config, clock)
+        bound = await tracking.start("127.0.0.1:0")
+        url = f"http://{bound}/metrics"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url) as r:
+                    assert r.status == 200
+                async with http.get(url, headers=header) as r:
+                    assert r.status == 403
+                    text = await r.text()
+                    assert "reverse proxy" in text and "metrics_token_file" in text
+                bearer = {"Authorization": f"Bearer {token}"}
+                async with http.get(url, headers=header | bearer) as r:
+                    assert r.status == 200
+                    assert "disparo_queue_depth" in await r.text()
+                wrong = {"Authorization": f"Bearer {token[:-1]}x"}
+                for bad in (wrong, {"Authorization": f"Basic {token}"}):
+                    async with http.get(url, headers=bad) as r:
+                        assert r.status == 403
+        finally:
+            await tracking.stop()
+    finally:
+        twilio.stop()
+        smtp.stop()
+
+
+async def test_without_a_token_a_bearer_reads_nothing(
+    tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smtp, twilio = start_smtp_server(tls="none", auth=False), start_twilio_fake()
+    monkeypatch.setenv("TWILIO_TOKEN", twilio.auth_token)
+    try:
+        config = load_config(write_config(tmp_path, smtp, twilio))
+        assert config.tracking is not None and config.tracking.metrics_token is None
+        tracking = Tracking(store, config, clock)
+        bound = await tracking.start("127.0.0.1:0")
+        try:
+            async with aiohttp.ClientSession() as http:
+                headers = {"Authorization": "Bearer ", "X-Forwarded-For": "203.0.113.9"}
+                async with http.get(f"http://{bound}/metrics", headers=headers) as r:
+                    assert r.status == 403
+        finally:
+            await tracking.stop()
+    finally:
+        twilio.stop()
+        smtp.stop()

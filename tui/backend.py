@@ -27,7 +27,8 @@ from engine.store.commands import Command
 POLL_SECONDS = 0.05
 #: actions of the UI itself (not engine commands) and the least role for each: an export
 #: writes people's data to a file on the machine the UI runs on (over SSH: the server)
-UI_NEEDS = {"export": "operator"}
+#: and composing a campaign (the New campaign form) is an operator's
+UI_NEEDS = {"export": "operator", "compose": "operator"}
 
 
 def default_actor() -> str:

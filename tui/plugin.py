@@ -52,6 +52,9 @@ def tui_command(
 
     a = AppContext(config_path) if config_path is not None else app(ctx)
     config = a.require_config() if with_engine else a.config
+    if with_engine:
+        # as `disparo run`: secrets readable and the tracking port free, before the UI starts
+        a.preflight(config, listen=config.tracking.listen if config.tracking else None)
     backend = Backend(
         # without the engine the UI only attaches to a store: it never creates one
         a.store if with_engine else a.existing_store,

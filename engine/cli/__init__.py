@@ -33,7 +33,17 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from engine.cli import campaigns, collect, feedback, names, publish, setup
+    from engine.cli import (
+        campaigns,
+        collect,
+        compose,
+        feedback,
+        groups,
+        lists,
+        names,
+        publish,
+        setup,
+    )
 
     for command in (
         *setup.COMMANDS,
@@ -42,6 +52,9 @@ def _register_builtin_commands() -> None:
         *campaigns.COMMANDS,
         *feedback.COMMANDS,
         *publish.COMMANDS,
+        *groups.COMMANDS,
+        *compose.COMMANDS,  # `campaign new` and `campaign start` join the `campaign` group
+        *lists.COMMANDS,
     ):
         cli.add_command(command)
 

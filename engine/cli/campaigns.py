@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from engine.sending.status import CampaignTrouble
 
 STATUS_STYLE = {
+    "draft": "dim cyan",
     "scheduled": "cyan",
     "sending": "bold green",
     "paused": "yellow",
@@ -85,6 +86,7 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
         "Id",
         "Created",
         "Name",
+        "Origin",
         "Wallet",
         "Channel",
         "Sender",
@@ -104,6 +106,7 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
             str(c.id),
             _t(a, c.created_at),
             Text(c.name),
+            c.origin,
             c.wallet or "-",
             c.channel,
             c.account or "-",

@@ -38,7 +38,10 @@ STATUS_STYLE = {
     "ignored": "dim",
     "unstable": "yellow",
     "not-mailing": "dim",
+    "not-triplet": "dim",
+    "result": "dim",
     "companion": "dim",
+    "incomplete": "cyan",
     "refused": "red",
     "new": "",
     "ready": "",
@@ -60,6 +63,10 @@ def _report_rows(report: ImportReport) -> list[tuple[str, str]]:
         total = sum(report.rejected_rows.values())
         detail = ", ".join(f"{code} {n:,}" for code, n in report.rejected_rows.most_common())
         rows.append(("rows rejected", f"{total:,} ({detail})"))
+    if report.outcome == "imported" and report.removed is not None:
+        rows.append(("left the list", f"{report.removed:,} (not in the file: replace mode, S1)"))
+    if report.outcome == "imported" and report.opted_out is not None:
+        rows.append(("opted out", f"{report.opted_out:,} address(es) suppressed (S1)"))
     if report.campaign_id is not None:
         rows += [
             ("campaign", f"#{report.campaign_id} ({report.channel})"),
@@ -71,7 +78,7 @@ def _report_rows(report: ImportReport) -> list[tuple[str, str]]:
             rows.append(("same address twice", f"{report.duplicate_addresses:,}"))
         if report.held_reason:
             rows.append(("waiting for", report.held_reason))
-    elif report.outcome == "imported":
+    elif report.outcome == "imported" and report.format == "mailing":
         rows.append(("campaign", "none (no channel in the name, N21)"))
     return rows
 
@@ -96,6 +103,8 @@ def _report_json(report: ImportReport) -> dict[str, Any]:
         "suppressed": report.suppressed,
         "skipped": report.skipped,
         "held_reason": report.held_reason,
+        "removed": report.removed,
+        "opted_out": report.opted_out,
     }
 
 
@@ -105,6 +114,13 @@ def _report_json(report: ImportReport) -> dict[str, Any]:
 )
 @click.option("--wallet", help="Wallet for files whose name has no _c (and no folder).")
 @click.option("--today", "today_text", metavar="YYYY-MM-DD", help="The processing day (N5).")
+@click.option(
+    "--source",
+    "source_name",
+    metavar="SOURCE",
+    help="Read FILES as that source's files (its format and settings: a list sync source "
+    "imports into its list) and record them in its ledger.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @click.pass_context
 def import_command(
@@ -112,21 +128,30 @@ def import_command(
     files: tuple[Path, ...],
     wallet: str | None,
     today_text: str | None,
+    source_name: str | None,
     as_json: bool,
 ) -> None:
-    """Import mailing FILES once, now (one transaction each), and create their campaigns.
+    """Import mailing FILES once, now (one transaction each), and create their campaigns;
+    with --source, import FILES as that source's (a list sync source's list files).
 
     A relative path keeps its folder (BRAD/mailing_….csv imports into wallet BRAD). A file's
     e-mail body is the sibling <stem>.html when there is one. Exit status 1 when a file is
     rejected.
     """
+    from sqlalchemy import exc as sa_exc
+
+    from engine.intake.faults import operational
     from engine.intake.importer import ImportReport, file_digest, import_file
 
     a = app(ctx)
     config = a.config
+    if source_name is not None and source_name not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none configured"
+        fail(f"no source named {source_name} (sources: {known})")
     store = a.store
     today = date.fromisoformat(today_text) if today_text else local_today(a.clock, config.tz)
-    fmt_cls = a.plugins.formats()["mailing"]
+    format_name = config.sources[source_name].format if source_name else "mailing"
+    fmt_cls = a.plugins.formats()[format_name]
     reports: list[ImportReport] = []
     failed = False
     for file in files:
@@ -134,7 +159,7 @@ def import_command(
         fmt: Format = fmt_cls(
             FormatContext(
                 config,
-                "import",
+                source_name or "import",
                 today,
                 a.clock.now(),
                 wallet=wallet,
@@ -168,19 +193,25 @@ def import_command(
             disable=as_json,
         ) as progress:
             task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
-            report = import_file(
-                store,
-                fmt,
-                source="import",
-                path=name,
-                spool=file,
-                size=file.stat().st_size,
-                mtime=datetime.fromtimestamp(file.stat().st_mtime, a.clock.now().tzinfo),
-                sha256=file_digest(file),
-                companions=companions,
-                actor="cli",
-                progress=partial(advance, progress=progress, task=task),
-            )
+            try:
+                report = import_file(
+                    store,
+                    fmt,
+                    source=source_name or "import",
+                    path=name,
+                    spool=file,
+                    size=file.stat().st_size,
+                    mtime=datetime.fromtimestamp(file.stat().st_mtime, a.clock.now().tzinfo),
+                    sha256=file_digest(file),
+                    companions=companions,
+                    actor="cli",
+                    progress=partial(advance, progress=progress, task=task),
+                )
+            except (OSError, sa_exc.DBAPIError) as exc:
+                line = operational(exc, by_hand=True)
+                if line is None:
+                    raise
+                fail(f"{name}: not imported: {line}", code=1)
         if report.rejected_csv is not None:
             target = file.with_name(file.stem + ".rejeitados.csv")
             report.rejected_csv.replace(target)
@@ -314,6 +345,7 @@ def sources(ctx: click.Context) -> None:
             status,
         )
     a.console.print(table)
+    _print_sends(a, config)
     files = store.files.observations(limit=50)
     if files:
         listing = Table(title="Files seen (newest first)", title_justify="left")
@@ -331,6 +363,57 @@ def sources(ctx: click.Context) -> None:
                 Text(f.message or ""),
             )
         a.console.print(listing)
+
+
+def _print_sends(a: AppContext, config: Config) -> None:
+    """Per send (a file that made a campaign, or a send still waiting for its files): what is
+    missing, the campaign, when the results are due and when they were published."""
+    from engine.publish.service import Publishing
+
+    tz = config.tz
+    now = a.clock.now()
+
+    def t(v: datetime | None) -> str:
+        return v.astimezone(tz).strftime("%d/%m %H:%M") if v else "-"
+
+    table = Table(title="Sends and results (newest first)", title_justify="left")
+    for column in ("Source", "File", "Status", "Campaign", "Results due", "Published"):
+        table.add_column(column)
+    waiting: dict[tuple[str, str], list[str]] = {}
+    for o in a.existing_store.files.observations(limit=500):
+        if o.status == "incomplete":  # a triplet send still missing files (T2)
+            waiting.setdefault((o.source, o.message or ""), []).append(o.path)
+    for (source, message), paths in waiting.items():
+        table.add_row(
+            source,
+            Text(", ".join(sorted(paths))),
+            Text("waiting", style="cyan"),
+            Text(message),  # what is missing
+            "-",
+            "-",
+        )
+    publishing = Publishing(a.store, a.plugins, config, a.clock)
+    for name, settings in config.sources.items():
+        for r in publishing.overview(settings, limit=20):
+            if r.published and not r.owed:
+                due = "-"
+            elif r.owed and r.due_at is None:
+                due = "when it ends"
+            elif r.owed and r.due_at is not None:
+                due = "now" if r.due_at <= now else t(r.due_at)
+            else:
+                due = "-"
+            published = f"{t(r.published_at)} ({len(r.published)} files)" if r.published else "-"
+            table.add_row(
+                name,
+                Text(r.path),
+                Text(f"imported {t(r.imported_at)}", style="green"),
+                Text(f"#{r.campaign_id} {r.status}"),
+                due,
+                published,
+            )
+    if table.row_count:
+        a.console.print(table)
 
 
 @sources.command("test")
@@ -554,21 +637,40 @@ def _print_campaigns(a: AppContext, summary: Any) -> None:
 
 def _print_run(a: AppContext, summary: Any) -> None:
     table = Table(title="Collection", title_justify="left")
-    for column in ("Source", "Imported", "Rejected", "Waiting", "Still changing", "Status"):
+    columns = ("Source", "Imported", "Rejected", "Waiting", "Still changing", "Errors", "Status")
+    for column in columns:
         table.add_column(column)
     for poll in summary.polls:
         rejected = [r.path for r in poll.reports if r.outcome != "imported"] + poll.rejected_names
+        errors = len(poll.errors) + len(poll.refused)
         table.add_row(
             poll.source,
             str(len(poll.imported)),
             str(len(rejected)),
             str(len(poll.waiting)),
             str(len(poll.unstable)),
+            Text(str(errors), style="red") if errors else "0",
             Text("ok", style="green") if poll.ok else Text(poll.error or "error", style="red"),
         )
     a.console.print(table)
     _print_not_yet(a, summary)
     for poll in summary.polls:
+        for path in poll.errors:
+            a.console.print(
+                Text(
+                    f"source {poll.source}: {path} could not be taken this poll; it is tried "
+                    "again at the next (the reason: `disparo sources`)",
+                    style="red",
+                )
+            )
+        for path in poll.refused:
+            a.console.print(
+                Text(
+                    f"source {poll.source}: {path} refused (a link or an unsafe name); the "
+                    "reason: `disparo sources`",
+                    style="red",
+                )
+            )
         _print_rejected_names(a, poll)
         for report in poll.reports:
             _print_report(a, report, poll.source)

@@ -202,11 +202,28 @@ class AppContext:
         except SystemExit:
             raise
         except Exception as exc:  # connection refused, bad credentials, locked file…
-            fail(f"cannot open the database {shown}: {exc}")
+            # the driver's own words, in one line (not SQLAlchemy's "Background on this error")
+            orig = getattr(exc, "orig", None) or exc
+            said = " ".join(str(orig).split()) or type(orig).__name__
+            fail(f"cannot open the database {shown}: {said}")
         context = click.get_current_context(silent=True)
         if context is not None:  # close its connections when the command is done
             context.find_root().call_on_close(store.close)
         return store
+
+
+def command_context(ctx: click.Context) -> AppContext:
+    """What a plugin's command (``register_commands``) uses to reach disparo, stable for
+    ``PLUGIN_API`` 1: ``.config`` (the configuration, checked as every command checks it),
+    ``.require_config()`` (exit 2 with advice when there is no ``disparo.toml``),
+    ``.existing_store`` (the store, never created: exit 2 saying how one is made when there
+    is none), ``.store`` (the store, created and migrated if needed: for commands that write),
+    ``.clock``, ``.plugins``, ``.console`` and ``.err`` (rich consoles for stdout and stderr,
+    unwrapped when not a terminal) and ``.hint(*args)`` (a ``disparo`` command line to
+    suggest). ``--config`` and ``DISPARO_CONFIG`` are honoured as for disparo's own commands;
+    the store is closed when the command ends. Errors: ``engine.cli.context.fail(message)``.
+    """
+    return app(ctx)
 
 
 def app(ctx: click.Context) -> AppContext:

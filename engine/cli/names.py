@@ -14,7 +14,7 @@ from engine.cli.context import AppContext, app, fail
 from engine.clock import local_now
 from engine.config import Config
 from engine.mailing_names import NameCheck, check_name
-from engine.schedule import DEFAULT_RATE, plan
+from engine.schedule import DEFAULT_RATE, Schedule, plan
 
 _STATUS_STYLE = {"valid": "bold green", "invalid": "bold red", "not-mailing": "yellow"}
 
@@ -162,7 +162,13 @@ def _account_rate(config: Config, check: NameCheck) -> tuple[float, str]:
 
 
 @click.command("plan")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option(
+    "--source",
+    "source_name",
+    help="A source whose format paces every campaign itself (a triplet source's batch_size "
+    "and batch_every, D6): plan one of its sends (NAME is then not needed).",
+)
 @click.option("--contacts", type=click.IntRange(min=0), required=True, help="Recipients.")
 @click.option("--now", "now_text", metavar="YYYY-MM-DDTHH:MM", help="Local time of import.")
 @click.option(
@@ -174,13 +180,15 @@ def _account_rate(config: Config, check: NameCheck) -> tuple[float, str]:
 @click.pass_context
 def plan_command(
     ctx: click.Context,
-    name: str,
+    name: str | None,
+    source_name: str | None,
     contacts: int,
     now_text: str | None,
     rate: float | None,
     as_json: bool,
 ) -> None:
-    """Show how the campaign of mailing NAME would be paced, without sending (D5–D9).
+    """Show how the campaign of mailing NAME (or of a send of --source SOURCE) would be
+    paced, without sending (D5–D9).
 
     Lists each batch (size, release time, expected end at the rate), the expected finish,
     and how many recipients would expire at the deadline (_LE).
@@ -189,6 +197,25 @@ def plan_command(
     config = a.config
     tz = config.tz
     now = _parse_local(now_text, tz) or local_now(a.clock, tz)
+    if source_name is not None:
+        settings = config.sources.get(source_name)
+        if settings is None:
+            known = ", ".join(sorted(config.sources)) or "none configured"
+            fail(f"no source named {source_name!r} (sources: {known})")
+        if settings.format != "mailing":
+            fmt = a.plugins.formats()[settings.format]
+            how = "--rate"
+            if rate is None:
+                rate, how = _source_rate(config, settings.options.get("account"))
+            pacing = fmt.source_pacing(settings)
+            result = plan(contacts, now, pacing=pacing, rate=rate)
+            title = f"Plan for a send of source {source_name} ({settings.format})"
+            paced = pacing.describe() if pacing else "no pacing"
+            caption = f"{paced}, {contacts} recipients, {rate:g} messages/s ({how}), times in {tz}"
+            _print_plan(a, result, title, caption, None, contacts, as_json)
+            return
+    if name is None:
+        fail("give the mailing NAME to plan (or --source SOURCE for a source that paces its sends)")
     check = check_name(
         name,
         today=now.date(),
@@ -209,6 +236,31 @@ def plan_command(
         start = max(now, m.start_at.replace(tzinfo=tz))
     deadline = m.deadline.replace(tzinfo=tz) if m.deadline else None
     result = plan(contacts, start, pacing=m.pacing, rate=rate, deadline=deadline)
+    caption = f"{m.channel}, {contacts} recipients, {rate:g} messages/s ({source}), times in {tz}"
+    _print_plan(a, result, f"Plan for {check.file}", caption, deadline, contacts, as_json)
+
+
+def _source_rate(config: Config, account: str | None) -> tuple[float, str]:
+    """D9 for a send of a source: the rate of the source's ``account``, else of the only
+    account, else 10/s."""
+    if account is not None and account in config.accounts:
+        return config.accounts[account].rate, f"account {account}"
+    if len(config.accounts) == 1:
+        only = next(iter(config.accounts.values()))
+        return only.rate, f"account {only.name}"
+    return DEFAULT_RATE, "default"
+
+
+def _print_plan(
+    a: AppContext,
+    result: Schedule,
+    title: str,
+    caption: str,
+    deadline: datetime | None,
+    contacts: int,
+    as_json: bool,
+) -> None:
+    tz = a.config.tz
     if as_json:
         click.echo(json.dumps(result.as_json(tz), indent=2))
         return
@@ -216,13 +268,7 @@ def plan_command(
     def t(value: datetime) -> str:
         return value.astimezone(tz).strftime("%d/%m/%Y %H:%M:%S")
 
-    table = Table(
-        title=f"Plan for {check.file}",
-        title_justify="left",
-        caption=f"{m.channel}, {contacts} recipients, {rate:g} messages/s ({source}), "
-        f"times in {tz}",
-        caption_justify="left",
-    )
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("Batch", justify="right")
     table.add_column("Size", justify="right")
     table.add_column("Released")

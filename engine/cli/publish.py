@@ -21,7 +21,9 @@ def publish_command(
 ) -> None:
     """Publish what is due now on every source with publishers (or the SOURCES named):
     result files, exports. Each is written once (a ledger), under a temporary name renamed
-    when complete. Exits 1 when a publication failed (it is tried again on the next run)."""
+    when complete. Naming SOURCES also runs their exports now, off their schedule (a list
+    sync's export already due is that run; otherwise a new one, `…_2.csv` when the day has
+    one). Exits 1 when a publication failed (it is tried again on the next run)."""
     from engine.publish.service import Publishing
 
     a = app(ctx)
@@ -37,7 +39,7 @@ def publish_command(
             f"table (`{a.hint('plugins')}` lists the publishers)"
         )
     publishing = Publishing(a.store, a.plugins, config, a.clock)
-    outcomes = publishing.publish(sources or None, dry_run=dry_run)
+    outcomes = publishing.publish(sources or None, dry_run=dry_run, on_demand=bool(sources))
     if as_json:
         click.echo(json.dumps([o.__dict__ for o in outcomes], ensure_ascii=False, indent=2))
     elif not outcomes:

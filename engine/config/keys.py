@@ -69,9 +69,11 @@ class Key:
     """The rule for one key of a table.
 
     ``kind`` is one of: ``str``, ``int``, ``float``, ``bool``, ``path`` (relative to the
-    config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"`` or seconds), ``secret``
+    config file), ``duration`` (``"90s"``, ``"2m"``, ``"1h30m"``, ``"3d"`` or seconds;
+    ``"0s"`` too when ``minimum=0``), ``secret``
     (written as ``<key>_env`` or ``<key>_file``), ``choice``, ``zone``, ``cron``,
-    ``strings`` (a list of strings) and ``table`` (a table of strings).
+    ``strings`` (a list of strings), ``table`` (a table of strings) and ``section`` (a
+    sub-table ``[….NAME]`` checked against its own ``keys``, given back as a mapping).
 
     ``target`` says what a ``path`` names, checked when the configuration is loaded (so a
     wrong path is one line at start, not a failure hours later): ``"exists"`` (the default:
@@ -91,10 +93,14 @@ class Key:
     maximum: float | None = None
     check: Callable[[Any], str | None] | None = None
     target: str = "exists"
+    #: a ``section``'s own keys
+    keys: Mapping[str, Key] | None = None
 
     def __post_init__(self) -> None:
         if self.target not in PATH_TARGETS:  # a programming error in a Key table
             raise ValueError(f"Key target must be one of {', '.join(PATH_TARGETS)}")
+        if (self.kind == "section") != (self.keys is not None):
+            raise ValueError("a section Key, and only one, has keys")
 
     @property
     def required(self) -> bool:
@@ -153,23 +159,24 @@ def check_path(path: Path, target: str, *, root: Path | None = None) -> str | No
     return None
 
 
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
-def parse_duration(value: object) -> timedelta | None:
-    """``"2m"``, ``"1h30m"``, ``"45s"`` or a number of seconds -> timedelta (None if invalid)."""
+def parse_duration(value: object, *, zero: bool = False) -> timedelta | None:
+    """``"2m"``, ``"1h30m"``, ``"45s"``, ``"3d"`` or a number of seconds -> timedelta (None if
+    invalid); a zero duration (``"0s"``) only with ``zero``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return timedelta(seconds=value) if value > 0 else None
+        return timedelta(seconds=value) if value > 0 or (zero and value == 0) else None
     if not isinstance(value, str) or not value.strip():
         return None
     match = _DURATION.fullmatch(value.strip().lower())
     if not match or not any(match.groups()):
         return None
-    h, m, s = (int(g) if g else 0 for g in match.groups())
-    total = timedelta(hours=h, minutes=m, seconds=s)
-    return total if total > timedelta(0) else None
+    d, h, m, s = (int(g) if g else 0 for g in match.groups())
+    total = timedelta(days=d, hours=h, minutes=m, seconds=s)
+    return total if total > timedelta(0) or zero else None
 
 
 def _type_name(value: object) -> str:
@@ -276,18 +283,28 @@ class _Reader:
                 return self._bounded(dotted, float(value), key)
             return self._bad(dotted, "a number", value)
         if kind == "duration":
-            parsed = parse_duration(value)
+            # a duration key with `minimum=0` takes "0s" (at once); the others must be positive
+            parsed = parse_duration(value, zero=key.minimum == 0)
             if parsed is None:
-                return self._bad(dotted, 'a duration such as "90s", "2m" or "1h30m"', value)
+                return self._bad(dotted, 'a duration such as "90s", "2m", "1h30m" or "3d"', value)
             return parsed
         if kind == "strings":
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return tuple(value)
+                return self._checked(dotted, tuple(value), key)
             return self._bad(dotted, "a list of strings", value)
         if kind == "table":
             if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-                return MappingProxyType(dict(value))
+                return self._checked(dotted, MappingProxyType(dict(value)), key)
             return self._bad(dotted, "a table of strings", value)
+        if kind == "section":
+            if not isinstance(value, dict):
+                return self._bad(dotted, f"a table ([{dotted}])", value)
+            assert key.keys is not None
+            before = len(self.problems)
+            section = MappingProxyType(self.table(dotted, value, key.keys))
+            if len(self.problems) > before:
+                return MISSING  # reported key by key
+            return self._checked(dotted, section, key)
         if not isinstance(value, str):
             return self._bad(dotted, "a string", value)
         if kind == "str":
@@ -324,12 +341,16 @@ class _Reader:
             result = value
         else:  # pragma: no cover - a programming error in a Key table
             raise ValueError(f"unknown key kind {kind!r}")
+        return self._checked(dotted, result, key)
+
+    def _checked(self, dotted: str, value: Any, key: Key) -> Any:
+        """``value`` when the key's own ``check`` finds nothing wrong with it (else reported)."""
         if key.check is not None:
-            message = key.check(result)
+            message = key.check(value)
             if message:
                 self.problem(dotted, message)
                 return MISSING
-        return result
+        return value
 
     def _bounded(self, dotted: str, value: float, key: Key) -> Any:
         if key.minimum is not None and value < key.minimum:

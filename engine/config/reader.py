@@ -18,10 +18,13 @@ from zoneinfo import ZoneInfo
 from engine.config.keys import ConfigError, ConfigProblem, Key, _Reader, _type_name
 from engine.config.settings import (
     ACCOUNT_KEYS,
+    API_CLIENT_KEYS,
+    API_KEYS,
     CONFIG_NAME,
     DEFAULT_TIME_ZONE,
     ENGINE_KEYS,
     ENV_VAR,
+    GROUP_KEYS,
     MAILBOX_KEYS,
     SOURCE_KEYS,
     TEMPLATE_KEYS,
@@ -29,8 +32,11 @@ from engine.config.settings import (
     TUI_KEYS,
     WALLET_KEYS,
     AccountSettings,
+    ApiClient,
+    ApiSettings,
     Config,
     EngineSettings,
+    GroupSettings,
     MailboxSettings,
     PollSchedule,
     SourceSettings,
@@ -53,6 +59,8 @@ SECTIONS = (
     "templates",
     "mailboxes",
     "tui",
+    "groups",
+    "api",
 )
 _WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
@@ -191,9 +199,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             continue
         if "every" in raw and "cron" in raw:
             reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
-        schedule = PollSchedule(
-            every=None if values.get("cron") else values.get("every"), cron=values.get("cron")
-        )
+        cron = values.get("cron")
+        if cron is None and "every" not in raw and format_cls is not None:
+            cron = getattr(format_cls, "default_cron", None)  # T6: a triplet source, hourly
+        schedule = PollSchedule(every=None if cron else values.get("every"), cron=cron)
         for i, p in enumerate(values.get("publish", ())):
             if p not in publishers:
                 known = ", ".join(sorted(publishers)) or "none installed"
@@ -221,9 +230,15 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             )
             if problem:
                 reader.problem(f"{where}.host", problem)
-        validate = getattr(kind_cls, "validate_settings", None)
-        if validate is not None:
-            for key, message in validate(sources[name]):
+        # checks across keys: the kind's, the format's and the publishers' own
+        for cls in (kind_cls, format_cls, *publisher_classes):
+            validate = getattr(cls, "validate_settings", None)
+            if validate is not None:
+                for key, message in validate(sources[name]):
+                    reader.problem(f"{where}.{key}", message)
+        check = getattr(format_cls, "check_settings", None)
+        if check is not None:  # the format's keys, against the accounts declared
+            for key, message in check(sources[name], _declared_channels(data)):
                 reader.problem(f"{where}.{key}", message)
 
     channels = plugins.channels()
@@ -288,6 +303,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
                 click_tracking=values.get("click_tracking", True),
                 ses_topics=tuple(values.get("ses_topics", ())),
                 metrics_from=tuple(values.get("metrics_from", TrackingSettings.metrics_from)),
+                metrics_token=values.get("metrics_token"),
             )
         for i, network in enumerate(values.get("metrics_from", ())):
             try:
@@ -370,6 +386,50 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
             )
         wallets[code] = WalletSettings(code=code, **values)
 
+    groups: dict[str, GroupSettings] = {}
+    for name, raw in _tables(reader, "groups", data.get("groups", {})).items():
+        where = f"groups.{name}"
+        values = reader.table(where, raw, GROUP_KEYS)
+        if "url" not in values:
+            continue
+        if "every" in raw and "cron" in raw:
+            reader.problem(f"{where}.cron", "give `every` or `cron`, not both")
+        groups[name] = GroupSettings(
+            name=name,
+            url=values["url"],
+            schedule=PollSchedule(
+                every=None if values.get("cron") else (values.get("every") or timedelta(hours=1)),
+                cron=values.get("cron"),
+            ),
+            allow_private=values.get("allow_private", False),
+            max_records=int(values.get("max_records", 100_000)),
+            timeout=values.get("timeout") or timedelta(seconds=30),
+            max_page_bytes=int(values.get("max_page_bytes", 16 * 1024 * 1024)),
+            ca_file=values.get("ca_file"),
+        )
+
+    api = ApiSettings()
+    if "api" in data:
+        raw_api = data["api"]
+        raw_clients = raw_api.get("clients", {}) if isinstance(raw_api, dict) else {}
+        plain = (
+            {k: v for k, v in raw_api.items() if k != "clients"}
+            if isinstance(raw_api, dict)
+            else raw_api
+        )
+        values = reader.table("api", plain, API_KEYS)
+        clients: dict[str, ApiClient] = {}
+        for name, raw in _tables(reader, "api.clients", raw_clients).items():
+            client = reader.table(f"api.clients.{name}", raw, API_CLIENT_KEYS)
+            if "token" in client:
+                clients[name] = ApiClient(name, client["token"])
+        api = ApiSettings(
+            listen=values.get("listen", "127.0.0.1:8081"),
+            max_recipients=int(values.get("max_recipients", 10_000)),
+            max_body_bytes=int(values.get("max_body_bytes", 8 * 1024 * 1024)),
+            clients=MappingProxyType(clients),
+        )
+
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(
@@ -384,7 +444,21 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         templates=MappingProxyType(templates),
         mailboxes=MappingProxyType(mailboxes),
         tui=tui,
+        groups=MappingProxyType(groups),
+        api=api,
     )
+
+
+def _declared_channels(data: Mapping[str, Any]) -> dict[str, str]:
+    """The accounts the file declares, with their channel (before they are checked)."""
+    declared = data.get("accounts", {})
+    if not isinstance(declared, dict):
+        return {}
+    return {
+        str(name): str(table.get("channel", ""))
+        for name, table in declared.items()
+        if isinstance(table, dict)
+    }
 
 
 def _seconds(value: timedelta) -> str:

@@ -22,9 +22,12 @@ from zoneinfo import ZoneInfo
 from engine.config.keys import MISSING, PATH_TARGETS, Key
 from engine.config.reader import account_common_keys, plugin_keys, source_common_keys
 from engine.config.settings import (
+    API_CLIENT_KEYS,
+    API_KEYS,
     CONFIG_NAME,
     ENGINE_KEYS,
     ENV_VAR,
+    GROUP_KEYS,
     MAILBOX_KEYS,
     TEMPLATE_KEYS,
     TRACKING_KEYS,
@@ -100,6 +103,7 @@ def kind_text(key: Key) -> str:
         "cron": "cron expression",
         "strings": "list of text",
         "table": "table of text",
+        "section": "table: the keys below",
     }.get(kind, kind)
 
 
@@ -111,12 +115,20 @@ def key_table(keys: Mapping[str, Key]) -> list[str]:
     """A Markdown table: key, kind, default, what it does (a secret as ``<key>_env`` /
     ``<key>_file``)."""
     lines = ["| key | kind | default | what it does |", "|---|---|---|---|"]
-    for name, key in keys.items():
+    for name, key in _flat(keys):
         shown = f"`{name}_env` / `{name}_file`" if key.kind == "secret" else f"`{name}`"
         lines.append(
             f"| {shown} | {_cell(kind_text(key))} | {default_text(key)} | {_cell(key.help)} |"
         )
     return lines
+
+
+def _flat(keys: Mapping[str, Key], prefix: str = "") -> Iterable[tuple[str, Key]]:
+    """Every key, a section's own keys after it as ``section.key``."""
+    for name, key in keys.items():
+        yield prefix + name, key
+        if key.keys is not None:
+            yield from _flat(key.keys, f"{prefix}{name}.")
 
 
 def _doc(cls: type[Any]) -> str:
@@ -248,6 +260,22 @@ def render_reference(plugins: Plugins) -> str:
             "## [tui]",
             "The terminal UI (`disparo tui`, and over SSH `disparo ssh-serve`).",
             TUI_KEYS,
+        ),
+        (
+            "## [groups.NAME]",
+            "Groups fed by an HTTP endpoint (G1–G3), synced by `disparo run` on their schedule "
+            "and by `disparo groups sync NAME`. Groups fed by hand or by file need no table.",
+            GROUP_KEYS,
+        ),
+        (
+            "## [api]",
+            "The send API (`disparo run`, `disparo api serve`).",
+            API_KEYS,
+        ),
+        (
+            "## [api.clients.NAME]",
+            "A client system of the send API, with its bearer token.",
+            API_CLIENT_KEYS,
         ),
     ):
         out += [title, "", intro, "", *key_table(keys), ""]

@@ -254,7 +254,16 @@ TRACKING_KEYS: dict[str, Key] = {
     "metrics_from": Key(
         "strings",
         ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
-        help="Networks allowed to read /metrics (the client's address, not a header).",
+        help="Networks allowed to read /metrics (the client's address, not a header); a "
+        "request carrying a reverse proxy's header (X-Forwarded-For, Forwarded, X-Real-IP, "
+        "X-Forwarded-Host) is refused, wherever it comes from, unless it has the token.",
+    ),
+    "metrics_token": Key(
+        "secret",
+        None,
+        help="A bearer token that reads /metrics from anywhere, through a proxy too "
+        "(`Authorization: Bearer <token>`, compared in constant time); e.g. "
+        "`head -c 32 /dev/urandom | base64 > metrics-token`.",
     ),
 }
 
@@ -283,7 +292,12 @@ MAILBOX_KEYS: dict[str, Key] = {
     "user": Key("str", MISSING, "The IMAP login."),
     "password": Key("secret", MISSING, "The IMAP password."),
     "folder": Key("str", "INBOX", help="Where bounces and complaints arrive."),
-    "processed_folder": Key("str", "disparo/handled", help="Where handled reports move."),
+    "processed_folder": Key(
+        "str",
+        "disparo/handled",
+        help="Where handled reports move; `/` marks hierarchy and is spelled with the "
+        "server's own separator (`disparo.handled` on a Dovecot Maildir++ account).",
+    ),
     "every": Key("duration", timedelta(minutes=2), "How often the mailbox is polled."),
     "allow_private": Key(
         "bool",
@@ -313,6 +327,70 @@ TUI_KEYS: dict[str, Key] = {
 TEMPLATE_KEYS: dict[str, Key] = {
     "content_sid": Key("str", help="The approved template's Content SID (HX…)."),
     "variables": Key("strings", (), help="Contact fields for {{1}}, {{2}}… in order."),
+}
+
+GROUP_KEYS: dict[str, Key] = {
+    "url": Key(
+        "secret",
+        MISSING,
+        "The group's feed (G1): `GET <url>&pagina=N` answers a page of JSON records "
+        "(`nome`, `email`). The URL carries a token: a secret (F5, G3), never logged or "
+        "shown in full.",
+    ),
+    "every": Key("duration", timedelta(hours=1), "How often `disparo run` syncs it (or `cron`)."),
+    "cron": Key(
+        "cron",
+        None,
+        "When `disparo run` syncs it, as a cron expression in engine.time_zone; instead of "
+        "`every`.",
+    ),
+    "allow_private": Key(
+        "bool",
+        False,
+        "Allow a feed on a private, loopback or link-local address (refused by default, F3).",
+    ),
+    "max_records": Key(
+        "int",
+        100_000,
+        "A feed announcing more records than this fails the sync (G2).",
+        minimum=1,
+    ),
+    "timeout": Key("duration", timedelta(seconds=30), "Per page request (connect and read)."),
+    "max_page_bytes": Key(
+        "int", 16 * 1024 * 1024, "A page larger than this fails the sync.", minimum=1024
+    ),
+    "ca_file": Key(
+        "path",
+        None,
+        "A CA bundle (PEM) to trust instead of the system's, for a private CA. TLS is always "
+        "verified.",
+        target="file",
+    ),
+}
+
+API_KEYS: dict[str, Key] = {
+    "listen": Key(
+        "str",
+        "127.0.0.1:8081",
+        help="host:port the send API binds (`disparo run`, `disparo api serve`); not the "
+        "public tracking endpoint.",
+        check=check_listen,
+    ),
+    "max_recipients": Key(
+        "int", 10_000, "Recipients a POST may list inline (more: 413).", minimum=1
+    ),
+    "max_body_bytes": Key(
+        "int", 8 * 1024 * 1024, "The largest request body accepted (more: 413).", minimum=1024
+    ),
+}
+
+API_CLIENT_KEYS: dict[str, Key] = {
+    "token": Key(
+        "secret",
+        MISSING,
+        "The client system's bearer token (`token_file` or `token_env`); its campaigns' origin "
+        "is `api:NAME`.",
+    ),
 }
 
 WALLET_KEYS: dict[str, Key] = {
@@ -424,6 +502,8 @@ class TrackingSettings:
     click_tracking: bool = True
     ses_topics: tuple[str, ...] = ()
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: a bearer token that reads /metrics from anywhere (``metrics_token_file``)
+    metrics_token: SecretRef | None = None
 
 
 @dataclass(frozen=True)
@@ -451,6 +531,38 @@ class TuiSettings:
     """The ``[tui]`` table: where the terminal UI may write files."""
 
     export_folder: Path
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """``[groups.NAME]``: a group fed by an HTTP endpoint (G1–G3)."""
+
+    name: str
+    url: SecretRef
+    schedule: PollSchedule
+    allow_private: bool
+    max_records: int
+    timeout: timedelta
+    max_page_bytes: int
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """``[api.clients.NAME]``: a client system of the send API."""
+
+    name: str
+    token: SecretRef
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """``[api]``: the send API."""
+
+    listen: str = "127.0.0.1:8081"
+    max_recipients: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    clients: Mapping[str, ApiClient] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -489,6 +601,8 @@ class Config:
     mailboxes: Mapping[str, MailboxSettings] = field(default_factory=dict)
     #: ``[tui]``; None means the defaults, resolved against ``root`` (``Config.tui_settings``)
     tui: TuiSettings | None = None
+    groups: Mapping[str, GroupSettings] = field(default_factory=dict)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
     def tz(self) -> ZoneInfo:

@@ -5,7 +5,8 @@ Every ``every`` (default 2 minutes) each enabled ``[mailboxes.NAME]`` is read:
 1. connect (implicit TLS on 993 or STARTTLS on 143; the certificate and host name are always
    verified, the host vetted like a source's, F2/F3), log in, select ``folder``;
 2. ``UID SEARCH UNKEYWORD $DisparoUnparsed``: every message not already given up on, oldest
-   first, at most :data:`BATCH` per round (a poll runs rounds until the folder is drained);
+   first, at most :data:`BATCH` per round; a poll runs round after round until no unread
+   report is left (never stopping at a fixed count);
 3. ``UID FETCH … BODY.PEEK[]`` (nothing is marked read), parse each message
    (:func:`engine.feedback.bounces.parse_report`) and map it to a delivery by the VERP return path,
    else by our signed Message-ID in the original's headers;
@@ -14,7 +15,10 @@ Every ``every`` (default 2 minutes) each enabled ``[mailboxes.NAME]`` is read:
    hard bounce → ``bounced`` and the address suppressed, soft → ``failed``, complaint →
    suppressed, delivery report → ``delivered``, delay → ``deferred``;
 5. only then move the handled messages to ``processed_folder`` (``UID MOVE``; without MOVE,
-   ``COPY`` + ``\\Deleted`` + ``EXPUNGE``), creating it on first use.
+   ``COPY`` + ``\\Deleted`` + ``EXPUNGE``), creating it on first use. Folder names are
+   written with ``/`` for hierarchy; the poller asks the server its separator
+   (``LIST "" ""``) and spells them with it: ``disparo/handled`` is ``disparo.handled`` on
+   a stock Dovecot Maildir++ account.
 
 A message the parser cannot read, or one that names no delivery of ours, is *kept* where it
 is, flagged ``$DisparoUnparsed`` so later polls skip it, and counted (``disparo mailboxes``,
@@ -243,6 +247,8 @@ class Session:
         self.client: imaplib.IMAP4 | None = None
         self.capabilities: set[str] = set()
         self.folder_ready = False
+        #: the server's hierarchy separator (``LIST "" ""``); ``None`` for a flat namespace
+        self.separator: str | None = "/"
 
     def open(self) -> int:
         """Connect, log in and select the folder; return how many messages it holds."""
@@ -268,10 +274,21 @@ class Session:
         # imaplib keeps the pre-login list; MOVE and UIDPLUS often show only after LOGIN
         data = _ok(client.capability(), "CAPABILITY")
         self.capabilities = set(data[0].decode().upper().split()) if data and data[0] else set()
-        typ, data = client.select(quote(s.folder))
+        self.separator = separator_of(_ok(client.list('""', '""'), 'LIST "" ""'))
+        folder = self.server_name(s.folder)
+        typ, data = client.select(quote(folder))
         if typ != "OK":
-            raise MailboxError(f"folder {s.folder!r} cannot be opened: {_text(data)}")
+            spelled = f" (spelled {folder!r} on this server)" if folder != s.folder else ""
+            raise MailboxError(f"folder {s.folder!r}{spelled} cannot be opened: {_text(data)}")
         return int(data[0] or 0) if data and data[0] else 0
+
+    def server_name(self, name: str) -> str:
+        """`name` as the server spells it: the configuration writes hierarchy with ``/``
+        (``disparo/handled``), which becomes ``disparo.handled`` on a server whose separator
+        is ``.`` (stock Dovecot with Maildir++)."""
+        if self.separator and self.separator != "/":
+            return self.separator.join(name.split("/"))
+        return name
 
     def pending(self) -> list[str]:
         """UIDs of the messages not given up on, oldest first."""
@@ -307,12 +324,15 @@ class Session:
         assert self.client is not None
         if not uids:
             return
-        target = quote(self.settings.processed_folder)
+        name = self.server_name(self.settings.processed_folder)
+        target = quote(name)
         if not self.folder_ready:
             typ, data = self.client.create(target)
             if typ != "OK" and "EXISTS" not in _text(data).upper():
                 raise MailboxError(
-                    f"cannot create folder {self.settings.processed_folder!r}: {_text(data)}"
+                    f"cannot create folder {name!r} (processed_folder "
+                    f"{self.settings.processed_folder!r}, the server's hierarchy separator is "
+                    f"{self.separator!r}): {_text(data)}"
                 )
             self.folder_ready = True
         joined = ",".join(uids)
@@ -332,6 +352,25 @@ class Session:
         with contextlib.suppress(Exception):
             self.client.logout()
         self.client = None
+
+
+def separator_of(data: Sequence[Any]) -> str | None:
+    """The hierarchy separator in the answer to ``LIST "" ""`` (RFC 3501 6.3.8), e.g.
+    ``(\\Noselect) "." ""``; ``None`` when the server says ``NIL`` (a flat namespace), ``/``
+    when the answer cannot be read."""
+    for item in data:
+        raw = item[0] if isinstance(item, tuple) else item
+        if not isinstance(raw, bytes):
+            continue
+        text = raw.decode(errors="replace")
+        rest = text[text.find(")") + 1 :].strip() if ")" in text else text.strip()
+        if rest.upper().startswith("NIL"):
+            return None
+        if rest.startswith('"\\'):
+            return rest[2:3]
+        if rest.startswith('"') and len(rest) >= 3:
+            return rest[1]
+    return "/"
 
 
 def _text(data: Any) -> str:
@@ -397,13 +436,14 @@ class MailboxPoller:
         session = Session(s)
         try:
             await asyncio.to_thread(session.open)
-            while True:
+            seen: set[str] = set()
+            while True:  # batch after batch until no unread report is left (bounded memory)
                 pending = await asyncio.to_thread(session.pending)
-                if not pending:
+                batch = [uid for uid in pending if uid not in seen][:BATCH]
+                if not batch:
                     break
-                await self._round(session, pending[:BATCH], result)
-                if len(pending) <= BATCH:
-                    break
+                seen.update(batch)  # a message the server failed to move is not read twice
+                await self._round(session, batch, result)
         except Exception as exc:
             result.ok, result.message = False, explain(exc, s)
             log.warning("mailbox %s: %s", s.name, result.message)

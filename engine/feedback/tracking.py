@@ -14,7 +14,8 @@ this server binds, usually behind an HTTPS reverse proxy):
   callbacks and incoming messages, Amazon SES notifications for the e-mail channel…, each
   checking its provider's signature itself;
 - ``GET /healthz`` (the database answers, and this process's last writes worked: 503 while
-  they fail) and ``GET /metrics`` (Prometheus; only to clients from ``metrics_from``).
+  they fail) and ``GET /metrics`` (Prometheus; only to clients from ``metrics_from`` that
+  no reverse proxy forwarded, or with the bearer token of ``metrics_token_file``).
 
 Every token is HMAC-SHA256 signed (``engine.tokens``) and checked in constant time; a
 tampered or unknown token gets a plain 404 and changes nothing. Writes are batched: the
@@ -24,6 +25,7 @@ handlers queue signals and a single writer applies them, a few hundred per trans
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import ipaddress
 import logging
@@ -59,6 +61,8 @@ NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 
 #: the tracking endpoint's own paths: no plugin route may start with one
 RESERVED = ("/o/", "/c/", "/u/", "/healthz", "/metrics")
+#: headers a reverse proxy adds: their presence means the peer address is the proxy's
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
 
 #: link templates (``https://loja/{{ cpf }}``) render with each value URL-encoded
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
@@ -248,6 +252,8 @@ class Tracking:
         self.metrics_from = [
             ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
         ]
+        token = self.settings.metrics_token
+        self.metrics_token = token.reveal().strip().encode() if token is not None else b""
         self.app = web.Application(client_max_size=256 * 1024)
         self.app.add_routes(
             [
@@ -352,7 +358,9 @@ class Tracking:
                 self.clock.now(),
                 "tracking",
                 delivery_id=delivery_id,
-                detail={"link": position, **_client(request)},
+                # the URL as redirected to: a link made per recipient has their values, and
+                # the result files (T8's CLIQUE) list what was clicked
+                detail={"link": position, "url": url, **_client(request)},
             )
         )
         self._count("click", "ok")
@@ -439,14 +447,45 @@ class Tracking:
             headers=NO_STORE,
         )
 
-    async def metrics_page(self, request: web.Request) -> web.StreamResponse:
-        peer = request.remote or ""
+    def metrics_refusal(self, request: web.Request) -> str | None:
+        """Why ``/metrics`` is not served to this request, or ``None`` when it is.
+
+        Served with ``Authorization: Bearer <metrics_token>`` (constant-time compare), from
+        anywhere; else only to a client whose own address is in ``metrics_from`` *and* that
+        no reverse proxy forwarded: behind a proxy on the same host every visitor's request
+        comes from 127.0.0.1, so a proxy's header means the real client is unknown."""
+        given = request.headers.get("Authorization", "")
+        scheme, _, credential = given.partition(" ")
+        if given:
+            if (
+                self.metrics_token
+                and scheme.lower() == "bearer"
+                and hmac.compare_digest(credential.strip().encode(), self.metrics_token)
+            ):
+                return None
+            return "wrong or unknown metrics token ([tracking] metrics_token_file)"
+        forwarded = [h for h in PROXY_HEADERS if h in request.headers]
+        if forwarded:
+            return (
+                f"metrics are not served through a reverse proxy ({forwarded[0]} present): "
+                "scrape the endpoint directly, or send `Authorization: Bearer <token>` with "
+                "[tracking] metrics_token_file"
+            )
         try:
-            allowed = any(ipaddress.ip_address(peer) in n for n in self.metrics_from)
+            peer = ipaddress.ip_address(request.remote or "")
         except ValueError:
-            allowed = False
-        if not allowed:
-            return web.Response(status=403, text="metrics are not served to this address\n")
+            peer = None
+        if peer is None or not any(peer in n for n in self.metrics_from):
+            return (
+                "metrics are not served to this address: add its network to [tracking] "
+                "metrics_from, or use a bearer token ([tracking] metrics_token_file)"
+            )
+        return None
+
+    async def metrics_page(self, request: web.Request) -> web.StreamResponse:
+        refused = self.metrics_refusal(request)
+        if refused is not None:
+            return web.Response(status=403, text=refused + "\n", headers=NO_STORE)
         body = await asyncio.to_thread(self.metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 

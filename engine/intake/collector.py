@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -34,7 +35,7 @@ from engine.clock import Clock, local_today
 from engine.config import Config, SourceSettings
 from engine.intake.faults import Unavailable, operational
 from engine.intake.importer import ImportReport, import_file
-from engine.intake.reports import error_report, fitted, numbered
+from engine.intake.reports import error_report, fitted, numbered, report_stem
 from engine.plugins import Plugins
 from engine.plugins.format import Format, FormatContext, Verdict
 from engine.plugins.source import RemoteFile, Source, SourceError, join, unsafe_reason
@@ -49,9 +50,11 @@ MESSAGES = Catalogue(
         "duplicate-file": (
             "F10",
             "this very file (same name and content) was already imported on {when}; it is not "
-            "imported twice. To send it again, give it a new sequence number",
+            "imported twice. To send it again, give it a new name (a mailing: a new sequence "
+            "number)",
             "este mesmo arquivo (mesmo nome e conteúdo) já foi importado em {when}; ele não é "
-            "importado duas vezes. Para enviá-lo de novo, use uma nova sequência",
+            "importado duas vezes. Para enviá-lo de novo, dê a ele um novo nome (num mailing, "
+            "uma nova sequência)",
         ),
         "unsafe-name": (
             "F13",
@@ -106,6 +109,11 @@ SESSION_FAILURES = frozenset(
 #: the folder of a source's spool holding the rejected-rows reports of imported files until
 #: their move is done (a failed move must not lose them)
 PENDING = "pending"
+#: files this big say how far their import got (the file's status and the log): a million
+#: rows take a minute or more
+PROGRESS_BYTES = 8 << 20
+#: seconds between two such reports (wall time: it is what an operator watching waits)
+PROGRESS_EVERY = 10.0
 #: the names the collector gives its files in the spool: downloads in progress, downloads,
 #: their rejected-rows reports, error reports being published
 _SPOOLED = re.compile(
@@ -340,12 +348,17 @@ class Collector:
             self._status(name, f.path, "refused", (refusal,))
         paths = {f.path for f in safe}
         by_path = {f.path: f for f in safe}
+        taken: set[str] = set()  # companions taken along with their file in this poll
         for f in safe:
             obs = observed.get(f.path)
             if obs is None or obs.status in ("imported", "rejected", "duplicate"):
                 continue
+            if f.path in taken:
+                continue
             try:
-                self._consider(settings, source, fmt, f, observed, paths, by_path, summary)
+                taken.update(
+                    self._consider(settings, source, fmt, f, observed, paths, by_path, summary)
+                )
             except SourceError as exc:
                 if exc.category in SESSION_FAILURES:
                     raise
@@ -375,32 +388,36 @@ class Collector:
         paths: set[str],
         by_path: dict[str, RemoteFile],
         summary: PollSummary,
-    ) -> None:
-        """What to do with one listed file, and do it."""
+    ) -> tuple[str, ...]:
+        """What to do with one listed file, and do it; returns the companions taken with it
+        (the listing's other files that went where it went)."""
         name = settings.name
         verdict = fmt.inspect(f.path, paths)
         if verdict.action == "ignore":
             self._status(name, f.path, verdict.status, verdict.problems)
-            return
-        if verdict.action == "wait":
-            log.debug(
-                "source %s: %s waits for its day: %s",
-                name,
-                f.path,
-                "; ".join(p.message for p in verdict.problems),
-                extra=_file_fields("file.waiting", name, f.path, list(verdict.problems)),
-            )
-            summary.waiting.append(f.path)
-            self._status(name, f.path, verdict.status, verdict.problems)
-            return
+            return ()
         group = [observed[p] for p in (f.path, *verdict.companions) if p in observed]
+        if verdict.action == "wait":
+            if not self._overdue(group, verdict):
+                log.debug(
+                    "source %s: %s waits: %s",
+                    name,
+                    f.path,
+                    "; ".join(p.message for p in verdict.problems),
+                    extra=_file_fields("file.waiting", name, f.path, list(verdict.problems)),
+                )
+                summary.waiting.append(f.path)
+                self._status(name, f.path, verdict.status, verdict.problems)
+                return ()
+            # waited too long (a triplet send still incomplete): reported, its files rejected
+            verdict = Verdict("reject", "rejected", verdict.give_up, verdict.companions)
         if not self._stable(settings, source, group, summary):
             summary.unstable.append(f.path)
             self._status(name, f.path, "unstable")
-            return
+            return ()
         if verdict.action == "reject":
             self._reject_by_name(settings, source, f, verdict, summary)
-            return
+            return verdict.companions
         self._take(
             settings,
             source,
@@ -409,6 +426,14 @@ class Collector:
             [by_path[c] for c in verdict.companions if c in by_path],
             summary,
         )
+        return verdict.companions
+
+    def _overdue(self, group: list[Observation], verdict: Verdict) -> bool:
+        """A ``wait`` verdict's ``give_up_after`` has passed since the group was first seen."""
+        if verdict.give_up_after is None or not verdict.give_up:
+            return False
+        first = min((o.first_seen_at for o in group), default=None)
+        return first is not None and self.clock.now() - first >= verdict.give_up_after
 
     def _stable(
         self,
@@ -443,6 +468,18 @@ class Collector:
         summary.errors.append(path)
         log.warning("source %s: %s: %s", source, path, problem.message)
         self._status(source, path, "error", (problem,))
+
+    def _statuses(
+        self,
+        source: str,
+        paths: list[str],
+        status: str,
+        problems: tuple[Problem, ...] = (),
+        file_id: int | None = None,
+    ) -> None:
+        """A file's outcome, and its companions' (they went where it went)."""
+        for path in paths:
+            self._status(source, path, status, problems, file_id)
 
     def _status(
         self,
@@ -575,6 +612,7 @@ class Collector:
                 sha256=digest,
                 companions=local_companions,
                 actor=f"collector:{settings.name}",
+                progress=self._progress(settings.name, f) if f.size >= PROGRESS_BYTES else None,
             )
             if report.rejected_csv is not None:
                 spooled.append(report.rejected_csv)
@@ -586,17 +624,37 @@ class Collector:
             summary.reports.append(report)
             if self.on_report is not None:
                 self.on_report(settings.name, report)
-            self._settle(settings, source, f, [c.path for c in companions], report)
+            self._settle(settings, source, fmt, f, [c.path for c in companions], report)
         finally:
             for path in spooled:
                 path.unlink(missing_ok=True)
             # the importer's rejected-rows report, when the import did not finish
             spool_file.with_name(spool_file.name + ".rejeitados.csv").unlink(missing_ok=True)
 
+    def _progress(self, source: str, f: RemoteFile) -> Callable[[int], None]:
+        """How far a big file's import got (bytes read), said every ``PROGRESS_EVERY``
+        seconds: the file's status (``importing``, shown by ``disparo sources`` and the UI)
+        and a log line."""
+        last = time.monotonic()
+
+        def report(done: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROGRESS_EVERY:
+                return
+            last = now
+            share = min(99, done * 100 // max(f.size, 1))
+            message = f"{share}% read ({done:,} of {f.size:,} bytes)"
+            log.info("source %s: importing %s: %s", source, f.path, message)
+            self.store.files.set_status(source, f.path, "importing", message=message)
+
+        return report
+
     def _settle(
         self,
         settings: SourceSettings,
         source: Source,
+        fmt: Format,
         f: RemoteFile,
         companions: list[str],
         report: ImportReport,
@@ -613,14 +671,16 @@ class Collector:
                 self._settle_move(settings, source, f, companions, "imported", extra)
                 self.store.files.mark_remote_done(entry.id)
                 kept.unlink(missing_ok=True)
-                self._status(name, f.path, "imported", file_id=entry.id)
+                self._statuses(name, [f.path, *companions], "imported", file_id=entry.id)
                 return
             when = (
                 entry.created_at.astimezone(self.config.tz).strftime("%d/%m/%Y %H:%M")
                 if entry
                 else "?"
             )
-            problem = MESSAGES.make("duplicate-file", when=when)
+            problem = (
+                fmt.duplicate_problem(f.path, entry.created_at) if entry else None
+            ) or MESSAGES.make("duplicate-file", when=when)
             report.problems = [problem]
             file_id = self.store.files.record_rejection(
                 source=name,
@@ -640,12 +700,12 @@ class Collector:
             )
             self._publish_rejection(settings, source, f.path, companions, [problem], None)
             self.store.files.mark_remote_done(file_id)
-            self._status(name, f.path, "duplicate", (problem,), file_id)
+            self._statuses(name, [f.path, *companions], "duplicate", (problem,), file_id)
             return
         assert report.file_id is not None
         if report.outcome == "imported":
             log.info(
-                "source %s: imported %s: %s rows, %s contacts (%s new)%s%s",
+                "source %s: imported %s: %s rows, %s contacts (%s new)%s%s%s",
                 name,
                 f.path,
                 report.rows,
@@ -654,6 +714,14 @@ class Collector:
                 f", {sum(report.rejected_rows.values())} rows rejected"
                 if report.rejected_rows
                 else "",
+                "".join(
+                    f", {n} {what}"
+                    for n, what in (
+                        (report.removed, f"left list {report.wallet}"),
+                        (report.opted_out, "addresses opted out"),
+                    )
+                    if n
+                ),
                 f", campaign {report.campaign_id} ({report.channel}, {report.recipients} "
                 "recipients)"
                 if report.campaign_id is not None
@@ -677,7 +745,7 @@ class Collector:
             self.store.files.mark_remote_done(report.file_id)
             if report.rejected_csv is not None:
                 report.rejected_csv.unlink(missing_ok=True)
-            self._status(name, f.path, "imported", file_id=report.file_id)
+            self._statuses(name, [f.path, *companions], "imported", file_id=report.file_id)
         else:
             log.warning(
                 "source %s: rejected %s: %s",
@@ -690,7 +758,9 @@ class Collector:
                 settings, source, f.path, companions, report.problems, report.rejected_csv
             )
             self.store.files.mark_remote_done(report.file_id)
-            self._status(name, f.path, "rejected", tuple(report.problems), report.file_id)
+            self._statuses(
+                name, [f.path, *companions], "rejected", tuple(report.problems), report.file_id
+            )
 
     def _settle_move(
         self,
@@ -739,7 +809,9 @@ class Collector:
         )
         self._publish_rejection(settings, source, f.path, list(verdict.companions), problems, None)
         self.store.files.mark_remote_done(file_id)
-        self._status(settings.name, f.path, "rejected", tuple(problems), file_id)
+        self._statuses(
+            settings.name, [f.path, *verdict.companions], "rejected", tuple(problems), file_id
+        )
 
     def _publish_rejection(
         self,
@@ -784,8 +856,12 @@ class Collector:
         target = join(folder, path)
         for counter in range(1, 1001):
             candidate = target if counter == 1 else numbered(target, counter, limit)
+            moves = [
+                (c, _companion_target(path, c, candidate, folder, counter, limit))
+                for c in companions
+            ]
             try:
-                if source.exists(candidate):
+                if source.exists(candidate) or any(source.exists(new) for _, new in moves):
                     continue
                 for local, suffix in reports:
                     with local.open("rb") as data:
@@ -813,14 +889,27 @@ class Collector:
                 raise
         else:  # pragma: no cover - a full folder
             raise SourceError("io", f"cannot find a free name for {target}")
-        for companion in companions:
-            new = fitted(candidate, "." + companion.rsplit(".", 1)[-1], limit)
+        for companion, new in moves:
             with suppress(FileExistsError):
                 try:
                     source.move(companion, new)
                 except SourceError as exc:
                     if exc.category != "not-found":
                         raise
+
+
+def _companion_target(
+    path: str, companion: str, candidate: str, folder: str, counter: int, limit: int
+) -> str:
+    """Where a companion goes when its file goes to ``candidate``: a ``<stem>.html`` beside
+    ``<stem>.csv`` is named after where the file went (``a.2.csv`` -> ``a.2.html``); another
+    (a triplet's CONF and HTML beside its MAIL) keeps its own name under ``folder``, numbered
+    like the file when the file's name was taken."""
+    stem = report_stem(path).rpartition("/")[2]
+    if companion.rpartition("/")[2].lower().startswith(stem.lower() + "."):
+        return fitted(candidate, "." + companion.rsplit(".", 1)[-1], limit)
+    own = join(folder, companion)
+    return own if counter == 1 else numbered(own, counter, limit)
 
 
 class _CannotMove(SourceError):

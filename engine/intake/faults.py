@@ -39,11 +39,19 @@ def _driver_error(exc: BaseException) -> BaseException:
     return exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
 
 
-def operational(exc: BaseException, spool: Path | None = None) -> str | None:
+def operational(
+    exc: BaseException, spool: Path | None = None, *, by_hand: bool = False
+) -> str | None:
     """The one line for ``exc`` when it is an operational condition, else None (a bug, or a
-    problem of the file's own)."""
+    problem of the file's own). ``by_hand``: the file was given to ``disparo import``, which
+    is run again, rather than taken from a source, which polls again."""
     if isinstance(exc, OSError) and exc.errno in _FULL:
         where = f" ({spool})" if spool is not None else ""
+        if by_hand:
+            return (
+                f"the disk is full{where}: {exc.strerror}; nothing of the file was imported: "
+                "run the import again once there is room"
+            )
         return (
             f"the spool disk is full{where}: {exc.strerror}; the file stays on the source and "
             "is taken at the next poll once there is room"
@@ -60,14 +68,16 @@ def operational(exc: BaseException, spool: Path | None = None) -> str | None:
         getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
         or sqlstate.startswith("53")  # PostgreSQL: insufficient resources (53100 disk full)
     )
+    stays = "" if by_hand else "it stays on the source and "
+    again = "run the import again" if by_hand else "is taken at the next poll"
     if full:
         return (
-            f"the database is full ({text}): nothing of the file was imported; it stays on the "
-            "source and is taken at the next poll once there is room"
+            f"the database is full ({text}): nothing of the file was imported; {stays}"
+            f"{again} once there is room"
         )
     return (
-        f"the database cannot do the work now ({text}): nothing of the file was imported; it "
-        "stays on the source and is taken at the next poll"
+        f"the database cannot do the work now ({text}): nothing of the file was imported; "
+        f"{stays}{again}"
     )
 
 

@@ -25,6 +25,7 @@ from engine.store.imports import (
     EmptyAudience,
     FileFacts,
     ImportSession,
+    KeptRow,
     MailingFacts,
     StagedRow,
 )
@@ -72,6 +73,8 @@ class ImportReport:
     path: str
     outcome: Outcome
     problems: list[Problem] = field(default_factory=list)
+    #: the format that read the file (None: it was refused before reading)
+    format: str | None = None
     file_id: int | None = None
     wallet: str | None = None
     rows: int = 0
@@ -93,6 +96,10 @@ class ImportReport:
     rejected_csv: Path | None = None
     #: where the collector moved the file and published its reports (paths on the source)
     published: list[str] = field(default_factory=list)
+    #: a list sync in replace mode: members who left the list (S1)
+    removed: int | None = None
+    #: a file with an opt-out column: addresses it suppressed (new suppressions, S1)
+    opted_out: int | None = None
 
 
 def file_digest(path: Path) -> str:
@@ -146,7 +153,7 @@ def import_file(
         spec = fmt.prepare(path, spool, companions or {})
     except FileRejected as exc:
         return reject(exc.problems)
-    report = ImportReport(path, "imported", wallet=spec.wallet)
+    report = ImportReport(path, "imported", wallet=spec.wallet, format=fmt.name)
     if spec.campaign is not None:
         report.channel = spec.campaign.channel
         report.held_reason = spec.campaign.status_reason
@@ -196,11 +203,14 @@ def _import(
         return reject([mailing.duplicate_problem], report)
 
     rejected = RejectedRows(spool.with_name(spool.name + ".rejeitados.csv"), spec.header)
+    kept: list[KeptRow] = []
     try:
         with store.imports.session() as session:
-            _stage(session, spec, report, rejected, progress)
+            _stage(session, spec, report, rejected, progress, kept)
             report.rejected_csv = rejected.close()
             if report.imported_rows == 0:
+                if spec.empty_problem is not None:
+                    return reject([spec.empty_problem], report)
                 if report.rows == 0:
                     return reject([MESSAGES.make("empty-file")], report)
                 name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".rejeitados.csv"
@@ -209,7 +219,8 @@ def _import(
                 )
             try:
                 result = session.commit(
-                    _facts(spec, source, path, size, mtime, sha256, dedupe_key, report, actor)
+                    _facts(spec, source, path, size, mtime, sha256, dedupe_key, report, actor),
+                    kept,
                 )
             except DuplicateFile:
                 return ImportReport(path, "duplicate")
@@ -233,6 +244,10 @@ def _import(
     report.skipped = result.skipped
     report.duplicate_addresses = result.duplicate_addresses
     report.batches = result.batches
+    if spec.replace_list:
+        report.removed = result.removed
+    if spec.opt_out_column:
+        report.opted_out = result.opted_out
     return report
 
 
@@ -242,6 +257,7 @@ def _stage(
     report: ImportReport,
     rejected: RejectedRows,
     progress: Callable[[int], None] | None,
+    kept: list[KeptRow],
 ) -> None:
     """Stage the rows chunk by chunk (rows are tuples laid out as ``ContactRow`` or, with six
     fields, ``RejectedRow``; a chunk is staged in one driver call).
@@ -259,6 +275,20 @@ def _stage(
                     bad = RejectedRow._make(row)
                     report.rejected_rows[bad.code] += 1
                     rejected.add(bad)
+                    if spec.keep_rejected is not None:
+                        at = spec.keep_rejected
+                        address = bad.values[at] if at < len(bad.values) else ""
+                        kept.append(
+                            KeptRow(
+                                bad.line,
+                                # as written (no NUL: PostgreSQL cannot store one), cut to fit
+                                address.replace("\0", "").strip()[:320],
+                                bad.code,
+                                bad.rule,
+                                bad.reason,
+                                bad.reason_pt,
+                            )
+                        )
         report.imported_rows += len(contacts)
         if prospects and contacts:
             # N27: without a `prospect` column, a prospect is a phone the base does not know
@@ -300,4 +330,10 @@ def _facts(
         actor=actor,
         prospects_only=spec.prospects_only,
         empty_is_error=spec.empty_campaign_problem is not None,
+        replace_list=spec.replace_list,
+        opt_out_reason=(
+            f"opt-out column `{spec.opt_out_column}` of {path} (S1)"
+            if spec.opt_out_column
+            else None
+        ),
     )

@@ -47,10 +47,12 @@ def fitted(path: str, tail: str, limit: int = NAME_MAX) -> str:
 
 
 def numbered(path: str, n: int, limit: int = NAME_MAX) -> str:
-    """``processed/a.csv`` -> ``processed/a.2.csv`` (fitted to ``limit`` bytes)."""
+    """``processed/a.csv`` -> ``processed/a.2.csv``; a name without an extension (a triplet's
+    ``X_MAIL_20261123``) -> ``X_MAIL_20261123-2``, so that its reports, named after the part
+    before an extension (``report_stem``), are its own (fitted to ``limit`` bytes)."""
     folder, _, leaf = path.rpartition("/")
     stem, dot, ext = leaf.rpartition(".")
-    leaf = fit_name(stem, f".{n}.{ext}", limit) if dot else fit_name(leaf, f".{n}", limit)
+    leaf = fit_name(stem, f".{n}.{ext}", limit) if dot else fit_name(leaf, f"-{n}", limit)
     return f"{folder}/{leaf}" if folder else leaf
 
 

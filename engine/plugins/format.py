@@ -9,14 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from engine.campaign import Campaign
-from engine.config import Config, Configurable
+from engine.config import Config, Configurable, SourceSettings
 from engine.mailing_names import BUILTIN_WORDS, ChannelWord
 from engine.problems import Problem
+from engine.schedule import Pacing
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class Verdict:
     problems: tuple[Problem, ...] = ()
     #: other listed files read with this one and moved along with it (``<stem>.html``)
     companions: tuple[str, ...] = ()
+    #: a ``wait`` that has lasted this long (since the file or one of its companions was
+    #: first listed) becomes a rejection with ``give_up``: a triplet send still incomplete
+    #: after ``incomplete_after`` is reported, its files moved to the rejected folder
+    give_up_after: timedelta | None = None
+    give_up: tuple[Problem, ...] = ()
 
 
 class ContactRow(NamedTuple):
@@ -123,6 +129,17 @@ class ImportSpec:
     close: Callable[[], None] = lambda: None
     #: raised (as a rejection) when the file has no usable row at all
     empty_problem: Problem | None = None
+    #: the list becomes exactly the file (S1): members of the wallet the file does not hold
+    #: leave it (their history stays)
+    replace_list: bool = False
+    #: the header of the file's opt-out column (S1), when it has one: then a row's
+    #: ``prospect`` field says whether the contact opted out, and its addresses are suppressed
+    #: (origin ``unsubscribe``; never lifted by a later row that says otherwise)
+    opt_out_column: str | None = None
+    #: keep the rejected rows in the store, with the address found at this index of their
+    #: values, for result files that list every contact not sent to (a triplet's RETORNADO);
+    #: None: they are only listed in ``<name>.rejeitados.csv``
+    keep_rejected: int | None = None
 
 
 class Format(Configurable, ABC):
@@ -133,9 +150,28 @@ class Format(Configurable, ABC):
 
     name: ClassVar[str]
     publishers: ClassVar[tuple[str, ...]] = ()
+    #: the schedule (a cron expression, F7) of a source of this format that sets neither
+    #: ``every`` nor ``cron``; None: every 2 minutes
+    default_cron: ClassVar[str | None] = None
 
     def __init__(self, context: FormatContext) -> None:
         self.context = context
+
+    @classmethod
+    def check_settings(
+        cls, settings: SourceSettings, accounts: Mapping[str, str]
+    ) -> list[tuple[str, str]]:
+        """Checks of the format's keys in a source's table, across keys and against the
+        accounts the configuration declares (name -> channel): ``(key, message)`` for each
+        problem, reported with the file and the key when the configuration is read."""
+        return []
+
+    @classmethod
+    def source_pacing(cls, settings: SourceSettings) -> Pacing | None:
+        """The pacing every campaign of a source of this format gets from the source's own
+        keys (D6: a triplet source's ``batch_size`` and ``batch_every``), for ``disparo plan
+        --source``; None: the file says (or no pacing)."""
+        return None
 
     @abstractmethod
     def inspect(self, path: str, listing: set[str]) -> Verdict:
@@ -146,9 +182,33 @@ class Format(Configurable, ABC):
         """Open the downloaded file and describe its import; raise ``FileRejected`` when it
         cannot be imported. Rows are read lazily while the importer consumes them."""
 
+    def contacts(self, path: str, spool: Path) -> ImportSpec:
+        """Open a plain contact file (a group's ``groups import``): its rows as contacts, with
+        the format's CSV reading and address hygiene, and no mailing nor campaign. By
+        default a format reads none: ``FileRejected``."""
+        from engine.problems import Problem
+
+        raise FileRejected(
+            [
+                Problem(
+                    "no-contacts",
+                    "N22",
+                    f"the `{self.name}` format reads no plain contact files; use the "
+                    "`mailing` format's CSV",
+                    f"o formato `{self.name}` não lê arquivos simples de contatos; use o CSV "
+                    "do formato `mailing`",
+                )
+            ]
+        )
+
     def dedupe_key(self, path: str, sha256: str) -> str:
         """What makes two files "the same" (F10): by default the name and the content."""
         return f"{path}\n{sha256}"
+
+    def duplicate_problem(self, path: str, imported_at: datetime) -> Problem | None:
+        """What the report of a file that is "the same" as one imported before (its
+        ``dedupe_key``) says; None: the collector's own (F10, ``duplicate-file``)."""
+        return None
 
 
 class FileRejected(Exception):

@@ -16,8 +16,9 @@ def resolve_account(
             if str(account.options.get("from_address", "")).lower() == sender.lower():
                 return account.name, None
         return None, (
-            f"no `{channel}` account sends as {sender} (`_ce`): add one to the accounts of "
-            "disparo.toml with that from_address"
+            f"no `{channel}` account sends as {sender} (the sender the file asks for: `_ce`, "
+            "or a triplet CONF's REMETENTE_EMAIL): add one to the accounts of disparo.toml "
+            "with that from_address"
         )
     if wallet is not None:
         default = config.wallet(wallet).default_sender

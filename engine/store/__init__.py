@@ -31,8 +31,11 @@ from engine.store.engines import Engines
 from engine.store.errors import Outage, describe, is_transient
 from engine.store.feedback import Feedback
 from engine.store.files import Files
+from engine.store.groups import Groups
 from engine.store.imports import Imports
+from engine.store.lists import Lists
 from engine.store.mailboxes import Mailboxes
+from engine.store.outcomes import Outcomes
 from engine.store.publications import Publications
 from engine.store.results import Results
 from engine.store.suppressions import Suppressions
@@ -67,10 +70,13 @@ class Store:
         self.feedback = Feedback(self)
         self.mailboxes = Mailboxes(self)
         self.publications = Publications(self)
+        self.lists = Lists(self)
+        self.outcomes = Outcomes(self)
         self.views = Views(self)
         self.engines = Engines(self)
         self.errors = DeliveryErrors(self)
         self.engine_log = EngineLog(self)
+        self.groups = Groups(self)
 
     @classmethod
     def open(

@@ -182,11 +182,19 @@ class Accounts(Queries):
             return bool(done)
 
     def counts(self, account: str, since: datetime) -> tuple[int, int, int]:
-        """(messages sent, hard bounces, complaints) of an account since ``since`` (D14)."""
+        """(messages sent, deliveries hard-bounced, deliveries complained about) of an account
+        since ``since`` (D14)."""
         with self.store.read() as c:
+            # bounces and complaints count deliveries, not reports: one delivery bounces once
+            # (an event without a delivery counts by itself)
+            one = sa.func.coalesce(events.c.delivery_id, -events.c.id)
+            counted = sa.case(
+                (events.c.kind == "sent", sa.func.count()),
+                else_=sa.func.count(sa.distinct(one)),
+            )
             found: dict[str, int] = dict(
                 c.execute(
-                    sa.select(events.c.kind, sa.func.count())
+                    sa.select(events.c.kind, counted)
                     .where(
                         events.c.account == account,
                         events.c.at >= since,

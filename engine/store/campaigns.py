@@ -136,11 +136,11 @@ class Campaigns(Queries):
         return campaign_from(found._mapping) if found else None
 
     def open(self, *, conn: Connection | None = None) -> list[Campaign]:
-        """Every campaign not finished (scheduled, sending, paused, held), with its content,
-        highest priority then oldest first (D11)."""
+        """Every campaign not finished (scheduled, sending, paused, held; not a draft), with its
+        content, highest priority then oldest first (D11)."""
         query = (
             self._select(content=True)
-            .where(campaigns.c.status.not_in(FINISHED))
+            .where(campaigns.c.status.not_in([*FINISHED, "draft"]))
             .order_by(campaigns.c.priority.desc(), campaigns.c.created_at, campaigns.c.id)
         )
         with self._reading(conn) as c:

@@ -298,6 +298,7 @@ class Claims(Queries):
             reason=o.error,
             campaign_id=campaign_id,
             conn=c,
+            contact_id=o.contact_id,
         )
 
     def rescue_leases(self, *, owner: str | None = None, keep: Collection[int] = ()) -> int:

@@ -135,6 +135,8 @@ class _Batch:
     deliveries: dict[int, dict[str, Any]] = field(default_factory=dict)
     interactions: dict[int, datetime] = field(default_factory=dict)  # contact → at
     phone_interactions: dict[str, datetime] = field(default_factory=dict)
+    #: deliveries with a hard bounce stored (before or in this batch): one bounce each
+    bounced: set[int] = field(default_factory=set)
 
     def change(self, d: _Delivery, **values: Any) -> None:
         self.deliveries.setdefault(d.id, {}).update(values)
@@ -338,6 +340,15 @@ class Feedback(Queries):
         ids = {s.delivery_id for s in signals if s.delivery_id is not None}
         found = self._deliveries(c, ids)
         batch = _Batch()
+        if ids:
+            batch.bounced = {
+                int(r[0])
+                for r in c.execute(
+                    sa.select(events.c.delivery_id)
+                    .where(events.c.delivery_id.in_(sorted(ids)), events.c.kind == "bounced")
+                    .distinct()
+                )
+            }
         results: list[Applied] = []
         for s in signals:
             result = Applied()
@@ -477,10 +488,12 @@ class Feedback(Queries):
     def _on_complaint(
         self, c: Connection, s: Signal, d: _Delivery, batch: _Batch, result: Applied
     ) -> None:
+        if d.complained_at is not None:  # one complaint per delivery (D14), however reported
+            result.duplicate = True
+            return
         self._event(batch, result, s, "complaint", d)
-        if d.complained_at is None:
-            batch.change(d, complained_at=s.at)
-            batch.count(d, "complaints")
+        batch.change(d, complained_at=s.at)
+        batch.count(d, "complaints")
         self._suppress(c, d, "complaint", s, "marked the message as spam")
 
     def _on_delivered(
@@ -503,9 +516,23 @@ class Feedback(Queries):
         self, c: Connection, s: Signal, d: _Delivery, batch: _Batch, result: Applied
     ) -> None:
         hard = bool(s.detail.get("hard"))
+        if hard and self._bounced_before(d, batch, result):
+            return
         reason = _reason(s.detail)
         self._event(batch, result, s, "bounced" if hard else "failed", d)
         self._undelivered(c, s, d, batch, hard=hard, reason=reason)
+
+    @staticmethod
+    def _bounced_before(d: _Delivery, batch: _Batch, result: Applied) -> bool:
+        """A delivery bounces once (D14): a second hard bounce for it — a DSN delivered
+        again, a copy with one more ``Received:`` line, another report of the same failure —
+        is a duplicate and stores nothing, so the guard's rate counts deliveries, not
+        reports."""
+        if d.id in batch.bounced:
+            result.duplicate = True
+            return True
+        batch.bounced.add(d.id)
+        return False
 
     def _undelivered(
         self,
@@ -550,6 +577,8 @@ class Feedback(Queries):
         elif status in ("undelivered", "failed"):
             hard = bool(s.detail.get("hard"))
             stop = bool(s.detail.get("stop"))
+            if hard and self._bounced_before(d, batch, result):
+                return
             self._event(batch, result, s, "bounced" if hard else "failed", d)
             self._undelivered(
                 c,
@@ -610,6 +639,7 @@ class Feedback(Queries):
                 reason=f"replied {str(s.detail.get('body', ''))[:40]!r}",
                 campaign_id=campaign_id,
                 conn=c,
+                contact_id=contact_id,
             )
         elif kind == "start":
             origin = c.execute(
@@ -635,6 +665,7 @@ class Feedback(Queries):
             reason=reason[:500],
             campaign_id=d.campaign_id,
             conn=c,
+            contact_id=d.contact_id,
         )
 
     def _flush(self, c: Connection, batch: _Batch) -> None:

@@ -12,16 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.addresses import normalise_email, normalise_phone, suppression_key
 from engine.campaign import Campaign
 from engine.schedule import batch_sizes
 from engine.store.base import Queries
 from engine.store.campaigns import campaign_columns
-from engine.store.schema import UTCDateTime, audit_log, campaigns, files, mailings, wallets
+from engine.store.schema import (
+    UTCDateTime,
+    audit_log,
+    campaigns,
+    files,
+    mailings,
+    rejected_rows,
+    wallets,
+)
 
 STAGING = "import_rows"
 AUDIENCE = "import_audience"
@@ -40,6 +49,17 @@ COLUMNS = (
 StagedRow = tuple[
     int, str, str | None, str | None, str | None, str | None, str, str | None, bool | None
 ]
+
+
+class KeptRow(NamedTuple):
+    """A rejected row kept in the store (``rejected_rows``) for the file's result files."""
+
+    line: int
+    address: str
+    code: str
+    rule: str
+    reason: str
+    reason_pt: str
 
 
 class DuplicateFile(Exception):
@@ -89,6 +109,10 @@ class CommitFacts:
     prospects_only: bool = False
     #: a campaign left with no recipient is an error (N20), not an empty campaign
     empty_is_error: bool = False
+    #: the wallet becomes exactly this file's contacts (a list sync in replace mode, S1)
+    replace_list: bool = False
+    #: the staged rows' ``prospect`` is an opt-out flag: why, for the suppressions (S1)
+    opt_out_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,10 @@ class CommitResult:
     skipped: int
     duplicate_addresses: int
     batches: int
+    #: members who left the wallet (replace mode)
+    removed: int = 0
+    #: addresses suppressed by the file's opt-out column (new suppressions)
+    opted_out: int = 0
 
 
 class ImportSession:
@@ -212,9 +240,10 @@ class ImportSession:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def commit(self, facts: CommitFacts) -> CommitResult:
+    def commit(self, facts: CommitFacts, kept: Sequence[KeptRow] = ()) -> CommitResult:
         """Write everything in one transaction; raise ``DuplicateFile``, ``DuplicateSequence``
-        or ``EmptyAudience`` (nothing written) when the import must not happen."""
+        or ``EmptyAudience`` (nothing written) when the import must not happen. ``kept``: the
+        rejected rows the format asked to keep (``ImportSpec.keep_rejected``)."""
         assert self.conn is not None
         conn = self.conn
         driver = self._driver()
@@ -232,22 +261,82 @@ class ImportSession:
             driver.commit()
         now = self.store.clock.now()
         with conn.begin():
-            result = _Commit(conn, self.dialect, facts, now, self.has_messages).run()
+            result = _Commit(conn, self.dialect, facts, now, self.has_messages, self.store).run(
+                kept
+            )
         self.store.checkpoint_soon()
         return result
+
+
+def upsert_staged_contacts(
+    conn: Connection, pg: bool, now: datetime, import_id: int | None
+) -> None:
+    """Insert or update the contacts of the staged rows (N25: a later row of an identity
+    updates the earlier one; fields merge). ``import_id`` marks them as this import's (None:
+    a group's or an API client's rows, which no ledger entry records)."""
+    params = {"now": now, "imp": import_id}
+    common = (
+        "external_key = COALESCE(excluded.external_key, contacts.external_key), "
+        "name = COALESCE(excluded.name, contacts.name), "
+        "email = COALESCE(excluded.email, contacts.email), "
+        "phone = COALESCE(excluded.phone, contacts.phone), "
+        "updated_at = excluded.updated_at, "
+    )
+    if not pg:
+        # rows go in file order: a later row of the same identity updates the earlier one
+        # (N25), keeping the first row's number for the recipients' order (D3)
+        sql = (
+            "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+            "created_at, updated_at, import_id, import_row) "
+            # identity order: the unique index is written sequentially (cache friendly);
+            # row order within an identity keeps the merge semantics
+            f"SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
+            f"row_no FROM {STAGING} WHERE true ORDER BY row_no "
+            "ON CONFLICT (identity) DO UPDATE SET "
+            + common
+            + "fields = json_patch(contacts.fields, excluded.fields), "
+            "import_row = CASE WHEN contacts.import_id = excluded.import_id "
+            "THEN contacts.import_row ELSE excluded.import_row END, "
+            "import_id = excluded.import_id"
+        )
+    else:
+        # PostgreSQL refuses to touch a row twice in one statement: merge first
+        def last(col: str) -> str:
+            return f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
+
+        sql = (
+            "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+            "created_at, updated_at, import_id, import_row) "
+            f"SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
+            f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
+            f":now, :now, :imp, min(row_no) "
+            f"FROM {STAGING} GROUP BY identity "
+            "ON CONFLICT (identity) DO UPDATE SET "
+            + common
+            + "fields = contacts.fields || excluded.fields, "
+            "import_row = excluded.import_row, import_id = excluded.import_id"
+        )
+    conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
 
 
 class _Commit:
     """The statements of one import's transaction."""
 
     def __init__(
-        self, conn: Connection, dialect: str, facts: CommitFacts, now: datetime, messages: bool
+        self,
+        conn: Connection,
+        dialect: str,
+        facts: CommitFacts,
+        now: datetime,
+        messages: bool,
+        store: Any,
     ) -> None:
         self.c = conn
         self.pg = dialect == "postgresql"
         self.f = facts
         self.now = now
         self.messages = messages
+        self.store = store
 
     def sql(self, sql: str, **params: Any) -> Any:
         """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
@@ -260,9 +349,14 @@ class _Commit:
     def scalar(self, sql: str, **params: Any) -> Any:
         return self.sql(sql, **params).scalar()
 
-    def run(self) -> CommitResult:
+    def run(self, kept: Sequence[KeptRow] = ()) -> CommitResult:
         f = self.f
         file_id = self._ledger()
+        if kept:
+            self.c.execute(
+                sa.insert(rejected_rows),
+                [{"file_id": file_id, **row._asdict()} for row in kept],
+            )
         wallet_id = self._wallet()
         mailing_id = self._mailing(file_id, wallet_id) if f.mailing else None
         rows = self.scalar(f"SELECT count(*) FROM {STAGING}")
@@ -273,6 +367,8 @@ class _Commit:
         )
         existing = identities - (self.scalar("SELECT count(*) FROM contacts") - before)
         self._membership(file_id, wallet_id)
+        removed = self._replace_list(file_id, wallet_id) if f.replace_list else 0
+        opted_out = self._opt_outs(file_id) if f.opt_out_reason else 0
         campaign = None
         if f.campaign is not None:
             campaign = self._campaign(file_id, wallet_id, mailing_id)
@@ -281,7 +377,10 @@ class _Commit:
             sa.update(files)
             .where(files.c.id == file_id)
             .values(
-                rows_total=f.rows_total, rows_imported=rows_imported, rows_rejected=f.rows_rejected
+                rows_total=f.rows_total,
+                rows_imported=rows_imported,
+                rows_rejected=f.rows_rejected,
+                wallet_id=wallet_id,
             )
         )
         if mailing_id is not None:
@@ -298,6 +397,10 @@ class _Commit:
         detail = {"file": f.file.path, "contacts": identities, "wallet": f.wallet}
         if campaign is not None:
             detail["campaign"] = campaign[0]
+        if f.replace_list:
+            detail["removed"] = removed
+        if f.opt_out_reason:
+            detail["opted_out"] = opted_out
         self.c.execute(
             sa.insert(audit_log).values(
                 at=self.now,
@@ -329,6 +432,8 @@ class _Commit:
             skipped=skipped,
             duplicate_addresses=dups,
             batches=batches,
+            removed=removed,
+            opted_out=opted_out,
         )
 
     def _ledger(self) -> int:
@@ -393,58 +498,17 @@ class _Commit:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _upsert_contacts(self, import_id: int) -> None:
-        params = {"now": self.now, "imp": import_id}
-        common = (
-            "external_key = COALESCE(excluded.external_key, contacts.external_key), "
-            "name = COALESCE(excluded.name, contacts.name), "
-            "email = COALESCE(excluded.email, contacts.email), "
-            "phone = COALESCE(excluded.phone, contacts.phone), "
-            "updated_at = excluded.updated_at, "
-        )
-        if not self.pg:
-            # rows go in file order: a later row of the same identity updates the earlier one
-            # (N25), keeping the first row's number for the recipients' order (D3)
-            sql = (
-                "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
-                "created_at, updated_at, import_id, import_row) "
-                # identity order: the unique index is written sequentially (cache friendly);
-                # row order within an identity keeps the merge semantics
-                f"SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
-                f"row_no FROM {STAGING} WHERE true ORDER BY row_no "
-                "ON CONFLICT (identity) DO UPDATE SET "
-                + common
-                + "fields = json_patch(contacts.fields, excluded.fields), "
-                "import_row = CASE WHEN contacts.import_id = excluded.import_id "
-                "THEN contacts.import_row ELSE excluded.import_row END, "
-                "import_id = excluded.import_id"
-            )
-        else:
-            # PostgreSQL refuses to touch a row twice in one statement: merge first
-            def last(col: str) -> str:
-                return (
-                    f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
-                )
-
-            sql = (
-                "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
-                "created_at, updated_at, import_id, import_row) "
-                f"SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
-                f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
-                f":now, :now, :imp, min(row_no) "
-                f"FROM {STAGING} GROUP BY identity "
-                "ON CONFLICT (identity) DO UPDATE SET "
-                + common
-                + "fields = contacts.fields || excluded.fields, "
-                "import_row = excluded.import_row, import_id = excluded.import_id"
-            )
-        self.sql(sql, **params)
+        upsert_staged_contacts(self.c, self.pg, self.now, import_id)
 
     def _membership(self, import_id: int, wallet_id: int) -> None:
         f = self.f
         mine = "SELECT id FROM contacts WHERE import_id = :imp"
         self.sql(
             "INSERT INTO wallet_members (wallet_id, contact_id, added_at) "
-            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
+            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp "
+            # a member a list sync had taken out is back (its membership history goes on)
+            "ON CONFLICT (wallet_id, contact_id) DO UPDATE SET removed_at = NULL "
+            "WHERE wallet_members.removed_at IS NOT NULL",
             imp=import_id,
             w=wallet_id,
             now=self.now,
@@ -464,13 +528,55 @@ class _Commit:
             tag=f.tag,
         )
 
-    def _materialise_audience(
-        self, address: str, prospects_only: bool, since: datetime | None
-    ) -> None:
-        """``import_audience``: one row per candidate recipient, computed once: the contacts of
-        this import, first row first, with ``dup`` > 1 for a repeated address (D3) and their
-        state: suppressed (D4), skipped by ``_x`` (D4) or pending."""
-        column = "email" if address == "email" else "phone"
+    def _replace_list(self, import_id: int, wallet_id: int) -> int:
+        """S1, replace mode: the wallet's members this file does not hold leave it. The rows
+        stay (``removed_at``): contacts, deliveries and events keep their history, and what
+        happened while they were members is still the list's."""
+        done = self.sql(
+            "UPDATE wallet_members SET removed_at = :now "
+            "WHERE wallet_id = :w AND removed_at IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM contacts c WHERE c.id = wallet_members.contact_id "
+            "AND c.import_id = :imp)",
+            w=wallet_id,
+            imp=import_id,
+            now=self.now,
+        )
+        return int(done.rowcount or 0)
+
+    def _opt_outs(self, import_id: int) -> int:
+        """S1: the contacts whose row says they opted out: their addresses are suppressed, an
+        opt-out each (reported back by the list's unsubscribed export, S2)."""
+        flagged = "s.prospect" if self.pg else "s.prospect = 1"
+        rows = self.sql(
+            "SELECT DISTINCT c.id, c.email, c.phone FROM contacts c "
+            f"JOIN {STAGING} s ON s.identity = c.identity "
+            f"WHERE c.import_id = :imp AND {flagged}",
+            imp=import_id,
+        ).all()
+        addresses: list[tuple[str, str, int | None]] = []
+        for contact_id, email, phone in rows:
+            if email:
+                checked = normalise_email(email)
+                addresses.append(
+                    ("email", suppression_key("email", checked.value or email), contact_id)
+                )
+            if phone:
+                addresses.append(("phone", normalise_phone(phone).value or phone, contact_id))
+        return int(
+            self.store.suppressions.add_many(
+                addresses,
+                origin="unsubscribe",
+                actor=self.f.actor,
+                reason=self.f.opt_out_reason,
+                conn=self.c,
+            )
+        )
+
+    def _campaign(
+        self, file_id: int, wallet_id: int, mailing_id: int | None
+    ) -> tuple[int, int, int, int, int, int, int]:
+        spec = self.f.campaign
+        assert spec is not None
         if self.messages:
             message = (
                 f"(SELECT s.message FROM {STAGING} s WHERE s.identity = per.identity "
@@ -478,8 +584,56 @@ class _Commit:
             )
         else:
             message = "NULL"
-        normal = "lower(x.address)" if column == "email" else "x.address"
         prospect = "max(prospect)" if not self.pg else "bool_or(prospect)"
+        return CampaignWriter(self.c, self.pg, self.now).create(
+            spec,
+            per=f"SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
+            f"FROM {STAGING} GROUP BY identity",
+            message=message,
+            prospects_only=self.f.prospects_only,
+            empty_is_error=self.f.empty_is_error,
+            actor=self.f.actor,
+            wallet_id=wallet_id,
+            mailing_id=mailing_id,
+            file_id=file_id,
+            detail={"file": self.f.file.path},
+        )
+
+
+class CampaignWriter:
+    """A campaign and its deliveries, written in the caller's transaction from a set of
+    candidate contacts: the one path of every origin (a file's rows, an operator's groups, an
+    API client's recipients), so ordering (D3), suppressions and ``_x`` (D4), de-duplication
+    and batches (D5) are the same for all."""
+
+    def __init__(self, conn: Connection, pg: bool, now: datetime) -> None:
+        self.c = conn
+        self.pg = pg
+        self.now = now
+
+    def sql(self, sql: str, **params: Any) -> Any:
+        """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
+        text = sa.text(sql)
+        typed = [sa.bindparam(n, type_=UTCDateTime()) for n in ("now", "since") if n in params]
+        if typed:
+            text = text.bindparams(*typed)
+        return self.c.execute(text, params)
+
+    def _materialise_audience(
+        self,
+        address: str,
+        per: str,
+        message: str,
+        prospects_only: bool,
+        since: datetime | None,
+        params: Mapping[str, Any],
+    ) -> None:
+        """``import_audience``: one row per candidate recipient, computed once: the contacts of
+        ``per`` (``identity``, ``first_row``, ``prospect``), first row first, with ``dup`` > 1
+        for a repeated address (D3) and their state: suppressed (D4), skipped by ``_x`` (D4)
+        or pending."""
+        column = "email" if address == "email" else "phone"
+        normal = "lower(x.address)" if column == "email" else "x.address"
         only = (
             ("AND per.prospect = 1" if not self.pg else "AND per.prospect")
             if prospects_only
@@ -488,31 +642,48 @@ class _Commit:
         self.sql(f"DROP TABLE IF EXISTS {AUDIENCE}")
         self.sql(
             f"CREATE TEMP TABLE {AUDIENCE} AS "
-            f"WITH per AS (SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
-            f"FROM {STAGING} GROUP BY identity), "
+            f"WITH per AS ({per}), "
             f"x AS (SELECT c.id, c.{column} AS address, per.first_row, {message} AS message, "
             f"c.last_interaction_at, "
             f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY per.first_row) AS dup "
             "FROM per JOIN contacts c ON c.identity = per.identity "
             f"WHERE c.{column} IS NOT NULL AND c.{column} <> '' {only}) "
-            "SELECT x.id, x.address, x.first_row, x.message, x.dup, "
+            "SELECT x.id, x.address, x.first_row, x.message, x.dup, sup.origin, "
             "CASE WHEN sup.id IS NOT NULL THEN 'suppressed' "
             "WHEN x.last_interaction_at >= :since THEN 'skipped' "
             "ELSE 'pending' END AS state "
             f"FROM x LEFT JOIN suppressions sup ON sup.kind = '{column}' "
             f"AND sup.address = {normal}",
             since=since,
+            **params,
         )
 
-    def _campaign(
-        self, file_id: int, wallet_id: int, mailing_id: int | None
+    def create(
+        self,
+        spec: Campaign,
+        *,
+        per: str,
+        params: Mapping[str, Any] | None = None,
+        message: str = "NULL",
+        prospects_only: bool = False,
+        empty_is_error: bool = False,
+        actor: str,
+        wallet_id: int | None = None,
+        mailing_id: int | None = None,
+        file_id: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+        campaign_id: int | None = None,
     ) -> tuple[int, int, int, int, int, int, int]:
-        spec = self.f.campaign
-        assert spec is not None
+        """Write the campaign (or, with ``campaign_id``, fill that existing one: a draft being
+        started) and its deliveries; returns (id, recipients, pending, suppressed, skipped,
+        duplicate addresses, batches). Raises ``EmptyAudience`` when ``empty_is_error`` and
+        nobody is left."""
         since = None
         if spec.exclude_recent_hours is not None:
             since = self.now - timedelta(hours=spec.exclude_recent_hours)
-        self._materialise_audience(spec.address_kind, self.f.prospects_only, since)
+        self._materialise_audience(
+            spec.address_kind, per, message, prospects_only, since, params or {}
+        )
         counts: dict[str, int] = {}
         dups = 0
         for row in self.sql(
@@ -524,57 +695,72 @@ class _Commit:
             else:
                 counts[state] = n
         recipients = sum(counts.values())
-        if recipients == 0 and self.f.empty_is_error:
+        if recipients == 0 and empty_is_error:
             raise EmptyAudience(spec.name)
         pending = counts.get("pending", 0)
         sizes = batch_sizes(pending, spec.pacing)
         size = sizes[0] if sizes else 1
         status = spec.status
-        result = self.c.execute(
-            sa.insert(campaigns).values(
-                {
-                    **campaign_columns(spec),
-                    "mailing_id": mailing_id,
-                    "wallet_id": wallet_id,
-                    "recipients": recipients,
-                    "audience": pending,
-                    "batches": len(sizes),
-                    "released_batches": 0,
-                    "created_at": self.now,
-                    "updated_at": self.now,
-                    "suppressed": counts.get("suppressed", 0),
-                    "skipped": counts.get("skipped", 0),
-                }
+        values = {
+            "recipients": recipients,
+            "audience": pending,
+            "batches": len(sizes),
+            "released_batches": 0,
+            "updated_at": self.now,
+            "suppressed": counts.get("suppressed", 0),
+            "skipped": counts.get("skipped", 0),
+        }
+        if campaign_id is None:
+            result = self.c.execute(
+                sa.insert(campaigns).values(
+                    {
+                        **campaign_columns(spec),
+                        "mailing_id": mailing_id,
+                        "file_id": file_id,
+                        "wallet_id": wallet_id,
+                        "created_at": self.now,
+                        **values,
+                    }
+                )
             )
-        )
-        campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        else:
+            self.c.execute(
+                sa.update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(status=status, start_at=spec.start_at, **values)
+            )
         build = "json_object" if not self.pg else "jsonb_build_object"
         pending_flag = "(state = 'pending')"
         self.sql(
             "INSERT INTO deliveries (campaign_id, contact_id, position, batch, address, "
-            "payload, status, attempts, finished_at) "
+            "payload, status, attempts, finished_at, error) "
             "SELECT :cid, id, ROW_NUMBER() OVER (ORDER BY first_row) - 1, "
             f"CASE WHEN {pending_flag} THEN (ROW_NUMBER() OVER "
             f"(PARTITION BY {pending_flag} ORDER BY first_row) - 1) / :size + 1 ELSE 0 END, "
             f"address, CASE WHEN message IS NULL THEN NULL ELSE {build}('message', message) END, "
-            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END "
+            "state, 0, CASE WHEN state = 'pending' THEN NULL ELSE :now END, "
+            f"CASE WHEN state = 'suppressed' THEN {_SUPPRESSED_SQL} "
+            "WHEN state = 'skipped' THEN :skipped ELSE NULL END "
             f"FROM {AUDIENCE} WHERE dup = 1 ORDER BY first_row",
             cid=campaign_id,
             size=size,
             now=self.now,
+            skipped=f"interaction in the last {spec.exclude_recent_hours} h (_x, D4)",
         )
         self.sql(f"DROP TABLE {AUDIENCE}")
         self.c.execute(
             sa.insert(audit_log).values(
                 at=self.now,
-                actor=self.f.actor,
+                actor=actor,
                 action="campaign.created",
                 target=f"campaign:{campaign_id}",
                 detail={
                     "status": status,
                     "recipients": recipients,
-                    "file": self.f.file.path,
+                    "origin": spec.origin,
                     "reason": spec.status_reason,
+                    **(detail or {}),
                 },
             )
         )
@@ -587,6 +773,21 @@ class _Commit:
             dups,
             len(sizes),
         )
+
+
+#: why a recipient suppressed at import is not sent (D17), by the suppression's origin
+SUPPRESSED_REASONS = {
+    "bounce": "the address is suppressed: an earlier hard bounce (D4)",
+    "complaint": "the address is suppressed: an earlier spam complaint (D4)",
+    "unsubscribe": "the address is suppressed: unsubscribed from all campaigns (D4, D19)",
+    "stop": "the address is suppressed: the recipient replied STOP (D4)",
+    "manual": "the address is suppressed by an operator (D4)",
+}
+_SUPPRESSED_SQL = (
+    "CASE origin "
+    + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in SUPPRESSED_REASONS.items())
+    + " ELSE 'the address is suppressed (D4)' END"
+)
 
 
 class Imports(Queries):
@@ -615,6 +816,7 @@ class Imports(Queries):
 
 
 __all__ = [
+    "CampaignWriter",
     "CommitFacts",
     "CommitResult",
     "DuplicateFile",
@@ -622,4 +824,6 @@ __all__ = [
     "EmptyAudience",
     "ImportSession",
     "Imports",
+    "KeptRow",
+    "upsert_staged_contacts",
 ]

@@ -14,10 +14,20 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.store.base import Queries
-from engine.store.schema import contacts, deliveries, events, links
+from engine.store.schema import campaigns, contacts, deliveries, events, links, suppressions
 
 #: delivery states that mean the message went out
 SENT_STATES = ("sent", "delivered")
+#: why a recipient was not sent when its delivery carries no error of its own (D17)
+STATUS_REASONS = {
+    "pending": "not sent yet (waiting for its batch, the schedule or a retry)",
+    "suppressed": "the address is suppressed (D4)",
+    "skipped": "a recent interaction (_x, D4)",
+    "cancelled": "cancelled (the campaign or the recipient's unsubscription, D19)",
+    "expired": "the campaign's deadline passed before it was sent",
+    "failed": "the send failed",
+    "bounced": "the message bounced",
+}
 
 
 @dataclass(frozen=True)
@@ -44,11 +54,17 @@ class RecipientResult:
     unsubscribed_at: datetime | None
     #: the delivery's last error (a retried one keeps it while pending)
     error: str | None
+    #: the address is suppressed now because it unsubscribed from all campaigns (D19), in
+    #: this campaign or an earlier one
+    unsubscribed_everywhere: bool = False
 
     @property
     def reason(self) -> str | None:
-        """Why it was not sent (or bounced), for the ones not sent."""
-        return None if self.status in SENT_STATES else (self.error or None)
+        """Why it was not sent (or bounced), for every one not sent (D17): its error, else
+        what its state means."""
+        if self.status in SENT_STATES:
+            return None
+        return self.error or STATUS_REASONS.get(self.status, f"not sent ({self.status})")
 
     @property
     def unsubscribed_campaign(self) -> bool:
@@ -56,7 +72,9 @@ class RecipientResult:
 
     @property
     def unsubscribed_all(self) -> bool:
-        return self.unsubscribed == "all"
+        """Unsubscribed from all future campaigns (D19): here, or in an earlier campaign
+        (the suppression it left)."""
+        return self.unsubscribed == "all" or self.unsubscribed_everywhere
 
 
 _COLUMNS = (
@@ -77,6 +95,7 @@ _COLUMNS = (
     contacts.c.external_key,
     contacts.c.identity,
     contacts.c.name,
+    suppressions.c.id.label("unsubscribed_everywhere"),
 )
 
 
@@ -86,7 +105,25 @@ class Results(Queries):
     def _query(self, campaign_id: int, limit: int) -> sa.Select[Any]:
         return (
             sa.select(*_COLUMNS)
-            .select_from(deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id))
+            .select_from(
+                deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+                .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+                .outerjoin(
+                    suppressions,
+                    sa.and_(
+                        suppressions.c.kind == campaigns.c.address_kind,
+                        suppressions.c.address
+                        == sa.case(
+                            (
+                                campaigns.c.address_kind == "email",
+                                sa.func.lower(sa.func.trim(deliveries.c.address)),
+                            ),
+                            else_=sa.func.trim(deliveries.c.address),
+                        ),
+                        suppressions.c.origin == "unsubscribe",
+                    ),
+                )
+            )
             .where(deliveries.c.campaign_id == campaign_id)
             .limit(limit)
         )
@@ -116,6 +153,7 @@ class Results(Queries):
                     unsubscribed=r.unsubscribed,
                     unsubscribed_at=r.unsubscribed_at,
                     error=r.error,
+                    unsubscribed_everywhere=r.unsubscribed_everywhere is not None,
                 )
             )
         return out

@@ -125,6 +125,10 @@ wallet_members = Table(
     Column("wallet_id", Id, ForeignKey("wallets.id", ondelete="CASCADE"), nullable=False),
     Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
     Column("added_at", UTCDateTime(), nullable=False),
+    # when a list sync in `replace` mode took the contact out of the list (0010): the row
+    # stays, so what happened while it was a member is still the list's (S1, S2); a later
+    # import that brings the contact back clears it
+    Column("removed_at", UTCDateTime()),
     PrimaryKeyConstraint("wallet_id", "contact_id"),
     Index(None, "contact_id"),
     sqlite_with_rowid=False,
@@ -142,6 +146,9 @@ suppressions = Table(
     Column("campaign_id", Id),
     Column("created_by", String(200), nullable=False),
     _created(),
+    # when the person opted out (an unsubscribe, a complaint, a STOP, an operator's or a list
+    # file's opt-out; not a bounce): each opt-out is also an `optout` event, once (0010)
+    Column("opted_out_at", UTCDateTime()),
     UniqueConstraint("kind", "address"),
     Index(None, "origin", "created_at"),
 )
@@ -193,9 +200,26 @@ files = Table(
     Column("rows_imported", Integer, nullable=False, default=0),
     Column("rows_rejected", Integer, nullable=False, default=0),
     Column("remote_done", Boolean, nullable=False, default=False),
+    # the wallet (list) an imported file fed (0010; `disparo lists` shows each list's last)
+    Column("wallet_id", Id),
     _created(),
     UniqueConstraint("source", "dedupe_key"),
     Index(None, "sha256"),
+)
+
+# Rows an imported file could not use, kept when its format asks (0009): a triplet's
+# RETORNADO lists every contact of MAIL that did not get the message, invalid addresses too
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    Column("file_id", Id, ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("code", String(60), nullable=False),
+    Column("rule", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("reason_pt", Text, nullable=False),
+    PrimaryKeyConstraint("file_id", "line"),
 )
 
 mailings = Table(
@@ -224,6 +248,9 @@ campaigns = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("mailing_id", Id, ForeignKey("mailings.id")),
+    # the ledger entry (files.id) of the file that made the campaign, if a file did (0009):
+    # what a source's result files are published about
+    Column("file_id", Id, ForeignKey("files.id"), index=True),
     Column("name", String(1000), nullable=False),
     Column("wallet_id", Id, ForeignKey("wallets.id")),
     Column("channel", String(40), nullable=False),
@@ -359,10 +386,21 @@ events = Table(
     Column("detail", Json, nullable=False, default=dict),
     # a provider's idempotency token or message id: the same report is applied once
     Column("dedupe_key", String(300), unique=True),
+    # PostgreSQL: the id of the transaction that wrote the row (its default there is
+    # pg_current_xact_id(), 0010; NULL on SQLite, where the id itself is commit-ordered).
+    # Incremental exports (S3) read ranges of it below the oldest transaction still running,
+    # so a row committed after a later id was exported is never skipped (engine/store/lists.py)
+    Column("txid", BigInteger),
     Index(None, "campaign_id", "kind", "at"),
     Index(None, "delivery_id", "kind"),
     Index(None, "account", "kind", "at"),
     Index(None, "address", "at"),
+)
+Index(
+    "ix_events_txid",
+    events.c.txid,
+    sqlite_where=events.c.txid.is_not(None),
+    postgresql_where=events.c.txid.is_not(None),
 )
 
 # Per sender account: the guard's state (D14–D16).
@@ -436,6 +474,59 @@ delivery_errors = Table(
     Index(None, "account", "last_at"),
 )
 
+# Groups (G1–G3): named sets of contacts, fed by hand, by a CSV file or by an HTTP endpoint;
+# an operator's campaign is sent to the members of its groups (frozen at its start)
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    # manual | file | http: how its members last came
+    Column("source", String(20), nullable=False, default="manual"),
+    Column("synced_at", UTCDateTime()),
+    # the last sync of an HTTP-fed group: ok | error (with why), or NULL before the first
+    Column("sync_status", String(12)),
+    Column("sync_message", Text),
+    Column("next_sync_at", UTCDateTime()),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", Id, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    # the order members came in (a file's row order, a feed's record order): a composed
+    # campaign's recipients follow it (D3)
+    Column("position", Integer, nullable=False),
+    Column("added_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("group_id", "contact_id"),
+    Index(None, "contact_id"),
+)
+
+# The groups a composed campaign is sent to, in the order given (its audience is frozen from
+# them when it starts)
+campaign_groups = Table(
+    "campaign_groups",
+    metadata,
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("group_id", Id, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    PrimaryKeyConstraint("campaign_id", "group_id"),
+)
+
+# Idempotency keys of the send API: a retried POST returns the campaign it made
+api_requests = Table(
+    "api_requests",
+    metadata,
+    Column("client", String(100), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    _created(),
+    PrimaryKeyConstraint("client", "key"),
+)
+
 # Commands written by the UI (or the CLI) and applied by the engine.
 commands = Table(
     "commands",
@@ -492,8 +583,10 @@ source_state = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
-# The publication ledger: each file written back to a source, once (a crash between the
-# upload and this row publishes it again, under the same name, on the next run)
+# The publication ledger: each file written back to a source, once. A row is planned
+# (`pending`, with its path and detail fixed) before the first upload and becomes `published`
+# once the file is on the source: a failed upload is tried again with the same detail, and a
+# crash between the upload and the record publishes the same file again under the same name
 publications = Table(
     "publications",
     metadata,
@@ -503,10 +596,18 @@ publications = Table(
     Column("key", String(500), nullable=False),
     Column("path", String(1000), nullable=False),
     Column("detail", Json, nullable=False, default=dict),
-    Column("size", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("published_at", UTCDateTime(), nullable=False),
+    # pending | published (0010)
+    Column("status", String(12), nullable=False, server_default="published"),
+    # the sequence an incremental publication continues (an export's kind), planned one after
+    # the other: the next one only once the one before it is published (0010)
+    Column("chain", String(100)),
+    Column("planned_at", UTCDateTime()),
+    # set once published
+    Column("size", BigInteger),
+    Column("sha256", String(64)),
+    Column("published_at", UTCDateTime()),
     UniqueConstraint("source", "publisher", "key"),
+    Index(None, "source", "publisher", "chain"),
 )
 
 # Per bounce mailbox (IMAP): the poller's state, what it handled and what it could not read
@@ -528,7 +629,9 @@ mailboxes = Table(
 __all__ = [
     "UTCDateTime",
     "accounts",
+    "api_requests",
     "audit_log",
+    "campaign_groups",
     "campaigns",
     "commands",
     "contact_tags",
@@ -538,10 +641,13 @@ __all__ = [
     "engines",
     "events",
     "files",
+    "group_members",
+    "groups",
     "links",
     "mailboxes",
     "mailings",
     "metadata",
+    "rejected_rows",
     "remote_files",
     "source_state",
     "suppressions",

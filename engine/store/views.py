@@ -53,6 +53,7 @@ SORTS: dict[str, Any] = {
     "id": campaigns.c.id,
     "created": campaigns.c.created_at,
     "name": campaigns.c.name,
+    "origin": campaigns.c.origin,
     "wallet": wallets.c.code,
     "channel": campaigns.c.channel,
     "sender": campaigns.c.account,

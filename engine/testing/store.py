@@ -58,6 +58,8 @@ def write_config(
     tracking: Mapping[str, Any] | None = None,
     templates: Mapping[str, Mapping[str, Any]] | None = None,
     mailboxes: Mapping[str, Mapping[str, Any]] | None = None,
+    groups: Mapping[str, Mapping[str, Any]] | None = None,
+    api: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``folder/disparo.toml`` from the tables given (each section as ``disparo.toml``
     has it: ``accounts={"hook": {"channel": "webhook", …}}``) and return its path. The spool
@@ -70,6 +72,8 @@ def write_config(
         ("tracking", tracking),
         ("templates", templates),
         ("mailboxes", mailboxes),
+        ("groups", groups),
+        ("api", api),
     ):
         if tables:
             data[section] = tables

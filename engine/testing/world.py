@@ -5,7 +5,7 @@ campaigns and deliveries."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -104,15 +104,21 @@ class World:
         return self.dispatchers[0]
 
     def import_file(
-        self, path: str, data: str | bytes, *, source: str = "drop", format: str = "mailing"
+        self,
+        path: str,
+        data: str | bytes,
+        *,
+        source: str = "drop",
+        format: str = "mailing",
+        beside: Mapping[str, str | bytes] | None = None,
     ) -> ImportReport:
         """Import ``data`` as the file ``path`` (relative to a source's root: a folder is a
         wallet) as the collector would: the format's ``inspect()`` must say to import it
-        (else ``NotImported``), then its ``prepare()`` and the importer. Returns the report
+        (else ``NotImported``), then its ``prepare()`` and the importer. ``beside``: other
+        files listed with it (``{path: data}``), read as its companions when the format says
+        so (a mailing's ``.html``, a triplet's CONF and HTML). Returns the report
         (``report.outcome``, ``report.problems``, ``report.campaign_id``)."""
-        self.files += 1
-        spool = self.folder / "files" / f"in-{self.files}"
-        spool.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        others = dict(beside or {})
         fmt = self.plugins.formats()[format](
             FormatContext(
                 self.config,
@@ -122,9 +128,11 @@ class World:
                 words=self.plugins.channel_words(),
             )
         )
-        verdict = fmt.inspect(path, {path})
+        verdict = fmt.inspect(path, {path, *others})
         if verdict.action != "import":
             raise NotImported(path, verdict)
+        spool = self._spool(data)
+        companions = {c: self._spool(others[c]) for c in verdict.companions if c in others}
         return import_file(
             self.store,
             fmt,
@@ -134,8 +142,15 @@ class World:
             size=spool.stat().st_size,
             mtime=None,
             sha256=file_digest(spool),
+            companions=companions,
             actor="test",
         )
+
+    def _spool(self, data: str | bytes) -> Path:
+        self.files += 1
+        spool = self.folder / "files" / f"in-{self.files}"
+        spool.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        return spool
 
     async def run(self, seconds: float, *, step: float = 1.0) -> None:
         """Tick every dispatcher once per ``step`` (clock) seconds, for ``seconds``."""

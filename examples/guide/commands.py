@@ -18,6 +18,21 @@ def e164(numbers: tuple[str, ...]) -> None:
         click.echo(f"{number}: {checked.value or checked.error}")
 
 
+@click.command("sending")
+@click.pass_context
+def sending(ctx: click.Context) -> None:
+    """List the campaigns this store is sending now."""
+    from engine.cli.context import command_context
+
+    disparo = command_context(ctx)
+    campaigns = disparo.existing_store.campaigns.recent(status="sending")
+    for campaign in campaigns:
+        disparo.console.print(f"{campaign.id} {campaign.name} ({campaign.channel})")
+    if not campaigns:
+        disparo.console.print("nothing is sending")
+
+
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     cli.add_command(e164)
+    cli.add_command(sending)

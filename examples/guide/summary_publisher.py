@@ -1,6 +1,3 @@
-"""A publisher: a summary file per completed campaign (the publisher example of
-docs/plugins.md)."""
-
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,21 +9,24 @@ from engine.plugins.publisher import Publication, Publisher
 
 
 class CampaignSummaries(Publisher):
-    """``resultados/<id>.resumo.txt``: a completed campaign's totals, once per campaign."""
+    """``resultados/<id>.resumo.txt``: the totals of each completed campaign made from a file
+    of the source, once per campaign."""
 
     name = "campaign-summary"
 
     def due(self, now: datetime) -> Iterator[Publication]:
-        store = self.context.store
-        for campaign in store.campaigns.recent(status="completed"):
-            yield Publication(
-                key=f"campaign-{campaign.id}",  # once per campaign (per source)
-                path=f"resultados/{campaign.id}.resumo.txt",
-                detail={"campaign_id": campaign.id},
-            )
+        reads = self.context.reads  # the stable read façade (plugin API)
+        for made in reads.file_campaigns(self.source.name, finished=True):
+            if made.status == "completed":
+                yield Publication(
+                    key=f"campaign-{made.campaign_id}",  # once per campaign (per source)
+                    path=f"resultados/{made.campaign_id}.resumo.txt",
+                    # file_id: `disparo sources` shows the publication beside its file
+                    detail={"campaign_id": made.campaign_id, "file_id": made.file_id},
+                )
 
     def write(self, publication: Publication, out: IO[bytes]) -> None:
-        campaign = self.context.store.campaigns.get(publication.detail["campaign_id"])
+        campaign = self.context.reads.campaign(publication.detail["campaign_id"])
         assert campaign is not None
         lines = [f"campanha;{campaign.name}"]
         lines += [f"{k};{v}" for k, v in sorted(campaign.counters.items())]

@@ -476,22 +476,9 @@ class MailingFormat(Format):
         settings = self.context.config.wallet(wallet)
         channel = m.channel
 
-        refuse_payload(spool, path)
-        encoding, longest, nul = scan(spool)
-        raw = spool.open("rb")
-        # cp1252 leaves five bytes undefined: shown as U+FFFD rather than failing the file
-        handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-        # the careful reader only when a line is too long to hold (it is ~5x slower)
-        lines = bounded_lines(handle) if longest >= MAX_LINE else iter(handle)
-        first = next(lines, "")
-        if first.startswith(TOO_LONG):
-            handle.close()
-            raise FileRejected([MESSAGES.make("line-too-long", limit=f"{MAX_LINE:,}")])
-        if not first.strip():
-            handle.close()
-            raise FileRejected([MESSAGES.make("empty-file")])
-        delimiter = sniff_delimiter(first)
-        header = next(csv.reader([first], delimiter=delimiter))
+        table = open_csv(spool, path)
+        raw, handle, lines = table.raw, table.handle, table.lines
+        delimiter, header, nul = table.delimiter, table.header, table.nul
         roles: dict[str, int] = {}
         fields: dict[int, str] = {}
         for index, title in enumerate(header):
@@ -554,7 +541,7 @@ class MailingFormat(Format):
             nul=nul,
             header=tuple(header),
         )
-        rows = self._rows(lines, delimiter, rules, handle, _workers(spool, m.hygiene))
+        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, m.hygiene))
         mailing = MailingRecord(
             name=path,
             file_date=m.date,
@@ -576,6 +563,70 @@ class MailingFormat(Format):
             campaign=campaign,
             prospects_only=prospects,
             empty_campaign_problem=MESSAGES.make("no-prospects") if prospects else None,
+            progress=raw.tell,
+            close=handle.close,
+        )
+
+    def contacts(self, path: str, spool: Path) -> ImportSpec:
+        """A plain contact file for a group (``disparo groups import``): the same CSV reading
+        as a mailing's (N22: encoding and delimiter detected; N23: headers by alias) and the
+        same hygiene (N24–N26), with no mailing and no campaign; e-mail or phone per row."""
+        table = open_csv(spool, path)
+        handle, lines, header, delimiter, nul = (
+            table.handle,
+            table.lines,
+            table.header,
+            table.delimiter,
+            table.nul,
+        )
+        raw = table.raw
+        roles: dict[str, int] = {}
+        fields: dict[int, str] = {}
+        for index, title in enumerate(header):
+            role = _ROLE_OF.get(normalise_header(title))
+            if role is not None and role not in roles:
+                roles[role] = index
+            else:
+                key = field_key(title, index)
+                while key in fields.values():
+                    key += "_2"
+                fields[index] = key
+        if "phone" not in roles and "email" not in roles:
+            handle.close()
+            raise FileRejected(
+                [
+                    MESSAGES.make(
+                        "missing-column",
+                        what="phone or e-mail",
+                        what_pt="telefone ou e-mail",
+                        aliases=", ".join(ALIASES["email"] + ALIASES["phone"]),
+                        found=", ".join(h.strip() for h in header) or "(none)",
+                    )
+                ]
+            )
+        rules = RowRules(
+            columns=len(header),
+            key=roles.get("key"),
+            name=roles.get("name"),
+            phone=roles.get("phone"),
+            email=roles.get("email"),
+            message=None,
+            prospect=None,
+            fields=tuple(sorted(fields.items())),
+            channel=None,
+            hygiene=True,
+            kind=None,
+            needs_message=False,
+            nul=nul,
+            header=tuple(header),
+        )
+        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, True))
+        leaf = path.rsplit("/", 1)[-1]
+        return ImportSpec(
+            wallet="",
+            tag=leaf,
+            header=list(header),
+            rows=rows,
             progress=raw.tell,
             close=handle.close,
         )
@@ -662,35 +713,83 @@ class MailingFormat(Format):
         handle: IO[str],
         workers: int,
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Records -> chunks of contact rows and rejected rows (N22–N28), lazily, in order."""
-        reader = csv.reader(lines, delimiter=delimiter, strict=False)
-
-        def chunks() -> Iterator[list[tuple[int, list[str]]]]:
-            chunk: list[tuple[int, list[str]]] = []
-            previous = 1  # the header's line
-            for values in reader:
-                chunk.append((previous + 1, values))
-                previous = reader.line_num + 1
-                if len(chunk) >= CHUNK:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
-
-        try:
-            if workers == 0:
-                for chunk in chunks():
-                    yield process_records(rules, chunk)  # type: ignore[misc]
-            else:
-                yield from _in_processes(rules, chunks(), workers)
-        finally:
-            handle.close()
+        return read_rows(lines, delimiter, rules, handle, workers)
 
 
 CHUNK = 2000
 
 
-def _workers(spool: Path, hygiene: bool) -> int:
+@dataclass
+class CsvFile:
+    """A contact file opened for reading (N22): the encoding found, the delimiter sniffed,
+    the header read; ``lines`` are the lines after it. ``handle.close()`` releases it."""
+
+    raw: IO[bytes]
+    handle: IO[str]
+    lines: Iterator[str]
+    header: list[str]
+    delimiter: str
+    #: a NUL byte is somewhere in the file (rows are checked for one)
+    nul: bool
+
+
+def open_csv(spool: Path, name: str) -> CsvFile:
+    """Open a downloaded contact file as N22 reads it: refuse what is not CSV text, find the
+    encoding (UTF-8, else Windows-1252), read the header and sniff the delimiter; raise
+    ``FileRejected`` with the reason. Every contact format reads its files through here."""
+    refuse_payload(spool, name)
+    encoding, longest, nul = scan(spool)
+    raw = spool.open("rb")
+    # cp1252 leaves five bytes undefined: shown as U+FFFD rather than failing the file
+    handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+    # the careful reader only when a line is too long to hold (it is ~5x slower)
+    lines = bounded_lines(handle) if longest >= MAX_LINE else iter(handle)
+    first = next(lines, "")
+    if first.startswith(TOO_LONG):
+        handle.close()
+        raise FileRejected([MESSAGES.make("line-too-long", limit=f"{MAX_LINE:,}")])
+    if not first.strip():
+        handle.close()
+        raise FileRejected([MESSAGES.make("empty-file")])
+    delimiter = sniff_delimiter(first)
+    header = next(csv.reader([first], delimiter=delimiter))
+    return CsvFile(raw, handle, lines, header, delimiter, nul)
+
+
+def read_rows(
+    lines: Iterator[str],
+    delimiter: str,
+    rules: RowRules,
+    handle: IO[str],
+    workers: int,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Records -> chunks of contact rows and rejected rows (N22–N28), lazily, in order (in
+    ``workers`` processes when there are any); closes ``handle`` when done."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=False)
+
+    def chunks() -> Iterator[list[tuple[int, list[str]]]]:
+        chunk: list[tuple[int, list[str]]] = []
+        previous = 1  # the header's line
+        for values in reader:
+            chunk.append((previous + 1, values))
+            previous = reader.line_num + 1
+            if len(chunk) >= CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    try:
+        if workers == 0:
+            for chunk in chunks():
+                yield process_records(rules, chunk)  # type: ignore[misc]
+        else:
+            yield from _in_processes(rules, chunks(), workers)
+    finally:
+        handle.close()
+
+
+def workers_for(spool: Path, hygiene: bool) -> int:
     """Worker processes for the row work of a file (0: in this process).
 
     Hygiene costs ~25 µs a row (phonenumbers, email-validator): a big file with it gets a
@@ -919,4 +1018,14 @@ def register_formats(register: Any) -> None:
     register(MailingFormat)
 
 
-__all__ = ["MESSAGES", "ROW_MESSAGES", "MailingFormat"]
+__all__ = [
+    "MESSAGES",
+    "ROW_MESSAGES",
+    "CsvFile",
+    "MailingFormat",
+    "RowRules",
+    "open_csv",
+    "process_records",
+    "read_rows",
+    "workers_for",
+]

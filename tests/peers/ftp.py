@@ -56,6 +56,7 @@ class FtpServer:
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _drop_after: int | None = field(default=None, repr=False)
+    _drop_upload_after: int | None = field(default=None, repr=False)
     _tmpdir: Path | None = field(default=None, repr=False)
 
     def stop(self) -> None:
@@ -78,6 +79,18 @@ class FtpServer:
     def _take_drop(self) -> int | None:
         with self._lock:
             after, self._drop_after = self._drop_after, None
+        return after
+
+    def drop_next_upload(self, after_bytes: int) -> None:
+        """The next STOR keeps `after_bytes` bytes of what it receives, then drops the data
+        AND control connection abruptly (no reply): an upload lost mid-file. Only once; plain FTP
+        only (the TLS data channel reads through its own handshake code)."""
+        with self._lock:
+            self._drop_upload_after = after_bytes
+
+    def _take_upload_drop(self) -> int | None:
+        with self._lock:
+            after, self._drop_upload_after = self._drop_upload_after, None
         return after
 
 
@@ -108,6 +121,28 @@ class _PeerDTP:
     _armed_checked = False
     _dropping = False
     _counted = False
+    _upload_budget: int | None = None
+    _upload_checked = False
+
+    def handle_read(self) -> None:
+        if self.receive and not self._upload_checked and self.file_obj is not None:
+            self._upload_checked = True  # first read of a STOR
+            self._upload_budget = self.cmd_channel.peer._take_upload_drop()
+        if self._upload_budget is None or self._dropping:
+            super().handle_read()  # type: ignore[misc]
+            return
+        try:
+            chunk = self.recv(65536)  # type: ignore[attr-defined]
+        except OSError:
+            return
+        keep = chunk[: self._upload_budget]
+        if keep:
+            self.file_obj.write(keep)
+            self.file_obj.flush()
+        self._upload_budget -= len(keep)
+        if self._upload_budget == 0 or not chunk:
+            self._dropping = True
+            self.ioloop.call_later(0, self._drop, _errback=self.handle_error)  # type: ignore[attr-defined]
 
     def send(self, data: bytes) -> int:
         if not self._armed_checked and self.file_obj is not None and not self.receive:
@@ -140,7 +175,8 @@ class _PeerDTP:
 
 
 class _PlainDTP(_PeerDTP, DTPHandler):
-    pass
+    # pyftpdlib binds ``handle_read_event`` to its own ``handle_read``: route it to ours
+    handle_read_event = _PeerDTP.handle_read
 
 
 class _TlsDTP(_PeerDTP, TLS_DTPHandler):

@@ -36,10 +36,12 @@ from pymap.backend.dict import Login
 from pymap.backend.dict.filter import FilterSet
 from pymap.backend.dict.mailbox import MailboxData, MailboxSet
 from pymap.concurrent import Subsystem
+from pymap.exceptions import MailboxError as PymapMailboxError
 from pymap.imap import IMAPServer
 from pymap.mailbox import MailboxSnapshot
 from pymap.parsing.commands import Commands
 from pymap.parsing.message import AppendMessage
+from pymap.parsing.response import ResponseCode
 from pymap.parsing.specials.flag import Flag, Wildcard
 from pymap.user import UserMetadata
 from pysasl.hashing import Cleartext
@@ -90,14 +92,26 @@ class _KeywordMailbox(MailboxData):
 
 
 class _MailboxSet(MailboxSet):
-    """The user's folders; with `keywords`, every mailbox is a ``_KeywordMailbox``."""
+    """The user's folders; with `keywords`, every mailbox is a ``_KeywordMailbox``.
 
-    def __init__(self, keywords: bool) -> None:
+    `separator` is the hierarchy delimiter the server reports (``LIST "" ""``). With ``"."``
+    (stock Dovecot with Maildir++) a name holding ``/`` is refused as Dovecot does:
+    ``NO [CANNOT] Invalid mailbox name``.
+    """
+
+    def __init__(self, keywords: bool, separator: str = "/") -> None:
         super().__init__()
+        self._separator = separator
         self._mailbox_type = _KeywordMailbox if keywords else MailboxData
         self._inbox = self._mailbox_type(self._content_cache, self._thread_cache)
 
+    @property
+    def delimiter(self) -> str:
+        return self._separator
+
     async def add_mailbox(self, name: str) -> Any:
+        if self._separator != "/" and "/" in name:
+            raise PymapMailboxError(name, b"Invalid mailbox name", ResponseCode.of(b"CANNOT"))
         async with self._set_lock.write_lock():
             if name in self._set:
                 raise ValueError(name)  # pymap answers NO [ALREADYEXISTS]
@@ -150,7 +164,8 @@ class ImapServer:
     """A running IMAP server on loopback with one user; ``stop()`` it when done.
 
     Folder names are as the server decodes them (modified UTF-7 undone); the hierarchy
-    delimiter is ``/``. Flags are IMAP spellings: ``\\Seen``, ``\\Deleted``, ``$Keyword``.
+    delimiter is `separator` (``/`` unless started with another). Flags are IMAP spellings:
+    ``\\Seen``, ``\\Deleted``, ``$Keyword``.
     """
 
     host: str
@@ -160,6 +175,7 @@ class ImapServer:
     user: str
     password: str
     move: bool = True  # MOVE advertised after LOGIN (and UID MOVE understood)
+    separator: str = "/"  # the hierarchy delimiter LIST reports
     _mailboxes: _MailboxSet | None = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -284,6 +300,7 @@ def start_imap_server(
     cert_hostnames: tuple[str, ...] = ("127.0.0.1",),
     move: bool = True,
     keywords: bool = True,
+    separator: str = "/",
 ) -> ImapServer:
     """Run an IMAP server on 127.0.0.1 (random port) from a daemon thread, startup ~10 ms.
 
@@ -297,11 +314,21 @@ def start_imap_server(
     drops MOVE, and MOVE/UID MOVE then answer BAD, so clients must COPY + STORE \\Deleted +
     EXPUNGE. ``keywords=False`` makes it a server without custom keywords: PERMANENTFLAGS lacks
     ``\\*`` and a STORE of ``$Keyword`` lasts only for that session (stock pymap behaviour).
+    ``separator="."`` makes it a stock Dovecot Maildir++ account: LIST reports ``.`` as the
+    hierarchy delimiter and CREATE of a name holding ``/`` answers
+    ``NO [CANNOT] Invalid mailbox name``.
     """
     if tls not in TLS_MODES:
         raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
     peer = ImapServer(
-        host="127.0.0.1", port=0, tls=tls, ca_pem=None, user=user, password=password, move=move
+        host="127.0.0.1",
+        port=0,
+        tls=tls,
+        ca_pem=None,
+        user=user,
+        password=password,
+        move=move,
+        separator=separator,
     )
     if tls != "none":
         ca = ca or trustme.CA()
@@ -335,7 +362,7 @@ def start_imap_server(
         config.apply_context()
         login = Login(config)
         login.users_dict[user] = UserMetadata(config, user, password=password)
-        peer._mailboxes = _MailboxSet(keywords)
+        peer._mailboxes = _MailboxSet(keywords, separator)
         config.set_cache[user] = (peer._mailboxes, FilterSet())
         imap = IMAPServer(login, config)
         socket_info = _RemoteSocketInfo if tls == "starttls" else SocketInfoLocal

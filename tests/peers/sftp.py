@@ -46,6 +46,10 @@ class SftpServer:
     _connections: set[asyncssh.SSHServerConnection] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _drop_after: int | None = field(default=None, repr=False)
+    _drop_upload_after: int | None = field(default=None, repr=False)
+    _rename_gate: asyncio.Event | None = field(default=None, repr=False)
+    #: renames waiting at the gate (``hold_renames``)
+    renames_held: int = 0
 
     def stop(self) -> None:
         """Close the listener and every connection, then the event loop and its thread."""
@@ -68,6 +72,45 @@ class SftpServer:
         with self._lock:
             after, self._drop_after = self._drop_after, None
         return after
+
+    def drop_next_upload(self, after_bytes: int) -> None:
+        """The next file opened for writing keeps at most `after_bytes` bytes, then the whole
+        SSH connection is closed abruptly: an upload lost mid-file."""
+        with self._lock:
+            self._drop_upload_after = after_bytes
+
+    def _take_upload_drop(self) -> int | None:
+        with self._lock:
+            after, self._drop_upload_after = self._drop_upload_after, None
+        return after
+
+    def hold_renames(self) -> None:
+        """Renames wait (the upload stays under its temporary name, complete) until
+        ``release_renames()``: the moment between writing a file and renaming it."""
+
+        async def hold() -> None:
+            self._rename_gate = asyncio.Event()
+
+        self._call(hold())
+
+    def release_renames(self) -> None:
+        """Let the held renames (and the next ones) go through."""
+
+        async def release() -> None:
+            gate, self._rename_gate = self._rename_gate, None
+            if gate is not None:
+                gate.set()
+
+        self._call(release())
+
+    async def _pass_rename_gate(self) -> None:
+        gate = self._rename_gate
+        if gate is not None:
+            self.renames_held += 1
+            try:
+                await gate.wait()
+            finally:
+                self.renames_held -= 1
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None
@@ -128,13 +171,39 @@ class _SFTPServer(asyncssh.SFTPServer):
         self._peer = peer
         self._conn = chan.get_connection()  # the channel forgets it once the connection is gone
         self._downloads: dict[object, _Download] = {}
+        self._uploads: dict[object, int] = {}  # file -> bytes it may still take
 
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         file_obj = super().open(path, pflags, attrs)
         if pflags & asyncssh.FXF_READ and not pflags & asyncssh.FXF_WRITE:
             size = os.fstat(file_obj.fileno()).st_size  # type: ignore[attr-defined]
             self._downloads[file_obj] = _Download(size, budget=self._peer._take_drop())
+        elif pflags & asyncssh.FXF_WRITE:
+            budget = self._peer._take_upload_drop()
+            if budget is not None:
+                self._uploads[file_obj] = budget
         return file_obj
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        budget = self._uploads.get(file_obj)
+        if budget is None:
+            return int(super().write(file_obj, offset, data))  # type: ignore[arg-type]
+        keep = data[:budget]
+        if keep:
+            super().write(file_obj, offset, keep)  # type: ignore[arg-type]
+        self._uploads[file_obj] = budget - len(keep)
+        if len(keep) < len(data) or budget - len(keep) == 0:
+            self._conn.abort()
+            raise asyncssh.SFTPConnectionLost("connection dropped by the test peer")
+        return len(data)
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+        await self._peer._pass_rename_gate()
+        super().rename(oldpath, newpath)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:  # type: ignore[override]
+        await self._peer._pass_rename_gate()
+        super().posix_rename(oldpath, newpath)
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         download = self._downloads.get(file_obj)

@@ -27,6 +27,7 @@ CAMPAIGN_COLUMNS = (
     ("Id", "id"),
     ("Created", "created"),
     ("Name", "name"),
+    ("Origin", "origin"),
     ("Wallet", "wallet"),
     ("Channel", "channel"),
     ("Sender", "sender"),
@@ -44,6 +45,7 @@ COLUMN_FROM = {
     "created": 150,
     "start": 150,
     "wallet": 150,
+    "origin": 160,
 }
 #: what the table takes besides its columns: the scrollbar and a margin
 TABLE_CHROME = 3
@@ -182,6 +184,7 @@ def campaign_list(
         cells: dict[str, Cell] = {
             "id": str(c.id),
             "created": when(backend, c.created_at),
+            "origin": c.origin,
             "wallet": c.wallet or "-",
             "channel": c.channel,
             "sender": c.account or "-",
@@ -247,6 +250,7 @@ class CampaignsScreen(CampaignActions):
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse"),
         Binding("a", "attention", "Needs attention"),
+        Binding("n", "new_campaign", "New campaign"),
         *CAMPAIGN_BINDINGS,
     ]
 
@@ -357,3 +361,11 @@ class CampaignsScreen(CampaignActions):
 
     def key_escape(self) -> None:
         self.query_one("#campaigns", LiveTable).focus()
+
+    def action_new_campaign(self) -> None:
+        from tui.screens.new_campaign import ACTION, NewCampaignScreen
+
+        if not self.backend.may(ACTION):
+            self.notify(self.backend.refusal(ACTION), severity="error")
+            return
+        self.app.push_screen(NewCampaignScreen(self.backend, self.every))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
+from engine.publish.service import Publishing
 from engine.store.files import Observation
 from tui.backend import Backend
 from tui.dialogs import TextDialog
@@ -32,6 +33,14 @@ SOURCE_COLUMNS = (
     ("Files", "files"),
     ("Where", "where"),
 )
+#: what the selected source's publishers wrote back to it (a list sync's exports, S2)
+PUBLICATION_COLUMNS = (
+    ("File", "path"),
+    ("Publisher", "publisher"),
+    ("Status", "status"),
+    ("When", "when"),
+    ("Size", "size"),
+)
 FILE_COLUMNS = (
     ("File", "path"),
     ("Size", "size"),
@@ -45,11 +54,18 @@ FILE_STATUS = {
     "new": "new (seen once)",
     "unstable": "still changing",
     "waiting": "waiting for its day",
+    "incomplete": "waiting for its send's files",
     "imported": "imported",
     "rejected": "rejected",
     "duplicate": "duplicate",
     "not-mailing": "not a mailing",
+    "not-triplet": "not a send's file",
+    "result": "a result file",
+    "companion": "with its file",
     "error": "error",
+    "importing": "importing",
+    "not-matching": "not a list file",
+    "export": "an export",
 }
 FILE_STYLE = {
     "imported": "level--ok",
@@ -58,6 +74,7 @@ FILE_STYLE = {
     "duplicate": "level--warn",
     "unstable": "level--warn",
     "waiting": "status--scheduled",
+    "incomplete": "status--scheduled",
 }
 
 
@@ -68,6 +85,10 @@ class Sources:
     #: path -> the observation, for the report view
     observations: dict[str, Observation]
     source: str | None
+    #: what the selected source's publishers wrote back (newest first)
+    publications: list[Row] = field(default_factory=list)
+    #: the caption over them (None: the source publishes nothing: they are hidden)
+    publishing: str | None = None
 
 
 def sources(backend: Backend, selected: str | None, describe: Callable[[str], str]) -> Sources:
@@ -124,7 +145,51 @@ def sources(backend: Backend, selected: str | None, describe: Callable[[str], st
         )
         for f in seen
     ]
-    return Sources(rows, file_rows, {f.path: f for f in seen}, source)
+    publications, publishing = _publications(backend, source)
+    return Sources(rows, file_rows, {f.path: f for f in seen}, source, publications, publishing)
+
+
+def _publications(backend: Backend, source: str | None) -> tuple[list[Row], str | None]:
+    """The selected source's publications (a list sync's exports, S2), newest first, and the
+    caption: when the next falls due."""
+    settings = backend.config.sources.get(source) if source else None
+    found = backend.store.publications.recent(20, source=source) if source else []
+    if source is None or (not found and not (settings and settings.publish)):
+        return [], None
+    rows: list[Row] = []
+    for p in found:
+        pending = p.status != "published"
+        rows.append(
+            (
+                str(p.id),
+                (
+                    p.path,
+                    p.publisher,
+                    Styled("waiting: retried every minute", "level--warn")
+                    if pending
+                    else Styled("published", "level--ok"),
+                    when(backend, p.planned_at if pending else p.published_at, "%d/%m %H:%M"),
+                    f"{p.size:,}" if p.size is not None else "",
+                ),
+            )
+        )
+    upcoming = []
+    if settings is not None and backend.plugins is not None and settings.enabled:
+        from engine.publish.service import Publishing
+
+        publishing = Publishing(backend.store, backend.plugins, backend.config, backend.clock)
+        try:
+            upcoming = [
+                at
+                for p in publishing.publishers(settings)
+                if (at := p.next_due(backend.now())) is not None
+            ]
+        except Exception:  # a broken plugin must not break the screen
+            upcoming = []
+    caption = f"Written back to {source} (exports, results), newest first"
+    if upcoming:
+        caption += f"; next: {when(backend, min(upcoming), '%d/%m %H:%M')}"
+    return rows, caption
 
 
 def _next_poll(backend: Backend, at: datetime | None, now: datetime) -> str:
@@ -162,7 +227,35 @@ def file_report(backend: Backend, o: Observation) -> str:
                 folder = settings.rejected_dir if settings else "rejected"
                 stem = o.path.rsplit(".", 1)[0]
                 lines.append(f"Report published as {folder}/{stem}.erro.txt")
+            lines += _results(backend, o.source, entry.id)
     return "\n".join(lines)
+
+
+def _results(backend: Backend, source: str, file_id: int) -> list[str]:
+    """The campaign an imported file made and its result files: when due, what was
+    published and when (the publishers' own account, T8)."""
+    settings = backend.config.sources.get(source)
+    if settings is None or backend.plugins is None:
+        return []
+    publishing = Publishing(backend.store, backend.plugins, backend.config, backend.clock)
+    found = next(
+        (r for r in publishing.overview(settings, limit=500) if r.file_id == file_id), None
+    )
+    if found is None:
+        return []
+    lines = ["", f"Campaign #{found.campaign_id} ({found.campaign}): {found.status}"]
+    if found.owed:
+        due = (
+            when(backend, found.due_at, "%d/%m/%Y %H:%M")
+            if found.due_at
+            else "when the campaign ends"
+        )
+        lines.append(f"Results due: {due} ({found.owed} file(s))")
+    if found.published:
+        at = when(backend, found.published_at, "%d/%m/%Y %H:%M")
+        lines.append(f"Results published {at}:")
+        lines += [f"  - {path}" for path in found.published]
+    return lines
 
 
 # -- the screen ------------------------------------------------------------------------------
@@ -187,12 +280,16 @@ class SourcesScreen(LiveScreen):
         yield from self.compose_header()
         yield Static("Sources", classes="caption")
         yield LiveTable(SOURCE_COLUMNS, id="sources")
+        yield Static("", id="publications-caption", classes="caption")
+        yield LiveTable(PUBLICATION_COLUMNS, id="publications")
         yield Static("", id="files-caption", classes="caption")
         yield LiveTable(FILE_COLUMNS, id="files")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#sources", LiveTable).focus()
+        for name in ("#publications-caption", "#publications"):
+            self.query_one(name).display = False
 
     def params(self) -> Any:
         return self.source
@@ -228,6 +325,15 @@ class SourcesScreen(LiveScreen):
             ),
         )
         self.query_one("#files", LiveTable).show(data.files)
+        shown = data.publishing is not None
+        show_text(self.query_one("#publications-caption", Static), Text(data.publishing or ""))
+        caption = self.query_one("#publications-caption")
+        if caption.display != shown:  # setting it, even unchanged, repaints
+            caption.display = shown
+        publications = self.query_one("#publications", LiveTable)
+        if publications.display != shown:
+            publications.display = shown
+        publications.show(data.publications)
 
     @on(DataTable.RowHighlighted, "#sources")
     def source_highlighted(self) -> None:
