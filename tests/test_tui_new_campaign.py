@@ -153,3 +153,17 @@ async def test_the_account_screen_shows_its_usage(setup: tuple[Store, Any, Any])
         await app.push_screen(AccountScreen(app.backend, "avisos", 3600))
         await eventually(lambda: "0 sent" in text_of(app, "#rates"), what="the account's usage")
         assert "of 5 %" in text_of(app, "#rates")
+
+
+async def test_the_queues_screen_opens_an_accounts_usage(setup: tuple[Store, Any, Any]) -> None:
+    app = app_for(setup, "viewer")
+    async with app.run_test(size=(120, 60)) as pilot:
+        await pilot.press("2")  # Queues: the accounts are listed, the first selected
+        await eventually(
+            lambda: getattr(app.screen, "account", None) == "avisos", what="the account listed"
+        )
+        await pilot.press("d")
+        await eventually(
+            lambda: isinstance(app.screen, AccountScreen), what="the account's usage screen"
+        )
+        await eventually(lambda: "0 sent" in text_of(app, "#rates"), what="the account's usage")

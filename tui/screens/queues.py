@@ -227,6 +227,7 @@ class QueuesScreen(CampaignActions):
         *CAMPAIGN_BINDINGS,
         Binding("o", "override", "Override guard"),
         Binding("u", "clear_override", "Clear override"),
+        Binding("d", "account", "Account usage"),
     ]
 
     def __init__(self, backend: Backend, every: float = 1.0) -> None:
@@ -293,6 +294,13 @@ class QueuesScreen(CampaignActions):
         if selected is not None:
             self.app.push_screen(CampaignScreen(self.backend, selected[0], self.every))
 
+    def action_account(self) -> None:
+        """The selected account's usage: settings, sends per hour over 24 h, rates."""
+        from tui.screens.account import AccountScreen
+
+        if self.account is not None:
+            self.app.push_screen(AccountScreen(self.backend, self.account, self.every))
+
     def selected_campaign(self) -> tuple[int, str, int] | None:
         if self.data is None:
             return None
@@ -304,6 +312,8 @@ class QueuesScreen(CampaignActions):
         return cid, status, priority
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "account":
+            return True if self.account is not None else None
         if action in ("override", "clear_override"):
             need = "override" if action == "override" else "clear-override"
             if not self.backend.may(need):
