@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from engine.csvsafe import FORMULA_STARTS, safe_cell
-from engine.store.results import SENT_STATES
 
 if TYPE_CHECKING:
     from engine.store import Store
@@ -106,6 +105,8 @@ def write_results(
     as ``result_row`` (a test holds them equal), from plain tuples (``Results.export_rows``):
     the free-text cells go through ``safe_cell`` only when they need it (E2), the times
     through ``LocalTimes``."""
+    from engine.store.results import SENT_STATES  # the store only when a file is written
+
     out = csv.writer(handle, delimiter=";", lineterminator="\r\n")
     out.writerow(RESULT_COLUMNS)
     when = LocalTimes(tz)
