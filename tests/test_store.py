@@ -314,3 +314,16 @@ def test_concurrent_writers_serialise(store: Store) -> None:
 async def test_store_run_uses_a_thread(store: Store) -> None:
     caller = threading.get_ident()
     assert await store.run(threading.get_ident) != caller
+
+
+def test_the_quick_head_check_agrees_with_alembic(store: Store) -> None:
+    """Opening a store at head skips Alembic (issue 16, goal 7): the head read from the
+    migration files is Alembic's own, and a store at head is seen as such."""
+    from engine.store import migrate
+
+    assert migrate.quick_head() == migrate.head_revision()
+    assert migrate.at_head(store.engine)
+    assert store.upgrade() == (migrate.head_revision(), migrate.head_revision())
+    with store.write() as c:
+        c.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    assert not migrate.at_head(store.engine)

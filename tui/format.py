@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import NamedTuple
 
 from engine.sending.status import EnginesHeader
@@ -42,8 +43,14 @@ def status_cell(status: str) -> Styled:
 
 
 def when(backend: Backend, value: datetime | None, fmt: str = "%d/%m %H:%M") -> str:
-    """A time in the configured zone, or ``-``."""
-    return backend.local(value).strftime(fmt) if value is not None else "-"
+    """A time in the configured zone, or ``-`` (remembered: a refresh shows mostly the
+    same times as the last one, issue 16 goal 7)."""
+    return _when(value, fmt, backend.tz) if value is not None else "-"
+
+
+@lru_cache(maxsize=16_384)
+def _when(value: datetime, fmt: str, tz: tzinfo) -> str:
+    return value.astimezone(tz).strftime(fmt)
 
 
 def span(delta: timedelta) -> str:

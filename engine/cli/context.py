@@ -189,12 +189,13 @@ class AppContext:
         fail(f"no database yet: {what}; {where}", code=2)
 
     def _open_store(self, url: URL, *, create: bool) -> Store:
-        from engine.store import Store
+        from engine.store import Store, migrate
 
         shown = url.render_as_string(hide_password=True)
         try:
             store = Store.open(url, clock=self.clock, upgrade=create)
-            if not create:
+            # at head (the usual case) one query says so, without Alembic (issue 16, goal 7)
+            if not create and not migrate.at_head(store.engine):
                 if store.revision() is None:  # an empty database (PostgreSQL): not ours yet
                     store.close()
                     self.no_database(f"{shown} has no disparo tables")

@@ -29,13 +29,14 @@ Rules kept here:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 
 from engine.addresses import normalise_email, normalise_phone, suppression_key
@@ -669,32 +670,114 @@ class Feedback(Queries):
         )
 
     def _flush(self, c: Connection, batch: _Batch) -> None:
+        """Write a batch set-based: one statement per table and shape of change (a driver
+        executemany), never one ORM or Core statement per event."""
         if batch.events:
-            c.execute(sa.insert(events), batch.events)
+            sql, procs = _driver_statement(c.dialect, "events", _EVENT_COLUMNS, ())
+            c.exec_driver_sql(
+                sql,
+                [
+                    tuple(
+                        p(e[n]) if p else e[n] for n, p in zip(_EVENT_COLUMNS, procs, strict=True)
+                    )
+                    for e in batch.events
+                ],
+            )
+        # deliveries: grouped by the columns they change (an open sets opened_at; a click
+        # clicked_at and maybe opened_at…), one driver executemany per group
+        shapes: defaultdict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
         for delivery_id, values in batch.deliveries.items():
-            c.execute(sa.update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+            names = tuple(sorted(values))
+            shapes[names].append((*(values[k] for k in names), delivery_id))
+        for names, params in shapes.items():
+            sql, procs = _driver_statement(c.dialect, "deliveries", names, ("id",))
+            c.exec_driver_sql(
+                sql,
+                [
+                    tuple(p(v) if p else v for v, p in zip(row, procs, strict=True))
+                    for row in params
+                ],
+            )
         now = self.store.clock.now()
-        for campaign_id, counts in batch.counters.items():
-            changes = {name: getattr(campaigns.c, name) + n for name, n in counts.items() if n}
-            if changes:
-                c.execute(
-                    sa.update(campaigns)
-                    .where(campaigns.c.id == campaign_id)
-                    .values(updated_at=now, **changes)
-                )
+        counted = sorted(
+            {name for counts in batch.counters.values() for name, n in counts.items() if n}
+        )
+        if counted:
+            c.execute(
+                sa.update(campaigns)
+                .where(campaigns.c.id == sa.bindparam("c_id"))
+                .values(
+                    updated_at=sa.bindparam("v_now", type_=campaigns.c.updated_at.type),
+                    **{
+                        name: getattr(campaigns.c, name)
+                        + sa.bindparam(f"n_{name}", type_=sa.Integer)
+                        for name in counted
+                    },
+                ),
+                [
+                    {"c_id": campaign_id, "v_now": now, **{f"n_{k}": counts[k] for k in counted}}
+                    for campaign_id, counts in batch.counters.items()
+                    if any(counts.values())
+                ],
+            )
         last = contacts.c.last_interaction_at
-        for contact_id, at in batch.interactions.items():
+        at = sa.bindparam("v_at", type_=last.type)
+        if batch.interactions:
             c.execute(
                 sa.update(contacts)
-                .where(contacts.c.id == contact_id, sa.or_(last.is_(None), last < at))
-                .values(last_interaction_at=at)
+                .where(contacts.c.id == sa.bindparam("k_id"), sa.or_(last.is_(None), last < at))
+                .values(last_interaction_at=at),
+                [{"k_id": k, "v_at": v} for k, v in batch.interactions.items()],
             )
-        for phone, at in batch.phone_interactions.items():
+        if batch.phone_interactions:
             c.execute(
                 sa.update(contacts)
-                .where(contacts.c.phone == phone, sa.or_(last.is_(None), last < at))
-                .values(last_interaction_at=at)
+                .where(
+                    contacts.c.phone == sa.bindparam("k_phone"), sa.or_(last.is_(None), last < at)
+                )
+                .values(last_interaction_at=at),
+                [{"k_phone": k, "v_at": v} for k, v in batch.phone_interactions.items()],
             )
+
+
+#: the columns of an event as ``Feedback._event`` gathers them
+_EVENT_COLUMNS = (
+    "at",
+    "kind",
+    "campaign_id",
+    "delivery_id",
+    "contact_id",
+    "account",
+    "address",
+    "origin",
+    "detail",
+    "dedupe_key",
+)
+_TABLES = {"events": events, "deliveries": deliveries}
+
+
+@lru_cache(maxsize=64)
+def _driver_statement(
+    dialect: Dialect, table: str, values: tuple[str, ...], where: tuple[str, ...]
+) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """The SQL of an executemany at the driver (no SQLAlchemy work per row) and one bind
+    processor per parameter (the column types' own: aware UTC times stored as SQLAlchemy
+    stores them, JSON serialised): ``INSERT INTO table (values…)`` when ``where`` is empty,
+    else ``UPDATE table SET values… WHERE where…`` (the parameters: values, then where)."""
+    t = _TABLES[table]
+    # every name is one of the table's own columns (t.c raises on any other): no input of
+    # anyone's reaches the SQL text
+    columns = [t.c[n] for n in (*values, *where)]
+    procs = tuple(col.type.dialect_impl(dialect).bind_processor(dialect) for col in columns)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    if where:
+        sets = ", ".join(f"{n} = {mark}" for n in values)
+        keys = " AND ".join(f"{n} = {mark}" for n in where)
+        sql = f"UPDATE {t.name} SET {sets} WHERE {keys}"  # noqa: S608
+    else:
+        marks = ", ".join([mark] * len(values))
+        sql = f"INSERT INTO {t.name} ({', '.join(values)}) VALUES ({marks})"  # noqa: S608
+    return sql, procs
 
 
 def _reason(detail: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -33,6 +33,9 @@ from engine.store.schema import (
     remote_files,
     wallets,
 )
+
+if TYPE_CHECKING:
+    from engine.store import Store
 
 #: delivery states that still need work, and every other one (settled)
 OPEN_STATES = ("pending", "claimed")
@@ -93,6 +96,11 @@ _OBSERVATION_FIELDS = tuple(Observation.__dataclass_fields__)
 class Views(Queries):
     """Queries behind the TUI's screens; each refresh must stay well under 100 ms."""
 
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        #: the campaign list's last rows (a row, as read, to its ``Campaign``)
+        self._campaign_cache: dict[tuple[Any, ...], Campaign] = {}
+
     # -- campaigns ---------------------------------------------------------------------------
 
     def campaign_rows(
@@ -139,7 +147,16 @@ class Views(Queries):
         )
         count = sa.select(sa.func.count()).select_from(FROM).where(*where)
         with self._reading(conn) as c:
-            rows = [campaign_from(r._mapping) for r in c.execute(query)]
+            # a refresh reads mostly the rows of the last one: those come from the cache
+            known, self._campaign_cache = self._campaign_cache, {}
+            rows = []
+            for r in c.execute(query):
+                key = tuple(r)
+                found = known.get(key)
+                if found is None:
+                    found = campaign_from(r._mapping)
+                self._campaign_cache[key] = found
+                rows.append(found)
             total = len(rows) if len(rows) < limit else int(c.execute(count).scalar() or 0)
         return rows, total
 

@@ -1,0 +1,73 @@
+"""Start-up benchmark (issue 16, goal 7): what the commands that open the store cost, each
+in a fresh process, against ``python -c "import textual"`` and an empty interpreter in the
+same run. Figures are CPU seconds (user + system, which a busy shared machine inflates far
+less than wall time) and wall seconds, median of 5; the store is one of 1,000 campaigns and
+100,000 then 1,000,000 deliveries (``bench_tui.build``, BENCH_ROWS scales the larger), so
+that ``campaigns``, ``accounts`` and ``campaign show`` are seen flat or not.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.bench.bench_tui import build
+from tests.bench.conftest import rows
+
+RUNS = 5
+
+
+def _cost(args: list[str], cwd: Path) -> tuple[float, float]:
+    """Median (CPU seconds, wall seconds) of RUNS runs of ``python args``."""
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(RUNS):
+        before = os.times()
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, *args], cwd=cwd, check=True, capture_output=True,
+            env={**os.environ, "COLUMNS": "120"},
+        )  # fmt: skip
+        wall.append(time.perf_counter() - started)
+        after = os.times()
+        cpu.append(
+            after.children_user - before.children_user + after.children_system
+            - before.children_system
+        )  # fmt: skip
+    return statistics.median(cpu), statistics.median(wall)
+
+
+def bench_commands_that_open_the_store(tmp_path: Path) -> None:
+    empty = _cost(["-c", "pass"], tmp_path)
+    textual = _cost(["-c", "import textual"], tmp_path)
+    print(
+        f"\nstart-up, CPU s / wall s, median of {RUNS} (a shared machine: CPU is the figure):\n"
+        f"  python -c pass            {empty[0]:.3f} / {empty[1]:.3f}\n"
+        f"  python -c 'import textual' {textual[0]:.3f} / {textual[1]:.3f} (reference)"
+    )
+    help_cost = _cost(["-m", "engine.cli", "--help"], tmp_path)
+    print(
+        f"  disparo --help            {help_cost[0]:.3f} / {help_cost[1]:.3f} "
+        f"({help_cost[0] / textual[0]:.1f}× textual's CPU)"
+    )
+    for deliveries in (100_000, rows(1_000_000)):
+        folder = tmp_path / f"d{deliveries}"
+        folder.mkdir()
+        store, _, took = build(folder, deliveries)
+        store.close()
+        config = folder / "disparo.toml"
+        text = config.read_text()
+        config.write_text(
+            text.replace("[engine]", f'[engine]\ndatabase_url = "sqlite:///{folder}/bench.db"', 1)
+        )
+        print(f"  store of 1,000 campaigns, {deliveries:,} deliveries (built in {took:.0f} s):")
+        for command in (["campaigns"], ["accounts"], ["campaign", "show", "1"]):
+            cpu, wall = _cost(["-m", "engine.cli", "--config", str(config), *command], folder)
+            print(
+                f"    disparo {' '.join(command):<18} {cpu:.3f} / {wall:.3f} "
+                f"({cpu / textual[0]:.1f}× textual's CPU; goal ≤ 0.35 s)"
+            )
