@@ -105,7 +105,8 @@ def write_results(
     as ``result_row`` (a test holds them equal), from plain tuples (``Results.export_rows``):
     the free-text cells go through ``safe_cell`` only when they need it (E2), the times
     through ``LocalTimes``."""
-    from engine.store.results import SENT_STATES  # the store only when a file is written
+    # the store only when a file is written
+    from engine.store.results import SENT_STATES, STATUS_REASONS
 
     out = csv.writer(handle, delimiter=";", lineterminator="\r\n")
     out.writerow(RESULT_COLUMNS)
@@ -132,9 +133,11 @@ def write_results(
                 when(clicked),
                 len(urls) if urls else 0,
                 safe(" ".join(dict.fromkeys(urls))) if urls else "",
-                "" if status in SENT_STATES else safe(error),
+                ""
+                if status in SENT_STATES
+                else safe(error or STATUS_REASONS.get(status, f"not sent ({status})")),
                 "sim" if unsubscribed in ("campaign", "all") else "nao",
-                "sim" if unsubscribed == "all" else "nao",
+                "sim" if unsubscribed == "all" or everywhere else "nao",
                 when(complained),
             )
             for (
@@ -152,6 +155,7 @@ def write_results(
                 error,
                 _,
                 urls,
+                everywhere,
             ) in chunk
         )
         written += len(chunk)

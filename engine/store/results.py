@@ -79,8 +79,9 @@ class RecipientResult:
 
 #: one recipient for a results file (``Results.export_rows``): code, name, address, status,
 #: provider status, sent, delivered, opened, clicked and complained (as the database's text
-#: of the naive UTC time, or None), unsubscribed, error, the delivery id, and its clicked URLs
-#: in click order (None when it has no click)
+#: of the naive UTC time, or None), unsubscribed, error, the delivery id, its clicked URLs
+#: in click order (None when it has no click), and whether the address unsubscribed from all
+#: campaigns (D19: here or in an earlier campaign, the suppression it left)
 ExportRow = tuple[
     str | None,
     str | None,
@@ -96,6 +97,7 @@ ExportRow = tuple[
     str | None,
     int,
     list[str] | None,
+    bool,
 ]
 
 _COLUMNS = (
@@ -120,31 +122,36 @@ _COLUMNS = (
 )
 
 
+#: a campaign's deliveries with their contact, and the unsubscribe-from-all suppression of
+#: their address (D19)
+_RECIPIENTS = (
+    deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+    .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+    .outerjoin(
+        suppressions,
+        sa.and_(
+            suppressions.c.kind == campaigns.c.address_kind,
+            suppressions.c.address
+            == sa.case(
+                (
+                    campaigns.c.address_kind == "email",
+                    sa.func.lower(sa.func.trim(deliveries.c.address)),
+                ),
+                else_=sa.func.trim(deliveries.c.address),
+            ),
+            suppressions.c.origin == "unsubscribe",
+        ),
+    )
+)
+
+
 class Results(Queries):
     """Reads of per-recipient results."""
 
     def _query(self, campaign_id: int, limit: int) -> sa.Select[Any]:
         return (
             sa.select(*_COLUMNS)
-            .select_from(
-                deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
-                .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
-                .outerjoin(
-                    suppressions,
-                    sa.and_(
-                        suppressions.c.kind == campaigns.c.address_kind,
-                        suppressions.c.address
-                        == sa.case(
-                            (
-                                campaigns.c.address_kind == "email",
-                                sa.func.lower(sa.func.trim(deliveries.c.address)),
-                            ),
-                            else_=sa.func.trim(deliveries.c.address),
-                        ),
-                        suppressions.c.origin == "unsubscribe",
-                    ),
-                )
-            )
+            .select_from(_RECIPIENTS)
             .where(deliveries.c.campaign_id == campaign_id)
             .limit(limit)
         )
@@ -228,14 +235,13 @@ class Results(Queries):
             deliveries.c.error,
             deliveries.c.id,
             deliveries.c.position,
+            suppressions.c.id,
         )
         after = -1
         while True:
             query = (
                 sa.select(*columns)
-                .select_from(
-                    deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
-                )
+                .select_from(_RECIPIENTS)
                 .where(deliveries.c.campaign_id == campaign_id, deliveries.c.position > after)
                 .order_by(deliveries.c.position)
                 .limit(chunk)
@@ -246,7 +252,7 @@ class Results(Queries):
                 clicks = _clicks(c, campaign_id, [r[12] for r in found if r[8] is not None])
             if not found:
                 return
-            yield [(*r[:13], clicks.get(r[12])) for r in found]
+            yield [(*r[:13], clicks.get(r[12]), r[14] is not None) for r in found]
             after = found[-1][13]
             if len(found) < chunk:
                 return
