@@ -1401,6 +1401,7 @@ class AccountSender:
                         fields=x.fields,
                     ),
                     message=(x.payload or {}).get("message"),
+                    normalised=True,
                 )
                 try:
                     result: SendResult = await channel.send(prepared, delivery)
@@ -1429,6 +1430,11 @@ class AccountSender:
                 self.in_flight -= 1
                 slots.release()
 
+        if self._may_start(c, probe):
+            # connections first, then tokens: a token taken while a connection opens would
+            # start its message late, bunched with the next second's (D10 at the provider)
+            with contextlib.suppress(Exception):
+                await channel.ready(min(len(claimed), channel.concurrency))
         try:
             for i, x in enumerate(claimed):
                 n = checked[i]
