@@ -135,7 +135,8 @@ class PreparedEmail:
 async def _transaction(
     client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes, utf8: bool
 ) -> None:
-    """MAIL, RCPT, DATA for one message.
+    """MAIL, RCPT, DATA for one message; pipelined (RFC 2920: MAIL, RCPT and DATA in one
+    write, their three replies read together) when the relay offers PIPELINING.
 
     ``sendmail()`` parses both addresses four times per message (email.utils, ~60 µs each,
     measured as the largest cost of sending); these addresses were already checked by
@@ -151,13 +152,18 @@ async def _transaction(
         )
     encoding = "utf-8" if utf8 else "ascii"
     options = [b"SMTPUTF8"] if utf8 else []
-    reply = await client.execute_command(
-        b"MAIL", b"FROM:<" + sender.encode(encoding) + b">", *options
-    )
+    mail = b"FROM:<" + sender.encode(encoding) + b">"
+    rcpt = b"TO:<" + recipient.encode(encoding) + b">"
+    if client.supports_extension("pipelining") and _Pipelined.fits(client):
+        await _Pipelined(client).send(
+            sender, recipient, b" ".join([b"MAIL", mail, *options]), b"RCPT " + rcpt, data
+        )
+        return
+    reply = await client.execute_command(b"MAIL", mail, *options)
     if reply.code != 250:
         await _reset(client)
         raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-    reply = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">")
+    reply = await client.execute_command(b"RCPT", rcpt)
     if reply.code not in (250, 251):
         await _reset(client)
         raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
@@ -166,6 +172,96 @@ async def _transaction(
     except aiosmtplib.SMTPResponseException:
         await _reset(client)
         raise
+
+
+class _Pipelined:
+    """One pipelined transaction on an aiosmtplib connection (aiosmtplib 5 has no PIPELINING
+    of its own): the envelope and DATA go in one write, then the message in a second; the
+    four replies are read in order. The protocol is made to keep every reply it receives
+    (by default it drops what arrives while no reply is awaited), once per connection."""
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.protocol: Any = client.protocol
+        self.timeout = client.timeout
+
+    @staticmethod
+    def fits(client: aiosmtplib.SMTP) -> bool:
+        """Does this aiosmtplib's protocol have what pipelining relies on?"""
+        p = client.protocol
+        return p is not None and all(
+            hasattr(p, a)
+            for a in ("_buffer", "_response_waiter", "_read_response_from_buffer", "read_response")
+        )
+
+    def _keep_replies(self) -> None:
+        p = self.protocol
+        if getattr(p, "_disparo_pipelining", False):
+            return
+        original = p.data_received
+
+        def data_received(data: bytes) -> None:
+            waiter = p._response_waiter
+            if waiter is not None and (waiter.done() or not p._response_pending):
+                p._buffer.extend(data)  # a reply not awaited yet: kept for the next read
+                return
+            original(data)
+
+        p.data_received = data_received
+        p._disparo_pipelining = True
+
+    async def _reply(self) -> Any:
+        reply = self.protocol._read_response_from_buffer()  # one already received
+        if reply is not None:
+            return reply
+        return await self.protocol.read_response(timeout=self.timeout)
+
+    async def send(
+        self, sender: str, recipient: str, mail: bytes, rcpt: bytes, data: bytes
+    ) -> None:
+        import aiosmtplib
+        from aiosmtplib.protocol import (
+            COMMAND_INJECTION_REGEX,
+            PERIOD_REGEX,
+            normalize_message_line_endings,
+        )
+
+        for command in (mail, rcpt):
+            if COMMAND_INJECTION_REGEX.search(command):
+                raise ValueError("Command arg contains a prohibited control character")
+        p = self.protocol
+        if p is None or p._command_lock is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        self._keep_replies()
+        body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+        try:
+            async with p._command_lock:
+                p._response_pending = True
+                p.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+                sent, accepted, go = [await self._reply() for _ in range(3)]
+                if go.code == 354 and (sent.code != 250 or accepted.code not in (250, 251)):
+                    p._response_pending = True
+                    p.write(b".\r\n")  # a relay that took DATA without a recipient: no message
+                    await self._reply()
+                if sent.code != 250:
+                    raise aiosmtplib.SMTPSenderRefused(sent.code, sent.message, sender)
+                if accepted.code not in (250, 251):
+                    raise aiosmtplib.SMTPRecipientRefused(
+                        accepted.code, accepted.message, recipient
+                    )
+                if go.code != 354:
+                    raise aiosmtplib.SMTPDataError(go.code, go.message)
+                p._response_pending = True
+                p.write(body)
+                done = await self._reply()
+                if done.code != 250:
+                    raise aiosmtplib.SMTPDataError(done.code, done.message)
+        except aiosmtplib.SMTPResponseException:
+            await _reset(self.client)
+            raise
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.client.close()
+            raise
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:
