@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -261,8 +261,19 @@ class Engine:
     """Everything ``disparo run`` runs."""
 
     def __init__(
-        self, store: Store, plugins: Plugins, config: Config, clock: Clock, *, mode: str = "run"
+        self,
+        store: Store,
+        plugins: Plugins,
+        config: Config,
+        clock: Clock,
+        *,
+        mode: str = "run",
+        workers: int = 1,
+        sender: bool = False,
     ) -> None:
+        #: a sender process of ``run --workers``: it only sends (the first process collects,
+        #: publishes, serves tracking and polls the mailboxes)
+        self.sender = sender
         self.store = store
         self.plugins = plugins
         self.config = config
@@ -283,6 +294,7 @@ class Engine:
             stop_timeout=config.engine.stop_timeout,
             metrics=self.metrics,
             mode=mode,
+            workers=workers,
         )
         self.node = self.dispatcher.node
         self.guard = Guard(store, config, clock)
@@ -302,6 +314,11 @@ class Engine:
         self._collector_stop = asyncio.Event()
         self._signals = 0
         self._reloading: asyncio.Task[bool] | None = None
+        #: what the last ``run_until_idle`` returned
+        self.last_summary: RunSummary | None = None
+        #: with ``run --workers``: waits for the other sender processes to finish (until
+        #: idle), before publishing; returns their problems
+        self.workers_done: Callable[[], Awaitable[list[str]]] | None = None
 
     def _pollers(self, config: Config) -> list[MailboxPoller]:
         if self.signer is None:
@@ -316,7 +333,7 @@ class Engine:
                 owner=self.node,
             )
             for settings in config.mailboxes.values()
-            if settings.enabled
+            if settings.enabled and not self.sender
         ]
 
     # -- signals -----------------------------------------------------------------------------
@@ -495,10 +512,15 @@ class Engine:
     async def run_until_idle(self, *, settle: float = 2.0) -> RunSummary:
         """Poll every source, import what is ready, send everything due, and return; a stop
         (SIGTERM, SIGINT) ends it at the next step, cleanly."""
-        summary = RunSummary()
+        summary = self.last_summary = RunSummary()
         if not await self.dispatcher.begin(self.stop):
             summary.interrupted = True
             await self.dispatcher.shutdown()
+            return summary
+        if self.sender:
+            await self.dispatcher.run_until_idle(self.stop)
+            summary.interrupted = self.stop.is_set()
+            await self._problems(summary)
             return summary
         try:
             polls = asyncio.ensure_future(self.collector.run_until_idle(settle=settle))
@@ -509,6 +531,10 @@ class Engine:
             if not self.stop.is_set():
                 await self._check_guard()
                 await self.dispatcher.run_until_idle(self.stop, shutdown=False)
+            if self.workers_done is not None:  # the other sender processes finish first
+                found = await self.workers_done()
+                summary.problems += found
+                summary.failed = summary.failed or bool(found)
             if not self.stop.is_set():
                 published = asyncio.ensure_future(asyncio.to_thread(self.publishing.publish))
                 if not await _first(published, self.stop):
@@ -610,6 +636,9 @@ class Engine:
     async def _run(self) -> None:
         if not await self.dispatcher.begin(self.stop):
             await self.dispatcher.shutdown()
+            return
+        if self.sender:
+            await self.dispatcher.run(self.stop)
             return
         self.writer.start()
         if self.tracking is not None:

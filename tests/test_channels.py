@@ -198,13 +198,27 @@ async def test_email_over_starttls_and_auth(
     assert all(len(line) <= 998 for line in received.data.split(b"\r\n"))
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 async def test_email_pool_reuses_connections_and_maps_smtp_replies(
     start_smtp: Callable[..., SmtpServer],
     tmp_path: Path,
     clock: TestClock,
     monkeypatch: pytest.MonkeyPatch,
+    pipelining: bool,
 ) -> None:
-    server = start_smtp(tls="starttls", auth=True)
+    """The same replies mean the same with a relay that offers PIPELINING (RFC 2920: the
+    envelope and DATA in one write) and with one that does not (a command at a time)."""
+    from channels import email as email_channel
+
+    pipelined: list[str] = []
+    original = email_channel._Pipelined.send
+
+    async def spy(self: Any, sender: str, recipient: str, *args: Any) -> None:
+        pipelined.append(recipient)
+        await original(self, sender, recipient, *args)
+
+    monkeypatch.setattr(email_channel._Pipelined, "send", spy)
+    server = start_smtp(tls="starttls", auth=True, pipelining=pipelining)
     server.reject("gone@example.com")
     server.tempfail("busy@example.com")
     config = email_config(tmp_path, server, monkeypatch)
@@ -235,6 +249,9 @@ async def test_email_pool_reuses_connections_and_maps_smtp_replies(
     assert isinstance(busy_again, Sent)
     assert isinstance(invalid, Failed) and not invalid.bounce
     assert isinstance(after, Sent)
+    assert len(server.messages) == 32  # 30, busy@ at the second try, later@
+    assert ("gone@example.com" in pipelined) is pipelining
+    assert (len(pipelined) >= 34) is pipelining
 
 
 async def test_accented_addresses_need_smtputf8(

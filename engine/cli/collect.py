@@ -455,9 +455,26 @@ def sources_test(ctx: click.Context, name: str) -> None:
     show_default=True,
     help="Seconds between the two listings that show a new file is stable (F8).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Sender processes on this store (default: [engine] workers, 1). This process also "
+    "collects, publishes and serves tracking; the others only send, and each sender account "
+    "is sent by one process at a time. SIGTERM, SIGINT and SIGHUP reach them all; a worker "
+    "that dies is reported and started again.",
+)
+@click.option("--sender", is_flag=True, hidden=True, help="(a worker of --workers: only send)")
 @LOG_FORMAT_OPTION
 @click.pass_context
-def run_command(ctx: click.Context, until_idle: bool, settle: float, log_format: str) -> None:
+def run_command(
+    ctx: click.Context,
+    until_idle: bool,
+    settle: float,
+    workers: int | None,
+    sender: bool,
+    log_format: str,
+) -> None:
     """Run the engine: collect and import files on each source's schedule, send campaigns
     paced within each account's rate, and watch bounce rates (the guard); with [tracking],
     serve the tracking endpoint, and poll the bounce mailboxes ([mailboxes.NAME]).
@@ -475,30 +492,68 @@ def run_command(ctx: click.Context, until_idle: bool, settle: float, log_format:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     a = app(ctx)
     config = a.require_config()
+    count = workers or config.engine.workers
     a.preflight(
-        config, listen=config.tracking.listen if config.tracking and not until_idle else None
+        config,
+        listen=config.tracking.listen if config.tracking and not (until_idle or sender) else None,
     )
     configure_logging(config, log_format)
-    engine = Engine(a.store, a.plugins, config, a.clock, mode="until-idle" if until_idle else "run")
+    engine = Engine(
+        a.store,
+        a.plugins,
+        config,
+        a.clock,
+        mode="until-idle" if until_idle else "run",
+        workers=count,
+        sender=sender,
+    )
+    crew = None
+    if count > 1 and not sender:
+        from engine.cli.workers import Workers
+
+        crew = Workers(
+            config.path,
+            count - 1,
+            until_idle=until_idle,
+            log_format=log_format,
+            stop_timeout=config.engine.stop_timeout.total_seconds(),
+        )
+
+    def stop(why: str) -> None:
+        engine.request_stop(why)
+        if crew is not None:
+            crew.forward(signal.SIGTERM)
+
+    def reload() -> None:
+        engine.request_reload()
+        if crew is not None:
+            crew.forward(signal.SIGHUP)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, engine.request_stop, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, engine.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        if crew is not None:
+            await crew.start()
+            engine.workers_done = crew.finish
         try:
             if until_idle:
                 return await engine.run_until_idle(settle=settle)
-            _print_banner(a, config, log_format)
+            if not sender:
+                _print_banner(a, config, log_format)
             await engine.run()
             return None
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if crew is not None:
+                await crew.finish()  # with --until-idle, done already (before publishing)
 
     summary = asyncio.run(main())
     if until_idle:
-        _print_run(a, summary)
+        if not sender:
+            _print_run(a, summary)
         ctx.exit(1 if summary.failed else 0)
 
 

@@ -155,6 +155,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         lease=lease,
         heartbeat=engine_values.get("heartbeat") or min(timedelta(seconds=5), lease / 3),
         stop_timeout=engine_values.get("stop_timeout") or timedelta(seconds=10),
+        workers=engine_values.get("workers") or 1,
     )
     if engine.heartbeat * 3 > engine.lease:
         reader.problem(

@@ -121,6 +121,15 @@ ENGINE_KEYS: dict[str, Key] = {
         "The least severe log records written by `disparo run` (and reread on reload).",
         choices=("debug", "info", "warning", "error"),
     ),
+    "workers": Key(
+        "int",
+        1,
+        "How many sender processes `disparo run` runs on this store (`--workers` wins): the "
+        "first also collects, publishes and serves tracking; each sender account is sent by "
+        "one process at a time, so more than one helps with several accounts.",
+        minimum=1,
+        maximum=64,
+    ),
 }
 
 SOURCE_KEYS: dict[str, Key] = {
@@ -448,6 +457,7 @@ class EngineSettings:
     lease: timedelta = timedelta(seconds=30)
     heartbeat: timedelta = timedelta(seconds=5)
     stop_timeout: timedelta = timedelta(seconds=10)
+    workers: int = 1
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ class DeliveryInfo:
     variables: Mapping[str, Any]
     #: per-recipient content from the file (the row's SMS text, N28)
     message: str | None = None
+    #: True when the engine already ran ``address`` through ``Channel.normalise`` (it does
+    #: before the suppression check): the channel need not check it again
+    normalised: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,13 @@ class Channel(Configurable, ABC):
 
     async def close(self) -> None:
         """Disconnect; never raises."""
+
+    async def ready(self, sends: int) -> None:
+        """Get ready to start up to ``sends`` messages without waiting (open the pool's
+        connections): the engine calls it before taking their tokens from the account's
+        bucket, so that no token is spent waiting for a connection and the rate holds at
+        the provider from the first second (D10). Never raises: a failure is left for the
+        sends to report. Nothing by default."""
 
     def prepare(self, campaign: Campaign) -> Any:
         """Compile what is the same for every recipient (templates, headers); raise

@@ -162,8 +162,14 @@ class Dispatcher:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         mode: str = "run",
+        workers: int = 1,
     ) -> None:
         self.store = store
+        #: sender processes expected on this store (``run --workers``): until they had the
+        #: time to start (a lease), this engine takes no more than its share of the accounts
+        self.workers = workers
+        #: running engine nodes on this store, this one included (refreshed at each tick)
+        self.nodes = 1
         self.metrics = metrics
         self.plugins = plugins
         self.config = config
@@ -208,6 +214,32 @@ class Dispatcher:
         self._shut = False
         #: ticks done (tests wait for a few more)
         self._ticks = 0
+        self._born = clock.monotonic()
+        #: one sender at a time decides whether to take an account (its share)
+        self.leasing = asyncio.Lock()
+
+    def share(self) -> int:
+        """How many sender accounts with work this engine leases at most: those accounts
+        split evenly between the running engine nodes (sender accounts are the unit of
+        parallelism), or between the expected ``workers`` while they start."""
+        nodes = self.nodes
+        if self.clock.monotonic() - self._born < self.lease.total_seconds():
+            nodes = max(nodes, self.workers)
+        busy = {c.account for c in self.campaigns.values() if c.status == "sending"}
+        return max(1, -(-len(busy) // max(1, nodes)))
+
+    def leased_here(self) -> list[str]:
+        """The accounts with work this engine holds the lease of, by name (an account whose
+        campaigns are done does not count: another node may need the place)."""
+        now = self.clock.now()
+        return sorted(
+            s.name
+            for s in self.senders.values()
+            if s._lease_until is not None
+            and s._lease_until > now
+            and s.leased_by is None
+            and s.working
+        )
 
     # -- the tick ----------------------------------------------------------------------------
 
@@ -238,6 +270,8 @@ class Dispatcher:
         for name in wanted:
             if name not in self.senders and name in self.config.accounts and not self.stopping:
                 self.senders[name] = AccountSender(self, self.config.accounts[name])
+        if self.workers > 1 or len(self.senders) > 1:
+            self.nodes = 1 + len(await self.presence.proven_alive())
         for sender in self.senders.values():
             sender.ensure_running()
         self._report_progress(now)
@@ -822,6 +856,9 @@ class AccountSender:
         self._restart_at: datetime | None = None
         self._last_crash: str | None = None
         self._db_failures = 0
+        #: it holds the lease and has work (or is about to look for some): it counts in
+        #: this engine's share of the accounts
+        self.working = False
 
     # -- the task ------------------------------------------------------------------------
 
@@ -917,12 +954,38 @@ class AccountSender:
             self.current = None
 
     def _chunk(self) -> int:
+        """How many deliveries to claim at once: a quarter of the lease's worth at the rate,
+        at most four per connection (or 200). It bounds the duplicates after a crash (what
+        was sent but not confirmed: two chunks, README "Crash safety"), so it stays small."""
         by_rate = int(self.settings.rate * self.d.lease.total_seconds() / 4)
         concurrency = self.channel.concurrency if self.channel else 8
         return max(1, min(200, concurrency * 4, by_rate))
 
     async def _lease(self) -> bool:
+        if self.d.workers == 1 and self.d.nodes == 1:
+            return await self._lease_now()
+        async with self.d.leasing:  # the share is checked and taken by one sender at a time
+            return await self._lease_now()
+
+    async def _lease_now(self) -> bool:
         now = self.d.clock.now()
+        if self._lease_until is not None and self.leased_by is None:
+            held = self.d.leased_here()
+            if self.name in held[self.d.share() :]:
+                # more engines run now: hand this account over (between two chunks)
+                await self.d.store.run(self.d.store.accounts.unlease, self.name, self.d.node)
+                self._lease_until = None
+                log.info(
+                    "account %s: handed over to another engine node (this one sends %s of "
+                    "the %s accounts)",
+                    self.name,
+                    self.d.share(),
+                    len(self.d.senders),
+                    extra={"event": "account.handed_over", "account": self.name},
+                )
+                return False
+        elif len(set(self.d.leased_here()) - {self.name}) >= self.d.share():
+            return False  # this engine has its share of the accounts: others take the rest
         if self._lease_until is not None and now < self._lease_until - self.d.lease / 2:
             return True
         ok = await self.d.store.run(
@@ -959,6 +1022,8 @@ class AccountSender:
                     mine.breaker_opened_at,
                     mine.breaker_failures,
                 )
+        if self._lease_until is None:
+            self.working = True  # until a look finds nothing to send
         self.leased_by = None
         self._lease_until = now + self.d.lease
         return True
@@ -1042,6 +1107,7 @@ class AccountSender:
         if not await self._open():
             return
         campaign = await self._pick(probe=probe)
+        self.working = campaign is not None
         if campaign is None:
             await self._rest(None)  # every tick wakes senders: no polling here
             return
@@ -1401,6 +1467,7 @@ class AccountSender:
                         fields=x.fields,
                     ),
                     message=(x.payload or {}).get("message"),
+                    normalised=True,
                 )
                 try:
                     result: SendResult = await channel.send(prepared, delivery)
@@ -1429,6 +1496,11 @@ class AccountSender:
                 self.in_flight -= 1
                 slots.release()
 
+        if self._may_start(c, probe):
+            # connections first, then tokens: a token taken while a connection opens would
+            # start its message late, bunched with the next second's (D10 at the provider)
+            with contextlib.suppress(Exception):
+                await channel.ready(min(len(claimed), channel.concurrency))
         try:
             for i, x in enumerate(claimed):
                 n = checked[i]

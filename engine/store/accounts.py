@@ -102,6 +102,15 @@ class Accounts(Queries):
             )
             return done.rowcount == 1
 
+    def unlease(self, name: str, owner: str) -> None:
+        """Give an account's lease back (another engine node may take it at once)."""
+        with self.store.write() as c:
+            c.execute(
+                sa.update(accounts)
+                .where(accounts.c.name == name, accounts.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
     def open_breaker(
         self,
         name: str,

@@ -1,10 +1,14 @@
-"""Dispatch benchmarks (issue: dispatch):
+"""Dispatch benchmarks (issue 16, goals 1, 2 and 6):
 
-- one engine process sending 100,000 e-mails to Postfix's ``smtp-sink`` (a C sink, so the
-  client is what is measured; without Postfix, a minimal asyncio sink in its own process)
-  with the rate limit off, against a plain reference client
-  (aiosmtplib, the same number of reused connections, one pre-built message) blasting the
-  same sink in the same run; peak RSS of the engine;
+- one engine process sending e-mails to a minimal asyncio SMTP sink in its own process (no
+  Postfix here: the sink's own ceiling is printed, measured with a raw client pipelining 50
+  transactions a write, and how busy it was while disparo sent) with the rate limit off,
+  against the plain reference client (aiosmtplib ``sendmail`` on the same number of reused
+  connections, one pre-built message) in paired rounds, median of ``BENCH_ROUNDS`` (3):
+  msg/s, CPU ms/msg, peak RSS, ratio;
+- pacing at the sink: the busiest 1-second window of arrivals, the campaign's first second
+  included, against rate + burst (D10);
+- ``run --workers 2`` against one process, 4 sender accounts;
 - peak RSS of an engine sending a 1,000,000-recipient campaign;
 - SMS and WhatsApp requests per second through the twilio client against the fake of
   Twilio's API (run in its own process), against plain aiohttp posts;
@@ -16,17 +20,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomli_w
 
@@ -70,35 +75,55 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def workspace(tmp: Path, port: int, recipients: int) -> Path:
+def workspace(
+    tmp: Path,
+    port: int,
+    recipients: int,
+    *,
+    rate: float = 1_000_000,
+    burst: int = 1000,
+    concurrency: int = CONCURRENCY,
+    accounts: int = 1,
+    database_url: str | None = None,
+) -> Path:
+    """A workspace whose campaign(s) send ``recipients`` e-mails to the sink on ``port``: one
+    account (``mail``), or ``accounts`` accounts (``mail00``…) each with its own wallet and
+    file (the recipients split between them)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     write_secret(tmp / "key", "k" * 32)
     (tmp / "body.html").write_text(
         "<html><body><p>Olá {{ nome }},</p><p>Temos uma oferta para você em {{ cidade }}."
         "</p><p><a href='https://loja.example/oferta'>Ver a oferta</a></p></body></html>"
     )
+    account = {
+        "channel": "email",
+        "host": "127.0.0.1",
+        "port": port,
+        "tls": "none",
+        "from_address": "aviso@empresa.com.br",
+        "rate": rate,
+        "burst": burst,
+        "concurrency": concurrency,
+    }
+    names = ["mail"] if accounts == 1 else [f"mail{k:02d}" for k in range(accounts)]
+    wallets = ["BRAD"] if accounts == 1 else [f"W{k:02d}" for k in range(accounts)]
+    engine: dict[str, Any] = {"log_level": "warning"}
+    if database_url:
+        engine["database_url"] = database_url
     config = tmp / "disparo.toml"
     config.write_text(
         tomli_w.dumps(
             {
-                "engine": {"log_level": "warning"},
+                "engine": engine,
                 "tracking": {"public_url": "https://t.example.com", "secret_file": "key"},
-                "accounts": {
-                    "mail": {
-                        "channel": "email",
-                        "host": "127.0.0.1",
-                        "port": port,
-                        "tls": "none",
-                        "from_address": "aviso@empresa.com.br",
-                        "rate": 1_000_000,
-                        "burst": 1000,
-                        "concurrency": CONCURRENCY,
-                    }
-                },
+                "accounts": {name: dict(account) for name in names},
                 "wallets": {
-                    "BRAD": {
+                    wallet: {
                         "email_subject": "Olá {{ nome }}, uma oferta",
                         "email_template": "body.html",
+                        **({"default_sender": name} if accounts > 1 else {}),
                     }
+                    for wallet, name in zip(wallets, names, strict=True)
                 },
             }
         )
@@ -108,42 +133,86 @@ def workspace(tmp: Path, port: int, recipients: int) -> Path:
         .astimezone(__import__("zoneinfo").ZoneInfo("America/Sao_Paulo"))
         .strftime("%d%m%y")
     )
-    contacts = tmp / f"mailing_{today}_001_cBRAD_email.csv"
-    with contacts.open("w") as out:
-        out.write("nome;email;cidade\n")
-        for i in range(recipients):
-            out.write(f"Pessoa {i};p{i}@example.com;Cidade {i % 100}\n")
-    cli(config, "import", str(contacts))
+    for k, wallet in enumerate(wallets):
+        contacts = tmp / f"mailing_{today}_{k + 1:03d}_c{wallet}_email.csv"
+        with contacts.open("w") as out:
+            out.write("nome;email;cidade\n")
+            for i in range(k, recipients, len(wallets)):
+                out.write(f"Pessoa {i};p{i}@example.com;Cidade {i % 100}\n")
+        cli(config, "import", str(contacts))
     return config
+
+
+class Measured(NamedTuple):
+    """A child process's wall time, CPU time (user + system) and peak RSS."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+    stdout: str
+
+
+def measured(args: list[str], *, stop_after: float | None = None) -> Measured:
+    """Run ``args`` to its end (or SIGTERM it after ``stop_after`` seconds) and measure it
+    with wait4: its CPU and peak RSS (its children's included when it reaps them)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL)
+        terminated = False
+        peak = 0.0  # VmHWM from /proc (wait4's maxrss counts the forked parent's pages)
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, peak_rss_mb(process.pid))
+            if stop_after is not None and time.perf_counter() - start > stop_after:
+                process.send_signal(signal.SIGTERM)
+                stop_after, terminated = None, True
+            time.sleep(0.02)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        text = out.read().decode()
+    if process.returncode != 0 and not terminated:
+        raise RuntimeError(f"{args[:4]} exited with {process.returncode}: {text[-2000:]}")
+    return Measured(wall, usage.ru_utime + usage.ru_stime, peak, text)
 
 
 def engine_run(config: Path, *, stop_after: float | None = None) -> tuple[float, float]:
     """Run the engine (until idle, or for ``stop_after`` seconds then SIGTERM); return
     (wall seconds, peak RSS MB)."""
+    m = engine_measured(config, stop_after=stop_after)
+    return m.wall, m.rss_mb
+
+
+def engine_measured(
+    config: Path, *, stop_after: float | None = None, extra: tuple[str, ...] = ()
+) -> Measured:
     args = ["run"] if stop_after else ["run", "--until-idle", "--settle", "0.1"]
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--config", str(config), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return measured(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), *args, *extra],
+        stop_after=stop_after,
     )
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, peak_rss_mb(process.pid))
-        if stop_after and time.perf_counter() - start > stop_after:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-            break
-        time.sleep(0.05)
-    return time.perf_counter() - start, peak
 
 
-def sent_rate(config: Path) -> tuple[int, float]:
-    with sqlite3.connect(config.parent / "disparo.db") as conn:
-        first, last, n = conn.execute(
-            "SELECT min(sent_at), max(sent_at), count(*) FROM deliveries WHERE status = 'sent'"
-        ).fetchone()
-    seconds = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+def sent_rate(config: Path, database: str | None = None) -> tuple[int, float]:
+    """(messages sent, messages/s from the first to the last send) as the store has them."""
+    if database is None:
+        with sqlite3.connect(config.parent / "disparo.db") as conn:
+            first, last, n = conn.execute(
+                "SELECT min(sent_at), max(sent_at), count(*) FROM deliveries WHERE status = 'sent'"
+            ).fetchone()
+        first, last = datetime.fromisoformat(first), datetime.fromisoformat(last)
+    else:
+        import psycopg
+
+        with psycopg.connect(database) as conn:
+            row = conn.execute(
+                "SELECT min(sent_at), max(sent_at), count(*) FROM deliveries WHERE status = 'sent'"
+            ).fetchone()
+            assert row is not None
+            first, last, n = row
+    seconds = (last - first).total_seconds()
     return int(n), n / seconds if seconds else 0.0
 
 
@@ -178,10 +247,50 @@ REFERENCE = textwrap.dedent(
     """
 )
 
+#: the sink's own ceiling: a raw client pipelining 50 whole transactions per write on each
+#: of its connections, so that the sink, not this client, is what is measured
+BLASTER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    port, total, pool = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    one = (b"MAIL FROM:<b@empresa.com.br>\\r\\nRCPT TO:<p@example.com>\\r\\nDATA\\r\\n"
+           b"Subject: x\\r\\n\\r\\n" + b"x" * 1500 + b"\\r\\n.\\r\\n")
+    BATCH = 50
 
+    async def worker(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        writer.write(b"EHLO blaster\\r\\n")
+        while not (await reader.readline()).startswith(b"250 "):
+            pass
+        done = 0
+        while done < n:
+            k = min(BATCH, n - done)
+            writer.write(one * k)
+            replies = 0
+            while replies < 4 * k:
+                line = await reader.readline()
+                if line[3:4] == b" ":
+                    replies += 1
+            done += k
+        writer.close()
+
+    async def main():
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(total // pool) for _ in range(pool)))
+        print(total // pool * pool / (time.perf_counter() - start))
+
+    asyncio.run(main())
+    """
+)
+
+
+#: a minimal asyncio SMTP sink (EHLO offers PIPELINING); on SIGTERM it writes the arrival
+#: time (time.time()) of every message it accepted to the file named by its second argument
 RAW_SINK = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, signal, sys, time
+    arrivals = []
 
     class Sink(asyncio.Protocol):
         def connection_made(self, transport):
@@ -199,6 +308,7 @@ RAW_SINK = textwrap.dedent(
                         break
                     self.buf, self.data = self.buf[end + 5:], False
                     out.append(b"250 2.0.0 queued\\r\\n")
+                    arrivals.append(time.time())
                     continue
                 end = self.buf.find(b"\\r\\n")
                 if end < 0:
@@ -219,73 +329,206 @@ RAW_SINK = textwrap.dedent(
                 self.t.write(b"".join(out))
 
     async def main():
-        server = await asyncio.get_running_loop().create_server(
-            Sink, "127.0.0.1", int(sys.argv[1]))
-        await server.serve_forever()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        server = await loop.create_server(Sink, "127.0.0.1", int(sys.argv[1]))
+        await stop.wait()
+        server.close()
+        if len(sys.argv) > 2:
+            with open(sys.argv[2], "w") as f:
+                f.write("\\n".join(repr(a) for a in arrivals))
 
     asyncio.run(main())
     """
 )
 
 
-def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Postfix's C ``smtp-sink`` when installed (it hardly takes any CPU from the client being
-    measured), else (or with ``BENCH_SINK=python``) a minimal asyncio sink in its own process
-    (slower: it can cap the figures)."""
-    binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-    if Path(binary).exists() and os.environ.get("BENCH_SINK") != "python":
-        args = [binary, "-u", "root", f"127.0.0.1:{port}", "1000"]
-        what = "Postfix smtp-sink"
-    else:
-        args = [sys.executable, "-c", RAW_SINK, str(port)]
-        what = "a minimal asyncio sink (install Postfix for its C smtp-sink)"
-    sink = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return sink, what
+class Sink:
+    """The SMTP sink in its own process; ``arrivals()`` stops it and returns the arrival time
+    of each message it accepted."""
 
-
-def bench_email_100k_to_smtp_sink(tmp_path: Path) -> None:
-    n = rows(100_000)
-    port = free_port()
-    sink, what = start_sink(port)
-    try:
-        config = workspace(tmp_path, port, n)
-        wall, peak = engine_run(config)
-        sent, rate = sent_rate(config)
-        done = subprocess.run(
-            [sys.executable, "-c", REFERENCE, str(port), str(n), str(CONCURRENCY)],
-            capture_output=True,
-            text=True,
-            check=True,
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.record = tmp / f"arrivals-{self.port}.txt"
+        self.what = "a minimal asyncio SMTP sink in its own process"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", RAW_SINK, str(self.port), str(self.record)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        reference = float(done.stdout.strip())
-    finally:
-        sink.terminate()
-        sink.wait()
-    assert sent == n
+        wait_port(self.port)
+
+    def cpu(self) -> float:
+        """CPU seconds the sink used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def arrivals(self) -> list[float]:
+        self.stop()
+        text = self.record.read_text() if self.record.exists() else ""
+        return [float(x) for x in text.split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The minimal asyncio sink in its own process on ``port`` (what other benches use)."""
+    sink = subprocess.Popen(
+        [sys.executable, "-c", RAW_SINK, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return sink, "a minimal asyncio SMTP sink in its own process"
+
+
+def busiest_window(times: list[float], width: float = 1.0) -> int:
+    """The most arrivals in any window [t, t + width) that starts at an arrival."""
+    times = sorted(times)
+    worst = j = 0
+    for i, at in enumerate(times):
+        while j < len(times) and times[j] - at < width:
+            j += 1
+        worst = max(worst, j - i)
+    return worst
+
+
+def reference_run(port: int, n: int, concurrency: int = CONCURRENCY) -> Measured:
+    m = measured([sys.executable, "-c", REFERENCE, str(port), str(n), str(concurrency)])
+    return m
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bench_email_to_the_sink_against_a_plain_client(tmp_path: Path) -> None:
+    """Paired rounds (median of ROUNDS): the plain aiosmtplib client, then disparo's `run
+    --until-idle`, sending the same count at the same concurrency to the same sink."""
+    n = rows(20_000)
+    rounds = int(os.environ.get("BENCH_ROUNDS", 3))
+    disparo: list[tuple[float, float, float]] = []
+    plain: list[tuple[float, float, float]] = []
+    ratios: list[float] = []
+    sink_busy: list[float] = []
+    with Sink(tmp_path) as sink:
+        ceiling = float(
+            measured([sys.executable, "-c", BLASTER, str(sink.port), str(n), "16"]).stdout
+        )
+        for r in range(rounds):
+            config = workspace(tmp_path / f"round{r}", sink.port, n)
+            ref = reference_run(sink.port, n)
+            ref_rate = float(ref.stdout.strip())
+            plain.append((ref_rate, ref.cpu / n * 1000, ref.rss_mb))
+            before = sink.cpu()
+            run = engine_measured(config)
+            sent, rate = sent_rate(config)
+            assert sent == n
+            sink_busy.append((sink.cpu() - before) / (n / rate))
+            disparo.append((rate, run.cpu / n * 1000, run.rss_mb))
+            ratios.append(rate / ref_rate)
     print(
         f"\ne-mail: {n:,} messages (multipart/alternative, personalised, VERP, "
-        f"List-Unsubscribe) to {what}, {CONCURRENCY} connections, rate limit off"
+        f"List-Unsubscribe, tracked link and pixel) to {sink.what}, {CONCURRENCY} "
+        f"connections, rate limit off; median of {rounds} paired rounds"
+    )
+    for name, values in (("disparo", disparo), ("plain", plain)):
+        rate, cpu, rss = (median([v[k] for v in values]) for k in range(3))
+        print(
+            f"  {name:9} {rate:8,.0f} msg/s, {cpu:.2f} ms CPU/msg (the whole process), "
+            f"peak RSS {rss:.0f} MB"
+        )
+    print(
+        "  (plain = aiosmtplib sendmail on 16 reused connections, one pre-built message; "
+        "disparo's CPU includes its start-up, import of the store and confirmation)"
     )
     print(
-        f"  disparo   {rate:8,.0f} messages/s while sending ({wall:.1f} s for the whole "
-        f"`run --until-idle`), peak RSS {peak:.0f} MB"
+        f"  ratio     {median(ratios):.2f}x the plain client (rounds: "
+        + ", ".join(f"{x:.2f}" for x in ratios)
+        + ")"
     )
-    print(f"  reference {reference:8,.0f} messages/s (aiosmtplib, one pre-built message)")
-    print(f"  ratio     {rate / reference:.2f}")
+    print(
+        f"  sink ceiling {ceiling:,.0f} msg/s (a raw client pipelining 50 transactions per "
+        f"write); while disparo sent, the sink was busy {median(sink_busy):.0%} of the time"
+    )
+
+
+def bench_pacing_at_the_sink_from_the_first_second(tmp_path: Path) -> None:
+    """D10 at the receiver: the busiest 1-s window of arrivals, the campaign's first second
+    included, against rate + burst."""
+    cases = [(20, 20, 16, 120), (100, 10, 16, 500)]
+    print("\npacing at the SMTP sink (arrivals per sliding 1-s window), concurrency 16")
+    for rate, burst, concurrency, n in cases:
+        with Sink(tmp_path) as sink:
+            config = workspace(
+                tmp_path / f"pace{rate}",
+                sink.port,
+                n,
+                rate=rate,
+                burst=burst,
+                concurrency=concurrency,
+            )
+            engine_measured(config)
+            arrivals = sink.arrivals()
+        first = [a for a in arrivals if a < min(arrivals) + 1.0]
+        print(
+            f"  rate {rate:3}, burst {burst:2}: busiest window {busiest_window(arrivals):3}, "
+            f"first second {len(first):3} (limit rate + burst = {rate + burst}); "
+            f"{len(arrivals)} messages"
+        )
+
+
+def bench_workers_against_one_process(tmp_path: Path) -> None:
+    """`run --workers 2` against one process, 4 sender accounts, rate limit off (paired
+    rounds, median). Sender accounts are the unit of parallelism: each is sent by one
+    process at a time."""
+    n = rows(20_000)
+    rounds = int(os.environ.get("BENCH_ROUNDS", 3))
+    workers = int(os.environ.get("BENCH_WORKERS", 2))
+    rates: dict[int, list[float]] = {1: [], workers: []}
+    cpu: dict[int, list[float]] = {1: [], workers: []}
+    ratios: list[float] = []
+    with Sink(tmp_path) as sink:
+        for r in range(rounds):
+            for count in (1, workers):
+                config = workspace(tmp_path / f"w{count}-{r}", sink.port, n, accounts=4)
+                run = engine_measured(config, extra=("--workers", str(count)))
+                sent, rate = sent_rate(config)
+                assert sent == n
+                rates[count].append(rate)
+                cpu[count].append(run.cpu / n * 1000)
+            ratios.append(rates[workers][-1] / rates[1][-1])
+    print(
+        f"\nrun --workers {workers} against one process: {n:,} e-mails over 4 sender accounts "
+        f"to the sink, {CONCURRENCY} connections each, rate limit off; median of {rounds}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    for count in (1, workers):
+        print(
+            f"  {count} process(es) {median(rates[count]):8,.0f} msg/s "
+            f"({median(cpu[count]):.2f} ms CPU/msg in the first process)"
+        )
+    print(
+        f"  ratio     {median(ratios):.2f}x (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")"
+    )
 
 
 def bench_rss_of_a_million_recipient_campaign(tmp_path: Path) -> None:
     n = rows(1_000_000)
-    port = free_port()
-    sink, _ = start_sink(port)
-    try:
-        config = workspace(tmp_path, port, n)
+    with Sink(tmp_path) as sink:
+        config = workspace(tmp_path, sink.port, n)
         _, peak = engine_run(config, stop_after=30)
         sent, rate = sent_rate(config)
-    finally:
-        sink.terminate()
-        sink.wait()
     print(
         f"\na {n:,}-recipient e-mail campaign: {sent:,} sent in 30 s ({rate:,.0f}/s), "
         f"engine peak RSS {peak:.0f} MB (the audience stays in the store, not in memory)"

@@ -76,6 +76,7 @@ class SmtpServer:
     password: str | None
     messages: list[Received] = field(default_factory=list)
     _auth: bool = field(default=True, repr=False)
+    _pipelining: bool = field(default=True, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _server: asyncio.Server | None = field(default=None, repr=False)
@@ -321,6 +322,8 @@ class _Handler:
         session.host_name = hostname  # the new-style hook takes this over from aiosmtpd
         if not self._peer._auth:
             responses = [r for r in responses if not r.startswith("250-AUTH")]
+        if self._peer._pipelining:  # as Postfix does (aiosmtpd reads pipelined commands fine)
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_AUTH(
@@ -387,6 +390,7 @@ def start_smtp_server(
     ca: trustme.CA | None = None,
     cert_hostnames: tuple[str, ...] = ("127.0.0.1",),
     smtputf8: bool = True,
+    pipelining: bool = True,
 ) -> SmtpServer:
     """Run an SMTP relay on 127.0.0.1 (random port) from a daemon thread.
 
@@ -397,6 +401,7 @@ def start_smtp_server(
     (530 otherwise, 535 for wrong credentials), and is only offered over TLS unless
     ``tls="none"``. Without it no AUTH is advertised and AUTH answers 503. ``smtputf8``
     advertises SMTPUTF8 (RFC 6531); without it, a UTF-8 envelope is refused as aiosmtpd does.
+    ``pipelining`` advertises PIPELINING (RFC 2920), as Postfix does.
     """
     if tls not in TLS_MODES:
         raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
@@ -408,6 +413,7 @@ def start_smtp_server(
         user=user if auth else None,
         password=password if auth else None,
         _auth=auth,
+        _pipelining=pipelining,
     )
     context: ssl.SSLContext | None = None
     if tls != "none":

@@ -1,0 +1,129 @@
+"""``disparo run --workers N``: the first process supervises N - 1 sender processes.
+
+Each worker is ``disparo run --sender`` on the same configuration and store: an engine node
+that only sends (the lease design lets several nodes share a store; each sender account is
+sent by one node at a time, so the accounts are the unit of parallelism). The supervisor
+forwards SIGTERM and SIGHUP to them (they run in their own session, so a Ctrl-C in the
+terminal reaches them once, through it), stops them all when it stops, and starts again a
+worker that dies, after a pause that doubles up to a minute, saying so in the log. With
+``--until-idle`` the workers end by themselves when nothing is left to send; one that fails
+is reported in the run's problems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("disparo.workers")
+
+MAX_PAUSE = 60.0
+
+
+class Workers:
+    """The sender processes of one ``disparo run --workers``."""
+
+    def __init__(
+        self,
+        config: Path | None,
+        count: int,
+        *,
+        until_idle: bool,
+        log_format: str,
+        stop_timeout: float,
+    ) -> None:
+        self.args = [sys.executable, "-m", "engine.cli"]
+        if config is not None:
+            self.args += ["--config", str(config)]
+        self.args += ["run", "--sender", "--workers", str(count + 1), "--log-format", log_format]
+        if until_idle:
+            self.args += ["--until-idle"]
+        self.count = count
+        self.until_idle = until_idle
+        self.stop_timeout = stop_timeout
+        self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self.problems: list[str] = []
+        self._stopping = False
+        self._watchers: list[asyncio.Task[None]] = []
+        self._finished = False
+
+    async def start(self) -> None:
+        """Start every worker, each watched (restarted when it dies)."""
+        for slot in range(1, self.count + 1):
+            await self._spawn(slot)
+            self._watchers.append(asyncio.create_task(self._watch(slot), name=f"worker:{slot}"))
+
+    async def _spawn(self, slot: int) -> None:
+        process = await asyncio.create_subprocess_exec(*self.args, start_new_session=True)
+        self.processes[slot] = process
+        log.info(
+            "sender worker %s started (pid %s)",
+            slot,
+            process.pid,
+            extra={"event": "worker.started", "worker": slot, "pid": process.pid},
+        )
+
+    async def _watch(self, slot: int) -> None:
+        pause = 1.0
+        while True:
+            process = self.processes[slot]
+            code = await process.wait()
+            if self._stopping or (self.until_idle and code == 0):
+                return
+            if self.until_idle and code == 1:  # it reported problems (and printed them)
+                self.problems.append(f"sender worker {slot} ended with problems (exit status 1)")
+                return
+            why = f"signal {-code}" if code < 0 else f"exit status {code}"
+            log.error(
+                "sender worker %s (pid %s) died (%s); starting it again in %g s",
+                slot,
+                process.pid,
+                why,
+                pause,
+                extra={"event": "worker.died", "worker": slot, "pid": process.pid},
+            )
+            self.problems.append(f"sender worker {slot} died ({why}) and was started again")
+            await asyncio.sleep(pause)
+            if self._stopping:
+                return
+            pause = min(pause * 2, MAX_PAUSE)
+            await self._spawn(slot)
+
+    def forward(self, sig: signal.Signals) -> None:
+        """Pass a signal on to every worker (SIGTERM also stops restarting them)."""
+        if sig == signal.SIGTERM:
+            self._stopping = True
+        for process in self.processes.values():
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(sig)
+
+    async def finish(self) -> list[str]:
+        """Wait for the workers: with ``--until-idle`` until they are done, else stop them
+        (SIGTERM, then SIGKILL past the stop timeout); the problems seen. Once is enough:
+        later calls return the same problems."""
+        if self._finished:
+            return self.problems
+        self._finished = True
+        if not self.until_idle:
+            self.forward(signal.SIGTERM)
+        waiting = [p.wait() for p in self.processes.values()]
+        timeout = None if self.until_idle else self.stop_timeout + 10
+        try:
+            await asyncio.wait_for(asyncio.gather(*waiting), timeout)
+        except TimeoutError:
+            for slot, process in self.processes.items():
+                if process.returncode is None:
+                    log.error("sender worker %s (pid %s) did not stop: killed", slot, process.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await asyncio.gather(*(p.wait() for p in self.processes.values()))
+        self._stopping = True
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        return self.problems

@@ -1,0 +1,239 @@
+"""Several sender processes on one store (`disparo run --workers N`, [engine] workers): the
+sender accounts are split between the engine nodes (the unit of parallelism), each account's
+rate holds across them (D10), everything goes once; the first process supervises the others
+(SIGTERM stops them all, a dead worker is started again)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import tomli_w
+
+from engine.clock import TestClock
+from engine.plugins import load_plugins, reset_plugins
+from engine.sending.dispatcher import Dispatcher
+from engine.store import Store
+from engine.store import schema as t
+from engine.testing import Registers, Scripted, eventually_sync
+from tests.peers.smtp import SmtpServer, start_smtp_server
+from tests.world import SmsLong, World, phones
+
+ACCOUNTS = ["s0", "s1", "s2", "s3"]
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", "twilio")
+    reset_plugins()
+    SmsLong.reset()
+    plugins = load_plugins()
+    plugins.register(Registers(SmsLong), "scripted")
+    try:
+        yield World.open(
+            tmp_path,
+            plugins,
+            store=store,
+            clock=clock,
+            accounts={name: {"channel": "sms-long", "rate": 10} for name in ACCOUNTS},
+            wallets={
+                f"W{k}": {"sms_template": "Oi {{ nome }}", "default_sender": name}
+                for k, name in enumerate(ACCOUNTS)
+            },
+        )
+    finally:
+        plugins.unregister("scripted")
+
+
+def busiest_second(times: list[datetime]) -> int:
+    times = sorted(times)
+    worst = j = 0
+    for i, at in enumerate(times):
+        while j < len(times) and times[j] - at < timedelta(seconds=1):
+            j += 1
+        worst = max(worst, j - i)
+    return worst
+
+
+async def test_two_sender_processes_split_the_accounts_and_hold_each_rate(
+    world: World, clock: TestClock
+) -> None:
+    for node in ("node-a", "node-b"):
+        world.dispatchers.append(
+            Dispatcher(world.store, world.plugins, world.config, clock, node=node, workers=2)
+        )
+    cids = [
+        world.import_("smslong", phones(150, start=1000 * k), wallet=f"W{k}").campaign_id
+        for k in range(len(ACCOUNTS))
+    ]
+    await world.run(5, step=0.5)
+    with world.store.read() as c:
+        owners = dict(c.execute(sa.select(t.accounts.c.name, t.accounts.c.lease_owner)).all())
+    # each node sends its share: two accounts each, not all four by the first to start
+    assert Counter(owners[name] for name in ACCOUNTS) == {"node-a": 2, "node-b": 2}
+    await world.run(30, step=0.5)
+    sends = Scripted.sends()
+    assert len(sends) == 600 and len({s.delivery_id for s in sends}) == 600
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for s in sends:
+        by_account[s.account].append(s.at)
+    for name in ACCOUNTS:  # D10 per account, whichever node sends it
+        assert busiest_second(by_account[name]) <= 10 + 10, name
+    for cid in cids:
+        assert world.statuses(cid) == {"sent": 150}
+
+
+async def test_an_engine_joining_later_takes_over_half_of_the_accounts(
+    world: World, clock: TestClock
+) -> None:
+    first = Dispatcher(world.store, world.plugins, world.config, clock, node="node-a")
+    world.dispatchers.append(first)
+    for k in range(len(ACCOUNTS)):
+        world.import_("smslong", phones(400, start=1000 * k), wallet=f"W{k}")
+    await world.run(3, step=0.5)
+    with world.store.read() as c:
+        owners = Counter(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+    assert owners == {"node-a": 4}  # alone: it sends every account
+    world.dispatchers.append(
+        Dispatcher(world.store, world.plugins, world.config, clock, node="node-b")
+    )
+    await world.run(20, step=0.5)  # the first sees the second beat, and hands two over
+    with world.store.read() as c:
+        owners = Counter(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+    assert owners == {"node-a": 2, "node-b": 2}
+
+
+# -- the CLI: real processes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_smtp_server(tls="none", auth=False)
+    yield server
+    server.stop()
+
+
+def workspace(tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 1000) -> Path:
+    from engine.testing import write_secret
+
+    write_secret(tmp_path / "key", "k" * 32)
+    (tmp_path / "body.html").write_text("<p>Olá {{ nome }}</p>")
+    config = tmp_path / "disparo.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "engine": {"log_level": "info", "lease": "6s", "heartbeat": "1s"},
+                "tracking": {"public_url": "https://t.example.com", "secret_file": "key"},
+                "accounts": {
+                    name: {
+                        "channel": "email",
+                        "host": smtp.host,
+                        "port": smtp.port,
+                        "tls": "none",
+                        "from_address": "aviso@empresa.com.br",
+                        "rate": rate,
+                        "concurrency": 4,
+                    }
+                    for name in ACCOUNTS
+                },
+                "wallets": {
+                    f"W{k}": {
+                        "email_subject": "Oferta",
+                        "email_template": "body.html",
+                        "default_sender": name,
+                    }
+                    for k, name in enumerate(ACCOUNTS)
+                },
+            }
+        )
+    )
+    return config
+
+
+def disparo(config: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), *args],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def import_files(config: Path, per_account: int) -> None:
+    from engine.clock import RealClock, local_today
+    from engine.config import load_config
+
+    today = local_today(RealClock(), load_config(config).tz)
+    for k in range(len(ACCOUNTS)):
+        path = config.parent / f"mailing_{today:%d%m%y}_{k + 1:03d}_cW{k}_email.csv"
+        rows = "".join(f"P{i};p{k}-{i}@example.com\n" for i in range(per_account))
+        path.write_text("nome;email\n" + rows)
+        done = disparo(config, "import", str(path))
+        out, _ = done.communicate(timeout=120)
+        assert done.returncode == 0, out
+
+
+def test_run_workers_until_idle_sends_everything_once(tmp_path: Path, smtp: SmtpServer) -> None:
+    config = workspace(tmp_path, smtp, 50)
+    import_files(config, 50)
+    run = disparo(config, "run", "--until-idle", "--settle", "0.1", "--workers", "2")
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    assert "sender worker 1 started" in out
+    ids = Counter(m.rcpt_tos[0] for m in smtp.messages)
+    assert len(ids) == 4 * 50 and set(ids.values()) == {1}  # everyone, once
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_sigterm_stops_every_worker_and_a_dead_worker_is_started_again(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    config = workspace(tmp_path, smtp, 0)
+    run = disparo(config, "run", "--workers", "3")
+    try:
+        first = eventually_sync(
+            lambda: children(run.pid) if len(children(run.pid)) == 2 else None,
+            what="two sender workers",
+            timeout=120,
+        )
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        again = eventually_sync(
+            lambda: children(run.pid) if len(children(run.pid) - {victim}) == 2 else None,
+            what="the dead worker started again",
+            timeout=120,
+        )
+        assert victim not in again
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, out
+    assert "died (signal 9); starting it again" in out
+    for pid in again:  # every worker stopped with the first process
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
