@@ -27,8 +27,6 @@ from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jinja2 import TemplateError
-
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email
 from engine.campaign import Campaign
@@ -551,6 +549,8 @@ class EmailChannel(Channel):
             compile_html(html_source),
             compile_text(text_source),
         )
+        from jinja2 import TemplateError
+
         for template in (subject, html, text):
             try:
                 trial_render(template, {"unsubscribe_url": "https://example.com/u"})

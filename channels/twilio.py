@@ -22,8 +22,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jinja2 import TemplateError
-
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
 from engine.campaign import Campaign
@@ -251,6 +249,8 @@ class SmsChannel(TwilioChannel):
     def prepare(self, campaign: Campaign) -> PreparedMessage:
         body = compile_text(campaign.content.body) if campaign.content.body else None
         if body is not None:
+            from jinja2 import TemplateError
+
             try:
                 trial_render(body)
             except TemplateError as exc:

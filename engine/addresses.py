@@ -12,18 +12,10 @@ import unicodedata
 from functools import lru_cache
 from typing import NamedTuple
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-from email_validator.syntax import (
-    split_email,
-    validate_email_domain_name,
-    validate_email_local_part,
-)
+# phonenumbers and email_validator are imported where a number or an address is checked:
+# a command that checks none (``disparo campaigns``…) starts without them (issue 16, goal 7)
 
 DEFAULT_REGION = "BR"
-_MOBILE_TYPES = frozenset(
-    {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
-)
 _NOT_DIGITS = re.compile(r"[^0-9+]")
 
 
@@ -48,6 +40,8 @@ def phone_identity(value: str) -> str:
 
 def normalise_phone(value: str, *, mobile: bool = False, region: str = DEFAULT_REGION) -> Checked:
     """E.164 for ``value`` (national numbers in ``region``); ``mobile`` requires a mobile number."""
+    import phonenumbers
+
     text = value.strip()
     if not text:
         return Checked(None, "the phone is empty", "o telefone está vazio", "missing-address")
@@ -70,7 +64,10 @@ def normalise_phone(value: str, *, mobile: bool = False, region: str = DEFAULT_R
             f"`{text}` não é um número de telefone válido (confira o DDD e os dígitos)",
             "bad-phone",
         )
-    if mobile and kind not in _MOBILE_TYPES:
+    if mobile and kind not in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
         return Checked(
             None,
             f"`{text}` is not a mobile number; SMS and WhatsApp need a mobile",
@@ -83,6 +80,9 @@ def normalise_phone(value: str, *, mobile: bool = False, region: str = DEFAULT_R
 @lru_cache(maxsize=200_000)
 def _domain(domain: str) -> tuple[str, str | None]:
     """(normalised domain, error) for a domain, validated once."""
+    from email_validator import EmailNotValidError
+    from email_validator.syntax import validate_email_domain_name
+
     try:
         info = validate_email_domain_name(domain, test_environment=False, globally_deliverable=True)
     except EmailNotValidError as exc:
@@ -92,6 +92,9 @@ def _domain(domain: str) -> tuple[str, str | None]:
 
 def normalise_email(value: str) -> Checked:
     """The normalised address (library normalisation, domain lower-cased), or why not."""
+    from email_validator import EmailNotValidError, validate_email
+    from email_validator.syntax import split_email, validate_email_local_part
+
     text = value.strip()
     if not text:
         return Checked(None, "the e-mail is empty", "o e-mail está vazio", "missing-address")

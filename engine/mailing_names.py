@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
 from engine.problems import Catalogue, Problem
 from engine.schedule import Pacing
+
+# phonenumbers and email_validator are imported where a number or an address in a name is
+# checked, so that what only lists campaigns starts without them (issue 16, goal 7)
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -516,6 +516,8 @@ def normalise_whatsapp_number(digits: str) -> str | None:
     """10–13 digits -> E.164 (default country BR), or None when not a valid number."""
     if not re.fullmatch(r"[0-9]{10,13}", digits):
         return None
+    import phonenumbers
+
     for text, region in ((digits, "BR"), ("+" + digits, None)):
         try:
             number = phonenumbers.parse(text, region)
@@ -618,6 +620,8 @@ class _Parser:
                     self.values["nw"] = number
         elif low.startswith("ce") and "@" in piece[2:]:
             if self.take("ce", piece):
+                from email_validator import EmailNotValidError, validate_email
+
                 try:
                     validate_email(piece[2:], check_deliverability=False)
                 except EmailNotValidError as exc:

@@ -10,32 +10,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import ChainableUndefined, Template
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
-
-
-class StrictSandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, but reaching for an unsafe attribute fails at once, even where the
-    default would quietly render nothing: such a template is refused, never sent."""
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-        raise SecurityError(
-            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
-        )
-
-
-HTML = StrictSandbox(autoescape=True, undefined=ChainableUndefined)
-TEXT = StrictSandbox(autoescape=False, undefined=ChainableUndefined)
+if TYPE_CHECKING:
+    # Jinja2 and the sandbox (``engine.sandbox``) are imported where a template is compiled
+    from jinja2 import Template
 
 
 def compile_html(source: str) -> Template:
+    """An HTML template (autoescaped) compiled in the sandbox."""
+    from engine.sandbox import HTML
+
     return HTML.from_string(source)
 
 
 def compile_text(source: str) -> Template:
+    """A text template compiled in the sandbox."""
+    from engine.sandbox import TEXT
+
     return TEXT.from_string(source)
 
 

@@ -174,3 +174,66 @@ def test_loading_plugins_and_building_the_cli_imports_no_heavy_library(tmp_path:
         "or a private module imported on first use)"
         for lib, via in sorted(imported.items())
     )
+
+
+#: libraries a command that only reads the store (``campaigns``, ``accounts``, ``campaign
+#: show``) must not import: the UI, the transports, the migrations, Jinja2, the address
+#: checkers (a configuration without sender addresses or template files, which are checked
+#: at every load), and the PostgreSQL dialect on a SQLite store (issue 16, goal 7)
+NOT_FOR_READING = (
+    "textual",
+    "aiohttp",
+    "twilio",
+    "paramiko",
+    "asyncssh",
+    "aiosmtplib",
+    "alembic",
+    "jinja2",
+    "phonenumbers",
+    "email_validator",
+    "sqlalchemy.dialects.postgresql",
+)
+
+READER = r"""
+import json, sys
+
+from engine.cli import main
+
+try:
+    main(sys.argv[2:])
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+watched = sys.argv[1].split(",")
+found = sorted(m for m in watched if m in sys.modules)
+print(json.dumps({"code": code, "imported": found}))
+"""
+
+
+def test_commands_that_read_the_store_import_no_sender_ui_or_other_dialect(
+    tmp_path: Path,
+) -> None:
+    # a database at head, with no campaign (the commands' own path, not their rows')
+    config = tmp_path / "disparo.toml"
+    config.write_text(f'[engine]\ndatabase_url = "sqlite:///{tmp_path}/d.db"\n', "utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "DISPARO_BLOCK_PLUGINS"}
+    env["DISPARO_PLUGINS"] = ",".join(BUILTIN_PLUGINS)
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), "db", "upgrade"],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    for command in (["campaigns", "--json"], ["accounts"]):
+        done = subprocess.run(
+            [sys.executable, "-c", READER, ",".join(NOT_FOR_READING), "--config", str(config),
+             *command],
+            capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["code"] == 0, done.stdout + done.stderr
+        assert result["imported"] == [], (
+            f"`disparo {' '.join(command)}` imported {result['imported']}: import them where "
+            "they are used (inside the function, or a private module imported on first use)"
+        )

@@ -45,7 +45,7 @@ from engine.events import DeliveryEvent, Signal
 from engine.feedback.metrics import CONTENT_TYPE, Metrics
 from engine.plugins import PluginError, Plugins, load_plugins
 from engine.plugins.webhook import Webhooks
-from engine.render import StrictSandbox
+from engine.sandbox import StrictSandbox
 from engine.store import Store
 from engine.store.feedback import Applied
 from engine.tokens import Signer

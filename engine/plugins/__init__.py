@@ -150,6 +150,7 @@ def load_entry_points(
     else:
         allow, block = set(only), set()
     origins: dict[str, tuple[str | None, str | None]] = {}
+    dists: dict[metadata.Distribution, tuple[str | None, str | None]] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in block or (allow is not None and ep.name not in allow):
             pm.set_blocked(ep.name)
@@ -173,8 +174,24 @@ def load_entry_points(
                 f"DISPARO_BLOCK_PLUGINS={ep.name}"
             )
         pm.register(plugin, name=ep.name)
-        origins[ep.name] = (ep.dist.name if ep.dist else None, ep.dist.version if ep.dist else None)
+        origins[ep.name] = _origin(ep.dist, dists)
     return origins
+
+
+def _origin(
+    dist: metadata.Distribution | None,
+    known: dict[metadata.Distribution, tuple[str | None, str | None]],
+) -> tuple[str | None, str | None]:
+    """(name, version) of a plugin's distribution. Each ``dist.name`` or ``dist.version``
+    parses the distribution's METADATA file again: once per distribution, not twice per
+    entry point, keeps ~10 ms off every start (issue 16, goal 7)."""
+    if dist is None:
+        return None, None
+    found = known.get(dist)
+    if found is None:
+        data = dist.metadata
+        found = known[dist] = (data["Name"], data["Version"])
+    return found
 
 
 class Plugins:

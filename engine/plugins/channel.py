@@ -16,9 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple
-
-from jinja2 import Template, TemplateError
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from engine.addresses import Checked
 from engine.campaign import Campaign
@@ -26,6 +24,9 @@ from engine.clock import Clock
 from engine.config import AccountSettings, Config, Configurable
 from engine.render import compile_html, compile_text, html_to_text, trial_render
 from engine.tokens import Signer
+
+if TYPE_CHECKING:
+    from jinja2 import Template
 
 
 class Sent(NamedTuple):
@@ -105,6 +106,8 @@ class Templates:
         """``html``: the body is HTML (default: the campaign sends to e-mail addresses)."""
         is_html = campaign.address_kind == "email" if html is None else html
         content = campaign.content
+        from jinja2 import TemplateError
+
         try:
             subject = compile_text(content.subject) if content.subject else None
             body = None

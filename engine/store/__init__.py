@@ -12,42 +12,96 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
 from engine.clock import Clock, RealClock
 from engine.store import migrate
-from engine.store.accounts import Accounts
-from engine.store.audit import Audit
-from engine.store.campaigns import Campaigns
-from engine.store.claims import Claims
-from engine.store.commands import Commands
 from engine.store.db import create_db_engine, database_url
-from engine.store.delivery_errors import DeliveryErrors
-from engine.store.engine_log import EngineLog
-from engine.store.engines import Engines
 from engine.store.errors import Outage, describe, is_transient
-from engine.store.feedback import Feedback
-from engine.store.files import Files
-from engine.store.groups import Groups
-from engine.store.imports import Imports
-from engine.store.lists import Lists
-from engine.store.mailboxes import Mailboxes
-from engine.store.outcomes import Outcomes
-from engine.store.publications import Publications
-from engine.store.results import Results
-from engine.store.suppressions import Suppressions
-from engine.store.views import Views
+
+if TYPE_CHECKING:
+    from engine.store.accounts import Accounts
+    from engine.store.audit import Audit
+    from engine.store.campaigns import Campaigns
+    from engine.store.claims import Claims
+    from engine.store.commands import Commands
+    from engine.store.delivery_errors import DeliveryErrors
+    from engine.store.engine_log import EngineLog
+    from engine.store.engines import Engines
+    from engine.store.feedback import Feedback
+    from engine.store.files import Files
+    from engine.store.groups import Groups
+    from engine.store.imports import Imports
+    from engine.store.lists import Lists
+    from engine.store.mailboxes import Mailboxes
+    from engine.store.outcomes import Outcomes
+    from engine.store.publications import Publications
+    from engine.store.results import Results
+    from engine.store.suppressions import Suppressions
+    from engine.store.views import Views
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
+Q = TypeVar("Q")
+
+
+class _Domain(Generic[Q]):
+    """A store attribute whose module of queries is imported at its first use, then kept on
+    the store (a plain attribute from then on): a command that lists campaigns does not pay
+    for importing the queries of imports, feedback or lists (issue 16, goal 7)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+        self.attribute = name.lower()
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+
+    @overload
+    def __get__(self, store: None, owner: type | None = None) -> _Domain[Q]: ...
+
+    @overload
+    def __get__(self, store: Store, owner: type | None = None) -> Q: ...
+
+    def __get__(self, store: Store | None, owner: type | None = None) -> Q | _Domain[Q]:
+        if store is None:
+            return self
+        with store._domains_lock:
+            found: Any = store.__dict__.get(self.attribute)
+            if found is None:
+                found = getattr(import_module(self.module), self.name)(store)
+                store.__dict__[self.attribute] = found
+        return found  # type: ignore[no-any-return]
 
 
 class Store:
-    """The database, with its queries grouped by domain."""
+    """The database, with its queries grouped by domain (each imported at its first use)."""
+
+    audit: _Domain[Audit] = _Domain("engine.store.audit", "Audit")
+    commands: _Domain[Commands] = _Domain("engine.store.commands", "Commands")
+    files: _Domain[Files] = _Domain("engine.store.files", "Files")
+    imports: _Domain[Imports] = _Domain("engine.store.imports", "Imports")
+    campaigns: _Domain[Campaigns] = _Domain("engine.store.campaigns", "Campaigns")
+    claims: _Domain[Claims] = _Domain("engine.store.claims", "Claims")
+    accounts: _Domain[Accounts] = _Domain("engine.store.accounts", "Accounts")
+    results: _Domain[Results] = _Domain("engine.store.results", "Results")
+    suppressions: _Domain[Suppressions] = _Domain("engine.store.suppressions", "Suppressions")
+    feedback: _Domain[Feedback] = _Domain("engine.store.feedback", "Feedback")
+    mailboxes: _Domain[Mailboxes] = _Domain("engine.store.mailboxes", "Mailboxes")
+    publications: _Domain[Publications] = _Domain("engine.store.publications", "Publications")
+    lists: _Domain[Lists] = _Domain("engine.store.lists", "Lists")
+    outcomes: _Domain[Outcomes] = _Domain("engine.store.outcomes", "Outcomes")
+    views: _Domain[Views] = _Domain("engine.store.views", "Views")
+    engines: _Domain[Engines] = _Domain("engine.store.engines", "Engines")
+    errors: _Domain[DeliveryErrors] = _Domain("engine.store.delivery_errors", "DeliveryErrors")
+    engine_log: _Domain[EngineLog] = _Domain("engine.store.engine_log", "EngineLog")
+    groups: _Domain[Groups] = _Domain("engine.store.groups", "Groups")
 
     def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self.engine = engine
@@ -58,25 +112,7 @@ class Store:
         #: set while the database fails with transient errors (``is_transient``)
         self.outage: Outage | None = None
         self._outage_lock = threading.Lock()
-        self.audit = Audit(self)
-        self.commands = Commands(self)
-        self.files = Files(self)
-        self.imports = Imports(self)
-        self.campaigns = Campaigns(self)
-        self.claims = Claims(self)
-        self.accounts = Accounts(self)
-        self.results = Results(self)
-        self.suppressions = Suppressions(self)
-        self.feedback = Feedback(self)
-        self.mailboxes = Mailboxes(self)
-        self.publications = Publications(self)
-        self.lists = Lists(self)
-        self.outcomes = Outcomes(self)
-        self.views = Views(self)
-        self.engines = Engines(self)
-        self.errors = DeliveryErrors(self)
-        self.engine_log = EngineLog(self)
-        self.groups = Groups(self)
+        self._domains_lock = threading.Lock()
 
     @classmethod
     def open(

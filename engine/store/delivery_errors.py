@@ -9,11 +9,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import import_module
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.campaign import ACTIVE
 from engine.store.base import Queries
@@ -25,6 +25,13 @@ _EMAIL = re.compile(r"<?[^\s<>@,;]+@[^\s<>@,;]+>?")
 _PHONE = re.compile(r"<?(?<![\w.])\+?\d[\d ()-]{7,}\d>?")
 _SPACE = re.compile(r"\s+")
 REASON_LENGTH = 300
+
+#: where each database's INSERT … ON CONFLICT lives (imported at use: a SQLite store never
+#: loads the PostgreSQL dialect)
+_DIALECT_MODULES = {
+    "postgresql": "sqlalchemy.dialects.postgresql",
+    "sqlite": "sqlalchemy.dialects.sqlite",
+}
 
 
 def reason_key(reason: str | None) -> str:
@@ -103,9 +110,8 @@ class DeliveryErrors(Queries):
             for (outcome, reason), (scope, n) in grouped.items()
         ]
         with self._writing(conn) as c:
-            insert = (postgresql.insert if c.dialect.name == "postgresql" else sqlite.insert)(
-                delivery_errors
-            )
+            # the dialect's own INSERT … ON CONFLICT, imported for the database in use
+            insert: Any = import_module(_DIALECT_MODULES[c.dialect.name]).insert(delivery_errors)
             c.execute(
                 insert.on_conflict_do_update(
                     index_elements=["campaign_id", "account", "outcome", "reason"],

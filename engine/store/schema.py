@@ -2,6 +2,9 @@
 
 Times are stored as naive UTC and come back timezone-aware (``UTCDateTime``). The Alembic
 migrations in ``migrations/versions`` build exactly these tables; a test compares them.
+The partial indexes say their condition for SQLite only (``sqlite_where``): the migrations
+build them partial on PostgreSQL too, and naming ``postgresql_where`` here would import the
+PostgreSQL dialect into every command on a SQLite store (issue 16, goal 7).
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from engine.campaign import COUNTERS
 
@@ -54,7 +56,24 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 #: 64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (the rowid)
 Id = BigInteger().with_variant(Integer(), "sqlite")
-Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class JsonDocument(TypeDecorator[Any]):
+    """JSON, stored as JSONB on PostgreSQL. The PostgreSQL dialect is imported only when the
+    database is PostgreSQL: a command on a SQLite store starts without it (issue 16, goal 7)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+
+Json = JsonDocument()
 
 metadata = MetaData(
     naming_convention={
@@ -105,7 +124,6 @@ Index(
     "ix_contacts_last_interaction_at",
     contacts.c.last_interaction_at,
     sqlite_where=contacts.c.last_interaction_at.is_not(None),
-    postgresql_where=contacts.c.last_interaction_at.is_not(None),
 )
 
 contact_tags = Table(
@@ -341,7 +359,6 @@ Index(
     "ix_deliveries_lease_until",
     deliveries.c.lease_until,
     sqlite_where=deliveries.c.lease_until.is_not(None),
-    postgresql_where=deliveries.c.lease_until.is_not(None),
 )
 # deliveries waiting for a retry (why a campaign is not done yet, and when it tries again)
 Index(
@@ -349,13 +366,11 @@ Index(
     deliveries.c.campaign_id,
     deliveries.c.next_attempt_at,
     sqlite_where=deliveries.c.next_attempt_at.is_not(None),
-    postgresql_where=deliveries.c.next_attempt_at.is_not(None),
 )
 Index(
     "ix_deliveries_provider_id",
     deliveries.c.provider_id,
     sqlite_where=deliveries.c.provider_id.is_not(None),
-    postgresql_where=deliveries.c.provider_id.is_not(None),
 )
 
 links = Table(
@@ -400,7 +415,6 @@ Index(
     "ix_events_txid",
     events.c.txid,
     sqlite_where=events.c.txid.is_not(None),
-    postgresql_where=events.c.txid.is_not(None),
 )
 
 # Per sender account: the guard's state (D14–D16).

@@ -33,9 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from jinja2 import TemplateError, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
-
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.campaign import Campaign, Content
@@ -199,8 +196,6 @@ ROW_MESSAGES = Catalogue(
         ),
     }
 )
-
-_SANDBOX = SandboxedEnvironment(autoescape=False)
 
 
 def normalise_header(value: str) -> str:
@@ -384,8 +379,12 @@ def bounded_lines(handle: IO[str], limit: int = MAX_LINE) -> Iterator[str]:
 def check_template(text: str, what: str, what_pt: str) -> None:
     """Refuse a body or subject that is not a valid Jinja2 template, or that reaches for what
     the sandbox forbids (N28)."""
+    from jinja2 import TemplateError, TemplateSyntaxError
+
+    from engine.sandbox import TEXT
+
     try:
-        _SANDBOX.parse(text)
+        TEXT.parse(text)
         trial_render(compile_html(text) if what == "e-mail body" else compile_text(text))
     except TemplateSyntaxError as exc:
         raise FileRejected(

@@ -26,8 +26,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from jinja2 import TemplateError, TemplateSyntaxError
-
 from engine import hookimpl
 from engine.addresses import normalise_email
 from engine.campaign import Campaign, Content
@@ -331,6 +329,8 @@ def _not_text(head: bytes, name: str) -> Problem | None:
 def _template_problem(text: str, html: bool, what: str, what_pt: str) -> Problem | None:
     """T5: a body or subject that is not a valid template, or that reaches for what the
     sandbox forbids."""
+    from jinja2 import TemplateError, TemplateSyntaxError
+
     try:
         trial_render(compile_html(text) if html else compile_text(text))
     except TemplateSyntaxError as exc:

@@ -18,8 +18,6 @@ from datetime import UTC, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jinja2 import TemplateError
-
 from engine import hookimpl
 from engine.addresses import Checked, normalise_phone
 from engine.config import AccountSettings, Key
@@ -35,8 +33,8 @@ from engine.plugins.channel import (
 )
 
 if TYPE_CHECKING:
-    # aiohttp is imported where messages are sent: every `disparo` command loads the
-    # plugins, and most never send
+    # aiohttp and Jinja2 are imported where messages are sent: every `disparo` command
+    # loads the plugins, and most never send
     import aiohttp
 
 #: the plugin API this plugin was written for: a disparo that offers an older one refuses
@@ -98,6 +96,7 @@ class WebhookChannel(Channel):
 
     async def send(self, prepared: Templates, delivery: DeliveryInfo) -> SendResult:
         import aiohttp
+        from jinja2 import TemplateError
 
         try:
             message = prepared.render(delivery)  # the default prepare() gave the Templates
