@@ -122,9 +122,14 @@ def campaign_new(
     except ComposeError as exc:
         fail(
             "the campaign was not created: "
-            + "; ".join(f"--{p.field}: {p.message}" for p in exc.problems)
+            # the request's fields are the API's names; the CLI's options are singular
+            + "; ".join(f"--{_OPTIONS.get(p.field, p.field)}: {p.message}" for p in exc.problems)
         )
     _report(a, campaign_id, as_json)
+
+
+#: the option of `campaign new` for a request field whose name differs
+_OPTIONS = {"groups": "group"}
 
 
 def _report(a: AppContext, campaign_id: int, as_json: bool) -> None:
