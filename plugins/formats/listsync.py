@@ -23,9 +23,8 @@ from engine.config import Key, SourceSettings
 from engine.plugins.format import FileRejected, Format, ImportSpec, Verdict
 from engine.problems import Catalogue
 from plugins.formats.mailing import (
-    ALIASES,
     RowRules,
-    field_key,
+    header_roles,
     normalise_header,
     open_csv,
     read_rows,
@@ -44,12 +43,8 @@ _FIELD = re.compile(r"[a-z][a-z0-9_]{0,59}")
 _WALLET_CODE = re.compile(r"(?:[^\W_]|[.\-])+")
 MODES = ("upsert", "replace")
 #: N23's header aliases of the roles a list file uses, without a mapping
-_ROLE_OF = {
-    alias: role
-    for role, aliases in ALIASES.items()
-    if role in ("name", "phone", "email", "key")
-    for alias in aliases
-}
+#: the roles a header names without ``columns`` (as a mailing's, N23)
+_HEADER_ROLES = ("name", "phone", "email", "key")
 
 MESSAGES = Catalogue(
     {
@@ -300,15 +295,7 @@ class ListSyncFormat(Format):
                     ]
                 )
             return roles, fields
-        for index, title in enumerate(header):
-            role = _ROLE_OF.get(plain[index])
-            if role is not None and role not in roles:
-                roles[role] = index
-            else:
-                key = field_key(title, index)
-                while key in fields.values():
-                    key += "_2"
-                fields[index] = key
+        roles, fields = header_roles(header, only=_HEADER_ROLES)
         if "email" not in roles and "phone" not in roles:
             aliases = "email, e-mail, telefone, celular, fone, phone, whatsapp"
             raise FileRejected(

@@ -26,7 +26,7 @@ import re
 import unicodedata
 import zipfile
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -203,6 +203,26 @@ def normalise_header(value: str) -> str:
     text = unicodedata.normalize("NFKD", value.strip().lstrip("\ufeff"))
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     return text.lower()
+
+
+def header_roles(
+    header: Sequence[str], only: Collection[str] | None = None
+) -> tuple[dict[str, int], dict[int, str]]:
+    """A header read by its titles (N23): role -> the index of the first column whose title is
+    one of the role's aliases, and index -> field name (``field_key``, ``_2`` when taken) for
+    every other column. ``only`` limits the roles recognised; other aliases become fields."""
+    roles: dict[str, int] = {}
+    fields: dict[int, str] = {}
+    for index, title in enumerate(header):
+        role = _ROLE_OF.get(normalise_header(title))
+        if role is not None and role not in roles and (only is None or role in only):
+            roles[role] = index
+        else:
+            key = field_key(title, index)
+            while key in fields.values():
+                key += "_2"
+            fields[index] = key
+    return roles, fields
 
 
 def field_key(header: str, index: int) -> str:
@@ -478,17 +498,7 @@ class MailingFormat(Format):
         table = open_csv(spool, path)
         raw, handle, lines = table.raw, table.handle, table.lines
         delimiter, header, nul = table.delimiter, table.header, table.nul
-        roles: dict[str, int] = {}
-        fields: dict[int, str] = {}
-        for index, title in enumerate(header):
-            role = _ROLE_OF.get(normalise_header(title))
-            if role is not None and role not in roles:
-                roles[role] = index
-            else:
-                key = field_key(title, index)
-                while key in fields.values():
-                    key += "_2"
-                fields[index] = key
+        roles, fields = header_roles(header)
         found = ", ".join(h.strip() for h in header) or "(none)"
 
         def missing(what: str, what_pt: str, role: str) -> FileRejected:
@@ -571,25 +581,9 @@ class MailingFormat(Format):
         as a mailing's (N22: encoding and delimiter detected; N23: headers by alias) and the
         same hygiene (N24–N26), with no mailing and no campaign; e-mail or phone per row."""
         table = open_csv(spool, path)
-        handle, lines, header, delimiter, nul = (
-            table.handle,
-            table.lines,
-            table.header,
-            table.delimiter,
-            table.nul,
-        )
-        raw = table.raw
-        roles: dict[str, int] = {}
-        fields: dict[int, str] = {}
-        for index, title in enumerate(header):
-            role = _ROLE_OF.get(normalise_header(title))
-            if role is not None and role not in roles:
-                roles[role] = index
-            else:
-                key = field_key(title, index)
-                while key in fields.values():
-                    key += "_2"
-                fields[index] = key
+        raw, handle, lines = table.raw, table.handle, table.lines
+        delimiter, header, nul = table.delimiter, table.header, table.nul
+        roles, fields = header_roles(header)
         if "phone" not in roles and "email" not in roles:
             handle.close()
             raise FileRejected(
