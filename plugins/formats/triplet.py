@@ -305,6 +305,24 @@ def _decode(data: bytes) -> str:
         return data.decode("cp1252", errors="replace")
 
 
+def _small_text(
+    remote: str, local: Path, kind: str, limit: int, problems: list[Problem]
+) -> str | None:
+    """A CONF or HTML file's text, read whole; None (with the problem added) when it is over
+    ``limit`` bytes or not text."""
+    name = remote.rpartition("/")[2]
+    size = local.stat().st_size
+    if size > limit:
+        problems.append(MESSAGES.make("too-big", name=name, size=size, type=kind, limit=limit))
+        return None
+    data = local.read_bytes()
+    wrong = _not_text(data[:4096], name)
+    if wrong is not None:
+        problems.append(wrong)
+        return None
+    return _decode(data)
+
+
 def _not_text(head: bytes, name: str) -> Problem | None:
     """T1: a compressed or binary payload, or UTF-16/32, where plain text is expected."""
     fix, fix_pt = "save it as plain UTF-8 text", "salve-o como texto simples UTF-8"
@@ -593,19 +611,11 @@ class TripletFormat(Format):
 
     def _conf(self, remote: str, local: Path, problems: list[Problem]) -> Conf | None:
         """T4: the CONF file's header, exactly, and its one data row."""
+        text = _small_text(remote, local, "CONF", MAX_CONF, problems)
+        if text is None:
+            return None
         name = remote.rpartition("/")[2]
-        size = local.stat().st_size
-        if size > MAX_CONF:
-            problems.append(
-                MESSAGES.make("too-big", name=name, size=size, type="CONF", limit=MAX_CONF)
-            )
-            return None
-        data = local.read_bytes()
-        wrong = _not_text(data[:4096], name)
-        if wrong is not None:
-            problems.append(wrong)
-            return None
-        lines = [line for line in _decode(data).splitlines() if line.strip()]
+        lines = [line for line in text.splitlines() if line.strip()]
         expected = ";".join(CONF_HEADER)
         rows = list(csv.reader(lines, delimiter=";"))
         header = [h.strip() for h in rows[0]] if rows else []
@@ -695,19 +705,10 @@ class TripletFormat(Format):
 
     def _html(self, remote: str, local: Path, problems: list[Problem]) -> str | None:
         """T5: the message's body, a template checked in the sandbox."""
+        body = _small_text(remote, local, "HTML", MAX_HTML, problems)
+        if body is None:
+            return None
         name = remote.rpartition("/")[2]
-        size = local.stat().st_size
-        if size > MAX_HTML:
-            problems.append(
-                MESSAGES.make("too-big", name=name, size=size, type="HTML", limit=MAX_HTML)
-            )
-            return None
-        data = local.read_bytes()
-        wrong = _not_text(data[:4096], name)
-        if wrong is not None:
-            problems.append(wrong)
-            return None
-        body = _decode(data)
         if not body.strip():
             problems.append(MESSAGES.make("empty-html", name=name))
             return None
