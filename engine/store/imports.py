@@ -319,6 +319,15 @@ def upsert_staged_contacts(
     conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
 
 
+def run_sql(conn: Connection, sql: str, **params: Any) -> Any:
+    """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
+    text = sa.text(sql)
+    typed = [sa.bindparam(n, type_=UTCDateTime()) for n in ("now", "since") if n in params]
+    if typed:
+        text = text.bindparams(*typed)
+    return conn.execute(text, params)
+
+
 class _Commit:
     """The statements of one import's transaction."""
 
@@ -339,12 +348,8 @@ class _Commit:
         self.store = store
 
     def sql(self, sql: str, **params: Any) -> Any:
-        """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
-        text = sa.text(sql)
-        typed = [sa.bindparam(n, type_=UTCDateTime()) for n in ("now", "since") if n in params]
-        if typed:
-            text = text.bindparams(*typed)
-        return self.c.execute(text, params)
+        """Run text SQL in this transaction (``run_sql``)."""
+        return run_sql(self.c, sql, **params)
 
     def scalar(self, sql: str, **params: Any) -> Any:
         return self.sql(sql, **params).scalar()
@@ -612,12 +617,8 @@ class CampaignWriter:
         self.now = now
 
     def sql(self, sql: str, **params: Any) -> Any:
-        """Run text SQL; ``now`` and ``since`` bind as UTC datetimes on both databases."""
-        text = sa.text(sql)
-        typed = [sa.bindparam(n, type_=UTCDateTime()) for n in ("now", "since") if n in params]
-        if typed:
-            text = text.bindparams(*typed)
-        return self.c.execute(text, params)
+        """Run text SQL in this transaction (``run_sql``)."""
+        return run_sql(self.c, sql, **params)
 
     def _materialise_audience(
         self,
