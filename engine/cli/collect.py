@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.context import LOG_FORMAT_OPTION, AppContext, app, fail
+from engine.cli.context import LOG_FORMAT_OPTION, AppContext, app, fail, file_progress
 from engine.clock import local_today
 from engine.config import Config
 from engine.plugins.format import Format, FormatContext
@@ -183,15 +183,7 @@ def import_command(
             if progress is not None:
                 progress.update(task, completed=done)
 
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=a.err,
-            transient=True,
-            disable=as_json,
-        ) as progress:
+        with file_progress(a, disable=as_json) as progress:
             task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
             try:
                 report = import_file(

@@ -31,6 +31,8 @@ from engine.config.preflight import listen_problem, secret_problems
 from engine.plugins import Plugins, load_plugins
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     # the store (SQLAlchemy) is imported by the commands that open it: `disparo --help`,
     # `disparo plugins`, `disparo check-name`… start without it
     from sqlalchemy.engine import URL
@@ -211,6 +213,28 @@ class AppContext:
         if context is not None:  # close its connections when the command is done
             context.find_root().call_on_close(store.close)
         return store
+
+
+def file_progress(a: AppContext, *, disable: bool = False) -> Progress:
+    """The progress bar of a file read by a command (bytes read, time left), on stderr and
+    gone when done; ``disable`` for machine-readable output."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=a.err,
+        transient=True,
+        disable=disable,
+    )
 
 
 def command_context(ctx: click.Context) -> AppContext:

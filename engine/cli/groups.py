@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from engine.actions import actor
-from engine.cli.context import AppContext, app, fail
+from engine.cli.context import AppContext, app, fail, file_progress
 
 if TYPE_CHECKING:
     from engine.store.groups import Group
@@ -152,15 +152,7 @@ def groups_import(ctx: click.Context, name: str, file: Path, as_json: bool) -> N
         progress.update(task, completed=done)
 
     try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=a.err,
-            transient=True,
-            disable=as_json,
-        ) as progress:
+        with file_progress(a, disable=as_json) as progress:
             task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
             report = import_group_file(
                 a.store,
