@@ -73,6 +73,9 @@ def test_groups_by_hand_and_by_file(run_cli: Any, tmp_path: Path) -> None:
     assert run_cli(*c, "groups", "add", "sp", "Ana@Example.com", "11987654321").exit_code == 0
     bad = run_cli(*c, "groups", "add", "sp", "nobody@")
     assert bad.exit_code == 1 and "nothing changed" in bad.output and "N26" in bad.output
+    # an e-mail without its @ is not called "not a phone number": both forms are named
+    typo = run_cli(*c, "groups", "add", "sp", "ana.example.com")
+    assert typo.exit_code == 1 and "neither an e-mail address" in typo.output, typo.output
     assert _emails(run_cli, cfg, "sp") == ["jose@example.com", "Ana@example.com", "+5511987654321"]
     assert run_cli(*c, "suppressions", "add", "jose@example.com").exit_code == 0
     listed = _groups(run_cli, cfg)["sp"]

@@ -204,7 +204,13 @@ def _rows_for(a: AppContext, addresses: tuple[str, ...]) -> list[tuple[Any, ...]
             checked = normalise_phone(raw)
             kind = "phone"
         if checked.value is None:
-            bad.append(str(checked.error))
+            if kind == "phone" and any(ch.isalpha() for ch in raw):
+                # letters and no @: neither form; say both (an e-mail was likely meant)
+                bad.append(
+                    f"`{raw.strip()}` is neither an e-mail address (it has no @) nor a phone number"
+                )
+            else:
+                bad.append(str(checked.error))
             continue
         email = checked.value if kind == "email" else None
         phone = checked.value if kind == "phone" else None
