@@ -101,3 +101,59 @@ async def test_every_unsent_recipient_says_why(
         assert (before["descadastrado_campanha"], before["descadastrado_todas"]) == ("sim", "sim")
     finally:
         await world.close()
+
+
+class ResultsSms(Scripted):
+    """A phone channel that records what it sends."""
+
+    name = "results-sms"
+    address_kind = "phone"
+    file_word = "resultssms"
+
+
+async def test_phone_unsubscribed_from_all_matches_numbers_as_written(
+    tmp_path: Path, store: Store, clock: TestClock
+) -> None:
+    """D19 on a phone campaign imported without hygiene (no ``_h``): the numbers stay as
+    written, ``(11) 98765-4321``, while the unsubscribe left ``+5511987654321``; the later
+    campaign's row still says ``descadastrado_todas=sim``, whatever the number's spelling
+    (with the country code, with a trunk 0), and a number that never opted out says ``nao``."""
+    Scripted.reset()
+    (tmp_path / "sms.txt").write_text("Oi {{ nome }}")
+    world = World.open(
+        tmp_path,
+        hermetic_plugins(Registers(ResultsSms)),
+        store=store,
+        clock=clock,
+        accounts={"s": {"channel": "results-sms"}},
+        wallets={"BRAD": {"sms_template": "sms.txt"}},
+    )
+    try:
+        first = world.import_file(
+            world.mailing_name(1, "cBRAD", "resultssms"),
+            "nome;telefone\nAna;(11) 98765-4321\nCaio;21 99876-5432\n",
+        )
+        assert first.campaign_id is not None
+        await world.run_until_idle()
+        ana = delivery_of(store, first.campaign_id, "(11) 98765-4321")
+        signal = Signal("unsubscribe", clock.now(), "tracking", ana, detail={"scope": "all"})
+        await store.run(store.feedback.apply, [signal])
+        with store.read() as c:
+            kept = c.execute(sa.select(t.suppressions.c.address)).scalars().all()
+        assert kept == ["+5511987654321"]
+
+        second = world.import_file(
+            world.mailing_name(2, "cBRAD", "resultssms"),
+            "nome;telefone\nAna;55 11 98765-4321\nAna2;011987654321\nCaio;(21) 99876-5432\n",
+        )
+        assert second.campaign_id is not None
+        await world.run_until_idle()
+        rows = results(world, second.campaign_id)
+        assert rows["55 11 98765-4321"]["descadastrado_todas"] == "sim"
+        assert rows["011987654321"]["descadastrado_todas"] == "sim"
+        assert rows["(21) 99876-5432"]["descadastrado_todas"] == "nao"
+        assert rows["(21) 99876-5432"]["status"] == "sent"
+        before = results(world, first.campaign_id)["(11) 98765-4321"]
+        assert (before["descadastrado_campanha"], before["descadastrado_todas"]) == ("sim", "sim")
+    finally:
+        await world.close()

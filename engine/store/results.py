@@ -122,6 +122,23 @@ _COLUMNS = (
 )
 
 
+def _phone_key(address: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The suppression key (E.164) of a phone kept as written, in SQL: a campaign imported
+    without hygiene (``_h``) keeps ``(11) 98765-4321`` while its STOP or unsubscribe left
+    ``+5511987654321``. Separators go; a leading ``+`` keeps its country code; a trunk ``0``
+    goes; 12–13 digits starting with 55 carry Brazil's code; the rest are national numbers of
+    the default region (Brazil, as ``engine.addresses.normalise_phone`` reads them)."""
+    digits: sa.ColumnElement[Any] = sa.func.trim(address)
+    for separator in (" ", "-", "(", ")", ".", "+", "/"):
+        digits = sa.func.replace(digits, separator, "")
+    return sa.case(
+        (sa.func.trim(address).like("+%"), sa.literal("+") + digits),
+        (digits.like("0%"), sa.literal("+55") + sa.func.substr(digits, 2)),
+        (sa.and_(sa.func.length(digits) >= 12, digits.like("55%")), sa.literal("+") + digits),
+        else_=sa.literal("+55") + digits,
+    )
+
+
 #: a campaign's deliveries with their contact, and the unsubscribe-from-all suppression of
 #: their address (D19)
 _RECIPIENTS = (
@@ -137,7 +154,7 @@ _RECIPIENTS = (
                     campaigns.c.address_kind == "email",
                     sa.func.lower(sa.func.trim(deliveries.c.address)),
                 ),
-                else_=sa.func.trim(deliveries.c.address),
+                else_=_phone_key(deliveries.c.address),
             ),
             suppressions.c.origin == "unsubscribe",
         ),
