@@ -10,7 +10,7 @@ SQLite, ``COPY`` on PostgreSQL): Core ``insert()`` with dicts is ~2.5x slower (N
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -710,11 +710,15 @@ class CampaignWriter:
         if self.pg:
             yield
             return
+        restore = f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}"
         self.c.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_SORT_CACHE_KIB}")
         try:
             yield
-        finally:
-            self.c.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        except BaseException:
+            with suppress(sa.exc.DBAPIError):  # the first error is the one to report
+                self.c.exec_driver_sql(restore)
+            raise
+        self.c.exec_driver_sql(restore)
 
     def _create(
         self,

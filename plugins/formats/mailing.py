@@ -760,7 +760,8 @@ def read_rows(
     workers: int,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Records -> chunks of contact rows and rejected rows (N22–N28), lazily, in order (in
-    ``workers`` processes when there are any); closes ``handle`` when done."""
+    ``workers`` processes when there are any and a row's work is above ``SLOW_ROW``);
+    closes ``handle`` when done."""
     reader = csv.reader(lines, delimiter=delimiter, strict=False)
 
     def chunks() -> Iterator[list[tuple[int, list[str]]]]:
