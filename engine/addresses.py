@@ -3,6 +3,19 @@
 Domain validation is the expensive part of e-mail checking (IDNA, length and label rules);
 it is cached per domain, while every local part is still checked by the library. Measured
 on the 2-core machine: full ``validate_email`` ~55,000/s, with the domain cache ~265,000/s.
+
+Fast paths (issue 16, goal 4): the common shapes are decided without the libraries' parsers,
+with results identical to theirs (a property test compares both on generated inputs):
+
+- an e-mail whose local part is plain ASCII (RFC 5322 dot-atom, as the library's own first
+  check) and whose domain is ASCII: the local part is what the library returns, the domain
+  goes through the same per-domain cache;
+- a Brazilian phone written with digits, spaces, ``()``, ``-`` and ``.`` only (``+55`` in
+  front or not), whose national number has 10 or 11 digits: ``phonenumbers.parse`` would
+  find exactly that national number, so only its type is asked (~3 µs instead of ~20).
+
+Anything else, and every address the fast path would refuse, takes the full path (the
+error messages are the libraries').
 """
 
 from __future__ import annotations
@@ -17,6 +30,12 @@ from typing import NamedTuple
 
 DEFAULT_REGION = "BR"
 _NOT_DIGITS = re.compile(r"[^0-9+]")
+_NOT_ASCII_DIGITS = re.compile(r"[^0-9]")
+#: a phone written with ASCII digits and `()-. ` only, maybe after `+55` (the fast path)
+_PLAIN_PHONE = re.compile(r"(\+55)?[0-9 ().\-]{10,30}")
+#: email_validator's ATEXT: the local part's dot-atom, and an ASCII domain (the fast path)
+_ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+_PLAIN_EMAIL = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([a-zA-Z0-9.\-]+)")
 
 
 class Checked(NamedTuple):
@@ -38,11 +57,41 @@ def phone_identity(value: str) -> str:
     return digits
 
 
+def _br_national_number(text: str) -> str | None:
+    """The national number ``phonenumbers.parse(text, "BR")`` finds, for the shapes where it
+    is just the digits (after ``+55``): 10 or 11 of them, not starting with ``0`` or ``90``
+    (the national and carrier prefixes) nor, without ``+55``, with ``55`` (the country code
+    the parser may strip). None: let the parser decide."""
+    match = _PLAIN_PHONE.fullmatch(text)
+    if match is None:
+        return None
+    plus = match.group(1) is not None
+    digits = _NOT_ASCII_DIGITS.sub("", text[3:] if plus else text)
+    if len(digits) not in (10, 11) or digits[0] == "0" or digits.startswith("90"):
+        return None
+    if not plus and digits.startswith("55"):
+        return None
+    return digits
+
+
 def normalise_phone(value: str, *, mobile: bool = False, region: str = DEFAULT_REGION) -> Checked:
     """E.164 for ``value`` (national numbers in ``region``); ``mobile`` requires a mobile number."""
     import phonenumbers
 
     text = value.strip()
+    national = _br_national_number(text) if region == "BR" else None
+    if national is not None:
+        number = phonenumbers.PhoneNumber(country_code=55, national_number=int(national))
+        kind = phonenumbers.number_type(number)
+        if kind != phonenumbers.PhoneNumberType.UNKNOWN and (not mobile or kind in _MOBILE):
+            return Checked("+55" + national)
+    return _normalise_phone(text, mobile=mobile, region=region)
+
+
+def _normalise_phone(text: str, *, mobile: bool, region: str) -> Checked:
+    """``normalise_phone`` by ``phonenumbers.parse`` (the full path)."""
+    import phonenumbers
+
     if not text:
         return Checked(None, "the phone is empty", "o telefone está vazio", "missing-address")
     try:
@@ -64,10 +113,7 @@ def normalise_phone(value: str, *, mobile: bool = False, region: str = DEFAULT_R
             f"`{text}` não é um número de telefone válido (confira o DDD e os dígitos)",
             "bad-phone",
         )
-    if mobile and kind not in (
-        phonenumbers.PhoneNumberType.MOBILE,
-        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-    ):
+    if mobile and kind not in _MOBILE:
         return Checked(
             None,
             f"`{text}` is not a mobile number; SMS and WhatsApp need a mobile",
@@ -75,6 +121,11 @@ def normalise_phone(value: str, *, mobile: bool = False, region: str = DEFAULT_R
             "not-mobile",
         )
     return Checked(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+#: phonenumbers.PhoneNumberType.MOBILE and FIXED_LINE_OR_MOBILE (their values, so that this
+#: module imports without phonenumbers)
+_MOBILE = (1, 2)
 
 
 @lru_cache(maxsize=200_000)
@@ -92,10 +143,22 @@ def _domain(domain: str) -> tuple[str, str | None]:
 
 def normalise_email(value: str) -> Checked:
     """The normalised address (library normalisation, domain lower-cased), or why not."""
+    text = value.strip()
+    plain = _PLAIN_EMAIL.fullmatch(text)
+    if plain is not None:
+        local, domain = plain.groups()
+        normal_domain, problem = _domain(domain)
+        normalized = f"{local}@{normal_domain}"
+        if problem is None and len(local) <= 64 and len(normalized.encode("utf-8")) <= 254:
+            return Checked(normalized)
+    return _normalise_email(text)
+
+
+def _normalise_email(text: str) -> Checked:
+    """``normalise_email`` by email-validator's parser (the full path)."""
     from email_validator import EmailNotValidError, validate_email
     from email_validator.syntax import split_email, validate_email_local_part
 
-    text = value.strip()
     if not text:
         return Checked(None, "the e-mail is empty", "o e-mail está vazio", "missing-address")
     try:

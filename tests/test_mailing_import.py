@@ -353,6 +353,30 @@ def test_campaign_with_pacing_deliveries_in_file_order(imp: Importer) -> None:
     assert report.held_reason == campaign.status_reason
 
 
+def test_sqlite_sorts_an_audience_with_a_small_cache_and_gives_the_usual_one_back(
+    imp: Importer, store: Store
+) -> None:
+    """Issue 16, goal 4: on SQLite a campaign's audience is sorted with an 8 MiB page cache
+    (each sorter may hold as much as the cache: memory stays flat with the audience); the
+    pooled connection gets the usual 64 MiB back, also when the import fails (N20)."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite pragma")
+    seen: list[str] = []
+
+    def pragma(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "cache_size" in statement:
+            seen.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", pragma)
+    small, usual = "PRAGMA cache_size=-8192", "PRAGMA cache_size=-65536"
+    report = imp(name(1, "cBRAD_smslong"), "nome;telefone\nAna;11998877665\n")
+    assert report.outcome == "imported" and report.recipients == 1
+    assert seen == [small, usual]
+    failed = imp(name(2, "cBRAD_whatsappprospect_ntPROMO"), "nome;telefone\nC;11998877665\n")
+    assert failed.outcome == "rejected" and failed.problems[0].code == "no-prospects"
+    assert seen == [small, usual, small, usual]
+
+
 def test_d4_suppressed_skipped_and_repeated_addresses(imp: Importer, store: Store) -> None:
     now = store.clock.now()
     with store.write() as c:

@@ -5,9 +5,12 @@ Blocking (parsing, hygiene and SQLite writes): the collector runs it in a worker
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -251,6 +254,35 @@ def _import(
     return report
 
 
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_threshold: tuple[int, int, int] = gc.get_threshold()
+#: the young generation's threshold while rows are staged (Python's default is 700)
+STAGING_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect garbage less often while a file is staged: each chunk's rows live a moment,
+    long enough to be promoted, and every few tens of thousands of rows that set off a full
+    collection over every object of the process (~10 % of an import without hygiene). Rows
+    hold no cycles; other threads' cyclic garbage is collected a little later. Nested or
+    concurrent imports share one setting, put back when the last one ends."""
+    global _gc_users, _gc_threshold
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_threshold = gc.get_threshold()
+            gc.set_threshold(max(STAGING_GC_THRESHOLD, _gc_threshold[0]), *_gc_threshold[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_threshold)
+
+
 def _stage(
     session: ImportSession,
     spec: ImportSpec,
@@ -265,11 +297,24 @@ def _stage(
     In this thread on purpose: staging from a second thread while this one parses was
     measured slower (the two fight over the interpreter lock for every bound row).
     """
+    with _fewer_collections():
+        _stage_rows(session, spec, report, rejected, progress, kept)
+
+
+def _stage_rows(
+    session: ImportSession,
+    spec: ImportSpec,
+    report: ImportReport,
+    rejected: RejectedRows,
+    progress: Callable[[int], None] | None,
+    kept: list[KeptRow],
+) -> None:
     prospects = spec.campaign is not None and spec.prospects_only
     for chunk in spec.rows:
         report.rows += len(chunk)
-        contacts: list[StagedRow] = [r for r in chunk if len(r) == CONTACT_FIELDS]
-        if len(contacts) != len(chunk):
+        contacts: list[StagedRow] = chunk  # type: ignore[assignment]
+        if not all(map(CONTACT_FIELDS.__eq__, map(len, chunk))):  # C loops: the common case
+            contacts = [r for r in chunk if len(r) == CONTACT_FIELDS]
             for row in chunk:
                 if len(row) != CONTACT_FIELDS:
                     bad = RejectedRow._make(row)

@@ -11,6 +11,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: the page cache of every SQLite connection, in KiB (``PRAGMA cache_size=-N``)
+SQLITE_CACHE_KIB = 65_536
+#: the page cache while a big statement sorts, in KiB: SQLite lets each sorter (ORDER BY,
+#: GROUP BY, a window's PARTITION BY) hold as much memory as the page cache before it spills
+#: to a temporary file, so three sorters of a million-row campaign held ~200 MB (issue 16)
+SQLITE_SORT_CACHE_KIB = 8_192
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
@@ -32,7 +38,7 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPool
     cursor.execute("PRAGMA synchronous=FULL")
     # 64 MiB of page cache (default 8 MiB): a million-contact import updates indexes in
     # random order and would otherwise re-read pages from disk
-    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 
