@@ -272,10 +272,11 @@ class ImportSession:
 
 def upsert_staged_contacts(
     conn: Connection, pg: bool, now: datetime, import_id: int | None
-) -> None:
+) -> int | None:
     """Insert or update the contacts of the staged rows (N25: a later row of an identity
     updates the earlier one; fields merge). ``import_id`` marks them as this import's (None:
-    a group's or an API client's rows, which no ledger entry records)."""
+    a group's or an API client's rows, which no ledger entry records). Returns, on
+    PostgreSQL, how many of them the base already had (None on SQLite)."""
     params = {"now": now, "imp": import_id}
     common = (
         "external_key = COALESCE(excluded.external_key, contacts.external_key), "
@@ -308,7 +309,11 @@ def upsert_staged_contacts(
             + "fields = contacts.fields || excluded.fields, "
             "import_row = excluded.import_row, import_id = excluded.import_id"
         )
-    conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
+        # an inserted row has no xmax; an updated one has this transaction's lock in it
+        sql = f"WITH up AS ({sql} RETURNING xmax = 0 AS new) SELECT count(*) - count(*) "
+        sql += "FILTER (WHERE new) FROM up"
+    found = conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
+    return int(found.scalar_one()) if pg else None
 
 
 #: the identities of the staged rows that appear more than once (PostgreSQL)
@@ -416,8 +421,8 @@ class _Commit:
         self.messages = messages
         self.store = store
         self.wallet_new = False
-        #: how many of the file's contacts the base already had (set by ``run``)
-        self.existing: int | None = None
+        #: how many of the file's contacts the base already had (PostgreSQL, the upsert's)
+        self.existed: int | None = None
 
     def sql(self, sql: str, **params: Any) -> Any:
         """Run text SQL in this transaction (``run_sql``)."""
@@ -443,7 +448,6 @@ class _Commit:
             "SELECT count(*) FROM contacts WHERE import_id = :imp", imp=file_id
         )
         existing = identities - (self.scalar("SELECT count(*) FROM contacts") - before)
-        self.existing = existing
         self._membership(file_id, wallet_id)
         removed = self._replace_list(file_id, wallet_id) if f.replace_list else 0
         opted_out = self._opt_outs(file_id) if f.opt_out_reason else 0
@@ -580,14 +584,14 @@ class _Commit:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _upsert_contacts(self, import_id: int) -> None:
-        upsert_staged_contacts(self.c, self.pg, self.now, import_id)
+        self.existed = upsert_staged_contacts(self.c, self.pg, self.now, import_id)
 
     def _membership(self, import_id: int, wallet_id: int) -> None:
         f = self.f
         mine = "SELECT id FROM contacts WHERE import_id = :imp"
         # PostgreSQL: a new wallet has no member, and a file of new contacts has no tag yet:
         # nothing can conflict, so no ON CONFLICT work
-        fresh = self.pg and self.existing == 0
+        fresh = self.pg and self.existed == 0
         on_conflict = (
             ""
             if self.pg and (self.wallet_new or fresh)
