@@ -7,6 +7,7 @@ foreign-key checks (not a superuser)."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from engine.clock import TestClock
 from engine.config import Config
 from engine.store import Store
 from engine.store.imports import skip_reference_checks
+from engine.testing import eventually_sync
 from tests.helpers import load, name, write_config
 from tests.peers.postgres import PostgresServer
 from tests.test_mailing_import import Importer
@@ -193,3 +195,65 @@ def test_postgres_import_writes_what_sqlite_writes(
     ana = next(c for c in found["contacts"] if c[0] == "key:111")
     assert ana[2:5] == ("Ana M", "ana2@x.com", "11998877665")
     assert ana[5] == {"cidade": "SP", "plano": "prata"}
+
+
+def test_another_node_inserting_an_identity_meanwhile_is_merged_not_lost(
+    pg_url: str, postgres: PostgresServer, config: Config, clock: TestClock, tmp_path: Path
+) -> None:
+    """The update-then-insert path: another transaction inserts one of the file's identities
+    while the import runs; the import's insert waits for it, fails on the unique identity and
+    the whole upsert is redone with ON CONFLICT: the contact is merged and a member (N25)."""
+    store = Store.open(pg_url, clock=clock)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    imp = Importer(store, config, clock, folder)
+    dbname = pg_url.split("@/")[1].split("?")[0]
+
+    def connect(autocommit: bool) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=str(postgres.socket_dir),
+            port=postgres.port,
+            user="postgres",
+            dbname=dbname,
+            autocommit=autocommit,
+        )
+
+    def waiting() -> list[Any]:
+        with connect(True) as watcher:
+            return watcher.execute(
+                "SELECT left(query, 40) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'INSERT INTO contacts%'"
+            ).fetchall()
+
+    other = connect(False)
+    try:
+        other.execute(
+            "INSERT INTO contacts (identity, name, phone, fields, created_at, updated_at) "
+            "VALUES ('key:111', 'Outra', '11998877665', '{\"plano\": \"ouro\"}', now(), now())"
+        )
+        done: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: done.append(
+                imp(
+                    name(1, "cBRAD"),
+                    "nome;email;cpf;cidade\nAna;ana@x.com;111;SP\nBia;b@x.com;222;\n",
+                )
+            )
+        )
+        worker.start()
+        eventually_sync(waiting, what="the import's insert waits for the other transaction")
+        other.commit()
+        worker.join()
+    finally:
+        other.close()
+    assert done and done[0].outcome == "imported", done
+    rows = imp.rows(
+        "SELECT c.identity, c.name, c.phone, c.fields, w.code FROM contacts c "
+        "JOIN wallet_members m ON m.contact_id = c.id JOIN wallets w ON w.id = m.wallet_id "
+        "ORDER BY 1"
+    )
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("key:111", "Ana", "11998877665", {"plano": "ouro", "cidade": "SP"}, "BRAD"),
+        ("key:222", "Bia", None, {}, "BRAD"),
+    ]
+    store.close()

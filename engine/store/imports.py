@@ -165,7 +165,9 @@ class ImportSession:
             with driver.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
                 cur.execute(
-                    f"CREATE TEMP TABLE {STAGING} (row_no integer PRIMARY KEY, "
+                    # no primary key: row numbers are unique by construction, and an index
+                    # written per staged row costs more than the sorts that would use it
+                    f"CREATE TEMP TABLE {STAGING} (row_no integer NOT NULL, "
                     "identity text NOT NULL,"
                     " external_key text, name text, email text, phone text, fields jsonb,"
                     " message text, prospect boolean)"
@@ -303,60 +305,106 @@ def upsert_staged_contacts(
             "import_id = excluded.import_id"
         )
     else:
-        sql = _pg_upsert_sql(conn) + (
-            "ON CONFLICT (identity) DO UPDATE SET "
-            + common
-            + "fields = contacts.fields || excluded.fields, "
-            "import_row = excluded.import_row, import_id = excluded.import_id"
-        )
-        # an inserted row has no xmax; an updated one has this transaction's lock in it
-        sql = f"WITH up AS ({sql} RETURNING xmax = 0 AS new) SELECT count(*) - count(*) "
-        sql += "FILTER (WHERE new) FROM up"
-    found = conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
-    return int(found.scalar_one()) if pg else None
+        return _pg_upsert(conn, params)
+    conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
+    return None
 
 
-#: the identities of the staged rows that appear more than once (PostgreSQL)
+#: the identities of the staged rows that appear more than once, and how often (PostgreSQL)
 REPEATED = "import_repeated"
 
 
-def _pg_upsert_sql(conn: Connection) -> str:
-    """The ``INSERT … SELECT`` of the staged contacts on PostgreSQL, which refuses to touch a
-    row twice in one statement: one row per identity. Most files have no repeated identity:
-    one cheap aggregate tells, and then the rows go in as they are (no aggregate, no JSON
-    merge). The repeated identities (N25) get one merged row each: each column's last non-null
-    value, the fields merged in file order, the first row's number (D3)."""
+class _Raced(Exception):
+    """Another transaction wrote one of the staged identities between two statements."""
+
+
+def _pg_source(conn: Connection) -> tuple[str, int]:
+    """PostgreSQL refuses to touch a row twice in one statement: a ``SELECT`` of the staged
+    contacts with one row per identity (``identity``, the columns, ``import_row``), and how many
+    identities. Most files have no repeated identity: one aggregate tells, and the rows are
+    taken as they are (no aggregate, no JSON merge). A repeated identity (N25) gets one merged
+    row: each column's last non-null value, the fields merged in file order, its first row's
+    number (D3)."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{REPEATED}")
     conn.exec_driver_sql(
-        f"CREATE TEMP TABLE {REPEATED} ON COMMIT DROP AS "
-        f"SELECT identity FROM {STAGING} GROUP BY identity HAVING count(*) > 1"
+        f"CREATE TEMP TABLE {REPEATED} ON COMMIT DROP AS SELECT identity, count(*) AS n "
+        f"FROM {STAGING} GROUP BY identity HAVING count(*) > 1"
     )
-    columns = (
-        "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
-        "created_at, updated_at, import_id, import_row) "
-    )
+    rows, repeated, merged = conn.exec_driver_sql(
+        f"SELECT (SELECT count(*) FROM {STAGING}), count(*), coalesce(sum(n), 0) FROM {REPEATED}"
+    ).one()
     single = (
-        "SELECT identity, external_key, name, email, phone, fields, "
-        f":now, :now, CAST(:imp AS bigint), row_no FROM {STAGING} "
+        "SELECT identity, external_key, name, email, phone, fields, row_no AS import_row "
+        f"FROM {STAGING} "
     )
-    repeated = conn.exec_driver_sql(f"SELECT count(*) FROM {REPEATED}").scalar()
     if not repeated:
-        return columns + single
+        return single, int(rows)
 
     def last(col: str) -> str:
         return f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
 
     conn.exec_driver_sql(f"ANALYZE {REPEATED}")
     return (
-        columns
-        + single
-        + f"s WHERE NOT EXISTS (SELECT FROM {REPEATED} r WHERE r.identity = s.identity) "
+        single + f"s WHERE NOT EXISTS (SELECT FROM {REPEATED} r WHERE r.identity = s.identity) "
         f"UNION ALL SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
-        f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
-        f":now, :now, CAST(:imp AS bigint), min(row_no) FROM {STAGING} s "
+        f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), min(row_no) "
+        f"FROM {STAGING} s "
         f"WHERE EXISTS (SELECT FROM {REPEATED} r WHERE r.identity = s.identity) "
-        "GROUP BY identity "
+        "GROUP BY identity"
+    ), int(rows) - int(merged) + int(repeated)
+
+
+def _pg_upsert(conn: Connection, params: Mapping[str, Any]) -> int:
+    """The staged contacts into ``contacts`` on PostgreSQL; returns how many existed. The
+    existing ones are updated, then the new ones inserted: a plain insert costs ~30 % less
+    than ``ON CONFLICT``'s speculative one, and an empty base needs no update at all. Another
+    node importing one of the identities between the two statements makes the insert fail or
+    miss it (the counts tell): then both are undone and one ``INSERT … ON CONFLICT`` does it."""
+    source, identities = _pg_source(conn)
+    insert = (
+        "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+        "created_at, updated_at, import_id, import_row) "
+        "SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
+        f"import_row FROM ({source}) u "
     )
+    merge = (
+        "external_key = COALESCE({new}.external_key, contacts.external_key), "
+        "name = COALESCE({new}.name, contacts.name), "
+        "email = COALESCE({new}.email, contacts.email), "
+        "phone = COALESCE({new}.phone, contacts.phone), "
+        "fields = contacts.fields || {new}.fields, "
+        "updated_at = :now, import_id = :imp, import_row = {new}.import_row"
+    )
+
+    def run(sql: str) -> Any:
+        text = sa.text(sql).bindparams(
+            sa.bindparam("now", type_=UTCDateTime()), sa.bindparam("imp", type_=sa.BigInteger())
+        )
+        return conn.execute(text, params)
+
+    try:
+        with conn.begin_nested():
+            updated = 0
+            if conn.exec_driver_sql("SELECT EXISTS (SELECT FROM contacts)").scalar():
+                updated = run(
+                    f"UPDATE contacts SET {merge.format(new='u')} FROM ({source}) u "
+                    "WHERE contacts.identity = u.identity"
+                ).rowcount
+            inserted = run(
+                insert + "WHERE NOT EXISTS (SELECT FROM contacts c WHERE c.identity = u.identity)"
+            ).rowcount
+            if updated + inserted != identities:
+                raise _Raced
+        return int(updated)
+    except (sa.exc.IntegrityError, _Raced):
+        pass
+    # an inserted row has no xmax; an updated one has this transaction's lock in it
+    found = run(
+        f"WITH up AS ({insert}ON CONFLICT (identity) DO UPDATE SET "
+        f"{merge.format(new='excluded')} RETURNING xmax = 0 AS new) "
+        "SELECT count(*) FILTER (WHERE NOT new) FROM up"
+    )
+    return int(found.scalar_one())
 
 
 def skip_reference_checks(conn: Connection) -> bool:
