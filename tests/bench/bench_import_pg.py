@@ -71,24 +71,23 @@ REFERENCE = textwrap.dedent(
     con.execute(
         "CREATE TABLE c (id bigserial PRIMARY KEY, identity varchar(400) NOT NULL UNIQUE, "
         "external_key varchar(200), name varchar(300), email varchar(320), phone varchar(40), "
-        "fields jsonb NOT NULL, last_interaction_at timestamptz, import_id bigint, "
-        "import_row integer, created_at timestamptz NOT NULL, "
-        "updated_at timestamptz NOT NULL)")
+        "fields jsonb NOT NULL, last_interaction_at timestamp, import_id bigint, "
+        "import_row integer, created_at timestamp NOT NULL, updated_at timestamp NOT NULL)")
     con.execute("CREATE INDEX ON c (phone)")
     con.execute("CREATE INDEX ON c (import_id)")
-    con.execute("CREATE INDEX ON c (last_interaction_at)")
+    con.execute("CREATE INDEX ON c (last_interaction_at) WHERE last_interaction_at IS NOT NULL")
     if campaign:
         con.execute(
             "CREATE TABLE m (wallet_id bigint NOT NULL, contact_id bigint NOT NULL "
-            "REFERENCES c (id) ON DELETE CASCADE, added_at timestamptz NOT NULL, "
-            "removed_at timestamptz, PRIMARY KEY (wallet_id, contact_id))")
+            "REFERENCES c (id) ON DELETE CASCADE, added_at timestamp NOT NULL, "
+            "removed_at timestamp, PRIMARY KEY (wallet_id, contact_id))")
         con.execute("CREATE INDEX ON m (contact_id)")
         con.execute(
             "CREATE TABLE d (id bigserial PRIMARY KEY, campaign_id bigint NOT NULL, "
             "contact_id bigint REFERENCES c (id) ON DELETE SET NULL, position integer NOT NULL,"
             " batch integer NOT NULL, address varchar(320) NOT NULL, payload jsonb, "
-            "status varchar(12) NOT NULL, attempts integer NOT NULL, lease_until timestamptz,"
-            " next_attempt_at timestamptz, provider_id varchar(200), "
+            "status varchar(12) NOT NULL, attempts integer NOT NULL, lease_until timestamp,"
+            " next_attempt_at timestamp, provider_id varchar(200), "
             "UNIQUE (campaign_id, position))")
         con.execute("CREATE INDEX ON d (campaign_id, status, batch, position)")
         con.execute("CREATE INDEX ON d (lease_until) WHERE lease_until IS NOT NULL")
@@ -97,7 +96,7 @@ REFERENCE = textwrap.dedent(
         con.execute("CREATE INDEX ON d (provider_id) WHERE provider_id IS NOT NULL")
     con.commit()
     start = time.perf_counter()
-    now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter=";")
         next(reader)
