@@ -216,12 +216,13 @@ class ImportSession:
             driver.executemany(f"INSERT INTO temp.{STAGING} VALUES (?,?,?,?,?,?,?,?,?)", rows)
             driver.execute("COMMIT")
         else:
-            with (
-                driver.cursor() as cur,
-                cur.copy(f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-            ):
-                for r in rows:
-                    copy.write_row(r)
+            with driver.cursor() as cur:
+                # only a temporary table is written (gone after a crash anyway): its commit
+                # need not wait for the disk; the import's own commit does
+                cur.execute("SET LOCAL synchronous_commit = off")
+                with cur.copy(f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                    for r in rows:
+                        copy.write_row(r)
             driver.commit()
         self.rows += len(rows)
 
@@ -657,13 +658,13 @@ class _Commit:
         )
         if trusted:
             check_references(self.c)
-        if f.remove_other_wallets:
+        if f.remove_other_wallets and not fresh:  # new contacts are in no other wallet
             self.sql(
                 f"DELETE FROM wallet_members WHERE wallet_id <> :w AND contact_id IN ({mine})",
                 imp=import_id,
                 w=wallet_id,
             )
-        if f.replace_tags:
+        if f.replace_tags and not fresh:
             self.sql(f"DELETE FROM contact_tags WHERE contact_id IN ({mine})", imp=import_id)
         trusted = self.pg and skip_reference_checks(self.c)
         self.sql(
