@@ -169,7 +169,9 @@ class ImportSession:
             with driver.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
                 cur.execute(
-                    f"CREATE TEMP TABLE {STAGING} (row_no integer PRIMARY KEY, "
+                    # no primary key: row numbers are unique by construction, and an index
+                    # written per staged row costs more than the sorts that would use it
+                    f"CREATE TEMP TABLE {STAGING} (row_no integer NOT NULL, "
                     "identity text NOT NULL,"
                     " external_key text, name text, email text, phone text, fields jsonb,"
                     " message text, prospect boolean)"
@@ -219,12 +221,13 @@ class ImportSession:
             driver.executemany(f"INSERT INTO temp.{STAGING} VALUES (?,?,?,?,?,?,?,?,?)", rows)
             driver.execute("COMMIT")
         else:
-            with (
-                driver.cursor() as cur,
-                cur.copy(f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-            ):
-                for r in rows:
-                    copy.write_row(r)
+            with driver.cursor() as cur:
+                # only a temporary table is written (gone after a crash anyway): its commit
+                # need not wait for the disk; the import's own commit does
+                cur.execute("SET LOCAL synchronous_commit = off")
+                with cur.copy(f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                    for r in rows:
+                        copy.write_row(r)
             driver.commit()
         self.rows += len(rows)
 
@@ -259,13 +262,15 @@ class ImportSession:
                 )
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         else:
+            # no index: the merges are hash joins; only repeated identities with messages
+            # need one (_Commit._campaign)
             with driver.cursor() as cur:
-                if facts.campaign is not None:
-                    cur.execute(f"CREATE INDEX ON {STAGING} (identity, row_no)")
                 cur.execute(f"ANALYZE {STAGING}")
             driver.commit()
         now = self.store.clock.now()
         with conn.begin():
+            if self.dialect != "sqlite":  # the deliveries' window sorts stay in memory
+                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
             result = _Commit(conn, self.dialect, facts, now, self.has_messages, self.store).run(
                 kept
             )
@@ -275,10 +280,11 @@ class ImportSession:
 
 def upsert_staged_contacts(
     conn: Connection, pg: bool, now: datetime, import_id: int | None
-) -> None:
+) -> int | None:
     """Insert or update the contacts of the staged rows (N25: a later row of an identity
     updates the earlier one; fields merge). ``import_id`` marks them as this import's (None:
-    a group's or an API client's rows, which no ledger entry records)."""
+    a group's or an API client's rows, which no ledger entry records). Returns, on
+    PostgreSQL, how many of them the base already had (None on SQLite)."""
     params = {"now": now, "imp": import_id}
     common = (
         "external_key = COALESCE(excluded.external_key, contacts.external_key), "
@@ -305,23 +311,140 @@ def upsert_staged_contacts(
             "import_id = excluded.import_id"
         )
     else:
-        # PostgreSQL refuses to touch a row twice in one statement: merge first
-        def last(col: str) -> str:
-            return f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
-
-        sql = (
-            "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
-            "created_at, updated_at, import_id, import_row) "
-            f"SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
-            f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), "
-            f":now, :now, :imp, min(row_no) "
-            f"FROM {STAGING} GROUP BY identity "
-            "ON CONFLICT (identity) DO UPDATE SET "
-            + common
-            + "fields = contacts.fields || excluded.fields, "
-            "import_row = excluded.import_row, import_id = excluded.import_id"
-        )
+        return _pg_upsert(conn, params)
     conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
+    return None
+
+
+#: the identities of the staged rows that appear more than once, and how often (PostgreSQL)
+REPEATED = "import_repeated"
+
+
+class _Raced(Exception):
+    """Another transaction wrote one of the staged identities between two statements."""
+
+
+def _pg_source(conn: Connection) -> tuple[str, int]:
+    """PostgreSQL refuses to touch a row twice in one statement: a ``SELECT`` of the staged
+    contacts with one row per identity (``identity``, the columns, ``import_row``), and how many
+    identities. Most files have no repeated identity: one aggregate tells, and the rows are
+    taken as they are (no aggregate, no JSON merge). A repeated identity (N25) gets one merged
+    row: each column's last non-null value, the fields merged in file order, its first row's
+    number (D3)."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{REPEATED}")
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {REPEATED} ON COMMIT DROP AS SELECT identity, count(*) AS n "
+        f"FROM {STAGING} GROUP BY identity HAVING count(*) > 1"
+    )
+    rows, repeated, merged = conn.exec_driver_sql(
+        f"SELECT (SELECT count(*) FROM {STAGING}), count(*), coalesce(sum(n), 0) FROM {REPEATED}"
+    ).one()
+    single = (
+        "SELECT identity, external_key, name, email, phone, fields, row_no AS import_row "
+        f"FROM {STAGING} "
+    )
+    if not repeated:
+        return single, int(rows)
+
+    def last(col: str) -> str:
+        return f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
+
+    conn.exec_driver_sql(f"ANALYZE {REPEATED}")
+    return (
+        single + f"s WHERE NOT EXISTS (SELECT FROM {REPEATED} r WHERE r.identity = s.identity) "
+        f"UNION ALL SELECT identity, {last('external_key')}, {last('name')}, {last('email')}, "
+        f"{last('phone')}, jsonb_merge_agg(fields ORDER BY row_no), min(row_no) "
+        f"FROM {STAGING} s "
+        f"WHERE EXISTS (SELECT FROM {REPEATED} r WHERE r.identity = s.identity) "
+        "GROUP BY identity"
+    ), int(rows) - int(merged) + int(repeated)
+
+
+def _pg_upsert(conn: Connection, params: Mapping[str, Any]) -> int:
+    """The staged contacts into ``contacts`` on PostgreSQL; returns how many existed. The
+    existing ones are updated, then the new ones inserted: a plain insert costs ~30 % less
+    than ``ON CONFLICT``'s speculative one, and an empty base needs no update at all. Another
+    node importing one of the identities between the two statements makes the insert fail or
+    miss it (the counts tell): then both are undone and one ``INSERT … ON CONFLICT`` does it."""
+    source, identities = _pg_source(conn)
+    insert = (
+        "INSERT INTO contacts (identity, external_key, name, email, phone, fields, "
+        "created_at, updated_at, import_id, import_row) "
+        "SELECT identity, external_key, name, email, phone, fields, :now, :now, :imp, "
+        f"import_row FROM ({source}) u "
+    )
+    merge = (
+        "external_key = COALESCE({new}.external_key, contacts.external_key), "
+        "name = COALESCE({new}.name, contacts.name), "
+        "email = COALESCE({new}.email, contacts.email), "
+        "phone = COALESCE({new}.phone, contacts.phone), "
+        "fields = contacts.fields || {new}.fields, "
+        "updated_at = :now, import_id = :imp, import_row = {new}.import_row"
+    )
+
+    def run(sql: str) -> Any:
+        text = sa.text(sql).bindparams(
+            sa.bindparam("now", type_=UTCDateTime()), sa.bindparam("imp", type_=sa.BigInteger())
+        )
+        return conn.execute(text, params)
+
+    try:
+        with conn.begin_nested():
+            updated = 0
+            if conn.exec_driver_sql("SELECT EXISTS (SELECT FROM contacts)").scalar():
+                updated = run(
+                    f"UPDATE contacts SET {merge.format(new='u')} FROM ({source}) u "
+                    "WHERE contacts.identity = u.identity"
+                ).rowcount
+            inserted = run(
+                insert + "WHERE NOT EXISTS (SELECT FROM contacts c WHERE c.identity = u.identity)"
+            ).rowcount
+            if updated + inserted != identities:
+                raise _Raced
+        return int(updated)
+    except (sa.exc.IntegrityError, _Raced):
+        pass
+    # an inserted row has no xmax; an updated one has this transaction's lock in it
+    found = run(
+        f"WITH up AS ({insert}ON CONFLICT (identity) DO UPDATE SET "
+        f"{merge.format(new='excluded')} RETURNING xmax = 0 AS new) "
+        "SELECT count(*) FILTER (WHERE NOT new) FROM up"
+    )
+    return int(found.scalar_one())
+
+
+def skip_reference_checks(conn: Connection) -> bool:
+    """PostgreSQL: stop checking foreign keys row by row (``session_replication_role =
+    replica``, for this transaction) when the role may, and say whether it did. Only for a bulk
+    ``INSERT … SELECT`` whose every reference the caller's transaction has itself inserted or
+    row-locked (the import's contacts are upserted, its wallet is locked ``FOR KEY SHARE``, its
+    campaign is new): the join that built the rows is the one set-based check, and nobody can
+    delete what they point to before the commit. A foreign key's per-row check is an SPI query
+    and a tuple lock (~10 µs, 3–5 a recipient). Call ``check_references`` right after."""
+    allowed = conn.info.get("disparo_replica_role")
+    if allowed is None:
+        superuser, version = conn.exec_driver_sql(
+            "SELECT current_setting('is_superuser') = 'on', "
+            "current_setting('server_version_num')::int"
+        ).one()
+        allowed = bool(superuser) or (
+            version >= 150000  # GRANT SET ON PARAMETER session_replication_role TO …
+            and bool(
+                conn.exec_driver_sql(
+                    "SELECT has_parameter_privilege('session_replication_role', 'SET')"
+                ).scalar()
+            )
+        )
+        conn.info["disparo_replica_role"] = allowed
+    if allowed:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    return allowed
+
+
+def check_references(conn: Connection) -> None:
+    """Foreign keys are checked again for the rest of the transaction (after
+    ``skip_reference_checks``)."""
+    conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
 
 
 def run_sql(conn: Connection, sql: str, **params: Any) -> Any:
@@ -351,6 +474,9 @@ class _Commit:
         self.now = now
         self.messages = messages
         self.store = store
+        self.wallet_new = False
+        #: how many of the file's contacts the base already had (PostgreSQL, the upsert's)
+        self.existed: int | None = None
 
     def sql(self, sql: str, **params: Any) -> Any:
         """Run text SQL in this transaction (``run_sql``)."""
@@ -469,7 +595,11 @@ class _Commit:
 
     def _wallet(self) -> int:
         code = self.f.wallet
-        found = self.c.execute(sa.select(wallets.c.id).where(wallets.c.code == code)).scalar()
+        query = sa.select(wallets.c.id).where(wallets.c.code == code)
+        if self.pg:  # what its foreign keys would take: nobody deletes it before we commit
+            query = query.with_for_update(read=True, key_share=True)
+        found = self.c.execute(query).scalar()
+        self.wallet_new = found is None
         if found is None:
             found = self.c.execute(
                 sa.insert(wallets).values(code=code, created_at=self.now)
@@ -508,35 +638,49 @@ class _Commit:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _upsert_contacts(self, import_id: int) -> None:
-        upsert_staged_contacts(self.c, self.pg, self.now, import_id)
+        self.existed = upsert_staged_contacts(self.c, self.pg, self.now, import_id)
 
     def _membership(self, import_id: int, wallet_id: int) -> None:
         f = self.f
         mine = "SELECT id FROM contacts WHERE import_id = :imp"
+        # PostgreSQL: a new wallet has no member, and a file of new contacts has no tag yet:
+        # nothing can conflict, so no ON CONFLICT work
+        fresh = self.pg and self.existed == 0
+        on_conflict = (
+            ""
+            if self.pg and (self.wallet_new or fresh)
+            # a member a list sync had taken out is back (its membership history goes on)
+            else "ON CONFLICT (wallet_id, contact_id) DO UPDATE SET removed_at = NULL "
+            "WHERE wallet_members.removed_at IS NOT NULL"
+        )
+        trusted = self.pg and skip_reference_checks(self.c)
         self.sql(
             "INSERT INTO wallet_members (wallet_id, contact_id, added_at) "
-            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp "
-            # a member a list sync had taken out is back (its membership history goes on)
-            "ON CONFLICT (wallet_id, contact_id) DO UPDATE SET removed_at = NULL "
-            "WHERE wallet_members.removed_at IS NOT NULL",
+            "SELECT :w, id, :now FROM contacts WHERE import_id = :imp " + on_conflict,
             imp=import_id,
             w=wallet_id,
             now=self.now,
         )
-        if f.remove_other_wallets:
+        if trusted:
+            check_references(self.c)
+        if f.remove_other_wallets and not fresh:  # new contacts are in no other wallet
             self.sql(
                 f"DELETE FROM wallet_members WHERE wallet_id <> :w AND contact_id IN ({mine})",
                 imp=import_id,
                 w=wallet_id,
             )
-        if f.replace_tags:
+        if f.replace_tags and not fresh:
             self.sql(f"DELETE FROM contact_tags WHERE contact_id IN ({mine})", imp=import_id)
+        trusted = self.pg and skip_reference_checks(self.c)
         self.sql(
             "INSERT INTO contact_tags (contact_id, tag) "
-            "SELECT id, :tag FROM contacts WHERE import_id = :imp ON CONFLICT DO NOTHING",
+            "SELECT id, :tag FROM contacts WHERE import_id = :imp"
+            + ("" if fresh else " ON CONFLICT DO NOTHING"),
             imp=import_id,
             tag=f.tag,
         )
+        if trusted:
+            check_references(self.c)
 
     def _replace_list(self, import_id: int, wallet_id: int) -> int:
         """S1, replace mode: the wallet's members this file does not hold leave it. The rows
@@ -595,10 +739,21 @@ class _Commit:
         else:
             message = "NULL"
         prospect = "max(prospect)" if not self.pg else "bool_or(prospect)"
+        per = (
+            f"SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
+            f"FROM {STAGING} GROUP BY identity"
+        )
+        if self.pg:
+            if not self.scalar(f"SELECT EXISTS (SELECT FROM {REPEATED})"):
+                # one row per identity: the rows are the recipients, each with its message
+                per = f"SELECT identity, row_no AS first_row, prospect, message FROM {STAGING}"
+                message = "per.message" if self.messages else "NULL"
+            elif self.messages:  # each repeated identity's last message
+                self.sql(f"CREATE INDEX ON {STAGING} (identity, row_no)")
         return CampaignWriter(self.c, self.pg, self.now).create(
             spec,
-            per=f"SELECT identity, min(row_no) AS first_row, {prospect} AS prospect "
-            f"FROM {STAGING} GROUP BY identity",
+            per=per,
+            locked_contacts=True,
             message=message,
             prospects_only=self.f.prospects_only,
             empty_is_error=self.f.empty_is_error,
@@ -679,11 +834,14 @@ class CampaignWriter:
         file_id: int | None = None,
         detail: Mapping[str, Any] | None = None,
         campaign_id: int | None = None,
+        locked_contacts: bool = False,
     ) -> tuple[int, int, int, int, int, int, int]:
         """Write the campaign (or, with ``campaign_id``, fill that existing one: a draft being
         started) and its deliveries; returns (id, recipients, pending, suppressed, skipped,
         duplicate addresses, batches). Raises ``EmptyAudience`` when ``empty_is_error`` and
-        nobody is left."""
+        nobody is left. ``locked_contacts``: every candidate contact was upserted by this
+        transaction (an import), so PostgreSQL need not check the deliveries' foreign keys
+        row by row (``skip_reference_checks``)."""
         with self._bounded_sorts():
             return self._create(
                 spec,
@@ -698,6 +856,7 @@ class CampaignWriter:
                 file_id=file_id,
                 detail=detail,
                 campaign_id=campaign_id,
+                locked_contacts=locked_contacts,
             )
 
     @contextmanager
@@ -735,6 +894,7 @@ class CampaignWriter:
         file_id: int | None,
         detail: Mapping[str, Any] | None,
         campaign_id: int | None,
+        locked_contacts: bool,
     ) -> tuple[int, int, int, int, int, int, int]:
         since = None
         if spec.exclude_recent_hours is not None:
@@ -790,6 +950,7 @@ class CampaignWriter:
             )
         build = "json_object" if not self.pg else "jsonb_build_object"
         pending_flag = "(state = 'pending')"
+        trusted = self.pg and locked_contacts and skip_reference_checks(self.c)
         self.sql(
             "INSERT INTO deliveries (campaign_id, contact_id, position, batch, address, "
             "payload, status, attempts, finished_at, error) "
@@ -806,6 +967,8 @@ class CampaignWriter:
             now=self.now,
             skipped=f"interaction in the last {spec.exclude_recent_hours} h (_x, D4)",
         )
+        if trusted:
+            check_references(self.c)
         self.sql(f"DROP TABLE {AUDIENCE}")
         self.c.execute(
             sa.insert(audit_log).values(
