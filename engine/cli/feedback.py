@@ -174,7 +174,14 @@ def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        tracking = Tracking(a.store, config, a.clock, plugins=a.plugins, metrics=Metrics(a.store))
+        tracking = Tracking(
+            a.store,
+            config,
+            a.clock,
+            plugins=a.plugins,
+            metrics=Metrics(a.store),
+            writer_process=True,  # its transactions never hold the endpoint's GIL
+        )
         try:
             try:
                 bound = await tracking.start(listen)

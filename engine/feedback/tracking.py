@@ -19,7 +19,9 @@ this server binds, usually behind an HTTPS reverse proxy):
 
 Every token is HMAC-SHA256 signed (``engine.tokens``) and checked in constant time; a
 tampered or unknown token gets a plain 404 and changes nothing. Writes are batched: the
-handlers queue signals and a single writer applies them, a few hundred per transaction.
+handlers queue signals and a single writer applies them, a few hundred per transaction; with
+``process=True`` (``disparo tracking serve``) the writer's transactions run in a child
+process (``WriterProcess``), so that they never hold the endpoint's GIL.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ import hmac
 import html
 import ipaddress
 import logging
+import multiprocessing
 import re
+import signal as signals
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -47,6 +53,7 @@ from engine.plugins import PluginError, Plugins, load_plugins
 from engine.plugins.webhook import Webhooks
 from engine.sandbox import StrictSandbox
 from engine.store import Store
+from engine.store.errors import Outage
 from engine.store.feedback import Applied
 from engine.tokens import Signer
 
@@ -68,6 +75,131 @@ PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host"
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
 
 
+#: a signal as it crosses the pipe to the writer process (a plain tuple pickles fastest)
+_Packed = tuple[str, Any, str, "int | None", "str | None", "str | None", dict[str, Any]]
+
+
+def _pack(s: Signal) -> _Packed:
+    return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, dict(s.detail))
+
+
+def _writer_main(conn: Connection, url: Any) -> None:
+    """The writer process: apply each batch received in one transaction, answer with its
+    results (or the error) and the store's outage state; stop at ``None`` or when the
+    endpoint is gone (end of file), after finishing the batch in hand."""
+    # Ctrl-C reaches the whole process group: the endpoint stops first, then says so
+    signals.signal(signals.SIGINT, signals.SIG_IGN)
+    store = Store.open(url, upgrade=False)
+    store.feedback  # noqa: B018 (imported before the first batch)
+    try:
+        conn.send("ready")
+        while True:
+            try:
+                packed = conn.recv()
+            except (EOFError, OSError):
+                return
+            if packed is None:
+                return
+            batch = [
+                Signal(k, a, o, d, key, addr, detail) for k, a, o, d, key, addr, detail in packed
+            ]
+            try:
+                reply: tuple[Any, ...] = ("ok", store.feedback.apply(batch), store.outage)
+            except Exception as exc:
+                reply = ("error", f"{type(exc).__name__}: {exc}", store.outage)
+            try:
+                conn.send(reply)
+            except OSError:  # the endpoint is gone; the batch is written
+                return
+    finally:
+        store.close()
+        conn.close()
+
+
+class WriterProcess:
+    """The feedback writer's transactions in a child process (``Feedback.apply`` on its own
+    connection to the same store), fed one batch at a time through a pipe.
+
+    Only the event loop talks to it, one batch in flight: the next batch is sent once the
+    previous one is answered, so the pipe never holds more than one batch and a send never
+    waits for the child's work.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        context = multiprocessing.get_context("spawn")  # a clean interpreter: no fork of threads
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_writer_main,
+            args=(child, store.engine.url),
+            name="disparo-feedback-writer",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self._ready = False
+
+    async def ready(self) -> None:
+        """Wait until the child has opened the store (an interpreter starting takes a
+        second or more on a busy machine; the endpoint listens only then)."""
+        if not self._ready:
+            await self._answer()
+            self._ready = True
+
+    async def _answer(self) -> Any:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        fd = self.conn.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            try:
+                answer.set_result(self.conn.recv())
+            except (EOFError, OSError) as exc:
+                answer.set_exception(ChildProcessError(f"the writer process is gone: {exc!r}"))
+
+        loop.add_reader(fd, readable)
+        try:
+            return await answer
+        finally:
+            loop.remove_reader(fd)
+
+    async def apply(self, batch: Sequence[Signal]) -> list[Applied]:
+        """Apply ``batch`` in the child; raise ``ChildProcessError`` when the child is gone
+        (nothing known of the batch), ``RuntimeError`` when its transaction failed."""
+        await self.ready()
+        try:
+            self.conn.send([_pack(s) for s in batch])
+        except OSError as exc:
+            raise ChildProcessError(f"the writer process is gone: {exc!r}") from exc
+        status, found, outage = await self._answer()
+        self._outage(outage)
+        if status != "ok":
+            raise RuntimeError(found)
+        return list(found)
+
+    def _outage(self, outage: Outage | None) -> None:
+        """The child's view of the database, for ``/healthz``: a write that failed there is
+        an outage here; one that worked ends a write outage."""
+        if outage is not None:
+            self.store.outage = outage
+        elif self.store.outage is not None and self.store.outage.writes:
+            self.store.outage = None
+
+    async def close(self) -> None:
+        """Tell the child to stop and wait for it (it finishes the batch in hand first)."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        await asyncio.to_thread(self.process.join, 60)
+        if self.process.is_alive():
+            log.error("the feedback writer process did not stop: killing it")
+            self.process.kill()
+            await asyncio.to_thread(self.process.join)
+        self.conn.close()
+
+
 class SignalWriter:
     """Applies queued signals in batches (group commit): many requests, one transaction.
 
@@ -83,7 +215,10 @@ class SignalWriter:
         *,
         max_batch: int = 500,
         linger: float = 0.005,
+        process: bool = False,
     ) -> None:
+        """``process``: run the transactions in a child process (``WriterProcess``) rather
+        than in a worker thread of this one; not with a store on the test clock (``inline``)."""
         self.store = store
         self.plugins = plugins
         self.metrics = metrics
@@ -95,10 +230,28 @@ class SignalWriter:
         #: signals submitted, and those stored (a batch that failed is not counted as stored)
         self.submitted = 0
         self.applied = 0
+        self.process = process and not store.inline
+        self.child: WriterProcess | None = None
+        if self.process and max_batch == 500:
+            # another process writes: bigger transactions, fewer commits (each one an fsync)
+            self.max_batch = 2000
 
     def start(self) -> None:
         if self.task is None:
+            if self.process and self.child is None:
+                self.child = WriterProcess(self.store)
             self.task = asyncio.create_task(self._run(), name="feedback-writer")
+
+    async def ready(self) -> None:
+        """Start, and wait until the writer can write (its process has opened the store)."""
+        self.start()
+        if self.child is not None:
+            try:
+                await self.child.ready()
+            except ChildProcessError:
+                log.exception("the feedback writer process did not start: writing in this one")
+                child, self.child = self.child, None
+                await child.close()
 
     def submit(self, signal: Signal) -> asyncio.Future[Applied]:
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
@@ -135,9 +288,22 @@ class SignalWriter:
             if stop:
                 return
 
+    async def _store(self, signals: list[Signal]) -> list[Applied]:
+        if self.child is not None:
+            try:
+                return await self.child.apply(signals)
+            except ChildProcessError:
+                # killed alone (the endpoint lives on): its transaction was rolled back
+                # unless it died between its commit and its answer; from now on this process
+                # writes, starting with this batch
+                log.exception("the feedback writer process died: writing in this process")
+                child, self.child = self.child, None
+                await child.close()
+        return await self.store.run(self.store.feedback.apply, signals)
+
     async def _write(self, batch: list[tuple[Signal, asyncio.Future[Applied]]]) -> None:
         try:
-            results = await self.store.run(self.store.feedback.apply, [s for s, _ in batch])
+            results = await self._store([s for s, _ in batch])
         except Exception as exc:
             log.exception("could not store %d feedback signals", len(batch))
             for _, future in batch:
@@ -148,11 +314,12 @@ class SignalWriter:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+        observed = self.plugins is not None and self.plugins.observes_deliveries
+        counted: Counter[tuple[str, str]] = Counter()
         for (signal, _), result in zip(batch, results, strict=True):
             for e in result.events:
-                if self.metrics is not None:
-                    self.metrics.feedback.labels(e.kind, signal.origin).inc()
-                if self.plugins is not None:
+                counted[e.kind, signal.origin] += 1
+                if observed and self.plugins is not None:
                     await self.plugins.delivery_event(
                         DeliveryEvent(
                             e.kind,
@@ -164,6 +331,9 @@ class SignalWriter:
                             e.detail,
                         )
                     )
+        if self.metrics is not None:
+            for (kind, origin), n in counted.items():
+                self.metrics.feedback.labels(kind, origin).inc(n)
 
     async def close(self) -> None:
         """Write everything submitted so far (including a batch being gathered), then stop.
@@ -176,6 +346,9 @@ class SignalWriter:
         task, self.task = self.task, None
         self.queue.put_nowait(None)
         await asyncio.shield(task)
+        if self.child is not None:
+            child, self.child = self.child, None
+            await child.close()
 
 
 @dataclass
@@ -235,9 +408,11 @@ class Tracking:
         metrics: Metrics | None = None,
         writer: SignalWriter | None = None,
         webhooks: Sequence[type[Webhooks]] | None = None,
+        writer_process: bool = False,
     ) -> None:
         """``webhooks``: the plugins' webhook classes to mount (default: every one the
-        loaded plugins registered)."""
+        loaded plugins registered); ``writer_process``: without a ``writer``, store the
+        signals from a child process (``SignalWriter(process=True)``)."""
         if config.tracking is None:
             raise ValueError("[tracking] is not configured")
         self.store = store
@@ -246,7 +421,7 @@ class Tracking:
         self.clock = clock
         self.signer = Signer(self.settings.secret.reveal())
         self.metrics = metrics or Metrics(store)
-        self.writer = writer or SignalWriter(store, plugins, self.metrics)
+        self.writer = writer or SignalWriter(store, plugins, self.metrics, process=writer_process)
         self._own_writer = writer is None
         self.links = _Links(store)
         self.metrics_from = [
@@ -274,7 +449,7 @@ class Tracking:
         self.runner: web.AppRunner | None = None
 
     async def _startup(self, app: web.Application) -> None:
-        self.writer.start()
+        await self.writer.ready()
 
     async def _cleanup(self, app: web.Application) -> None:
         for hooks in self.webhooks:

@@ -45,6 +45,7 @@ from engine.events import Signal
 from engine.rates import Rates
 from engine.store.base import Queries
 from engine.store.schema import (
+    UTCDateTime,
     accounts,
     campaigns,
     contacts,
@@ -396,7 +397,8 @@ class Feedback(Queries):
             .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
             .where(deliveries.c.id.in_(sorted(ids)))
         )
-        return {int(r[0]): _Delivery(**r._asdict()) for r in rows}
+        # the columns in _Delivery's order: positional, no mapping per row
+        return {int(r[0]): _Delivery(*r) for r in rows}  # type: ignore[call-arg]
 
     def _event(
         self,
@@ -672,14 +674,13 @@ class Feedback(Queries):
     def _flush(self, c: Connection, batch: _Batch) -> None:
         """Write a batch set-based: one statement per table and shape of change (a driver
         executemany), never one ORM or Core statement per event."""
+        bind = _Binder()
         if batch.events:
             sql, procs = _driver_statement(c.dialect, "events", _EVENT_COLUMNS, ())
             c.exec_driver_sql(
                 sql,
                 [
-                    tuple(
-                        p(e[n]) if p else e[n] for n, p in zip(_EVENT_COLUMNS, procs, strict=True)
-                    )
+                    tuple(bind(p, e[n]) for n, p in zip(_EVENT_COLUMNS, procs, strict=True))
                     for e in batch.events
                 ],
             )
@@ -693,10 +694,7 @@ class Feedback(Queries):
             sql, procs = _driver_statement(c.dialect, "deliveries", names, ("id",))
             c.exec_driver_sql(
                 sql,
-                [
-                    tuple(p(v) if p else v for v, p in zip(row, procs, strict=True))
-                    for row in params
-                ],
+                [tuple(bind(p, v) for v, p in zip(row, procs, strict=True)) for row in params],
             )
         now = self.store.clock.now()
         counted = sorted(
@@ -740,6 +738,28 @@ class Feedback(Queries):
             )
 
 
+class _Binder:
+    """Applies a bind processor to a value, once per distinct time in a flush: an open's
+    time is its event's ``at`` and its delivery's ``opened_at`` (each conversion of an aware
+    time costs a ``replace`` and a formatting)."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[int, datetime], Any] = {}
+
+    def __call__(self, proc: Callable[[Any], Any] | None, value: Any) -> Any:
+        if proc is None or value is None:
+            return value if proc is None else proc(value)
+        if type(value) is not datetime:
+            return proc(value)
+        key = (id(proc), value)
+        found = self.times.get(key, _MISSING)
+        if found is _MISSING:
+            found = self.times[key] = proc(value)
+        return found
+
+
+_MISSING = object()
+
 #: the columns of an event as ``Feedback._event`` gathers them
 _EVENT_COLUMNS = (
     "at",
@@ -768,7 +788,12 @@ def _driver_statement(
     # every name is one of the table's own columns (t.c raises on any other): no input of
     # anyone's reaches the SQL text
     columns = [t.c[n] for n in (*values, *where)]
-    procs = tuple(col.type.dialect_impl(dialect).bind_processor(dialect) for col in columns)
+    procs = tuple(
+        _time_processor(dialect)
+        if isinstance(col.type, UTCDateTime)
+        else col.type.dialect_impl(dialect).bind_processor(dialect)
+        for col in columns
+    )
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     if where:
         sets = ", ".join(f"{n} = {mark}" for n in values)
@@ -778,6 +803,13 @@ def _driver_statement(
         marks = ", ".join([mark] * len(values))
         sql = f"INSERT INTO {t.name} ({', '.join(values)}) VALUES ({marks})"  # noqa: S608
     return sql, procs
+
+
+@lru_cache(maxsize=8)
+def _time_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
+    """One bind processor of ``UTCDateTime`` per dialect (the same object in every statement,
+    so that ``_Binder`` converts a time once for all of them)."""
+    return UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
 
 
 def _reason(detail: Mapping[str, Any]) -> str:
