@@ -38,11 +38,13 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from engine import __version__
 from engine.clock import Clock
@@ -65,6 +67,8 @@ PIXEL = (
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+#: the pixel's headers, built once (no content-type parsing per request)
+PIXEL_HEADERS = {"Content-Type": "image/gif", **NO_STORE}
 
 #: the tracking endpoint's own paths: no plugin route may start with one
 RESERVED = ("/o/", "/c/", "/u/", "/healthz", "/metrics")
@@ -75,18 +79,31 @@ PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host"
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
 
 
+#: a queued signal and the future of whoever waits for it
+_Item = tuple[Signal, "asyncio.Future[Applied] | None"]
 #: a signal as it crosses the pipe to the writer process (a plain tuple pickles fastest)
 _Packed = tuple[str, Any, str, "int | None", "str | None", "str | None", dict[str, Any]]
 
 
 def _pack(s: Signal) -> _Packed:
-    return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, dict(s.detail))
+    detail = s.detail if type(s.detail) is dict else dict(s.detail)  # a mapping proxy: no pickle
+    return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, detail)
+
+
+def counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[tuple[str, str]]:
+    """Events stored by (kind, the signal's origin): what ``/metrics`` counts."""
+    found: Counter[tuple[str, str]] = Counter()
+    for signal, result in zip(signals, results, strict=True):
+        for e in result.events:
+            found[e.kind, signal.origin] += 1
+    return found
 
 
 def _writer_main(conn: Connection, url: Any) -> None:
-    """The writer process: apply each batch received in one transaction, answer with its
-    results (or the error) and the store's outage state; stop at ``None`` or when the
-    endpoint is gone (end of file), after finishing the batch in hand."""
+    """The writer process: apply each batch received in one transaction, answer with the
+    results asked for (an open nobody waits for needs none: only its count comes back), the
+    events stored by kind and origin, or the error, and the store's outage state; stop at
+    ``None`` or when the endpoint is gone (end of file), after finishing the batch in hand."""
     # Ctrl-C reaches the whole process group: the endpoint stops first, then says so
     signals.signal(signals.SIGINT, signals.SIG_IGN)
     store = Store.open(url, upgrade=False)
@@ -100,13 +117,23 @@ def _writer_main(conn: Connection, url: Any) -> None:
                 return
             if packed is None:
                 return
+            signals_, wanted = packed
             batch = [
-                Signal(k, a, o, d, key, addr, detail) for k, a, o, d, key, addr, detail in packed
+                Signal(k, a, o, d, key, addr, detail) for k, a, o, d, key, addr, detail in signals_
             ]
             try:
-                reply: tuple[Any, ...] = ("ok", store.feedback.apply(batch), store.outage)
+                results = store.feedback.apply(batch)
+                chosen = (
+                    dict(enumerate(results)) if wanted is None else {i: results[i] for i in wanted}
+                )
+                reply: tuple[Any, ...] = (
+                    "ok",
+                    chosen,
+                    dict(counted(batch, results)),
+                    store.outage,
+                )
             except Exception as exc:
-                reply = ("error", f"{type(exc).__name__}: {exc}", store.outage)
+                reply = ("error", f"{type(exc).__name__}: {exc}", None, store.outage)
             try:
                 conn.send(reply)
             except OSError:  # the endpoint is gone; the batch is written
@@ -164,19 +191,23 @@ class WriterProcess:
         finally:
             loop.remove_reader(fd)
 
-    async def apply(self, batch: Sequence[Signal]) -> list[Applied]:
-        """Apply ``batch`` in the child; raise ``ChildProcessError`` when the child is gone
-        (nothing known of the batch), ``RuntimeError`` when its transaction failed."""
+    async def apply(
+        self, batch: Sequence[Signal], wanted: Sequence[int] | None = None
+    ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
+        """Apply ``batch`` in the child: the results of the signals at ``wanted`` (all when
+        ``None``) by position, and the events stored by kind and origin. Raise
+        ``ChildProcessError`` when the child is gone (nothing known of the batch),
+        ``RuntimeError`` when its transaction failed."""
         await self.ready()
         try:
-            self.conn.send([_pack(s) for s in batch])
+            self.conn.send(([_pack(s) for s in batch], wanted))
         except OSError as exc:
             raise ChildProcessError(f"the writer process is gone: {exc!r}") from exc
-        status, found, outage = await self._answer()
+        status, found, counts, outage = await self._answer()
         self._outage(outage)
         if status != "ok":
             raise RuntimeError(found)
-        return list(found)
+        return found, Counter(counts)
 
     def _outage(self, outage: Outage | None) -> None:
         """The child's view of the database, for ``/healthz``: a write that failed there is
@@ -224,8 +255,9 @@ class SignalWriter:
         self.metrics = metrics
         self.max_batch = max_batch
         self.linger = linger
-        #: ``None`` tells the writer to stop once everything before it is written
-        self.queue: asyncio.Queue[tuple[Signal, asyncio.Future[Applied]] | None] = asyncio.Queue()
+        #: ``None`` tells the writer to stop once everything before it is written; a signal
+        #: comes with the future of whoever waits for it, or none (``note``)
+        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         #: signals submitted, and those stored (a batch that failed is not counted as stored)
         self.submitted = 0
@@ -254,10 +286,17 @@ class SignalWriter:
                 await child.close()
 
     def submit(self, signal: Signal) -> asyncio.Future[Applied]:
+        """Queue ``signal``; the future resolves once it is stored (or failed)."""
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((signal, future))
         self.submitted += 1
         return future
+
+    def note(self, signal: Signal) -> None:
+        """Queue ``signal`` that nobody waits for (an open, a click: answered first); a
+        failure to store it is logged."""
+        self.queue.put_nowait((signal, None))
+        self.submitted += 1
 
     async def apply(self, signal: Signal) -> Applied:
         """Submit and wait until it is stored."""
@@ -288,10 +327,12 @@ class SignalWriter:
             if stop:
                 return
 
-    async def _store(self, signals: list[Signal]) -> list[Applied]:
+    async def _store(
+        self, signals: list[Signal], wanted: list[int] | None
+    ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
         if self.child is not None:
             try:
-                return await self.child.apply(signals)
+                return await self.child.apply(signals, wanted)
             except ChildProcessError:
                 # killed alone (the endpoint lives on): its transaction was rolled back
                 # unless it died between its commit and its answer; from now on this process
@@ -299,27 +340,29 @@ class SignalWriter:
                 log.exception("the feedback writer process died: writing in this process")
                 child, self.child = self.child, None
                 await child.close()
-        return await self.store.run(self.store.feedback.apply, signals)
+        signals_ = list(signals)
+        results = await self.store.run(self.store.feedback.apply, signals_)
+        return dict(enumerate(results)), counted(signals_, results)
 
-    async def _write(self, batch: list[tuple[Signal, asyncio.Future[Applied]]]) -> None:
+    async def _write(self, batch: list[_Item]) -> None:
+        # the observer hooks need every event; else only the results someone waits for
+        observed = self.plugins is not None and self.plugins.observes_deliveries
+        wanted = None if observed else [i for i, (_, f) in enumerate(batch) if f is not None]
         try:
-            results = await self._store([s for s, _ in batch])
+            results, counts = await self._store([s for s, _ in batch], wanted)
         except Exception as exc:
             log.exception("could not store %d feedback signals", len(batch))
             for _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
             return
         self.applied += len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-        observed = self.plugins is not None and self.plugins.observes_deliveries
-        counted: Counter[tuple[str, str]] = Counter()
-        for (signal, _), result in zip(batch, results, strict=True):
-            for e in result.events:
-                counted[e.kind, signal.origin] += 1
-                if observed and self.plugins is not None:
+        for i, (_, future) in enumerate(batch):
+            if future is not None and not future.done():
+                future.set_result(results[i])
+        if observed and self.plugins is not None:
+            for i in range(len(batch)):
+                for e in results[i].events:
                     await self.plugins.delivery_event(
                         DeliveryEvent(
                             e.kind,
@@ -332,7 +375,7 @@ class SignalWriter:
                         )
                     )
         if self.metrics is not None:
-            for (kind, origin), n in counted.items():
+            for (kind, origin), n in counts.items():
                 self.metrics.feedback.labels(kind, origin).inc(n)
 
     async def close(self) -> None:
@@ -424,6 +467,7 @@ class Tracking:
         self.writer = writer or SignalWriter(store, plugins, self.metrics, process=writer_process)
         self._own_writer = writer is None
         self.links = _Links(store)
+        self._requests: dict[tuple[str, str], Any] = {}
         self.metrics_from = [
             ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
         ]
@@ -494,7 +538,10 @@ class Tracking:
             self.runner = None
 
     def _count(self, route: str, outcome: str) -> None:
-        self.metrics.requests.labels(route, outcome).inc()
+        found = self._requests.get((route, outcome))
+        if found is None:  # prometheus_client's labels() takes a lock: once per pair
+            found = self._requests[route, outcome] = self.metrics.requests.labels(route, outcome)
+        found.inc()
 
     def _not_found(self, route: str) -> web.Response:
         self._count(route, "refused")
@@ -507,13 +554,13 @@ class Tracking:
         ids = self.signer.verify("o", token)
         if ids is None:
             return self._not_found("open")
-        self.writer.submit(
+        self.writer.note(
             Signal(
                 "open", self.clock.now(), "tracking", delivery_id=ids[0], detail=_client(request)
             )
         )
         self._count("open", "ok")
-        return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
+        return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
 
     async def click(self, request: web.Request) -> web.StreamResponse:
         ids = self.signer.verify("c", request.match_info["token"])
@@ -527,7 +574,7 @@ class Tracking:
             url = await self._personal(url, delivery_id)
             if url is None:
                 return self._not_found("click")
-        self.writer.submit(
+        self.writer.note(
             Signal(
                 "click",
                 self.clock.now(),
@@ -539,7 +586,8 @@ class Tracking:
             )
         )
         self._count("click", "ok")
-        raise web.HTTPFound(url, headers=NO_STORE)
+        # a plain 302 (no exception, no body): the Location that HTTPFound would send
+        return web.Response(status=302, headers={"Location": _location(url), **NO_STORE})
 
     async def _personal(self, template: str, delivery_id: int) -> str | None:
         """A link made per recipient, rendered with their values (each URL-encoded)."""
@@ -663,6 +711,13 @@ class Tracking:
             return web.Response(status=403, text=refused + "\n", headers=NO_STORE)
         body = await asyncio.to_thread(self.metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
+
+
+@lru_cache(maxsize=4096)
+def _location(url: str) -> str:
+    """A link as a ``Location`` header (yarl's encoding, as ``HTTPFound`` does), once per
+    link: a campaign's links are few and clicked again and again."""
+    return str(URL(url))
 
 
 def _client(request: web.Request) -> dict[str, str]:
