@@ -90,7 +90,7 @@ def _pack(s: Signal) -> _Packed:
     return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, detail)
 
 
-def counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[tuple[str, str]]:
+def _counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[tuple[str, str]]:
     """Events stored by (kind, the signal's origin): what ``/metrics`` counts."""
     found: Counter[tuple[str, str]] = Counter()
     for signal, result in zip(signals, results, strict=True):
@@ -129,7 +129,7 @@ def _writer_main(conn: Connection, url: Any) -> None:
                 reply: tuple[Any, ...] = (
                     "ok",
                     chosen,
-                    dict(counted(batch, results)),
+                    dict(_counted(batch, results)),
                     store.outage,
                 )
             except Exception as exc:
@@ -342,7 +342,7 @@ class SignalWriter:
                 await child.close()
         signals_ = list(signals)
         results = await self.store.run(self.store.feedback.apply, signals_)
-        return dict(enumerate(results)), counted(signals_, results)
+        return dict(enumerate(results)), _counted(signals_, results)
 
     async def _write(self, batch: list[_Item]) -> None:
         # the observer hooks need every event; else only the results someone waits for
