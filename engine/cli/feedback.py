@@ -151,6 +151,8 @@ def tracking_command() -> None:
 def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> None:
     """Serve only the tracking endpoint (`disparo run` serves it too): for a web-facing
     process apart from the engine, both on the same store."""
+    import gc
+
     from engine.feedback.metrics import Metrics
     from engine.feedback.tracking import Tracking
     from engine.service import configure_logging
@@ -174,7 +176,14 @@ def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        tracking = Tracking(a.store, config, a.clock, plugins=a.plugins, metrics=Metrics(a.store))
+        tracking = Tracking(
+            a.store,
+            config,
+            a.clock,
+            plugins=a.plugins,
+            metrics=Metrics(a.store),
+            writer_process=True,  # its transactions never hold the endpoint's GIL
+        )
         try:
             try:
                 bound = await tracking.start(listen)
@@ -184,6 +193,9 @@ def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> N
                 f"tracking endpoint on http://{bound} (public URL {settings.public_url}); "
                 "Ctrl-C stops"
             )
+            # what start-up built lives as long as the process: out of the cyclic collector's
+            # rounds (each open allocates; a full round would walk every module's objects)
+            gc.freeze()
             await stop.wait()
         finally:
             await tracking.stop()

@@ -19,7 +19,9 @@ this server binds, usually behind an HTTPS reverse proxy):
 
 Every token is HMAC-SHA256 signed (``engine.tokens``) and checked in constant time; a
 tampered or unknown token gets a plain 404 and changes nothing. Writes are batched: the
-handlers queue signals and a single writer applies them, a few hundred per transaction.
+handlers queue signals and a single writer applies them, a few hundred per transaction; with
+``process=True`` (``disparo tracking serve``) the writer's transactions run in a child
+process (``WriterProcess``), so that they never hold the endpoint's GIL.
 """
 
 from __future__ import annotations
@@ -29,14 +31,20 @@ import hmac
 import html
 import ipaddress
 import logging
+import multiprocessing
 import re
+import signal as signals
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing.connection import Connection
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from engine import __version__
 from engine.clock import Clock
@@ -47,6 +55,7 @@ from engine.plugins import PluginError, Plugins, load_plugins
 from engine.plugins.webhook import Webhooks
 from engine.sandbox import StrictSandbox
 from engine.store import Store
+from engine.store.errors import Outage
 from engine.store.feedback import Applied
 from engine.tokens import Signer
 
@@ -58,6 +67,8 @@ PIXEL = (
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+#: the pixel's headers, built once (no content-type parsing per request)
+PIXEL_HEADERS = {"Content-Type": "image/gif", **NO_STORE}
 
 #: the tracking endpoint's own paths: no plugin route may start with one
 RESERVED = ("/o/", "/c/", "/u/", "/healthz", "/metrics")
@@ -66,6 +77,158 @@ PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host"
 
 #: link templates (``https://loja/{{ cpf }}``) render with each value URL-encoded
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
+
+
+#: a queued signal and the future of whoever waits for it
+_Item = tuple[Signal, "asyncio.Future[Applied] | None"]
+#: a signal as it crosses the pipe to the writer process (a plain tuple pickles fastest)
+_Packed = tuple[str, Any, str, "int | None", "str | None", "str | None", dict[str, Any]]
+
+
+def _pack(s: Signal) -> _Packed:
+    detail = s.detail if type(s.detail) is dict else dict(s.detail)  # a mapping proxy: no pickle
+    return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, detail)
+
+
+def _counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[tuple[str, str]]:
+    """Events stored by (kind, the signal's origin): what ``/metrics`` counts."""
+    found: Counter[tuple[str, str]] = Counter()
+    for signal, result in zip(signals, results, strict=True):
+        for e in result.events:
+            found[e.kind, signal.origin] += 1
+    return found
+
+
+def _writer_main(conn: Connection, url: Any) -> None:
+    """The writer process: apply each batch received in one transaction, answer with the
+    results asked for (an open nobody waits for needs none: only its count comes back), the
+    events stored by kind and origin, or the error, and the store's outage state; stop at
+    ``None`` or when the endpoint is gone (end of file), after finishing the batch in hand."""
+    # Ctrl-C reaches the whole process group: the endpoint stops first, then says so
+    signals.signal(signals.SIGINT, signals.SIG_IGN)
+    store = Store.open(url, upgrade=False)
+    store.feedback  # noqa: B018 (imported before the first batch)
+    try:
+        conn.send("ready")
+        while True:
+            try:
+                packed = conn.recv()
+            except (EOFError, OSError):
+                return
+            if packed is None:
+                return
+            signals_, wanted = packed
+            batch = [
+                Signal(k, a, o, d, key, addr, detail) for k, a, o, d, key, addr, detail in signals_
+            ]
+            try:
+                results = store.feedback.apply(batch)
+                chosen = (
+                    dict(enumerate(results)) if wanted is None else {i: results[i] for i in wanted}
+                )
+                reply: tuple[Any, ...] = (
+                    "ok",
+                    chosen,
+                    dict(_counted(batch, results)),
+                    store.outage,
+                )
+            except Exception as exc:
+                reply = ("error", f"{type(exc).__name__}: {exc}", None, store.outage)
+            try:
+                conn.send(reply)
+            except OSError:  # the endpoint is gone; the batch is written
+                return
+    finally:
+        store.close()
+        conn.close()
+
+
+class WriterProcess:
+    """The feedback writer's transactions in a child process (``Feedback.apply`` on its own
+    connection to the same store), fed one batch at a time through a pipe.
+
+    Only the event loop talks to it, one batch in flight: the next batch is sent once the
+    previous one is answered, so the pipe never holds more than one batch and a send never
+    waits for the child's work.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        context = multiprocessing.get_context("spawn")  # a clean interpreter: no fork of threads
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_writer_main,
+            args=(child, store.engine.url),
+            name="disparo-feedback-writer",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self._ready = False
+
+    async def ready(self) -> None:
+        """Wait until the child has opened the store (an interpreter starting takes a
+        second or more on a busy machine; the endpoint listens only then)."""
+        if not self._ready:
+            await self._answer()
+            self._ready = True
+
+    async def _answer(self) -> Any:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        fd = self.conn.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            try:
+                answer.set_result(self.conn.recv())
+            except (EOFError, OSError) as exc:
+                answer.set_exception(ChildProcessError(f"the writer process is gone: {exc!r}"))
+
+        loop.add_reader(fd, readable)
+        try:
+            return await answer
+        finally:
+            loop.remove_reader(fd)
+
+    async def apply(
+        self, batch: Sequence[Signal], wanted: Sequence[int] | None = None
+    ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
+        """Apply ``batch`` in the child: the results of the signals at ``wanted`` (all when
+        ``None``) by position, and the events stored by kind and origin. Raise
+        ``ChildProcessError`` when the child is gone (nothing known of the batch),
+        ``RuntimeError`` when its transaction failed."""
+        await self.ready()
+        try:
+            self.conn.send(([_pack(s) for s in batch], wanted))
+        except OSError as exc:
+            raise ChildProcessError(f"the writer process is gone: {exc!r}") from exc
+        status, found, counts, outage = await self._answer()
+        self._outage(outage)
+        if status != "ok":
+            raise RuntimeError(found)
+        return found, Counter(counts)
+
+    def _outage(self, outage: Outage | None) -> None:
+        """The child's view of the database, for ``/healthz``: a write that failed there is
+        an outage here; one that worked ends a write outage."""
+        if outage is not None:
+            self.store.outage = outage
+        elif self.store.outage is not None and self.store.outage.writes:
+            self.store.outage = None
+
+    async def close(self) -> None:
+        """Tell the child to stop and wait for it (it finishes the batch in hand first)."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        await asyncio.to_thread(self.process.join, 60)
+        if self.process.is_alive():
+            log.error("the feedback writer process did not stop: killing it")
+            self.process.kill()
+            await asyncio.to_thread(self.process.join)
+        self.conn.close()
 
 
 class SignalWriter:
@@ -83,28 +246,57 @@ class SignalWriter:
         *,
         max_batch: int = 500,
         linger: float = 0.005,
+        process: bool = False,
     ) -> None:
+        """``process``: run the transactions in a child process (``WriterProcess``) rather
+        than in a worker thread of this one; not with a store on the test clock (``inline``)."""
         self.store = store
         self.plugins = plugins
         self.metrics = metrics
         self.max_batch = max_batch
         self.linger = linger
-        #: ``None`` tells the writer to stop once everything before it is written
-        self.queue: asyncio.Queue[tuple[Signal, asyncio.Future[Applied]] | None] = asyncio.Queue()
+        #: ``None`` tells the writer to stop once everything before it is written; a signal
+        #: comes with the future of whoever waits for it, or none (``note``)
+        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         #: signals submitted, and those stored (a batch that failed is not counted as stored)
         self.submitted = 0
         self.applied = 0
+        self.process = process and not store.inline
+        self.child: WriterProcess | None = None
+        if self.process and max_batch == 500:
+            # another process writes: bigger transactions, fewer commits (each one an fsync)
+            self.max_batch = 2000
 
     def start(self) -> None:
         if self.task is None:
+            if self.process and self.child is None:
+                self.child = WriterProcess(self.store)
             self.task = asyncio.create_task(self._run(), name="feedback-writer")
 
+    async def ready(self) -> None:
+        """Start, and wait until the writer can write (its process has opened the store)."""
+        self.start()
+        if self.child is not None:
+            try:
+                await self.child.ready()
+            except ChildProcessError:
+                log.exception("the feedback writer process did not start: writing in this one")
+                child, self.child = self.child, None
+                await child.close()
+
     def submit(self, signal: Signal) -> asyncio.Future[Applied]:
+        """Queue ``signal``; the future resolves once it is stored (or failed)."""
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((signal, future))
         self.submitted += 1
         return future
+
+    def note(self, signal: Signal) -> None:
+        """Queue ``signal`` that nobody waits for (an open, a click: answered first); a
+        failure to store it is logged."""
+        self.queue.put_nowait((signal, None))
+        self.submitted += 1
 
     async def apply(self, signal: Signal) -> Applied:
         """Submit and wait until it is stored."""
@@ -135,24 +327,42 @@ class SignalWriter:
             if stop:
                 return
 
-    async def _write(self, batch: list[tuple[Signal, asyncio.Future[Applied]]]) -> None:
+    async def _store(
+        self, signals: list[Signal], wanted: list[int] | None
+    ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
+        if self.child is not None:
+            try:
+                return await self.child.apply(signals, wanted)
+            except ChildProcessError:
+                # killed alone (the endpoint lives on): its transaction was rolled back
+                # unless it died between its commit and its answer; from now on this process
+                # writes, starting with this batch
+                log.exception("the feedback writer process died: writing in this process")
+                child, self.child = self.child, None
+                await child.close()
+        signals_ = list(signals)
+        results = await self.store.run(self.store.feedback.apply, signals_)
+        return dict(enumerate(results)), _counted(signals_, results)
+
+    async def _write(self, batch: list[_Item]) -> None:
+        # the observer hooks need every event; else only the results someone waits for
+        observed = self.plugins is not None and self.plugins.observes_deliveries
+        wanted = None if observed else [i for i, (_, f) in enumerate(batch) if f is not None]
         try:
-            results = await self.store.run(self.store.feedback.apply, [s for s, _ in batch])
+            results, counts = await self._store([s for s, _ in batch], wanted)
         except Exception as exc:
             log.exception("could not store %d feedback signals", len(batch))
             for _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
             return
         self.applied += len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-        for (signal, _), result in zip(batch, results, strict=True):
-            for e in result.events:
-                if self.metrics is not None:
-                    self.metrics.feedback.labels(e.kind, signal.origin).inc()
-                if self.plugins is not None:
+        for i, (_, future) in enumerate(batch):
+            if future is not None and not future.done():
+                future.set_result(results[i])
+        if observed and self.plugins is not None:
+            for i in range(len(batch)):
+                for e in results[i].events:
                     await self.plugins.delivery_event(
                         DeliveryEvent(
                             e.kind,
@@ -164,6 +374,9 @@ class SignalWriter:
                             e.detail,
                         )
                     )
+        if self.metrics is not None:
+            for (kind, origin), n in counts.items():
+                self.metrics.feedback.labels(kind, origin).inc(n)
 
     async def close(self) -> None:
         """Write everything submitted so far (including a batch being gathered), then stop.
@@ -176,6 +389,9 @@ class SignalWriter:
         task, self.task = self.task, None
         self.queue.put_nowait(None)
         await asyncio.shield(task)
+        if self.child is not None:
+            child, self.child = self.child, None
+            await child.close()
 
 
 @dataclass
@@ -235,9 +451,11 @@ class Tracking:
         metrics: Metrics | None = None,
         writer: SignalWriter | None = None,
         webhooks: Sequence[type[Webhooks]] | None = None,
+        writer_process: bool = False,
     ) -> None:
         """``webhooks``: the plugins' webhook classes to mount (default: every one the
-        loaded plugins registered)."""
+        loaded plugins registered); ``writer_process``: without a ``writer``, store the
+        signals from a child process (``SignalWriter(process=True)``)."""
         if config.tracking is None:
             raise ValueError("[tracking] is not configured")
         self.store = store
@@ -246,9 +464,10 @@ class Tracking:
         self.clock = clock
         self.signer = Signer(self.settings.secret.reveal())
         self.metrics = metrics or Metrics(store)
-        self.writer = writer or SignalWriter(store, plugins, self.metrics)
+        self.writer = writer or SignalWriter(store, plugins, self.metrics, process=writer_process)
         self._own_writer = writer is None
         self.links = _Links(store)
+        self._requests: dict[tuple[str, str], Any] = {}
         self.metrics_from = [
             ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
         ]
@@ -274,7 +493,7 @@ class Tracking:
         self.runner: web.AppRunner | None = None
 
     async def _startup(self, app: web.Application) -> None:
-        self.writer.start()
+        await self.writer.ready()
 
     async def _cleanup(self, app: web.Application) -> None:
         for hooks in self.webhooks:
@@ -319,7 +538,10 @@ class Tracking:
             self.runner = None
 
     def _count(self, route: str, outcome: str) -> None:
-        self.metrics.requests.labels(route, outcome).inc()
+        found = self._requests.get((route, outcome))
+        if found is None:  # prometheus_client's labels() takes a lock: once per pair
+            found = self._requests[route, outcome] = self.metrics.requests.labels(route, outcome)
+        found.inc()
 
     def _not_found(self, route: str) -> web.Response:
         self._count(route, "refused")
@@ -332,13 +554,13 @@ class Tracking:
         ids = self.signer.verify("o", token)
         if ids is None:
             return self._not_found("open")
-        self.writer.submit(
+        self.writer.note(
             Signal(
                 "open", self.clock.now(), "tracking", delivery_id=ids[0], detail=_client(request)
             )
         )
         self._count("open", "ok")
-        return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
+        return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
 
     async def click(self, request: web.Request) -> web.StreamResponse:
         ids = self.signer.verify("c", request.match_info["token"])
@@ -352,7 +574,7 @@ class Tracking:
             url = await self._personal(url, delivery_id)
             if url is None:
                 return self._not_found("click")
-        self.writer.submit(
+        self.writer.note(
             Signal(
                 "click",
                 self.clock.now(),
@@ -364,7 +586,8 @@ class Tracking:
             )
         )
         self._count("click", "ok")
-        raise web.HTTPFound(url, headers=NO_STORE)
+        # a plain 302 (no exception, no body): the Location that HTTPFound would send
+        return web.Response(status=302, headers={"Location": _location(url), **NO_STORE})
 
     async def _personal(self, template: str, delivery_id: int) -> str | None:
         """A link made per recipient, rendered with their values (each URL-encoded)."""
@@ -488,6 +711,13 @@ class Tracking:
             return web.Response(status=403, text=refused + "\n", headers=NO_STORE)
         body = await asyncio.to_thread(self.metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
+
+
+@lru_cache(maxsize=4096)
+def _location(url: str) -> str:
+    """A link as a ``Location`` header (yarl's encoding, as ``HTTPFound`` does), once per
+    link: a campaign's links are few and clicked again and again."""
+    return str(URL(url))
 
 
 def _client(request: web.Request) -> dict[str, str]:

@@ -28,6 +28,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from engine.events import Signal
 from engine.rates import Rates
 from engine.store.base import Queries
 from engine.store.schema import (
+    UTCDateTime,
     accounts,
     campaigns,
     contacts,
@@ -116,10 +118,11 @@ class _Delivery:
     address: str
     status: str
     provider_status: str | None
-    opened_at: datetime | None
-    clicked_at: datetime | None
-    complained_at: datetime | None
-    delivered_at: datetime | None
+    #: the times as the driver reads them (text on SQLite): only whether they are set counts
+    opened_at: object | None
+    clicked_at: object | None
+    complained_at: object | None
+    delivered_at: object | None
     unsubscribed: str | None
     channel: str
     account: str | None
@@ -131,7 +134,8 @@ class _Delivery:
 class _Batch:
     """Changes of one transaction, gathered per table."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
+    #: rows of the events table, in the order of ``_EVENT_COLUMNS``
+    events: list[tuple[Any, ...]] = field(default_factory=list)
     counters: defaultdict[int, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     deliveries: dict[int, dict[str, Any]] = field(default_factory=dict)
     interactions: dict[int, datetime] = field(default_factory=dict)  # contact → at
@@ -342,12 +346,13 @@ class Feedback(Queries):
         found = self._deliveries(c, ids)
         batch = _Batch()
         if ids:
+            among, param = _among(c.dialect, "delivery_id", ids)
             batch.bounced = {
                 int(r[0])
-                for r in c.execute(
-                    sa.select(events.c.delivery_id)
-                    .where(events.c.delivery_id.in_(sorted(ids)), events.c.kind == "bounced")
-                    .distinct()
+                for r in c.exec_driver_sql(
+                    f"SELECT DISTINCT delivery_id FROM events WHERE {among} "  # noqa: S608
+                    "AND kind = 'bounced'",
+                    (param,),
                 )
             }
         results: list[Applied] = []
@@ -376,27 +381,12 @@ class Feedback(Queries):
     def _deliveries(self, c: Connection, ids: set[int]) -> dict[int, _Delivery]:
         if not ids:
             return {}
-        rows = c.execute(
-            sa.select(
-                deliveries.c.id,
-                deliveries.c.campaign_id,
-                deliveries.c.contact_id,
-                deliveries.c.address,
-                deliveries.c.status,
-                deliveries.c.provider_status,
-                deliveries.c.opened_at,
-                deliveries.c.clicked_at,
-                deliveries.c.complained_at,
-                deliveries.c.delivered_at,
-                deliveries.c.unsubscribed,
-                campaigns.c.channel,
-                campaigns.c.account,
-                campaigns.c.address_kind,
-            )
-            .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
-            .where(deliveries.c.id.in_(sorted(ids)))
-        )
-        return {int(r[0]): _Delivery(**r._asdict()) for r in rows}
+        # at the driver, one parameter for all the ids (no IN list of thousands to compile),
+        # the columns in _Delivery's order, read raw (the times only tell whether they are set)
+        among, param = _among(c.dialect, "d.id", ids)
+        sql = f"{_SELECT_DELIVERIES} WHERE {among}"
+        rows = c.exec_driver_sql(sql, (param,))
+        return {int(r[0]): _Delivery(*r) for r in rows}
 
     def _event(
         self,
@@ -426,19 +416,19 @@ class Feedback(Queries):
             d.address if d else address,
             info,
         )
-        batch.events.append(
-            {
-                "at": s.at,
-                "kind": kind,
-                "campaign_id": stored.campaign_id,
-                "delivery_id": stored.delivery_id,
-                "contact_id": d.contact_id if d else contact_id,
-                "account": stored.account,
-                "address": stored.address,
-                "origin": s.origin,
-                "detail": info,
-                "dedupe_key": s.dedupe_key if key and not result.events else None,
-            }
+        batch.events.append(  # in the order of _EVENT_COLUMNS
+            (
+                s.at,
+                kind,
+                stored.campaign_id,
+                stored.delivery_id,
+                d.contact_id if d else contact_id,
+                stored.account,
+                stored.address,
+                s.origin,
+                info,
+                s.dedupe_key if key and not result.events else None,
+            )
         )
         result.events.append(stored)
 
@@ -672,17 +662,10 @@ class Feedback(Queries):
     def _flush(self, c: Connection, batch: _Batch) -> None:
         """Write a batch set-based: one statement per table and shape of change (a driver
         executemany), never one ORM or Core statement per event."""
+        bind = _Binder()
         if batch.events:
             sql, procs = _driver_statement(c.dialect, "events", _EVENT_COLUMNS, ())
-            c.exec_driver_sql(
-                sql,
-                [
-                    tuple(
-                        p(e[n]) if p else e[n] for n, p in zip(_EVENT_COLUMNS, procs, strict=True)
-                    )
-                    for e in batch.events
-                ],
-            )
+            c.exec_driver_sql(sql, bind.rows(procs, batch.events))
         # deliveries: grouped by the columns they change (an open sets opened_at; a click
         # clicked_at and maybe opened_at…), one driver executemany per group
         shapes: defaultdict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
@@ -691,13 +674,7 @@ class Feedback(Queries):
             shapes[names].append((*(values[k] for k in names), delivery_id))
         for names, params in shapes.items():
             sql, procs = _driver_statement(c.dialect, "deliveries", names, ("id",))
-            c.exec_driver_sql(
-                sql,
-                [
-                    tuple(p(v) if p else v for v, p in zip(row, procs, strict=True))
-                    for row in params
-                ],
-            )
+            c.exec_driver_sql(sql, bind.rows(procs, params))
         now = self.store.clock.now()
         counted = sorted(
             {name for counts in batch.counters.values() for name, n in counts.items() if n}
@@ -722,12 +699,12 @@ class Feedback(Queries):
             )
         last = contacts.c.last_interaction_at
         at = sa.bindparam("v_at", type_=last.type)
-        if batch.interactions:
-            c.execute(
-                sa.update(contacts)
-                .where(contacts.c.id == sa.bindparam("k_id"), sa.or_(last.is_(None), last < at))
-                .values(last_interaction_at=at),
-                [{"k_id": k, "v_at": v} for k, v in batch.interactions.items()],
+        if batch.interactions:  # a click each: at the driver too, each time converted once
+            sql = _interaction_statement(c.dialect)
+            proc = _time_processor(c.dialect)
+            c.exec_driver_sql(
+                sql,
+                [(bind(proc, v), k, bind(proc, v)) for k, v in batch.interactions.items()],
             )
         if batch.phone_interactions:
             c.execute(
@@ -739,6 +716,44 @@ class Feedback(Queries):
                 [{"k_phone": k, "v_at": v} for k, v in batch.phone_interactions.items()],
             )
 
+
+class _Binder:
+    """Applies a bind processor to a value, once per distinct time in a flush: an open's
+    time is its event's ``at`` and its delivery's ``opened_at`` (each conversion of an aware
+    time costs a ``replace`` and a formatting)."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[int, datetime], Any] = {}
+
+    def __call__(self, proc: Callable[[Any], Any] | None, value: Any) -> Any:
+        if proc is None or value is None:
+            return value if proc is None else proc(value)
+        if type(value) is not datetime:
+            return proc(value)
+        key = (id(proc), value)
+        found = self.times.get(key, _MISSING)
+        if found is _MISSING:
+            found = self.times[key] = proc(value)
+        return found
+
+    def rows(
+        self, procs: Sequence[Callable[[Any], Any] | None], rows: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """``rows`` with each value converted by the processor at its position (only the
+        positions that have one are touched)."""
+        todo = [(i, p) for i, p in enumerate(procs) if p is not None]
+        if not todo:
+            return list(rows)
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, p in todo:
+                values[i] = self(p, values[i])
+            out.append(tuple(values))
+        return out
+
+
+_MISSING = object()
 
 #: the columns of an event as ``Feedback._event`` gathers them
 _EVENT_COLUMNS = (
@@ -768,7 +783,12 @@ def _driver_statement(
     # every name is one of the table's own columns (t.c raises on any other): no input of
     # anyone's reaches the SQL text
     columns = [t.c[n] for n in (*values, *where)]
-    procs = tuple(col.type.dialect_impl(dialect).bind_processor(dialect) for col in columns)
+    procs = tuple(
+        _time_processor(dialect)
+        if isinstance(col.type, UTCDateTime)
+        else col.type.dialect_impl(dialect).bind_processor(dialect)
+        for col in columns
+    )
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     if where:
         sets = ", ".join(f"{n} = {mark}" for n in values)
@@ -778,6 +798,41 @@ def _driver_statement(
         marks = ", ".join([mark] * len(values))
         sql = f"INSERT INTO {t.name} ({', '.join(values)}) VALUES ({marks})"  # noqa: S608
     return sql, procs
+
+
+#: what ``Feedback._deliveries`` reads, in ``_Delivery``'s order
+_SELECT_DELIVERIES = (
+    "SELECT d.id, d.campaign_id, d.contact_id, d.address, d.status, d.provider_status, "
+    "d.opened_at, d.clicked_at, d.complained_at, d.delivered_at, d.unsubscribed, "
+    "c.channel, c.account, c.address_kind "
+    "FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
+)
+
+
+def _among(dialect: Dialect, column: str, ids: set[int]) -> tuple[str, Any]:
+    """``column`` is one of ``ids``, as SQL with one parameter (and the parameter): a JSON
+    array read by ``json_each`` on SQLite, an array on PostgreSQL."""
+    if dialect.name == "sqlite":
+        sql = f"{column} IN (SELECT value FROM json_each(?))"  # noqa: S608 (a name of ours)
+        return sql, json.dumps(sorted(ids))
+    return f"{column} = ANY(%s)", sorted(ids)
+
+
+@lru_cache(maxsize=8)
+def _interaction_statement(dialect: Dialect) -> str:
+    """A contact's last interaction moves forward only: parameters (time, contact, time)."""
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    return (
+        f"UPDATE contacts SET last_interaction_at = {mark} WHERE id = {mark} "  # noqa: S608
+        f"AND (last_interaction_at IS NULL OR last_interaction_at < {mark})"
+    )
+
+
+@lru_cache(maxsize=8)
+def _time_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
+    """One bind processor of ``UTCDateTime`` per dialect (the same object in every statement,
+    so that ``_Binder`` converts a time once for all of them)."""
+    return UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
 
 
 def _reason(detail: Mapping[str, Any]) -> str:

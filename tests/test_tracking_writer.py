@@ -1,0 +1,172 @@
+"""The tracking endpoint's writer in its own process (issue 16, goal 3; D17): what the
+endpoint answered is stored by a child process on its own connection, the same as the
+in-process writer stores it; stopping the endpoint (SIGTERM) stores everything answered
+first; a writer process killed alone hands its batch back and the endpoint writes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+import tomli_w
+
+from engine.events import Signal
+from engine.feedback.tracking import SignalWriter
+from engine.store import Store
+from engine.store import schema as t
+from engine.testing import write_secret
+from engine.testing.eventually import eventually, eventually_sync
+from engine.tokens import Signer
+from tests.test_results_export import NOW, _fill
+
+AT = NOW + timedelta(hours=1)
+
+
+def _opens(ids: range) -> list[Signal]:
+    return [Signal("open", AT, "tracking", delivery_id=i, detail={"agent": "t"}) for i in ids]
+
+
+def _stored(store: Store) -> tuple[int, int, int]:
+    """(open events, deliveries marked opened, the campaign's ``opened``)."""
+    with store.read() as c:
+        events = c.execute(
+            sa.select(sa.func.count()).select_from(t.events).where(t.events.c.kind == "open")
+        ).scalar()
+        marked = c.execute(
+            sa.select(sa.func.count())
+            .select_from(t.deliveries)
+            .where(t.deliveries.c.opened_at.is_not(None))
+        ).scalar()
+        opened = c.execute(sa.select(t.campaigns.c.opened)).scalar()
+    return int(events or 0), int(marked or 0), int(opened or 0)
+
+
+def _clean(store: Store) -> None:
+    with store.write() as c:
+        c.execute(sa.update(t.deliveries).values(opened_at=None, clicked_at=None))
+        c.execute(sa.update(t.campaigns).values(opened=0, clicked=0, clicks=0))
+        c.execute(sa.delete(t.events))
+
+
+async def test_the_writer_process_stores_what_the_in_process_writer_stores(store: Store) -> None:
+    _fill(store, n=30)
+    _clean(store)
+    writer = SignalWriter(store, process=True)
+    await writer.ready()
+    assert writer.child is not None and writer.child.process.is_alive()
+    futures = [writer.submit(s) for s in _opens(range(1, 21))]
+    unknown = writer.submit(Signal("open", AT, "tracking", delivery_id=10**9))
+    # an unsubscribe is answered once stored: its result comes back from the child
+    done = await writer.apply(
+        Signal("unsubscribe", AT, "tracking", delivery_id=21, detail={"scope": "campaign"})
+    )
+    assert [e.kind for e in done.events] == ["unsubscribe"] and not done.unknown
+    await writer.close()
+    assert writer.child is None
+    assert all(f.done() and not f.result().unknown for f in futures)
+    assert unknown.result().unknown
+    assert [e.kind for e in futures[0].result().events] == ["open"]
+    assert _stored(store) == (20, 20, 20)
+    with store.read() as c:
+        at, detail = c.execute(
+            sa.select(t.events.c.at, t.events.c.detail).where(t.events.c.delivery_id == 1)
+        ).one()
+        unsubscribed = c.execute(
+            sa.select(t.deliveries.c.unsubscribed).where(t.deliveries.c.id == 21)
+        ).scalar()
+    assert at == AT and detail == {"agent": "t"} and unsubscribed == "campaign"
+
+
+async def test_a_writer_process_killed_alone_hands_its_work_back(store: Store) -> None:
+    """Killed on its own (the endpoint lives on): the batch it had not answered is written
+    by the endpoint itself, and so is everything after it; nothing answered is lost."""
+    _fill(store, n=30)
+    _clean(store)
+    writer = SignalWriter(store, process=True)
+    await writer.ready()
+    first = [writer.submit(s) for s in _opens(range(1, 11))]
+    await eventually(lambda: all(f.done() for f in first), what="the first batch stored")
+    assert writer.child is not None
+    writer.child.process.kill()
+    await eventually(
+        lambda: not writer.child or not writer.child.process.is_alive(), what="the kill"
+    )
+    later = [writer.submit(s) for s in _opens(range(11, 31))]
+    await eventually(
+        lambda: all(f.done() for f in later),
+        what="the endpoint to store the later opens itself",
+        detail=lambda: f"{writer.applied} of {writer.submitted} stored",
+    )
+    assert writer.child is None
+    assert all(not f.result().unknown for f in later)
+    await writer.close()
+    assert _stored(store) == (30, 30, 30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_sigterm_stores_every_open_the_endpoint_answered(tmp_path: Path) -> None:
+    """`disparo tracking serve` answers a pixel before the open is stored (its writer
+    process stores it with the next batch); SIGTERM right after the answers stores them all
+    before the process exits (README: what a crash can lose)."""
+    db = tmp_path / "disparo.db"
+    store = Store.open(f"sqlite:///{db}")
+    _fill(store, n=40)
+    _clean(store)
+    store.close()
+    write_secret(tmp_path / "key", "k" * 32)
+    config = tmp_path / "disparo.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "engine": {"database_url": f"sqlite:///{db}", "log_level": "warning"},
+                "tracking": {"public_url": "https://t.example.com", "secret_file": "key"},
+            }
+        )
+    )
+    port = _free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), "tracking", "serve",
+         "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    try:
+        eventually_sync(
+            lambda: _listening(port) or serve.poll() is not None, what="the endpoint to listen"
+        )
+        assert serve.poll() is None, serve.communicate()
+        signer = Signer("k" * 32)
+        for d in range(1, 41):
+            url = f"http://127.0.0.1:{port}/o/{signer.sign('o', d)}.gif"
+            with urllib.request.urlopen(url, timeout=60) as answer:
+                assert answer.status == 200 and answer.read().startswith(b"GIF89a")
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=120)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.communicate()
+    assert serve.returncode == 0, err
+    assert "Traceback" not in err
+    store = Store.open(f"sqlite:///{db}", upgrade=False)
+    try:
+        assert _stored(store) == (40, 40, 40)
+    finally:
+        store.close()
