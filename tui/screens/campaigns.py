@@ -78,12 +78,27 @@ def columns_for(width: int) -> tuple[tuple[str, str], ...]:
     )
 
 
+def cell_width(text: str) -> int:
+    """How many cells ``text`` takes: its length when it is printable ASCII (one cell per
+    character: no lookup, issue 16 goal 7), else what rich measures."""
+    return len(text) if text.isascii() and text.isprintable() else cell_len(text)
+
+
 def cut(text: str, width: int) -> str:
     """``text`` in at most ``width`` cells, an ellipsis ending what was cut."""
-    if cell_len(text) <= width:
+    if cell_width(text) <= width:
         return text
     if width <= 1:
         return "…"[:width]
+    if text.isascii() and text.isprintable():
+        return text[: width - 1] + "…"
+    if "\u200d" not in text and "\ufe0f" not in text:
+        # no joined sequences: a text's cells are its characters' (what rich sums)
+        used = 0
+        for i, ch in enumerate(text):
+            used += 1 if " " <= ch <= "~" else cell_len(ch)
+            if used > width - 1:
+                return text[:i] + "…"
     out = ""
     for ch in text:
         if cell_len(out + ch) > width - 1:
@@ -197,14 +212,21 @@ def campaign_list(
         full.append((c.id, cells, f"{c.name.removeprefix('mailing_')}\t{extra}"))
     columns = list(columns_for(width))
 
+    known: dict[str, int] = {}
+
     def widest(key: str, label: str) -> int:
-        cells = (cell for _, row, _ in full for cell in [row[key]])
-        return max(
-            [
-                cell_len(label),
-                *(cell_len(str(x.text if isinstance(x, Styled) else x)) for x in cells),
-            ]
-        )
+        if key not in known:  # once per column, whatever the columns dropped
+            known[key] = max(
+                [
+                    cell_width(label),
+                    *(
+                        cell_width(x.text if isinstance(x, Styled) else x)
+                        for _, row, _ in full
+                        for x in [row[key]]
+                    ),
+                ]
+            )
+        return known[key]
 
     def name_room(cols: list[tuple[str, str]]) -> int:
         others = sum(widest(key, label) + PADDING for label, key in cols if key != "name")
@@ -219,7 +241,7 @@ def campaign_list(
     for cid, cells, both in full:
         name, extra = both.split("\t", 1)
         shown = cut(name, name_width)
-        room = name_width - cell_len(shown) - 3
+        room = name_width - cell_width(shown) - 3
         if room >= 12:
             shown = f"{shown} · {cut(extra, room)}"
         cells["name"] = shown
