@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from engine.clock import TestClock
@@ -35,7 +34,7 @@ from engine.store import Store
 from engine.store import schema as t
 from tests.bench.conftest import rows
 from tests.helpers import write_config
-from tests.peers.postgres import PostgresServer, find_bindir, start_postgres
+from tests.peers.postgres import PostgresServer
 from tui.backend import Backend
 from tui.format import Styled
 from tui.screens import campaign, campaigns, queues
@@ -271,17 +270,6 @@ def bench_tui_refresh_on_postgresql(postgres: PostgresServer, tmp_path: Path) ->
         refreshes(store, config, total, took)
     finally:
         postgres.drop_database(name)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    if find_bindir() is None:
-        pytest.skip(
-            "PostgreSQL binaries (initdb, pg_ctl) not installed: apt-get install postgresql"
-        )
-    server = start_postgres()
-    yield server
-    server.stop()
 
 
 def refreshes(store: Store, config: Config, total: int, took: float) -> None:
