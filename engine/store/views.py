@@ -261,25 +261,36 @@ class Views(Queries):
     ) -> list[BatchFlags]:
         """For each batch 1..``batches``: does it hold open deliveries, settled ones?
 
-        Two ``EXISTS`` per batch, each a seek on ``(campaign_id, status, batch)``: a thousand
-        batches cost ~4 ms whatever the campaign's size (counting a million rows, ~30 ms
-        per 200,000 on SQLite, is what this avoids).
+        One ``EXISTS`` per batch and state, each a seek on ``(campaign_id, status, batch,
+        position)``: a thousand batches cost a few ms whatever the campaign's size (counting a
+        million rows, ~30 ms per 200,000 on SQLite, is what this avoids).
         """
         if batches <= 0:
             return []
         b = sa.select(sa.literal(1).label("k")).cte("b", recursive=True)
         b = b.union_all(sa.select((b.c.k + 1).label("k")).where(b.c.k < batches))
-        has_open = sa.exists().where(
-            deliveries.c.campaign_id == campaign_id,
-            deliveries.c.status.in_(OPEN_STATES),
-            deliveries.c.batch == b.c.k,
-        )
-        has_settled = sa.exists().where(
-            deliveries.c.campaign_id == campaign_id,
-            deliveries.c.status.in_(SETTLED_STATES),
-            deliveries.c.batch == b.c.k,
-        )
-        query = sa.select(b.c.k, has_open, has_settled).order_by(b.c.k)
+
+        def any_in(states: Sequence[str]) -> sa.ColumnElement[bool]:
+            # one EXISTS per state, each the first entry by position of its index range: only
+            # the index answers that cheaply, so PostgreSQL never scans the table instead (it
+            # did with ``status IN (…)`` before a fresh import was vacuumed: ~0.1 s per batch)
+            return sa.or_(
+                *(
+                    sa.exists(
+                        sa.select(sa.literal(1))
+                        .where(
+                            deliveries.c.campaign_id == campaign_id,
+                            deliveries.c.status == state,
+                            deliveries.c.batch == b.c.k,
+                        )
+                        .order_by(deliveries.c.position)
+                        .limit(1)
+                    )
+                    for state in states
+                )
+            )
+
+        query = sa.select(b.c.k, any_in(OPEN_STATES), any_in(SETTLED_STATES)).order_by(b.c.k)
         with self._reading(conn) as c:
             return [BatchFlags(int(k), bool(o), bool(s)) for k, o, s in c.execute(query)]
 
