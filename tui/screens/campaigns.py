@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
@@ -78,27 +79,35 @@ def columns_for(width: int) -> tuple[tuple[str, str], ...]:
     )
 
 
+def narrow(text: str) -> bool:
+    """Whether each character of ``text`` takes exactly one cell (then its cells are its
+    length: no lookup per character, issue 16 goal 7)."""
+    if text.isascii():
+        return text.isprintable()
+    return all(_one_cell(ch) for ch in set(text))
+
+
+@lru_cache(maxsize=4096)
+def _one_cell(ch: str) -> bool:
+    # joiners, variation selectors and combining marks are not printable or take 0 cells
+    return ch.isprintable() and cell_len(ch) == 1
+
+
 def cell_width(text: str) -> int:
-    """How many cells ``text`` takes: its length when it is printable ASCII (one cell per
-    character: no lookup, issue 16 goal 7), else what rich measures."""
-    return len(text) if text.isascii() and text.isprintable() else cell_len(text)
+    """How many cells ``text`` takes (what rich measures)."""
+    return len(text) if narrow(text) else cell_len(text)
 
 
 def cut(text: str, width: int) -> str:
     """``text`` in at most ``width`` cells, an ellipsis ending what was cut."""
-    if cell_width(text) <= width:
+    if narrow(text):
+        if len(text) <= width:
+            return text
+        return "…"[:width] if width <= 1 else text[: width - 1] + "…"
+    if cell_len(text) <= width:
         return text
     if width <= 1:
         return "…"[:width]
-    if text.isascii() and text.isprintable():
-        return text[: width - 1] + "…"
-    if "\u200d" not in text and "\ufe0f" not in text:
-        # no joined sequences: a text's cells are its characters' (what rich sums)
-        used = 0
-        for i, ch in enumerate(text):
-            used += 1 if " " <= ch <= "~" else cell_len(ch)
-            if used > width - 1:
-                return text[:i] + "…"
     out = ""
     for ch in text:
         if cell_len(out + ch) > width - 1:
