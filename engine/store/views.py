@@ -261,9 +261,9 @@ class Views(Queries):
     ) -> list[BatchFlags]:
         """For each batch 1..``batches``: does it hold open deliveries, settled ones?
 
-        One ``EXISTS`` per batch and state, each a seek on ``(campaign_id, status, batch,
-        position)``: a thousand batches cost a few ms whatever the campaign's size (counting a
-        million rows, ~30 ms per 200,000 on SQLite, is what this avoids).
+        Per batch and state, one seek on ``(campaign_id, status, batch, position)``: a
+        thousand batches cost a few ms whatever the campaign's size (counting a million rows,
+        ~30 ms per 200,000 on SQLite, is what this avoids).
         """
         if batches <= 0:
             return []
@@ -271,21 +271,23 @@ class Views(Queries):
         b = b.union_all(sa.select((b.c.k + 1).label("k")).where(b.c.k < batches))
 
         def any_in(states: Sequence[str]) -> sa.ColumnElement[bool]:
-            # one EXISTS per state, each the first entry by position of its index range: only
-            # the index answers that cheaply, so PostgreSQL never scans the table instead (it
-            # did with ``status IN (…)`` before a fresh import was vacuumed: ~0.1 s per batch)
+            # per state, the batch's first delivery by position, or none: a scalar subquery
+            # ordered as the index is, so only the index answers it cheaply. ``EXISTS`` (it
+            # drops ORDER BY and LIMIT) let PostgreSQL scan the table instead while the
+            # table's pages were not all visible (a fresh import, a campaign being sent): ~0.1 s
+            # to 0.3 s per batch, against ~0.05 ms
             return sa.or_(
                 *(
-                    sa.exists(
-                        sa.select(sa.literal(1))
-                        .where(
-                            deliveries.c.campaign_id == campaign_id,
-                            deliveries.c.status == state,
-                            deliveries.c.batch == b.c.k,
-                        )
-                        .order_by(deliveries.c.position)
-                        .limit(1)
+                    sa.select(deliveries.c.position)
+                    .where(
+                        deliveries.c.campaign_id == campaign_id,
+                        deliveries.c.status == state,
+                        deliveries.c.batch == b.c.k,
                     )
+                    .order_by(deliveries.c.position)
+                    .limit(1)
+                    .scalar_subquery()
+                    .is_not(None)
                     for state in states
                 )
             )
