@@ -234,25 +234,40 @@ def _insert_on_sqlite(c: sa.Connection, sizes: dict[int, int], big: int) -> None
         c.execute(sa.insert(t.events), chunk)
 
 
-def timings(refresh: Callable[[], object], clock: TestClock, n: int = REFRESHES) -> list[float]:
-    """Milliseconds per refresh, the clock moving a second between them as in the UI."""
-    found = []
+def timings(
+    refresh: Callable[[], object], clock: TestClock, n: int = REFRESHES
+) -> tuple[list[float], list[float]]:
+    """Milliseconds per refresh, wall and this process's CPU, the clock moving a second
+    between them as in the UI."""
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(n):
         clock.jump(1)
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         refresh()
-        found.append((time.perf_counter() - started) * 1000)
-    return found
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - used) * 1000)
+    return wall, cpu
 
 
-def report(name: str, ms: list[float]) -> None:
+def _median_p95(ms: list[float]) -> tuple[float, float]:
     ms = sorted(ms)
-    median = statistics.median(ms)
-    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-    print(
+    return statistics.median(ms), ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+
+
+def report(name: str, ms: list[float] | tuple[list[float], list[float]]) -> None:
+    """Median and p95 of wall milliseconds; with CPU milliseconds too (``timings``), those
+    as well: on a busy shared machine the wall time mostly measures the wait for a core."""
+    wall, cpu = ms if isinstance(ms, tuple) else (ms, None)
+    median, p95 = _median_p95(wall)
+    line = (
         f"  {name:<38} median {median:7.1f} ms   p95 {p95:7.1f} ms   "
         f"({median / BUDGET_MS:.2f} × the {BUDGET_MS:.0f} ms budget)"
     )
+    if cpu is not None:
+        cpu_median, cpu_p95 = _median_p95(cpu)
+        line += f"; CPU median {cpu_median:.1f} ms, p95 {cpu_p95:.1f} ms"
+    print(line)
 
 
 def bench_tui_refresh_with_a_million_deliveries(tmp_path: Path) -> None:
@@ -288,7 +303,10 @@ def refreshes(store: Store, config: Config, total: int, took: float) -> None:
         f"\nTUI refresh ({store.dialect}): {CAMPAIGNS:,} campaigns, {counted:,} deliveries "
         f"(campaign 1: {total // 2:,} in 10 batches), built in {took:.1f} s"
     )
-    report("Campaigns (1,000 rows)", timings(lambda: campaigns.campaign_list(backend), clock))
+    report(
+        "Campaigns (1,000 rows, goal ≤ 25 ms)",
+        timings(lambda: campaigns.campaign_list(backend), clock),
+    )
     report(
         "Campaigns, filtered ('sending')",
         timings(lambda: campaigns.campaign_list(backend, "sending"), clock),
