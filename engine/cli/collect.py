@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
@@ -24,8 +23,11 @@ from engine.plugins.format import Format, FormatContext
 from engine.plugins.source import Source, SourceError
 
 if TYPE_CHECKING:
-    # the importer (and the store under it) is imported by `disparo import`, so building the
-    # command line (every `disparo` process does) stays light
+    # the importer (and the store under it) is imported by `disparo import`, and rich's
+    # progress bars where one is shown, so building the command line (every `disparo` process
+    # does) stays light
+    from rich.progress import Progress
+
     from engine.intake.importer import ImportReport
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +18,8 @@ from engine.actions import actor
 from engine.cli.context import AppContext, app, fail, file_progress
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from engine.store.groups import Group
 
 
@@ -327,6 +328,8 @@ def groups_sync(ctx: click.Context, name: str, as_json: bool) -> None:
             f"group `{name}` has no feed: add [groups.{name}] with `url_env` or `url_file` to "
             f"disparo.toml (fed groups: {fed}) (G1)"
         )
+    from rich.progress import BarColumn, Progress, TextColumn
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.peers.postgres import PostgresServer, find_bindir, start_postgres
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,3 +23,15 @@ def _bench_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def rows(default: int) -> int:
     """How many rows a benchmark uses (BENCH_ROWS scales every benchmark down or up)."""
     return int(os.environ.get("BENCH_ROWS", default))
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server from the machine's binaries (as the tests' peer), for the module."""
+    if find_bindir() is None:
+        pytest.skip(
+            "PostgreSQL binaries (initdb, pg_ctl) not installed: apt-get install postgresql"
+        )
+    server = start_postgres()
+    yield server
+    server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
@@ -78,8 +79,31 @@ def columns_for(width: int) -> tuple[tuple[str, str], ...]:
     )
 
 
+def narrow(text: str) -> bool:
+    """Whether each character of ``text`` takes exactly one cell (then its cells are its
+    length: no lookup per character, issue 16 goal 7)."""
+    if text.isascii():
+        return text.isprintable()
+    return all(_one_cell(ch) for ch in set(text))
+
+
+@lru_cache(maxsize=4096)
+def _one_cell(ch: str) -> bool:
+    # joiners, variation selectors and combining marks are not printable or take 0 cells
+    return ch.isprintable() and cell_len(ch) == 1
+
+
+def cell_width(text: str) -> int:
+    """How many cells ``text`` takes (what rich measures)."""
+    return len(text) if narrow(text) else cell_len(text)
+
+
 def cut(text: str, width: int) -> str:
     """``text`` in at most ``width`` cells, an ellipsis ending what was cut."""
+    if narrow(text):
+        if len(text) <= width:
+            return text
+        return "…"[:width] if width <= 1 else text[: width - 1] + "…"
     if cell_len(text) <= width:
         return text
     if width <= 1:
@@ -197,14 +221,21 @@ def campaign_list(
         full.append((c.id, cells, f"{c.name.removeprefix('mailing_')}\t{extra}"))
     columns = list(columns_for(width))
 
+    known: dict[str, int] = {}
+
     def widest(key: str, label: str) -> int:
-        cells = (cell for _, row, _ in full for cell in [row[key]])
-        return max(
-            [
-                cell_len(label),
-                *(cell_len(str(x.text if isinstance(x, Styled) else x)) for x in cells),
-            ]
-        )
+        if key not in known:  # once per column, whatever the columns dropped
+            known[key] = max(
+                [
+                    cell_width(label),
+                    *(
+                        cell_width(x.text if isinstance(x, Styled) else x)
+                        for _, row, _ in full
+                        for x in [row[key]]
+                    ),
+                ]
+            )
+        return known[key]
 
     def name_room(cols: list[tuple[str, str]]) -> int:
         others = sum(widest(key, label) + PADDING for label, key in cols if key != "name")
@@ -219,7 +250,7 @@ def campaign_list(
     for cid, cells, both in full:
         name, extra = both.split("\t", 1)
         shown = cut(name, name_width)
-        room = name_width - cell_len(shown) - 3
+        room = name_width - cell_width(shown) - 3
         if room >= 12:
             shown = f"{shown} · {cut(extra, room)}"
         cells["name"] = shown
