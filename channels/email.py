@@ -47,6 +47,7 @@ from engine.render import (
     compile_html,
     compile_text,
     html_to_text,
+    substitution,
     track_links,
     trial_render,
 )
@@ -209,10 +210,30 @@ class _Pipelined:
         p._disparo_pipelining = True
 
     async def _reply(self) -> Any:
-        reply = self.protocol._read_response_from_buffer()  # one already received
+        """The next reply: one already received, else the one the protocol waits for, within
+        the timeout (what ``read_response`` does, with a timer instead of ``wait_for``, which
+        costs a task's worth of bookkeeping per reply)."""
+        import aiosmtplib
+
+        p = self.protocol
+        reply = p._read_response_from_buffer()  # one already received
         if reply is not None:
             return reply
-        return await self.protocol.read_response(timeout=self.timeout)
+        waiter = p._response_waiter
+        if waiter is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        p._response_pending = True
+        loop = asyncio.get_running_loop()
+        timer = (
+            loop.call_later(self.timeout, _time_out, waiter) if self.timeout is not None else None
+        )
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            p._response_pending = False
+            p._response_waiter = None if p.transport is None else loop.create_future()
 
     async def send(
         self, sender: str, recipient: str, mail: bytes, rcpt: bytes, data: bytes
@@ -231,7 +252,7 @@ class _Pipelined:
         if p is None or p._command_lock is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         self._keep_replies()
-        body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+        body = _dot_stuffed(data, normalize_message_line_endings, PERIOD_REGEX)
         try:
             async with p._command_lock:
                 p._response_pending = True
@@ -260,6 +281,30 @@ class _Pipelined:
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
             self.client.close()
             raise
+
+
+def _time_out(waiter: asyncio.Future[Any]) -> None:
+    import aiosmtplib
+
+    if not waiter.done():
+        waiter.set_exception(
+            aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+        )
+
+
+def _dot_stuffed(data: bytes, normalise: Callable[[bytes], bytes], period: Any) -> bytes:
+    """The DATA payload: CRLF line ends, a leading dot doubled (RFC 5321 4.5.2), the final
+    dot. A message composed here has CRLF line ends and rarely a line starting with a dot,
+    so three C counts and a search usually stand in for aiosmtplib's two regular
+    expressions over the whole message."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = normalise(data)
+    if data.startswith(b".") or b"\n." in data:
+        data = period.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:
@@ -558,9 +603,10 @@ class EmailChannel(Channel):
                 raise CampaignProblem(f"the e-mail template cannot be used: {exc}") from None
         return PreparedEmail(
             campaign_id=campaign.id,
-            subject=subject,
-            html=html,
-            text=text,
+            # text and {{ name }} only (the usual case): rendered by substitution
+            subject=substitution(subject),
+            html=substitution(html),
+            text=substitution(text),
             from_header=_header(_address(name, sender)) if name else sender,
             reply_to=campaign.content.reply_to or o.get("reply_to"),
             envelope_from=self.bounce_address,
