@@ -1233,14 +1233,22 @@ class AccountSender:
         # at most two chunks with sends not confirmed (README "Crash safety"): the one whose
         # last sends are finishing, and this one; a probe goes alone
         await self._drain(0 if probe or not self.breaker.closed else 1)
-        claimed = await d.store.run(
-            d.store.claims.claim,
-            c.id,
-            owner=d.node,
-            released=c.released_batches,
-            limit=1 if probe else self._chunk(),
-            lease=d.lease,
-        )
+        channel = self.channel
+        assert channel is not None
+        kind = c.address_kind
+        limit = 1 if probe else self._chunk()
+
+        def claim() -> tuple[list[Claimed], tuple[list[Checked], set[str]]]:
+            """The claim, its addresses normalised and which are suppressed (D4): one trip
+            to the store's thread."""
+            claimed = d.store.claims.claim(
+                c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
+            )
+            checked = [channel.normalise(x.address) for x in claimed]
+            keys = [suppression_key(kind, n.value) for n in checked if n.value]
+            return claimed, (checked, d.store.claims.suppressed(kind, keys))
+
+        claimed, checks = await d.store.run(claim)
         if not claimed:
             self._stall(c.id, "nothing could be claimed")
             return
@@ -1255,11 +1263,6 @@ class AccountSender:
                 self.breaker.last_error,
                 extra={"event": "account.probe", "account": self.name},
             )
-        try:
-            checks = await self._checks(c, claimed)
-        except BaseException:
-            d.presence.in_flight.difference_update(x.id for x in claimed)  # released at stop
-            raise
         dispatched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         chunk = asyncio.create_task(
             self._chunk_task(c, prepared, claimed, checks, dispatched, probe=probe),
@@ -1495,19 +1498,6 @@ class AccountSender:
         if probe:
             return self.breaker.probing and state.status in ("sending", "held")
         return state.status == "sending" and self.breaker.closed
-
-    async def _checks(self, c: Campaign, claimed: list[Claimed]) -> tuple[list[Checked], set[str]]:
-        """The claimed addresses normalised, and which of them are suppressed (D4)."""
-        d = self.d
-        assert self.channel is not None
-        kind = c.address_kind
-        checked = [self.channel.normalise(x.address) for x in claimed]
-        suppressed = await d.store.run(
-            d.store.claims.suppressed,
-            kind,
-            [suppression_key(kind, n.value) for n in checked if n.value],
-        )
-        return checked, suppressed
 
     async def _process(
         self,
