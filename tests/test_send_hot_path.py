@@ -6,6 +6,7 @@ rate + burst (D10) over a second plus a start's jitter, without lowering the sus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 from datetime import UTC, datetime
@@ -131,8 +132,10 @@ async def test_a_relay_silent_after_the_message_is_a_timeout_of_the_account(
     send gives up after the account's timeout (the reply's own timer) and the account is
     retried, as with any relay that stops answering; the connection is not reused."""
     received: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         writer.write(b"220 silent ESMTP\r\n")
         while line := await reader.readline():
             received.append(line)
@@ -154,6 +157,11 @@ async def test_a_relay_silent_after_the_message_is_a_timeout_of_the_account(
         result = await send_once(config_with(tmp_path, mail), clock)
     finally:
         server.close()
+        for writer in writers:  # the relay's side of each connection, closed before the loop
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
     assert isinstance(result, Retry), result
     assert result.scope == "account"
     assert "Timed out waiting for server response" in result.reason

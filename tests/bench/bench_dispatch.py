@@ -1,11 +1,12 @@
 """Dispatch benchmarks (issue 16, goals 1, 2 and 6):
 
-- one engine process sending e-mails to a minimal asyncio SMTP sink in its own process (no
-  Postfix here: the sink's own ceiling is printed, measured with a raw client pipelining 50
-  transactions a write, and how busy it was while disparo sent) with the rate limit off,
-  against the plain reference client (aiosmtplib ``sendmail`` on the same number of reused
-  connections, one pre-built message) in paired rounds, median of ``BENCH_ROUNDS`` (3):
-  msg/s, CPU ms/msg, peak RSS, ratio;
+- one engine process sending e-mails (``BENCH_MESSAGES``, default 20,000) to Postfix's
+  ``smtp-sink`` (C, in its own process) with the rate limit off, against the plain reference
+  client (aiosmtplib ``sendmail`` on the same number of reused connections, one pre-built
+  message) in paired rounds, median of ``BENCH_ROUNDS`` (3): msg/s, CPU ms/msg, peak RSS,
+  ratio; Postfix's ``smtp-source -d -s 16`` against the same sink is printed as the limit.
+  Without Postfix (``apt-get install postfix``) a minimal asyncio sink stands in (its own
+  ceiling printed, measured with a raw client pipelining 50 transactions a write);
 - pacing at the sink: the busiest 1-second window of arrivals, the campaign's first second
   included, against rate + burst (D10);
 - ``run --workers 2`` against one process, 4 sender accounts;
