@@ -153,7 +153,7 @@ async def _transaction(
     options = [b"SMTPUTF8"] if utf8 else []
     mail = b"FROM:<" + sender.encode(encoding) + b">"
     rcpt = b"TO:<" + recipient.encode(encoding) + b">"
-    if client.supports_extension("pipelining") and _Pipelined.fits(client):
+    if _Pipelined.fits(client):
         await _Pipelined(client).send(
             sender, recipient, b" ".join([b"MAIL", mail, *options]), b"RCPT " + rcpt, data
         )
@@ -186,12 +186,23 @@ class _Pipelined:
 
     @staticmethod
     def fits(client: aiosmtplib.SMTP) -> bool:
-        """Does this aiosmtplib's protocol have what pipelining relies on?"""
+        """Does the relay offer PIPELINING, and does this aiosmtplib's protocol have what
+        pipelining relies on? (Answered once per connection.)"""
         p = client.protocol
-        return p is not None and all(
-            hasattr(p, a)
-            for a in ("_buffer", "_response_waiter", "_read_response_from_buffer", "read_response")
-        )
+        if p is None:
+            return False
+        found: bool | None = getattr(p, "_disparo_fits", None)
+        if found is None:
+            found = p._disparo_fits = client.supports_extension("pipelining") and all(
+                hasattr(p, a)
+                for a in (
+                    "_buffer",
+                    "_response_waiter",
+                    "_read_response_from_buffer",
+                    "read_response",
+                )
+            )
+        return found
 
     def _keep_replies(self) -> None:
         p = self.protocol

@@ -38,9 +38,9 @@ class Signer:
 
     def sign(self, kind: str, *ids: int) -> str:
         """A token for ``ids`` (non-negative integers) used as ``kind`` (one letter)."""
-        if len(kind) != 1 or not "a" <= kind <= "z" or not ids or any(i < 0 for i in ids):
+        if len(kind) != 1 or not "a" <= kind <= "z" or not ids or min(ids) < 0:
             raise ValueError("kind is one lower-case letter; ids are non-negative integers")
-        joined = ".".join(map(str, ids))
+        joined = str(ids[0]) if len(ids) == 1 else ".".join(map(str, ids))
         return f"{kind}-{joined}-{self._mac(kind, joined)}"
 
     def verify(self, kind: str, token: str) -> tuple[int, ...] | None:
