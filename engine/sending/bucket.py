@@ -3,7 +3,17 @@ rate + burst messages start."""
 
 from __future__ import annotations
 
+import math
+from collections import deque
+
 from engine.clock import Clock
+
+#: what a start may be late by on its way to the provider (the event loop, a loaded machine)
+#: and still be counted in the right second there: the last ``rate + burst`` starts span at
+#: least 1 s plus this (at most ``burst / rate``, so the sustained rate is never lowered)
+SLACK = 0.05
+#: the starts remembered for that: above this many a second, the bucket alone paces
+WINDOW_LIMIT = 10_000
 
 
 class TokenBucket:
@@ -18,6 +28,11 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = clock.monotonic()
         self.held_until = self.stamp
+        #: at most this many starts in any window of ``span`` seconds (rate + burst in 1 s,
+        #: with the slack for a start's jitter on its way out)
+        self.most = math.floor(rate + burst + 1e-9)
+        self.span = 1.0 + min(SLACK, burst / rate)
+        self.starts: deque[float] | None = deque() if self.most <= WINDOW_LIMIT else None
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
@@ -28,6 +43,16 @@ class TokenBucket:
         """Take a token now and return 0, or return how many seconds until one is there."""
         self._refill()
         if self.tokens >= 1 - 1e-9:  # 0.1 s × 10/s may add up to 0.9999999999
+            starts = self.starts
+            if starts is not None:
+                if len(starts) >= self.most:
+                    # the start rate + burst starts ago is too recent: a start late by a few
+                    # ms on its way out would put rate + burst + 1 in one second there
+                    wait = starts[0] + self.span - self.stamp
+                    if wait > 1e-9:
+                        return wait
+                    starts.popleft()
+                starts.append(self.stamp)
             self.tokens = max(0.0, self.tokens - 1)
             return 0.0
         return max((1 - self.tokens) / self.rate, 1e-6)

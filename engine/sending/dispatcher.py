@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.addresses import suppression_key
+from engine.addresses import Checked, suppression_key
 from engine.campaign import SETTLED_COUNTERS, Campaign
 from engine.clock import Clock, wait_event
 from engine.config import AccountSettings, Config
@@ -848,7 +848,15 @@ class AccountSender:
         #: campaigns picked without anything to send: (misses, not before)
         self.stalls: dict[int, tuple[int, datetime]] = {}
         self.minute = Minute()
-        self._confirming: asyncio.Task[None] | None = None
+        #: chunks whose sends may still run and whose outcomes are not stored yet, oldest
+        #: first: at most two (the next chunk is claimed while the last one's sends finish;
+        #: one older than that is confirmed before it is claimed: README "Crash safety")
+        self._chunks: list[asyncio.Task[None]] = []
+        #: the chunks whose every send has started (what is left of them: finishing the
+        #: sends and storing the outcomes)
+        self._dispatched: set[asyncio.Task[None]] = set()
+        #: the account's connections in use, shared by its chunks (the channel's concurrency)
+        self._slots: asyncio.Semaphore | None = None
         self._nap: asyncio.Future[None] | None = None
         self._lease_until: datetime | None = None
         self._retired = False
@@ -909,8 +917,32 @@ class AccountSender:
     def running(self) -> bool:
         return not (self.d.stopping or self._retired)
 
+    @property
+    def _confirming(self) -> asyncio.Task[None] | None:
+        """A chunk whose sends all started, still finishing them or storing their outcomes
+        (None when there is none); a chunk still starting sends (waiting for a token) is the
+        sender's own work, as it was before chunks overlapped."""
+        for chunk in reversed(self._chunks):
+            if chunk in self._dispatched and not chunk.done():
+                return chunk
+        return None
+
+    async def _drain(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` chunks are still sending or confirming (their errors
+        are raised here, as if the chunk had run in the sender itself)."""
+        while len(self._chunks) > keep:
+            chunk = self._chunks[0]
+            try:
+                await chunk  # a cancelled sender (an abandoned stop) cuts the chunk short
+            finally:
+                if chunk.done():
+                    self._chunks.remove(chunk)
+                    self._dispatched.discard(chunk)
+
     async def _rest(self, seconds: float | None) -> None:
-        """Idle until woken (a tick, a stop) or ``seconds`` pass."""
+        """Idle until woken (a tick, a stop) or ``seconds`` pass; what is in flight is sent
+        and confirmed first."""
+        await self._drain()
         self.idle.set()
         if seconds is None:
             await self.wake.wait()
@@ -1054,9 +1086,16 @@ class AccountSender:
                     self._lease_until = None
                     await self._rest(backoff(self._db_failures - 1))
         finally:
-            if self._confirming is not None:
-                with contextlib.suppress(Exception):
-                    await self._confirming
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                for chunk in self._chunks:  # abandoned: the chunks' sends are cut short
+                    chunk.cancel()
+            try:  # a stop: the chunks' sends finish and their outcomes are stored
+                await asyncio.gather(*self._chunks, return_exceptions=True)
+            finally:
+                self._chunks.clear()
+                self._dispatched.clear()
+                self._slots = None
             if self.channel is not None:
                 with contextlib.suppress(Exception):
                     await self.channel.close()
@@ -1083,6 +1122,7 @@ class AccountSender:
             )
             return False
         self.channel = channel
+        self._slots = asyncio.Semaphore(channel.concurrency)
         self._crashes = 0
         return True
 
@@ -1190,14 +1230,25 @@ class AccountSender:
         if not d.presence.lease_ok():
             await self._rest(1)  # the heartbeat is late (the database): claim nothing now
             return
-        claimed = await d.store.run(
-            d.store.claims.claim,
-            c.id,
-            owner=d.node,
-            released=c.released_batches,
-            limit=1 if probe else self._chunk(),
-            lease=d.lease,
-        )
+        # at most two chunks with sends not confirmed (README "Crash safety"): the one whose
+        # last sends are finishing, and this one; a probe goes alone
+        await self._drain(0 if probe or not self.breaker.closed else 1)
+        channel = self.channel
+        assert channel is not None
+        kind = c.address_kind
+        limit = 1 if probe else self._chunk()
+
+        def claim() -> tuple[list[Claimed], tuple[list[Checked], set[str]]]:
+            """The claim, its addresses normalised and which are suppressed (D4): one trip
+            to the store's thread."""
+            claimed = d.store.claims.claim(
+                c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
+            )
+            checked = [channel.normalise(x.address) for x in claimed]
+            keys = [suppression_key(kind, n.value) for n in checked if n.value]
+            return claimed, (checked, d.store.claims.suppressed(kind, keys))
+
+        claimed, checks = await d.store.run(claim)
         if not claimed:
             self._stall(c.id, "nothing could be claimed")
             return
@@ -1212,20 +1263,55 @@ class AccountSender:
                 self.breaker.last_error,
                 extra={"event": "account.probe", "account": self.name},
             )
+        dispatched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        chunk = asyncio.create_task(
+            self._chunk_task(c, prepared, claimed, checks, dispatched, probe=probe),
+            name=f"chunk:{self.name}:{c.id}",
+        )
+        self._chunks.append(chunk)
+        if probe:
+            await self._drain()
+            return
+        # the next chunk is picked and claimed while this one's last sends finish
+        await asyncio.wait({dispatched, chunk}, return_when=asyncio.FIRST_COMPLETED)
+        if chunk.done():
+            await self._drain()  # its error, if any, is the sender's
+
+    def _started_all(self, dispatched: asyncio.Future[None]) -> None:
+        """The running chunk has started every send it will (the sender may claim the next)."""
+        if not dispatched.done():
+            dispatched.set_result(None)
+        task = asyncio.current_task()
+        if task is not None:
+            self._dispatched.add(task)
+
+    async def _chunk_task(
+        self,
+        c: Campaign,
+        prepared: Any,
+        claimed: list[Claimed],
+        checks: tuple[list[Checked], set[str]],
+        dispatched: asyncio.Future[None],
+        *,
+        probe: bool,
+    ) -> None:
+        """One chunk's sends, then its outcomes stored; ``dispatched`` is set once every send
+        of it has started (or was decided without sending)."""
+        d = self.d
         outcomes: list[Outcome | None] = [None] * len(claimed)
         changes: list[Change] = []
         try:
-            await self._process(c, prepared, claimed, outcomes, changes, probe=probe)
+            await self._process(
+                c, prepared, claimed, checks, outcomes, changes, dispatched, probe=probe
+            )
         finally:
+            self._started_all(dispatched)
             done = [o for o in outcomes if o is not None]
-            self.since_pick += len(done)
             # what never got an outcome (a stop cut the chunk short) is released at shutdown
             d.presence.in_flight.difference_update(
                 x.id for x, o in zip(claimed, outcomes, strict=True) if o is None
             )
-            if self._confirming is not None:
-                await self._confirming  # one confirmation in flight: it overlaps the next chunk
-            self._confirming = asyncio.create_task(self._confirm(c, done))
+            await self._confirm(c, done)
             for change in changes:
                 await self._record(change)
 
@@ -1418,30 +1504,30 @@ class AccountSender:
         c: Campaign,
         prepared: Any,
         claimed: list[Claimed],
+        checks: tuple[list[Checked], set[str]],
         outcomes: list[Outcome | None],
         changes: list[Change],
+        dispatched: asyncio.Future[None],
         *,
         probe: bool = False,
     ) -> None:
         """Checks at send time (D4, D8), then sends within the bucket and concurrency; the
-        outcomes land in ``outcomes`` as they come (a stop may cut the chunk short)."""
+        outcomes land in ``outcomes`` as they come (a stop may cut the chunk short).
+        ``dispatched`` is set once the last send has started."""
         d = self.d
         channel = self.channel
         assert channel is not None
         kind = c.address_kind
-        checked = [channel.normalise(x.address) for x in claimed]
-        suppressed = await d.store.run(
-            d.store.claims.suppressed,
-            kind,
-            [suppression_key(kind, n.value) for n in checked if n.value],
-        )
+        checked, suppressed = checks
         now = d.clock.now()
         since = (
             now - timedelta(hours=c.exclude_recent_hours)
             if c.exclude_recent_hours is not None
             else None
         )
-        slots = asyncio.Semaphore(channel.concurrency)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(channel.concurrency)
+        slots = self._slots
         tasks: list[asyncio.Task[None]] = []
 
         def base(x: Claimed, address: str | None) -> dict[str, Any]:
@@ -1546,6 +1632,8 @@ class AccountSender:
                     outcomes[i] = Outcome(kind="release", **base(x, None))
                     continue
                 tasks.append(asyncio.create_task(send_one(i, x, n.value)))
+            self.since_pick += len(claimed)
+            self._started_all(dispatched)
             if tasks:
                 await asyncio.gather(*tasks)
         except asyncio.CancelledError:

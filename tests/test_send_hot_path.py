@@ -1,0 +1,168 @@
+"""The e-mail hot path's shortcuts (issue 16, goal 1) give exactly what the general code gives:
+templates of text and ``{{ name }}`` rendered by substitution, the DATA payload without
+aiosmtplib's regular expressions, tokens from a copied keyed HMAC; and the token bucket keeps
+rate + burst (D10) over a second plus a start's jitter, without lowering the sustained rate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from markupsafe import Markup
+
+from channels.email import _dot_stuffed
+from engine.clock import TestClock
+from engine.plugins.channel import Retry
+from engine.render import Substitution, compile_html, compile_text, substitution
+from engine.sending.bucket import TokenBucket
+from engine.tokens import MAC_LENGTH, Signer
+from tests.test_smtp_faults import account, config_with, send_once
+
+VALUES: list[dict[str, Any]] = [
+    {"nome": "Ana", "cidade": "São Paulo"},
+    {"nome": "<b>Zé</b> & 'Cia' \"x\"", "cidade": None},
+    {"nome": 42, "cidade": 3.5},
+    {"nome": Markup("<i>ok</i>")},
+    {},
+]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Olá {{ nome }}, uma oferta em {{cidade}}!",
+        "<p>Olá {{ nome }}</p>\n<p>{{ cidade }}</p>\n",
+        "sem variáveis\n\n",
+        "{{ nome }}{{ nome }}",
+        "",
+    ],
+)
+@pytest.mark.parametrize("compile_", [compile_html, compile_text])
+def test_a_template_of_text_and_names_renders_by_substitution_as_jinja_does(
+    source: str, compile_: Any
+) -> None:
+    template = compile_(source)
+    fast = substitution(template)
+    assert isinstance(fast, Substitution)
+    for values in VALUES:
+        assert fast.render(values) == template.render(values)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Olá {{ nome | upper }}",
+        "{% if nome %}Olá {{ nome }}{% endif %}",
+        "{{ nome.title() }}",
+        "{{ range }}",
+        "{{ 'x' }}",
+        "{{ nome ~ cidade }}",
+        "{# a comment #}{% for x in [1] %}{{ x }}{% endfor %}",
+    ],
+)
+def test_anything_else_stays_a_jinja_template(source: str) -> None:
+    template = compile_html(source)
+    assert substitution(template) is template
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Subject: x\r\n\r\nbody\r\n",
+        b"Subject: x\r\n\r\nno final line end",
+        b"Subject: x\n\nbare line feeds\n",
+        b"Subject: x\r\rbare returns\r",
+        b".starts with a dot\r\n.. and another\r\nmiddle . dot\r\n",
+        b"mixed\r\n.dot\nline\rend",
+        b"",
+    ],
+)
+def test_the_data_payload_is_what_aiosmtplib_would_write(data: bytes) -> None:
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert _dot_stuffed(data, normalize_message_line_endings, PERIOD_REGEX) == expected
+
+
+def test_tokens_are_the_hmac_they_always_were() -> None:
+    signer = Signer("s" * 32)
+    mac = hmac.new(b"s" * 32, b"c:12.345.3", hashlib.sha256).hexdigest()[:MAC_LENGTH]
+    assert signer.sign("c", 12, 345, 3) == f"c-12.345.3-{mac}"
+    assert signer.verify("c", signer.sign("c", 12, 345, 3)) == (12, 345, 3)
+    for bad in ("", "ab", "A", "1"):
+        with pytest.raises(ValueError, match="one lower-case letter"):
+            signer.sign(bad, 1)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(10, 10), (100, 10), (20, 20), (400, 10), (0.5, 1)])
+async def test_d10_the_bucket_leaves_room_for_a_start_late_on_its_way_out(
+    rate: float, burst: int
+) -> None:
+    """Over any window of 1 s plus the slack (what a start may be late by at the provider)
+    no more than rate + burst start, and the sustained rate is the configured one."""
+    clock = TestClock(datetime(2026, 1, 5, 12, tzinfo=UTC))
+    bucket = TokenBucket(rate, burst, clock)
+    starts: list[float] = []
+    total = int(rate * 20) + burst
+    while len(starts) < total:
+        wait = bucket.try_take()
+        if wait == 0:
+            starts.append(clock.monotonic())
+        else:
+            await clock.advance(wait)
+    j = 0
+    for i, at in enumerate(starts):
+        while j < len(starts) and starts[j] < at + bucket.span - 1e-9:
+            j += 1
+        assert j - i <= rate + burst, f"{j - i} starts within {bucket.span} s of {at}"
+    assert bucket.span > 1.0
+    # the burst at once, then the rate: as long as the bucket alone would take
+    assert starts[-1] - starts[0] == pytest.approx((total - burst) / rate, abs=0.06)
+
+
+async def test_a_relay_silent_after_the_message_is_a_timeout_of_the_account(
+    tmp_path: Path,
+) -> None:
+    """A pipelining relay that takes the envelope and the message, then never answers: the
+    send gives up after the account's timeout (the reply's own timer) and the account is
+    retried, as with any relay that stops answering; the connection is not reused."""
+    received: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        writer.write(b"220 silent ESMTP\r\n")
+        while line := await reader.readline():
+            received.append(line)
+            if line.upper().startswith(b"EHLO"):
+                writer.write(b"250-silent\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif line.upper().startswith(b"DATA"):
+                writer.write(b"354 go on\r\n")
+            elif line == b".\r\n":
+                continue  # the message is in: no reply, ever
+            elif line.upper().startswith((b"MAIL", b"RCPT")):
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mail = account(None, port=port, tls="none", timeout="1s")
+    clock = TestClock(datetime(2026, 1, 5, 12, tzinfo=UTC))
+    try:
+        result = await send_once(config_with(tmp_path, mail), clock)
+    finally:
+        server.close()
+        for writer in writers:  # the relay's side of each connection, closed before the loop
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+    assert isinstance(result, Retry), result
+    assert result.scope == "account"
+    assert "Timed out waiting for server response" in result.reason
+    assert b".\r\n" in received  # it was the reply to the message that never came
