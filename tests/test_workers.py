@@ -23,7 +23,7 @@ from engine.plugins import load_plugins, reset_plugins
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.store import schema as t
-from engine.testing import Registers, Scripted, eventually_sync
+from engine.testing import Registers, Scripted, eventually, eventually_sync
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.world import SmsLong, World, phones
 
@@ -237,3 +237,91 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_is_started_again(
     assert "died (signal 9); starting it again" in out
     for pid in again:  # every worker stopped with the first process
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+@pytest.fixture
+def bursty(
+    tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    """Four SMS accounts at 10/s with a bucket of 100: a chunk (32, four per connection) goes
+    at once from a full bucket, so a hand-over can come right after a burst."""
+    monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", "twilio")
+    reset_plugins()
+    SmsLong.reset()
+    plugins = load_plugins()
+    plugins.register(Registers(SmsLong), "scripted")
+    try:
+        yield World.open(
+            tmp_path,
+            plugins,
+            store=store,
+            clock=clock,
+            accounts={name: {"channel": "sms-long", "rate": 10, "burst": 100} for name in ACCOUNTS},
+            wallets={
+                f"W{k}": {"sms_template": "Oi {{ nome }}", "default_sender": name}
+                for k, name in enumerate(ACCOUNTS)
+            },
+        )
+    finally:
+        plugins.unregister("scripted")
+
+
+async def test_a_handed_over_account_keeps_its_token_bucket(
+    bursty: World, clock: TestClock
+) -> None:
+    """D10 across a hand-over: the node taking an account over continues the bucket of the
+    node that handed it over (through the store), instead of starting with a full one on top
+    of the burst the first node just sent: at most rate + burst in any second."""
+    world = bursty
+    first = Dispatcher(world.store, world.plugins, world.config, clock, node="node-a")
+    world.dispatchers.append(first)
+    for k in range(len(ACCOUNTS)):
+        world.import_("smslong", phones(300, start=1000 * k), wallet=f"W{k}")
+    await first.tick()  # alone, it leases every account and sends from full buckets
+    await eventually(
+        lambda: len(Scripted.sends()) >= 4 * 32, what="node-a's first chunk of each account"
+    )
+    # a second node comes up (a worker of ``run --workers 2``): node-a now keeps its share
+    # (two accounts) and hands the other two over at their next chunk, within their burst
+    first.workers = 2
+    world.dispatchers.append(
+        Dispatcher(world.store, world.plugins, world.config, clock, node="node-b", workers=2)
+    )
+    await world.run(3, step=0.25)
+    with world.store.read() as c:
+        owners = Counter(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+    assert owners == {"node-a": 2, "node-b": 2}  # two accounts were handed over
+    await world.run(40, step=0.25)
+    sends = Scripted.sends()
+    assert len(sends) == 4 * 300 and len({s.delivery_id for s in sends}) == 4 * 300
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for s in sends:
+        by_account[s.account].append(s.at)
+    for name in ACCOUNTS:  # D10 per account, across the hand-over
+        assert busiest_second(by_account[name]) <= 10 + 100, name
+
+
+async def test_an_engine_taking_over_after_a_stop_starts_with_a_spent_bucket(
+    bursty: World, clock: TestClock
+) -> None:
+    """D10 across a restart: a stopping engine gives its accounts back as having spent their
+    bucket now (it may have sent its burst just before), so the next engine refills from
+    there instead of sending a second burst in the same second."""
+    world = bursty
+    first = Dispatcher(world.store, world.plugins, world.config, clock, node="node-a")
+    for k in range(len(ACCOUNTS)):
+        world.import_("smslong", phones(300, start=1000 * k), wallet=f"W{k}")
+    await first.tick()
+    await eventually(lambda: len(Scripted.sends()) >= 4 * 96, what="node-a's bursts")
+    await first.shutdown()  # a clean stop: its leases are released
+    world.dispatchers.append(
+        Dispatcher(world.store, world.plugins, world.config, clock, node="node-b")
+    )
+    await world.run(40, step=0.25)
+    sends = Scripted.sends()
+    assert len(sends) == 4 * 300 and len({s.delivery_id for s in sends}) == 4 * 300
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for s in sends:
+        by_account[s.account].append(s.at)
+    for name in ACCOUNTS:
+        assert busiest_second(by_account[name]) <= 10 + 100, name

@@ -172,7 +172,7 @@ class Presence:
         claims whose lease ran out with no engine row to rescue them by."""
         now = self.clock.now()
         found: list[Rescued] = []
-        for other in await self.store.run(self.store.engines.listing):
+        for other in await self.store.run(self.store.engines.listing, held=False):
             if other.node == self.node or other.alive(now):
                 continue
             rescued = await self.store.run(self.store.engines.rescue, other.node, by=self.node)
@@ -212,7 +212,7 @@ class Presence:
         heartbeat alone proves nothing: an engine killed a second ago has one.)"""
         now = self.clock.now()
         alive: set[str] = set()
-        for other in await self.store.run(self.store.engines.listing):
+        for other in await self.store.run(self.store.engines.listing, held=False):
             if other.node == self.node or not other.alive(now):
                 continue
             first = self._seen.setdefault(other.node, other.heartbeat_at)
@@ -226,7 +226,7 @@ class Presence:
         or are rescued. Each wait is logged once."""
         claimed = await self.store.run(self.store.claims.claimed_by)
         alive = await self.proven_alive()
-        engines = {e.node: e for e in await self.store.run(self.store.engines.listing)}
+        engines = {e.node: e for e in await self.store.run(self.store.engines.listing, held=False)}
         waiting = {
             owner: n for owner, n in claimed.items() if owner != self.node and owner not in alive
         }
