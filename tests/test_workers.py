@@ -5,6 +5,7 @@ rate holds across them (D10), everything goes once; the first process supervises
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -123,7 +124,9 @@ def smtp() -> Iterator[SmtpServer]:
     server.stop()
 
 
-def workspace(tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 1000) -> Path:
+def workspace(
+    tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 1000, **engine: object
+) -> Path:
     from engine.testing import write_secret
 
     write_secret(tmp_path / "key", "k" * 32)
@@ -132,7 +135,7 @@ def workspace(tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 
     config.write_text(
         tomli_w.dumps(
             {
-                "engine": {"log_level": "info", "lease": "6s", "heartbeat": "1s"},
+                "engine": {"log_level": "info", "lease": "6s", "heartbeat": "1s", **engine},
                 "tracking": {"public_url": "https://t.example.com", "secret_file": "key"},
                 "accounts": {
                     name: {
@@ -237,6 +240,52 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_is_started_again(
     assert "died (signal 9); starting it again" in out
     for pid in again:  # every worker stopped with the first process
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_worker_that_keeps_dying_is_given_up_and_status_says_so(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    config = workspace(tmp_path, smtp, 0, worker_restarts=2, worker_restart_window="10m")
+    run = disparo(config, "run", "--workers", "2")
+    try:
+        first = eventually_sync(
+            lambda: children(run.pid) or None, what="the sender worker", timeout=120
+        )
+        os.kill(next(iter(first)), signal.SIGKILL)  # the first death: started again
+        again = eventually_sync(
+            lambda: (children(run.pid) - first) or None,
+            what="the worker started again",
+            timeout=120,
+        )
+        os.kill(next(iter(again)), signal.SIGKILL)  # the second within the window: given up
+
+        def given_up() -> list[str] | None:
+            status = subprocess.run(
+                [sys.executable, "-m", "engine.cli", "--config", str(config), "status", "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = [
+                reason
+                for e in json.loads(status.stdout)["engines"]
+                for reason in e["workers_given_up"]
+            ]
+            return found or None
+
+        reasons = eventually_sync(given_up, what="disparo status saying so", timeout=120)
+        assert "sender worker 1 died 2 times within 10 min" in reasons[0]
+        assert "not started again (engine.worker_restarts)" in reasons[0]
+        assert not children(run.pid)  # and it was not started a third time
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, out
+    assert "died (signal 9); starting it again" in out
+    assert "sender worker 1 died 2 times within 10 min (last: signal 9)" in out
 
 
 @pytest.fixture
