@@ -20,6 +20,7 @@ from typing import Any
 from engine import __version__
 from engine.clock import Clock, wait_event
 from engine.store import Store
+from engine.store.db import WRITE_LOCK
 from engine.store.engines import Rescued
 from engine.store.errors import backoff, describe, is_transient
 
@@ -259,4 +260,17 @@ class Presence:
         released = await self.store.run(self.store.engines.release, self.node)
         await self.store.run(self.store.engines.unregister, self.node)
         self.registered = False
+        if self.store.dialect == "sqlite" and WRITE_LOCK["writes"]:
+            log.info(
+                "engine %s: %s writes to the store, %.2f s in all waiting for SQLite's write lock",
+                self.node,
+                WRITE_LOCK["writes"],
+                WRITE_LOCK["waited"],
+                extra={
+                    "event": "engine.write_lock",
+                    "node": self.node,
+                    "writes": WRITE_LOCK["writes"],
+                    "waited_s": round(WRITE_LOCK["waited"], 3),
+                },
+            )
         return released
