@@ -994,6 +994,15 @@ class AccountSender:
             return False  # this engine has its share of the accounts: others take the rest
         if self._lease_until is not None and now < self._lease_until - self.d.lease / 2:
             return True
+        seen = self.d.states.get(self.name)  # as this tick read it
+        if (
+            self.leased_by is not None
+            and seen is not None
+            and seen.lease_owner == self.leased_by
+            and seen.lease_until is not None
+            and seen.lease_until > now
+        ):
+            return False  # still another node's: no write to find it out again each tick
         ok = await self.d.store.run(
             self.d.store.accounts.lease, self.name, self.d.node, self.d.lease
         )
