@@ -68,8 +68,9 @@ class Rescued:
 
 
 def _spent_bucket(now: datetime) -> dict[str, Any]:
-    """The bucket of an account whose engine stopped (or stops): taken as spent now (it may
-    have sent its whole burst just before), so the next holder refills it from now (D10)."""
+    """The bucket of an account whose engine stopped without saying so (rescued): taken as
+    spent now (it may have sent its whole burst just before it died), so the next holder
+    refills it from now (D10). A clean stop leaves it as a fresh engine has it, full."""
     return {"bucket_tokens": 0.0, "bucket_at": now}
 
 
@@ -299,7 +300,7 @@ class Engines(Queries):
             accts = c.execute(
                 sa.update(accounts)
                 .where(accounts.c.lease_owner == node)
-                .values(lease_owner=None, lease_until=None, **_spent_bucket(self.store.clock.now()))
+                .values(lease_owner=None, lease_until=None)
             ).rowcount
             boxes = c.execute(
                 sa.update(mailboxes)
