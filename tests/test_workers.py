@@ -5,6 +5,7 @@ rate holds across them (D10), everything goes once; the first process supervises
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from engine.plugins import load_plugins, reset_plugins
 from engine.sending.dispatcher import Dispatcher
 from engine.store import Store
 from engine.store import schema as t
-from engine.testing import Registers, Scripted, eventually_sync
+from engine.testing import Registers, Scripted, eventually, eventually_sync
 from tests.peers.smtp import SmtpServer, start_smtp_server
 from tests.world import SmsLong, World, phones
 
@@ -123,7 +124,9 @@ def smtp() -> Iterator[SmtpServer]:
     server.stop()
 
 
-def workspace(tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 1000) -> Path:
+def workspace(
+    tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 1000, **engine: object
+) -> Path:
     from engine.testing import write_secret
 
     write_secret(tmp_path / "key", "k" * 32)
@@ -132,7 +135,7 @@ def workspace(tmp_path: Path, smtp: SmtpServer, per_account: int, rate: float = 
     config.write_text(
         tomli_w.dumps(
             {
-                "engine": {"log_level": "info", "lease": "6s", "heartbeat": "1s"},
+                "engine": {"log_level": "info", "lease": "6s", "heartbeat": "1s", **engine},
                 "tracking": {"public_url": "https://t.example.com", "secret_file": "key"},
                 "accounts": {
                     name: {
@@ -237,3 +240,130 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_is_started_again(
     assert "died (signal 9); starting it again" in out
     for pid in again:  # every worker stopped with the first process
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_worker_that_keeps_dying_is_given_up_and_status_says_so(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    config = workspace(tmp_path, smtp, 0, worker_restarts=2, worker_restart_window="10m")
+    run = disparo(config, "run", "--workers", "2")
+    try:
+        first = eventually_sync(
+            lambda: children(run.pid) or None, what="the sender worker", timeout=120
+        )
+        os.kill(next(iter(first)), signal.SIGKILL)  # the first death: started again
+        again = eventually_sync(
+            lambda: (children(run.pid) - first) or None,
+            what="the worker started again",
+            timeout=120,
+        )
+        os.kill(next(iter(again)), signal.SIGKILL)  # the second within the window: given up
+
+        def given_up() -> list[str] | None:
+            status = subprocess.run(
+                [sys.executable, "-m", "engine.cli", "--config", str(config), "status", "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = [
+                reason
+                for e in json.loads(status.stdout)["engines"]
+                for reason in e["workers_given_up"]
+            ]
+            return found or None
+
+        reasons = eventually_sync(given_up, what="disparo status saying so", timeout=120)
+        assert "sender worker 1 died 2 times within 10 min" in reasons[0]
+        assert "not started again (engine.worker_restarts)" in reasons[0]
+        assert not children(run.pid)  # and it was not started a third time
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, out
+    assert "died (signal 9); starting it again" in out
+    assert "sender worker 1 died 2 times within 10 min (last: signal 9)" in out
+
+
+@pytest.fixture
+def bursty(
+    tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    """Four SMS accounts at 10/s with a bucket of 100: a chunk (32, four per connection) goes
+    at once from a full bucket, so a hand-over can come right after a burst."""
+    monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", "twilio")
+    reset_plugins()
+    SmsLong.reset()
+    plugins = load_plugins()
+    plugins.register(Registers(SmsLong), "scripted")
+    try:
+        yield World.open(
+            tmp_path,
+            plugins,
+            store=store,
+            clock=clock,
+            accounts={name: {"channel": "sms-long", "rate": 10, "burst": 100} for name in ACCOUNTS},
+            wallets={
+                f"W{k}": {"sms_template": "Oi {{ nome }}", "default_sender": name}
+                for k, name in enumerate(ACCOUNTS)
+            },
+        )
+    finally:
+        plugins.unregister("scripted")
+
+
+async def test_a_handed_over_account_keeps_its_token_bucket(
+    bursty: World, clock: TestClock
+) -> None:
+    """D10 across a hand-over: the node taking an account over continues the bucket of the
+    node that handed it over (through the store), instead of starting with a full one on top
+    of the burst the first node just sent: at most rate + burst in any second."""
+    world = bursty
+    first = Dispatcher(world.store, world.plugins, world.config, clock, node="node-a")
+    world.dispatchers.append(first)
+    for k in range(len(ACCOUNTS)):
+        world.import_("smslong", phones(300, start=1000 * k), wallet=f"W{k}")
+    await first.tick()  # alone, it leases every account and sends from full buckets
+    await eventually(
+        lambda: len(Scripted.sends()) >= 4 * 32, what="node-a's first chunk of each account"
+    )
+    # a second node comes up (a worker of ``run --workers 2``): node-a now keeps its share
+    # (two accounts) and hands the other two over at their next chunk, within their burst
+    first.workers = 2
+    world.dispatchers.append(
+        Dispatcher(world.store, world.plugins, world.config, clock, node="node-b", workers=2)
+    )
+    await world.run(3, step=0.25)
+    with world.store.read() as c:
+        owners = Counter(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+    assert owners == {"node-a": 2, "node-b": 2}  # two accounts were handed over
+    await world.run(40, step=0.25)
+    sends = Scripted.sends()
+    assert len(sends) == 4 * 300 and len({s.delivery_id for s in sends}) == 4 * 300
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for s in sends:
+        by_account[s.account].append(s.at)
+    for name in ACCOUNTS:  # D10 per account, across the hand-over
+        assert busiest_second(by_account[name]) <= 10 + 100, name
+
+
+async def test_a_rescued_engines_accounts_count_their_bucket_as_spent(
+    store: Store, clock: TestClock
+) -> None:
+    """D10 after a crash: the engine that died may have sent its whole burst just before, so
+    its accounts' buckets are taken as spent at the rescue; the next holder refills from
+    there (``AccountSender`` adopts the bucket the store has)."""
+    store.accounts.sync({"s0": "sms-long"})
+    store.engines.register(
+        "dead", host="h", pid=1, version="x", mode="run", lease=timedelta(seconds=6)
+    )
+    assert store.accounts.lease("s0", "dead", timedelta(seconds=6))
+    await clock.advance(7)
+    rescued = store.engines.rescue("dead", by="alive")
+    assert rescued is not None and rescued.accounts == ("s0",)
+    state = store.accounts.states()["s0"]
+    assert state.lease_owner is None
+    assert (state.bucket_tokens, state.bucket_at) == (0.0, clock.now())

@@ -505,12 +505,23 @@ def run_command(
     if count > 1 and not sender:
         from engine.cli.workers import Workers
 
+        presence = engine.dispatcher.presence
+
+        def given_up(slot: int, reason: str) -> None:  # said by `disparo status` (detail)
+            presence.detail = {
+                **presence.detail,
+                "workers_given_up": [*presence.detail.get("workers_given_up", []), reason],
+            }
+
         crew = Workers(
             config.path,
             count - 1,
             until_idle=until_idle,
             log_format=log_format,
             stop_timeout=config.engine.stop_timeout.total_seconds(),
+            restart_limit=config.engine.worker_restarts,
+            restart_window=config.engine.worker_restart_window.total_seconds(),
+            on_give_up=given_up,
         )
 
     def stop(why: str) -> None:
@@ -599,6 +610,9 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
                 f"{e.in_flight:,}",
             )
         a.console.print(table)
+    for e in header.running:
+        for reason in e.detail.get("workers_given_up", []):
+            a.console.print(Text(f"{e.node}: {reason}", style="red"))
     for e in header.unresponsive:
         a.console.print(
             Text(

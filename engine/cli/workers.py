@@ -5,9 +5,12 @@ that only sends (the lease design lets several nodes share a store; each sender 
 sent by one node at a time, so the accounts are the unit of parallelism). The supervisor
 forwards SIGTERM and SIGHUP to them (they run in their own session, so a Ctrl-C in the
 terminal reaches them once, through it), stops them all when it stops, and starts again a
-worker that dies, after a pause that doubles up to a minute, saying so in the log. With
-``--until-idle`` the workers end by themselves when nothing is left to send; one that fails
-is reported in the run's problems.
+worker that dies, after a pause that doubles up to a minute, saying so in the log; a
+worker that died ``restart_limit`` times within ``restart_window`` is not started again (a
+worker that cannot run would otherwise be restarted forever): said in the log, in the run's
+problems and, through ``on_give_up``, in ``disparo status``. With ``--until-idle`` the
+workers end by themselves when nothing is left to send; one that fails is reported in the
+run's problems.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import contextlib
 import logging
 import signal
 import sys
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("disparo.workers")
@@ -35,6 +41,10 @@ class Workers:
         until_idle: bool,
         log_format: str,
         stop_timeout: float,
+        restart_limit: int = 5,
+        restart_window: float = 600.0,
+        first_pause: float = 1.0,
+        on_give_up: Callable[[int, str], None] | None = None,
     ) -> None:
         self.args = [sys.executable, "-m", "engine.cli"]
         if config is not None:
@@ -45,6 +55,12 @@ class Workers:
         self.count = count
         self.until_idle = until_idle
         self.stop_timeout = stop_timeout
+        self.restart_limit = restart_limit
+        self.restart_window = restart_window
+        self.first_pause = first_pause
+        self.on_give_up = on_give_up
+        #: the workers not started again (too many deaths in the window): slot -> why
+        self.given_up: dict[int, str] = {}
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self.problems: list[str] = []
         self._stopping = False
@@ -68,7 +84,8 @@ class Workers:
         )
 
     async def _watch(self, slot: int) -> None:
-        pause = 1.0
+        pause = self.first_pause
+        deaths: deque[float] = deque()
         while True:
             process = self.processes[slot]
             code = await process.wait()
@@ -78,6 +95,13 @@ class Workers:
                 self.problems.append(f"sender worker {slot} ended with problems (exit status 1)")
                 return
             why = f"signal {-code}" if code < 0 else f"exit status {code}"
+            now = time.monotonic()
+            deaths.append(now)
+            while deaths and now - deaths[0] > self.restart_window:
+                deaths.popleft()
+            if len(deaths) >= self.restart_limit:
+                self._give_up(slot, process.pid, why, len(deaths))
+                return
             log.error(
                 "sender worker %s (pid %s) died (%s); starting it again in %g s",
                 slot,
@@ -92,6 +116,24 @@ class Workers:
                 return
             pause = min(pause * 2, MAX_PAUSE)
             await self._spawn(slot)
+
+    def _give_up(self, slot: int, pid: int | None, why: str, deaths: int) -> None:
+        seconds = self.restart_window
+        window = f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+        reason = (
+            f"sender worker {slot} died {deaths} times within {window} (last: {why}) and is "
+            "not started again (engine.worker_restarts); its accounts are sent by the other "
+            "processes. Look for the cause in the log above, then restart disparo"
+        )
+        log.error(
+            "%s",
+            reason,
+            extra={"event": "worker.given_up", "worker": slot, "pid": pid, "deaths": deaths},
+        )
+        self.given_up[slot] = reason
+        self.problems.append(reason)
+        if self.on_give_up is not None:
+            self.on_give_up(slot, reason)
 
     def forward(self, sig: signal.Signals) -> None:
         """Pass a signal on to every worker (SIGTERM also stops restarting them)."""

@@ -156,6 +156,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
         heartbeat=engine_values.get("heartbeat") or min(timedelta(seconds=5), lease / 3),
         stop_timeout=engine_values.get("stop_timeout") or timedelta(seconds=10),
         workers=engine_values.get("workers") or 1,
+        worker_restarts=engine_values.get("worker_restarts") or 5,
+        worker_restart_window=engine_values.get("worker_restart_window") or timedelta(minutes=10),
     )
     if engine.heartbeat * 3 > engine.lease:
         reader.problem(

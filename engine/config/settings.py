@@ -130,6 +130,20 @@ ENGINE_KEYS: dict[str, Key] = {
         minimum=1,
         maximum=64,
     ),
+    "worker_restarts": Key(
+        "int",
+        5,
+        "With `workers` > 1: a sender process that dies is started again (after 1 s, doubling "
+        "to a minute) unless it died this many times within `worker_restart_window`; then it "
+        "is left stopped, said in the log, the run's summary and `disparo status`.",
+        minimum=1,
+        maximum=1000,
+    ),
+    "worker_restart_window": Key(
+        "duration",
+        timedelta(minutes=10),
+        help="The window `worker_restarts` counts a sender process's deaths in.",
+    ),
 }
 
 SOURCE_KEYS: dict[str, Key] = {
@@ -458,6 +472,8 @@ class EngineSettings:
     heartbeat: timedelta = timedelta(seconds=5)
     stop_timeout: timedelta = timedelta(seconds=10)
     workers: int = 1
+    worker_restarts: int = 5
+    worker_restart_window: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,11 @@ class _StoreCollector(Collector):
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def describe(self) -> Iterator[Metric]:
+        """Nothing: without it the registry would collect (query the store) at registration,
+        in every engine process at start, sender workers included (issue 16)."""
+        return iter(())
+
     def collect(self) -> Iterator[Metric]:
         snapshot = self.store.feedback.gauges()
         queue = GaugeMetricFamily(

@@ -57,6 +57,19 @@ class TokenBucket:
             return 0.0
         return max((1 - self.tokens) / self.rate, 1e-6)
 
+    def level(self) -> float:
+        """The tokens there now (negative while a provider's hold-off lasts)."""
+        self._refill()
+        return self.tokens
+
+    def adopt(self, tokens: float, elapsed: float) -> None:
+        """Continue the bucket another holder of the account left (D10 across engine
+        nodes): it had ``tokens`` ``elapsed`` seconds ago, refilled at the rate since. Never
+        more than this bucket has now."""
+        self._refill()
+        carried = tokens + max(0.0, elapsed) * self.rate
+        self.tokens = min(self.tokens, float(self.burst), carried)
+
     def holding(self) -> float:
         """Seconds left of a provider's hold-off (``hold_off``); 0 when there is none."""
         return max(0.0, self.held_until - self.clock.monotonic())

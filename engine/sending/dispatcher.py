@@ -1004,8 +1004,14 @@ class AccountSender:
         if self._lease_until is not None and self.leased_by is None:
             held = self.d.leased_here()
             if self.name in held[self.d.share() :]:
-                # more engines run now: hand this account over (between two chunks)
-                await self.d.store.run(self.d.store.accounts.unlease, self.name, self.d.node)
+                # more engines run now: hand this account over (between two chunks), with
+                # its bucket, which the next holder continues (D10)
+                await self.d.store.run(
+                    self.d.store.accounts.unlease,
+                    self.name,
+                    self.d.node,
+                    tokens=self.bucket.level(),
+                )
                 self._lease_until = None
                 log.info(
                     "account %s: handed over to another engine node (this one sends %s of "
@@ -1020,6 +1026,15 @@ class AccountSender:
             return False  # this engine has its share of the accounts: others take the rest
         if self._lease_until is not None and now < self._lease_until - self.d.lease / 2:
             return True
+        seen = self.d.states.get(self.name)  # as this tick read it
+        if (
+            self.leased_by is not None
+            and seen is not None
+            and seen.lease_owner == self.leased_by
+            and seen.lease_until is not None
+            and seen.lease_until > now
+        ):
+            return False  # still another node's: no write to find it out again each tick
         ok = await self.d.store.run(
             self.d.store.accounts.lease, self.name, self.d.node, self.d.lease
         )
@@ -1045,6 +1060,8 @@ class AccountSender:
         if self._lease_until is None or self.leased_by is not None:
             # the lease is (again) ours: take the breaker's state as the store has it
             mine = (await self.d.store.run(self.d.store.accounts.states)).get(self.name)
+            if mine is not None and mine.bucket_at is not None:  # and its bucket (D10)
+                self.bucket.adopt(mine.bucket_tokens or 0.0, (now - mine.bucket_at).total_seconds())
             if mine is not None:
                 self.breaker.adopt(
                     mine.breaker_state,

@@ -20,6 +20,7 @@ from typing import Any
 from engine import __version__
 from engine.clock import Clock, wait_event
 from engine.store import Store
+from engine.store.db import WRITE_LOCK
 from engine.store.engines import Rescued
 from engine.store.errors import backoff, describe, is_transient
 
@@ -172,7 +173,7 @@ class Presence:
         claims whose lease ran out with no engine row to rescue them by."""
         now = self.clock.now()
         found: list[Rescued] = []
-        for other in await self.store.run(self.store.engines.listing):
+        for other in await self.store.run(self.store.engines.listing, held=False):
             if other.node == self.node or other.alive(now):
                 continue
             rescued = await self.store.run(self.store.engines.rescue, other.node, by=self.node)
@@ -212,7 +213,7 @@ class Presence:
         heartbeat alone proves nothing: an engine killed a second ago has one.)"""
         now = self.clock.now()
         alive: set[str] = set()
-        for other in await self.store.run(self.store.engines.listing):
+        for other in await self.store.run(self.store.engines.listing, held=False):
             if other.node == self.node or not other.alive(now):
                 continue
             first = self._seen.setdefault(other.node, other.heartbeat_at)
@@ -226,7 +227,7 @@ class Presence:
         or are rescued. Each wait is logged once."""
         claimed = await self.store.run(self.store.claims.claimed_by)
         alive = await self.proven_alive()
-        engines = {e.node: e for e in await self.store.run(self.store.engines.listing)}
+        engines = {e.node: e for e in await self.store.run(self.store.engines.listing, held=False)}
         waiting = {
             owner: n for owner, n in claimed.items() if owner != self.node and owner not in alive
         }
@@ -259,4 +260,17 @@ class Presence:
         released = await self.store.run(self.store.engines.release, self.node)
         await self.store.run(self.store.engines.unregister, self.node)
         self.registered = False
+        if self.store.dialect == "sqlite" and WRITE_LOCK["writes"]:
+            log.info(
+                "engine %s: %s writes to the store, %.2f s in all waiting for SQLite's write lock",
+                self.node,
+                WRITE_LOCK["writes"],
+                WRITE_LOCK["waited"],
+                extra={
+                    "event": "engine.write_lock",
+                    "node": self.node,
+                    "writes": WRITE_LOCK["writes"],
+                    "waited_s": round(WRITE_LOCK["waited"], 3),
+                },
+            )
         return released

@@ -124,6 +124,8 @@ def engine_json(e: EngineInfo, now: datetime, tz: tzinfo) -> dict[str, Any]:
         "accounts": list(e.accounts),
         "mailboxes": list(e.mailboxes),
         "in_flight": e.in_flight,
+        # sender workers of ``run --workers`` that died too often and are not started again
+        "workers_given_up": list(e.detail.get("workers_given_up", [])),
     }
 
 

@@ -40,6 +40,10 @@ class AccountState:
     breaker_opened_at: datetime | None = None
     breaker_retry_at: datetime | None = None
     breaker_pause_s: int | None = None
+    #: the token bucket as the last holder left it: tokens at ``bucket_at`` (None: no holder
+    #: left it yet, a full bucket)
+    bucket_tokens: float | None = None
+    bucket_at: datetime | None = None
 
     @property
     def breaker_open(self) -> bool:
@@ -102,13 +106,17 @@ class Accounts(Queries):
             )
             return done.rowcount == 1
 
-    def unlease(self, name: str, owner: str) -> None:
-        """Give an account's lease back (another engine node may take it at once)."""
+    def unlease(self, name: str, owner: str, *, tokens: float | None = None) -> None:
+        """Give an account's lease back (another engine node may take it at once), with the
+        tokens its bucket has now: the next holder continues that bucket (D10)."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if tokens is not None:
+            values |= {"bucket_tokens": tokens, "bucket_at": self.store.clock.now()}
         with self.store.write() as c:
             c.execute(
                 sa.update(accounts)
                 .where(accounts.c.name == name, accounts.c.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
+                .values(**values)
             )
 
     def open_breaker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,23 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPool
     cursor.close()
 
 
+#: this process's writes on SQLite and the seconds they waited for the write lock (at their
+#: BEGIN IMMEDIATE, behind another process's write): what several engine processes on one
+#: SQLite file cost each other; an engine logs it when it stops
+WRITE_LOCK = {"writes": 0, "waited": 0.0}
+
+
 def _sqlite_begin(conn: Any) -> None:
     # Writers take the write lock at BEGIN (IMMEDIATE): two writers never deadlock on a lock
     # upgrade, and a claim (UPDATE … RETURNING) sees the latest committed state.
     mode = conn.get_execution_options().get("sqlite_begin", "")
-    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+    if not mode:
+        conn.exec_driver_sql("BEGIN")
+        return
+    start = time.perf_counter()
+    conn.exec_driver_sql(f"BEGIN {mode}")
+    WRITE_LOCK["waited"] += time.perf_counter() - start
+    WRITE_LOCK["writes"] += 1
 
 
 def database_url(url: str, password: str | None = None) -> URL:

@@ -67,6 +67,13 @@ class Rescued:
     mailboxes: tuple[str, ...]
 
 
+def _spent_bucket(now: datetime) -> dict[str, Any]:
+    """The bucket of an account whose engine stopped without saying so (rescued): taken as
+    spent now (it may have sent its whole burst just before it died), so the next holder
+    refills it from now (D10). A clean stop leaves it as a fresh engine has it, full."""
+    return {"bucket_tokens": 0.0, "bucket_at": now}
+
+
 def _info(m: Mapping[str, Any], held: Mapping[str, tuple[list[str], list[str], int]]) -> EngineInfo:
     accts, boxes, flying = held.get(m["node"], ([], [], 0))
     return EngineInfo(
@@ -175,42 +182,43 @@ class Engines(Queries):
         with self.store.write() as c:
             c.execute(sa.delete(engines).where(engines.c.node == node))
 
-    def listing(self, *, conn: Connection | None = None) -> list[EngineInfo]:
-        """Every registered engine, running or not, oldest first, with what it holds."""
+    def listing(self, *, conn: Connection | None = None, held: bool = True) -> list[EngineInfo]:
+        """Every registered engine, running or not, oldest first, with what it holds (without
+        ``held``: one query of the engines table, for the heartbeat's checks of the others)."""
         with self._reading(conn) as c:
             rows = [
                 dict(r._mapping)
                 for r in c.execute(sa.select(engines).order_by(engines.c.started_at))
             ]
-            if not rows:
-                return []
-            held: dict[str, tuple[list[str], list[str], int]] = {
+            if not rows or not held:
+                return [_info(r, {}) for r in rows]
+            holding: dict[str, tuple[list[str], list[str], int]] = {
                 r["node"]: ([], [], 0) for r in rows
             }
             for name, owner in c.execute(
                 sa.select(accounts.c.name, accounts.c.lease_owner).where(
-                    accounts.c.lease_owner.in_(list(held))
+                    accounts.c.lease_owner.in_(list(holding))
                 )
             ):
-                held[owner][0].append(name)
+                holding[owner][0].append(name)
             for name, owner in c.execute(
                 sa.select(mailboxes.c.name, mailboxes.c.lease_owner).where(
-                    mailboxes.c.lease_owner.in_(list(held))
+                    mailboxes.c.lease_owner.in_(list(holding))
                 )
             ):
-                held[owner][1].append(name)
+                holding[owner][1].append(name)
             for owner, n in c.execute(
                 sa.select(deliveries.c.lease_owner, sa.func.count())
                 .where(
                     deliveries.c.lease_until.is_not(None),
                     deliveries.c.status == "claimed",
-                    deliveries.c.lease_owner.in_(list(held)),
+                    deliveries.c.lease_owner.in_(list(holding)),
                 )
                 .group_by(deliveries.c.lease_owner)
             ):
-                accts, boxes, _ = held[owner]
-                held[owner] = (accts, boxes, int(n))
-        return [_info(r, held) for r in rows]
+                accts, boxes, _ = holding[owner]
+                holding[owner] = (accts, boxes, int(n))
+        return [_info(r, holding) for r in rows]
 
     def running(self, now: datetime | None = None) -> list[EngineInfo]:
         """The engines whose heartbeat is fresh (``disparo status``, the UI's header)."""
@@ -252,7 +260,7 @@ class Engines(Queries):
             c.execute(
                 sa.update(accounts)
                 .where(accounts.c.lease_owner == node)
-                .values(lease_owner=None, lease_until=None)
+                .values(lease_owner=None, lease_until=None, **_spent_bucket(now))
             )
             c.execute(
                 sa.update(mailboxes)

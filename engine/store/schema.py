@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -449,6 +450,11 @@ accounts = Table(
     Column("breaker_retry_at", UTCDateTime()),
     # the pause before the next probe (it doubles after each failed probe)
     Column("breaker_pause_s", Integer),
+    # the token bucket (D10) as the account's last holder left it: its tokens at
+    # ``bucket_at``; the next holder continues it (a hand-over between engine nodes keeps
+    # rate + burst in every second). A stopped engine's accounts get 0 tokens at the stop.
+    Column("bucket_tokens", Float),
+    Column("bucket_at", UTCDateTime()),
 )
 
 # Engine processes sharing the store: one row per running engine, with its heartbeat. A row

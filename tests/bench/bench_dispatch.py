@@ -9,7 +9,6 @@
   ceiling printed, measured with a raw client pipelining 50 transactions a write);
 - pacing at the sink: the busiest 1-second window of arrivals, the campaign's first second
   included, against rate + burst (D10);
-- ``run --workers 2`` against one process, 4 sender accounts;
 - peak RSS of an engine sending a 1,000,000-recipient campaign;
 - SMS and WhatsApp requests per second through the twilio client against the fake of
   Twilio's API (run in its own process), against plain aiohttp posts;
@@ -593,41 +592,6 @@ def bench_pacing_at_the_sink_from_the_first_second(tmp_path: Path) -> None:
             f"first second {len(first):3} (limit rate + burst = {rate + burst}); "
             f"{len(arrivals)} messages"
         )
-
-
-def bench_workers_against_one_process(tmp_path: Path) -> None:
-    """`run --workers 2` against one process, 4 sender accounts, rate limit off (paired
-    rounds, median). Sender accounts are the unit of parallelism: each is sent by one
-    process at a time."""
-    n = rows(20_000)
-    rounds = int(os.environ.get("BENCH_ROUNDS", 3))
-    workers = int(os.environ.get("BENCH_WORKERS", 2))
-    rates: dict[int, list[float]] = {1: [], workers: []}
-    cpu: dict[int, list[float]] = {1: [], workers: []}
-    ratios: list[float] = []
-    with Sink(tmp_path) as sink:
-        for r in range(rounds):
-            for count in (1, workers):
-                config = workspace(tmp_path / f"w{count}-{r}", sink.port, n, accounts=4)
-                run = engine_measured(config, extra=("--workers", str(count)))
-                sent, rate = sent_rate(config)
-                assert sent == n
-                rates[count].append(rate)
-                cpu[count].append(run.cpu / n * 1000)
-            ratios.append(rates[workers][-1] / rates[1][-1])
-    print(
-        f"\nrun --workers {workers} against one process: {n:,} e-mails over 4 sender accounts "
-        f"to the sink, {CONCURRENCY} connections each, rate limit off; median of {rounds}; "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
-    )
-    for count in (1, workers):
-        print(
-            f"  {count} process(es) {median(rates[count]):8,.0f} msg/s "
-            f"({median(cpu[count]):.2f} ms CPU/msg in the first process)"
-        )
-    print(
-        f"  ratio     {median(ratios):.2f}x (rounds: " + ", ".join(f"{x:.2f}" for x in ratios) + ")"
-    )
 
 
 def bench_rss_of_a_million_recipient_campaign(tmp_path: Path) -> None:
