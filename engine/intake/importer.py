@@ -283,6 +283,7 @@ def _fewer_collections() -> Iterator[None]:
                 gc.set_threshold(*_gc_threshold)
 
 
+@_fewer_collections()
 def _stage(
     session: ImportSession,
     spec: ImportSpec,
@@ -297,18 +298,6 @@ def _stage(
     In this thread on purpose: staging from a second thread while this one parses was
     measured slower (the two fight over the interpreter lock for every bound row).
     """
-    with _fewer_collections():
-        _stage_rows(session, spec, report, rejected, progress, kept)
-
-
-def _stage_rows(
-    session: ImportSession,
-    spec: ImportSpec,
-    report: ImportReport,
-    rejected: RejectedRows,
-    progress: Callable[[int], None] | None,
-    kept: list[KeptRow],
-) -> None:
     prospects = spec.campaign is not None and spec.prospects_only
     for chunk in spec.rows:
         report.rows += len(chunk)

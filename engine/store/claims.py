@@ -22,6 +22,7 @@ from engine.addresses import suppression_key
 from engine.store.base import Queries
 from engine.store.delivery_errors import ERROR_OUTCOMES, Counted
 from engine.store.schema import (
+    EVENT_COLUMNS,
     UTCDateTime,
     campaigns,
     contacts,
@@ -359,17 +360,7 @@ _OUTCOME_FIELDS = {
     "message": "message_id",
     "id": "delivery_id",
 }
-_EVENT_COLUMNS = (
-    "at",
-    "kind",
-    "campaign_id",
-    "delivery_id",
-    "contact_id",
-    "account",
-    "address",
-    "origin",
-    "detail",
-)
+_EVENT_COLUMNS = EVENT_COLUMNS
 
 
 class _Driver:

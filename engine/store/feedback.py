@@ -46,6 +46,7 @@ from engine.events import Signal
 from engine.rates import Rates
 from engine.store.base import Queries
 from engine.store.schema import (
+    EVENT_COLUMNS,
     UTCDateTime,
     accounts,
     campaigns,
@@ -756,18 +757,7 @@ class _Binder:
 _MISSING = object()
 
 #: the columns of an event as ``Feedback._event`` gathers them
-_EVENT_COLUMNS = (
-    "at",
-    "kind",
-    "campaign_id",
-    "delivery_id",
-    "contact_id",
-    "account",
-    "address",
-    "origin",
-    "detail",
-    "dedupe_key",
-)
+_EVENT_COLUMNS = (*EVENT_COLUMNS, "dedupe_key")
 _TABLES = {"events": events, "deliveries": deliveries}
 
 

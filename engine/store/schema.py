@@ -412,6 +412,20 @@ events = Table(
     Index(None, "account", "kind", "at"),
     Index(None, "address", "at"),
 )
+
+#: the columns the engine writes for an event at the driver (store/claims, store/feedback);
+#: ``id`` and ``txid`` come from their defaults, ``dedupe_key`` only with a provider's report
+EVENT_COLUMNS = (
+    "at",
+    "kind",
+    "campaign_id",
+    "delivery_id",
+    "contact_id",
+    "account",
+    "address",
+    "origin",
+    "detail",
+)
 Index(
     "ix_events_txid",
     events.c.txid,
