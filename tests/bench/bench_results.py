@@ -24,6 +24,7 @@ from engine.clock import TestClock
 from engine.publish.results import ENCODING, RESULT_COLUMNS, export_results
 from engine.store import Store
 from engine.store import schema as t
+from engine.store.results import STATUS_REASONS  # D17: why each one was not sent (data, not work)
 from tests.bench.conftest import rows
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -199,7 +200,9 @@ def bare_export(db: Path, target: Path) -> int:
                     when(k),
                     len(found),
                     safe(" ".join(dict.fromkeys(found))),
-                    "" if status in ("sent", "delivered") else safe(err),
+                    ""
+                    if status in ("sent", "delivered")
+                    else safe(err or STATUS_REASONS.get(status, f"not sent ({status})")),
                     "sim" if unsub in ("campaign", "all") else "nao",
                     "sim" if unsub == "all" else "nao",
                     when(comp),
