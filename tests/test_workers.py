@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -31,10 +32,14 @@ from tests.world import SmsLong, World, phones
 ACCOUNTS = ["s0", "s1", "s2", "s3"]
 
 
-@pytest.fixture
-def world(
-    tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+def _sms_world(
+    tmp_path: Path,
+    store: Store,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    **account: Any,
 ) -> Iterator[World]:
+    """Four SMS accounts (``ACCOUNTS``) at 10/s, one wallet each; ``account``: more settings."""
     monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", "twilio")
     reset_plugins()
     SmsLong.reset()
@@ -46,7 +51,7 @@ def world(
             plugins,
             store=store,
             clock=clock,
-            accounts={name: {"channel": "sms-long", "rate": 10} for name in ACCOUNTS},
+            accounts={name: {"channel": "sms-long", "rate": 10, **account} for name in ACCOUNTS},
             wallets={
                 f"W{k}": {"sms_template": "Oi {{ nome }}", "default_sender": name}
                 for k, name in enumerate(ACCOUNTS)
@@ -54,6 +59,13 @@ def world(
         )
     finally:
         plugins.unregister("scripted")
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    yield from _sms_world(tmp_path, store, clock, monkeypatch)
 
 
 def busiest_second(times: list[datetime]) -> int:
@@ -294,25 +306,7 @@ def bursty(
 ) -> Iterator[World]:
     """Four SMS accounts at 10/s with a bucket of 100: a chunk (32, four per connection) goes
     at once from a full bucket, so a hand-over can come right after a burst."""
-    monkeypatch.setenv("DISPARO_BLOCK_PLUGINS", "twilio")
-    reset_plugins()
-    SmsLong.reset()
-    plugins = load_plugins()
-    plugins.register(Registers(SmsLong), "scripted")
-    try:
-        yield World.open(
-            tmp_path,
-            plugins,
-            store=store,
-            clock=clock,
-            accounts={name: {"channel": "sms-long", "rate": 10, "burst": 100} for name in ACCOUNTS},
-            wallets={
-                f"W{k}": {"sms_template": "Oi {{ nome }}", "default_sender": name}
-                for k, name in enumerate(ACCOUNTS)
-            },
-        )
-    finally:
-        plugins.unregister("scripted")
+    yield from _sms_world(tmp_path, store, clock, monkeypatch, burst=100)
 
 
 async def test_a_handed_over_account_keeps_its_token_bucket(
