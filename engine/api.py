@@ -32,6 +32,7 @@ from engine.campaign import COUNTERS, Campaign
 from engine.config import Config, SecretError
 from engine.intake.compose import CampaignRequest, ComposeError, create
 from engine.store import Store
+from engine.web import serve
 
 log = logging.getLogger(__name__)
 
@@ -443,14 +444,8 @@ class SendApi:
 
     async def start(self, listen: str | None = None) -> str:
         """Bind ``listen`` (default ``[api] listen``); return the bound ``host:port``."""
-        host, _, port = (listen or self.config.api.listen).rpartition(":")
-        self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        bound = sockets[0].getsockname() if sockets else (host, port)
-        return f"{bound[0]}:{bound[1]}"
+        self.runner, bound = await serve(self.app, listen or self.config.api.listen)
+        return bound
 
     async def stop(self) -> None:
         if self.runner is not None:

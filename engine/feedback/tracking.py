@@ -58,6 +58,7 @@ from engine.store import Store
 from engine.store.errors import Outage
 from engine.store.feedback import Applied
 from engine.tokens import Signer
+from engine.web import serve
 
 log = logging.getLogger(__name__)
 
@@ -522,15 +523,8 @@ class Tracking:
 
     async def start(self, listen: str | None = None) -> str:
         """Bind ``listen`` (default the configured one); return the bound ``host:port``."""
-        host, _, port = (listen or self.settings.listen).rpartition(":")
-        self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname() if sockets else (host, port)
-        return f"{bound[0]}:{bound[1]}"
+        self.runner, bound = await serve(self.app, listen or self.settings.listen)
+        return bound
 
     async def stop(self) -> None:
         if self.runner is not None:
