@@ -343,10 +343,9 @@ async def sync_group(
     raised; neither the log nor the message holds the URL's token."""
     name = settings.name
     await asyncio.to_thread(store.groups.ensure, name, source="http")
-    try:
-        url = settings.url.reveal()
-    except SecretError as exc:
-        reason = str(exc)
+
+    async def failed(reason: str) -> FeedError:
+        """Record ``reason`` on the group (retried at its next sync); the error to raise."""
         await asyncio.to_thread(
             store.groups.record_failure,
             name,
@@ -354,21 +353,19 @@ async def sync_group(
             next_sync_at=next_sync(config, settings, clock.now()),
             actor="feed",
         )
-        raise FeedError(reason) from None
+        return FeedError(reason)
+
+    try:
+        url = settings.url.reveal()
+    except SecretError as exc:
+        raise await failed(str(exc)) from None
     scrub = scrubber(url)
     try:
         records, rejected, pages = await read_feed(url, settings, progress=progress)
     except FeedError as exc:
         reason = scrub(str(exc))
         log.warning("group %s: the sync failed, its members stay: %s", name, reason)
-        await asyncio.to_thread(
-            store.groups.record_failure,
-            name,
-            reason,
-            next_sync_at=next_sync(config, settings, clock.now()),
-            actor="feed",
-        )
-        raise FeedError(reason) from None
+        raise await failed(reason) from None
     try:
         members = await asyncio.to_thread(
             _write, store, name, records, next_sync(config, settings, clock.now())
