@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import tomli_w
 
 from engine.testing import write_secret
+from tests.bench import sinks
 from tests.bench.conftest import rows
 
 CONCURRENCY = 16
@@ -286,65 +287,6 @@ BLASTER = textwrap.dedent(
 )
 
 
-#: a minimal asyncio SMTP sink (EHLO offers PIPELINING); on SIGTERM it writes the arrival
-#: time (time.time()) of every message it accepted to the file named by its second argument
-RAW_SINK = textwrap.dedent(
-    """
-    import asyncio, signal, sys, time
-    arrivals = []
-
-    class Sink(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.t, self.buf, self.data = transport, b"", False
-            transport.write(b"220 sink ESMTP\\r\\n")
-
-        def data_received(self, chunk):
-            self.buf += chunk
-            out = []
-            while True:
-                if self.data:
-                    end = self.buf.find(b"\\r\\n.\\r\\n")
-                    if end < 0:
-                        self.buf = self.buf[-4:]
-                        break
-                    self.buf, self.data = self.buf[end + 5:], False
-                    out.append(b"250 2.0.0 queued\\r\\n")
-                    arrivals.append(time.time())
-                    continue
-                end = self.buf.find(b"\\r\\n")
-                if end < 0:
-                    break
-                line, self.buf = self.buf[:end].upper(), self.buf[end + 2:]
-                if line.startswith(b"EHLO"):
-                    out.append(b"250-sink\\r\\n250-PIPELINING\\r\\n250-8BITMIME\\r\\n"
-                               b"250 SMTPUTF8\\r\\n")
-                elif line.startswith(b"DATA"):
-                    self.data = True
-                    self.buf = b"\\r\\n" + self.buf
-                    out.append(b"354 go\\r\\n")
-                elif line.startswith(b"QUIT"):
-                    out.append(b"221 bye\\r\\n")
-                else:
-                    out.append(b"250 ok\\r\\n")
-            if out:
-                self.t.write(b"".join(out))
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        server = await loop.create_server(Sink, "127.0.0.1", int(sys.argv[1]))
-        await stop.wait()
-        server.close()
-        if len(sys.argv) > 2:
-            with open(sys.argv[2], "w") as f:
-                f.write("\\n".join(repr(a) for a in arrivals))
-
-    asyncio.run(main())
-    """
-)
-
-
 class Sink:
     """The SMTP sink in its own process; ``arrivals()`` stops it and returns the arrival time
     of each message it accepted."""
@@ -354,7 +296,7 @@ class Sink:
         self.record = tmp / f"arrivals-{self.port}.txt"
         self.what = "a minimal asyncio SMTP sink in its own process"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", RAW_SINK, str(self.port), str(self.record)],
+            sinks.command(self.port, self.record),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -368,7 +310,7 @@ class Sink:
     def arrivals(self) -> list[float]:
         self.stop()
         text = self.record.read_text() if self.record.exists() else ""
-        return [float(x) for x in text.split()]
+        return [sinks.arrival(line).at for line in text.splitlines()]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -469,7 +411,7 @@ def smtp_source_rate(port: int, n: int, sessions: int = CONCURRENCY) -> float | 
 def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
     """The minimal asyncio sink in its own process on ``port`` (what other benches use)."""
     sink = subprocess.Popen(
-        [sys.executable, "-c", RAW_SINK, str(port)],
+        sinks.command(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

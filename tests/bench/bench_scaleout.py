@@ -43,7 +43,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 import tomllib
 from collections import Counter, defaultdict
@@ -56,8 +55,10 @@ import psycopg
 import pytest
 import tomli_w
 
+from tests.bench import sinks
 from tests.bench.bench_dispatch import free_port, sent_rate, wait_port, workspace
 from tests.bench.conftest import rows
+from tests.bench.sinks import Arrival
 from tests.peers.postgres import PostgresServer, find_bindir, start_postgres
 
 ACCOUNTS = 30
@@ -66,78 +67,6 @@ BURST = 10
 CONCURRENCY = 4  # connections per account (30 accounts: 120 per node)
 LEASE = 6  # seconds (the chaos run: a short lease, so the rescue comes soon)
 HEARTBEAT = 1
-
-#: an asyncio SMTP sink (EHLO offers PIPELINING) that keeps each message's arrival time
-#: (time.time()), recipient and Message-ID, and writes them on SIGTERM to its second argument
-SINK = textwrap.dedent(
-    """
-    import asyncio, re, signal, sys, time
-    seen = []
-    MID = re.compile(rb"\\r\\nmessage-id:[ \\t]*(<[^>\\r\\n]*>)", re.I)
-
-    class Sink(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.t, self.buf, self.data, self.rcpt = transport, b"", False, b""
-            self.peer = transport.get_extra_info("peername")[1]
-            transport.write(b"220 sink ESMTP\\r\\n")
-
-        def data_received(self, chunk):
-            self.buf += chunk
-            out = []
-            while True:
-                if self.data:
-                    end = self.buf.find(b"\\r\\n.\\r\\n")
-                    if end < 0:
-                        break
-                    body, self.buf, self.data = self.buf[:end], self.buf[end + 5:], False
-                    m = MID.search(body)
-                    seen.append((time.time(), self.rcpt, m.group(1) if m else b"-", self.peer))
-                    out.append(b"250 2.0.0 queued\\r\\n")
-                    continue
-                end = self.buf.find(b"\\r\\n")
-                if end < 0:
-                    break
-                raw, self.buf = self.buf[:end], self.buf[end + 2:]
-                line = raw.upper()
-                if line.startswith(b"EHLO"):
-                    out.append(b"250-sink\\r\\n250-PIPELINING\\r\\n250-8BITMIME\\r\\n"
-                               b"250 SMTPUTF8\\r\\n")
-                elif line.startswith(b"RCPT"):
-                    self.rcpt = raw[raw.find(b"<") + 1:raw.rfind(b">")]
-                    out.append(b"250 ok\\r\\n")
-                elif line.startswith(b"DATA"):
-                    self.data = True
-                    self.buf = b"\\r\\n" + self.buf
-                    out.append(b"354 go\\r\\n")
-                elif line.startswith(b"QUIT"):
-                    out.append(b"221 bye\\r\\n")
-                else:
-                    out.append(b"250 ok\\r\\n")
-            if out:
-                self.t.write(b"".join(out))
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        server = await loop.create_server(Sink, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-        await stop.wait()
-        server.close()
-        with open(sys.argv[2], "wb") as f:
-            f.write(b"\\n".join(b"%r %s %s %d" % (a, r, m, p) for a, r, m, p in seen))
-
-    asyncio.run(main())
-    """
-)
-
-
-@dataclass
-class Arrival:
-    at: float
-    recipient: str
-    message_id: str
-    connection: int  # the client's port (0: the sink does not say)
-
 
 #: Postfix's smtp-sink (C): what the benches use when it is installed, so that the nodes, not
 #: the sink, are measured
@@ -218,7 +147,7 @@ class PythonSink:
         self.port = free_port()
         self.record = tmp / f"sink-{self.port}.txt"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SINK, str(self.port), str(self.record)],
+            sinks.command(self.port, self.record),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -232,11 +161,7 @@ class PythonSink:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=120)
-        found = []
-        for line in self.record.read_text().splitlines():
-            at, recipient, message_id, port = line.split(" ")
-            found.append(Arrival(float(at), recipient, message_id, int(port)))
-        return found
+        return [sinks.arrival(line) for line in self.record.read_text().splitlines()]
 
     def kill(self) -> None:
         if self.process.poll() is None:
