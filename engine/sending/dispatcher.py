@@ -820,6 +820,10 @@ class Dispatcher:
         return dict(self.trouble)
 
 
+def _released(x: Claimed) -> dict[str, Any]:
+    return {"delivery_id": x.id, "contact_id": x.contact_id, "address": x.address}
+
+
 class AccountSender:
     """Sends for one account, one campaign at a time, within its rate (D10, D11)."""
 
@@ -1247,9 +1251,10 @@ class AccountSender:
         if not d.presence.lease_ok():
             await self._rest(1)  # the heartbeat is late (the database): claim nothing now
             return
-        # at most two chunks with sends not confirmed (README "Crash safety"): the one whose
-        # last sends are finishing, and this one; a probe goes alone
-        await self._drain(0 if probe or not self.breaker.closed else 1)
+        # a probe goes alone: what is in flight is confirmed before it is claimed
+        alone = probe or not self.breaker.closed
+        if alone:
+            await self._drain(0)
         channel = self.channel
         assert channel is not None
         kind = c.address_kind
@@ -1270,6 +1275,16 @@ class AccountSender:
             self._stall(c.id, "nothing could be claimed")
             return
         d.presence.in_flight.update(x.id for x in claimed)  # renewed by each heartbeat
+        if not alone:
+            # at most two chunks with sends not confirmed (README "Crash safety"): the one
+            # whose last sends are finishing, and this one. The claim above ran while the
+            # chunk before those was confirmed (a claim sends nothing: claimed deliveries
+            # that were never started go back to pending); this chunk starts sending only now
+            try:
+                await self._drain(1)
+            except BaseException:
+                await self._confirm(c, [Outcome(kind="release", **_released(x)) for x in claimed])
+                raise
         self.stalls.pop(c.id, None)
         if probe:
             self.breaker.probing = True

@@ -158,23 +158,34 @@ class Store:
         self._worked(write=False)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, synced: bool = True) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on error. On SQLite this
         process's writers take turns (``_writer``), and the time they waited for it is
-        counted with the write lock's (``db.WRITE_LOCK``)."""
+        counted with the write lock's (``db.WRITE_LOCK``).
+
+        ``synced=False`` (SQLite only): the commit does not wait for the disk (``synchronous =
+        NORMAL`` for this one transaction; the next synced commit syncs it with its own). Only
+        for a write whose loss at a power cut changes nothing: a claim (deliveries leased for
+        sending), whose sends are durable only with their confirmation, a synced commit after
+        it — lost together, they are what an expired lease is, sent again (README "Crash
+        safety")."""
         if self.engine.dialect.name != "sqlite":
             yield from self._write()
             return
         start = time.perf_counter()
         with self._writer:
             WRITE_LOCK["waited"] += time.perf_counter() - start
-            yield from self._write()
+            yield from self._write(synced=synced)
 
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, synced: bool = True) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
                 if conn.dialect.name == "sqlite":
                     conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                    if not synced:
+                        with _unsynced(conn), conn.begin():
+                            yield conn
+                        return
                 with conn.begin():
                     yield conn
         except Exception as exc:
@@ -240,6 +251,22 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.join()
         self.engine.dispose()
+
+
+@contextmanager
+def _unsynced(conn: Connection) -> Iterator[None]:
+    """SQLite's ``synchronous = NORMAL`` on this connection while the block runs (set through
+    the driver, outside any transaction), ``FULL`` again after it (``db._sqlite_connect``)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        try:
+            raw.execute("PRAGMA synchronous=FULL")
+        except Exception:  # never back in the pool with NORMAL
+            conn.invalidate()
 
 
 __all__ = ["Store"]
