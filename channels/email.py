@@ -84,17 +84,18 @@ def _header(value: str) -> str:
     value = value.replace("\r", " ").replace("\n", " ")
     if value.isascii() and len(value) < 900:
         return value
+    # cut the UTF-8 bytes every 45 bytes at most (45 bytes -> 60 base64 chars -> a 72-char
+    # word), never inside a character (before a continuation byte, 0b10xxxxxx)
+    data = value.encode("utf-8")
     words: list[str] = []
-    chunk = b""
-    for char in value:
-        encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > 45:  # 45 bytes -> 60 base64 chars -> a 72-char word
-            words.append(base64.b64encode(chunk).decode("ascii"))
-            chunk = b""
-        chunk += encoded
-    if chunk:
-        words.append(base64.b64encode(chunk).decode("ascii"))
-    return "\r\n ".join(f"=?utf-8?b?{w}?=" for w in words)
+    start = 0
+    while start < len(data):
+        end = start + 45
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1
+        words.append(f"=?utf-8?b?{base64.b64encode(data[start:end]).decode('ascii')}?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 def _address(name: str | None, address: str) -> str:
