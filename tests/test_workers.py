@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -379,6 +380,51 @@ async def test_a_clean_stop_and_a_quick_restart_keep_the_token_bucket(
         by_account[s.account].append(s.at)
     for name in ACCOUNTS:  # D10 per account, across the restart
         assert busiest_second(by_account[name]) <= 10 + 100, name
+
+
+def test_a_real_engine_restarted_at_once_continues_its_token_bucket(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """D10 across a restart of a real ``disparo run`` process: stopped (SIGTERM) right after
+    its burst and started again at once, the engine continues each account's bucket; no
+    second burst: over any stretch of T seconds an account sends at most burst + rate × T
+    (rate 1, burst 30: a second full bucket would put 40 within the few seconds a restart
+    takes)."""
+    config = workspace(tmp_path, smtp, 0, rate=1)
+    doc = tomllib.loads(config.read_text())
+    for account in doc["accounts"].values():
+        account["burst"] = 30
+    config.write_text(tomli_w.dumps(doc))
+    import_files(config, 40)
+    for k in range(2):
+        run = disparo(config, "run")
+        try:
+            # the first: each account's burst; the second: everything
+            smtp.wait_for(4 * 30 if k == 0 else 4 * 40, timeout=180)
+            run.send_signal(signal.SIGTERM)
+            out, _ = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert run.returncode == 0, out
+    store = Store.open(f"sqlite:///{tmp_path / 'disparo.db'}", upgrade=False)
+    try:
+        with store.read() as c:
+            sent = c.execute(sa.select(t.deliveries.c.address, t.deliveries.c.sent_at)).all()
+    finally:
+        store.close()
+    assert len(sent) == 4 * 40 and all(at is not None for _, at in sent)
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for address, at in sent:
+        by_account[address.split("-")[0]].append(at)
+    for name, times in by_account.items():
+        times.sort()
+        for i, begin in enumerate(times):
+            for j in range(i, len(times)):
+                seconds = (times[j] - begin).total_seconds()
+                # one more for a start stamped late (the bucket's slack, the machine's load)
+                assert j - i + 1 <= 30 + 1 * seconds + 1, (name, i, j, seconds)
 
 
 async def test_a_rescued_engines_accounts_count_their_bucket_as_spent(
