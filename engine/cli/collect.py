@@ -480,6 +480,8 @@ def run_command(
     failed for a systemic reason (an account's channel failing) or a campaign cannot be sent
     as configured; the problems are printed.
     """
+    import gc
+
     from engine.service import Engine, configure_logging
 
     # a SIGHUP before the engine's own handler is in place must not kill the process
@@ -547,6 +549,10 @@ def run_command(
                 return await engine.run_until_idle(settle=settle)
             if not sender:
                 _print_banner(a, config, log_format)
+            # what start-up built lives as long as the process: out of the cyclic collector's
+            # rounds (as `tracking serve`: each open allocates; a full round would walk every
+            # module's objects)
+            gc.freeze()
             await engine.run()
             return None
         finally:
