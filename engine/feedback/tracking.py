@@ -42,6 +42,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from multiprocessing.connection import Connection
 from typing import Any
@@ -601,6 +602,18 @@ class Tracking:
         self.app.on_startup.append(self._startup)
         self.app.on_cleanup.append(self._cleanup)
         self.runner: web.AppRunner | None = None
+        #: the time of the requests in this millisecond (``_now``)
+        self._tick = -1
+        self._stamp = clock.now()
+
+    def _now(self) -> datetime:
+        """The time of a request, to the millisecond: the requests of one millisecond share
+        one ``datetime``, which the writer sends to its process and converts for the store
+        once (pickle and the flush's binder see the same object)."""
+        tick = int(self.clock.monotonic() * 1000)
+        if tick != self._tick:
+            self._tick, self._stamp = tick, self.clock.now()
+        return self._stamp
 
     async def _startup(self, app: web.Application) -> None:
         await self.writer.ready()
@@ -658,9 +671,7 @@ class Tracking:
         if ids is None:
             return self._not_found("open")
         self.writer.note(
-            Signal(
-                "open", self.clock.now(), "tracking", delivery_id=ids[0], detail=_client(request)
-            )
+            Signal("open", self._now(), "tracking", delivery_id=ids[0], detail=_client(request))
         )
         self._count("open", "ok")
         return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
@@ -680,7 +691,7 @@ class Tracking:
         self.writer.note(
             Signal(
                 "click",
-                self.clock.now(),
+                self._now(),
                 "tracking",
                 delivery_id=delivery_id,
                 # the URL as redirected to: a link made per recipient has their values, and
