@@ -5,6 +5,7 @@ rate holds across them (D10), everything goes once; the first process supervises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -444,3 +445,101 @@ async def test_a_rescued_engines_accounts_count_their_bucket_as_spent(
     state = store.accounts.states()["s0"]
     assert state.lease_owner is None
     assert (state.bucket_tokens, state.bucket_at) == (0.0, clock.now())
+
+
+def writer_children(pid: int) -> set[int]:
+    """The tracking writer process of the engine ``pid`` (its children but the senders)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == pid and b"--sender" not in cmdline and b"multiprocessing" in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
+def ended(pid: int) -> bool:
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+
+
+def test_workers_stop_cleanly_when_the_first_process_is_killed(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """``run --workers`` killed with -9: its sender workers and its tracking writer do not
+    go on without it (an engine nobody started, holding leases): each stops as on SIGTERM
+    (prctl's parent-death signal on Linux, else its watch of the parent), says why, confirms
+    what it sent and releases its leases (its row in ``engines`` is gone); nothing twice."""
+    config = workspace(tmp_path, smtp, 0, rate=1)
+    doc = tomllib.loads(config.read_text())
+    for account in doc["accounts"].values():
+        account["burst"] = 2  # still sending when killed
+    config.write_text(tomli_w.dumps(doc))
+    import_files(config, 200)
+    run = disparo(config, "run", "--workers", "2")
+    db = f"sqlite:///{tmp_path / 'disparo.db'}"
+    workers: set[int] = set()
+    try:
+        workers = eventually_sync(
+            lambda: children(run.pid) or None, what="the sender worker", timeout=120
+        )
+        writer = eventually_sync(
+            lambda: writer_children(run.pid) or None, what="the tracking writer", timeout=120
+        )
+
+        def leasing() -> dict[int, str] | None:
+            """The workers' nodes, once each holds an account and has sent."""
+            store = Store.open(db, upgrade=False)
+            try:
+                with store.read() as c:
+                    nodes = dict(c.execute(sa.select(t.engines.c.pid, t.engines.c.node)).all())
+                    owners = set(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+            finally:
+                store.close()
+            mine = {pid: nodes[pid] for pid in workers if pid in nodes}
+            if len(mine) == len(workers) and set(mine.values()) <= owners and smtp.messages:
+                return mine
+            return None
+
+        nodes = eventually_sync(leasing, what="the workers sending", timeout=120)
+        run.kill()
+        run.wait()
+        eventually_sync(
+            lambda: all(ended(pid) for pid in workers | writer) or None,
+            what="the workers and the writer ending with the first process",
+            timeout=120,
+        )
+        out, _ = run.communicate(timeout=60)  # the workers wrote to the same pipe
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for pid in workers:  # not left behind by a failure
+            if not ended(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    # the worker and the writer say why they stop
+    assert out.count(f"the supervising process {run.pid} is gone; stopping") == 2, out
+    store = Store.open(db, upgrade=False)
+    try:
+        with store.read() as c:
+            rows = set(c.execute(sa.select(t.engines.c.node)).scalars())
+            owners = set(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+            sent = c.execute(
+                sa.select(sa.func.count()).where(t.deliveries.c.sent_at.is_not(None))
+            ).scalar_one()
+    finally:
+        store.close()
+    assert not rows & set(nodes.values()), rows  # their leases released, rows gone
+    assert not owners & set(nodes.values()), owners
+    ids = Counter(m.rcpt_tos[0] for m in smtp.messages)
+    assert set(ids.values()) == {1}  # nothing twice
+    # what the workers sent is confirmed (the killed first process may leave its in-flight)
+    assert sent >= len(ids) - 4 * 4, (sent, len(ids))

@@ -36,6 +36,7 @@ import html
 import ipaddress
 import logging
 import multiprocessing
+import os
 import re
 import signal as signals
 import time
@@ -56,6 +57,7 @@ from engine.clock import Clock
 from engine.config import Config
 from engine.events import DeliveryEvent, Signal
 from engine.feedback.metrics import CONTENT_TYPE, Metrics
+from engine.lifeline import die_with_parent, gone, parent_gone
 from engine.plugins import PluginError, Plugins, load_plugins
 from engine.plugins.webhook import Webhooks
 from engine.sandbox import StrictSandbox
@@ -122,22 +124,43 @@ def _counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[t
     return found
 
 
-def _writer_main(conn: Connection, url: Any) -> None:
+def _writer_main(conn: Connection, url: Any, parent: int) -> None:
     """The writer process: apply each batch received in one transaction, answer with the
     results asked for (an open nobody waits for needs none: only its count comes back), the
     events stored by kind and origin, or the error, and the store's outage state; stop at
-    ``None`` or when the endpoint is gone (end of file), after finishing the batch in hand."""
+    ``None`` or when the endpoint's process ``parent`` is gone (end of file, or on Linux the
+    SIGTERM the kernel sends when it dies, kill -9 included), after finishing the batch in
+    hand."""
     # Ctrl-C reaches the whole process group: the endpoint stops first, then says so
     signals.signal(signals.SIGINT, signals.SIG_IGN)
+    waiting = True  # for a batch (nothing in hand)
+
+    def terminated(signum: int, frame: object) -> None:
+        if not parent_gone(parent):  # sent by someone: ends it as before
+            signals.signal(signals.SIGTERM, signals.SIG_DFL)
+            os.kill(os.getpid(), signals.SIGTERM)
+        elif waiting:
+            log.warning("feedback writer: %s", gone(parent))
+            raise SystemExit(0)
+        # else the batch in hand is finished first; its answer finds no reader: the end
+
+    signals.signal(signals.SIGTERM, terminated)
+    if not die_with_parent(parent):
+        log.warning("feedback writer: %s", gone(parent))
+        return
     store = Store.open(url, upgrade=False)
     store.feedback  # noqa: B018 (imported before the first batch)
     try:
         conn.send("ready")
         while True:
+            waiting = True
             try:
                 packed = conn.recv()
             except (EOFError, OSError):
+                if parent_gone(parent):
+                    log.warning("feedback writer: %s", gone(parent))
                 return
+            waiting = False
             if packed is None:
                 return
             signals_, wanted = packed
@@ -191,7 +214,7 @@ class WriterProcess:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_writer_main,
-            args=(child, store.engine.url),
+            args=(child, store.engine.url, os.getpid()),
             name="disparo-feedback-writer",
             daemon=True,
         )
