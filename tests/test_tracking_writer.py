@@ -212,3 +212,55 @@ def test_sigterm_stores_every_open_the_endpoint_answered(
         assert _stored(store) == (40, 40, 40)
     finally:
         store.close()
+
+
+def test_the_writer_process_ends_when_the_endpoint_is_killed(tmp_path: Path) -> None:
+    """`disparo tracking serve` killed with -9: its writer process does not go on alone; it
+    ends (the kernel's parent-death signal on Linux, else the end of its pipe) and says why."""
+    from tests.test_workers import ended, writer_children
+
+    db = tmp_path / "disparo.db"
+    Store.open(f"sqlite:///{db}").close()
+    write_secret(tmp_path / "key", "k" * 32)
+    port = _free_port()
+    config = tmp_path / "disparo.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "engine": {"database_url": f"sqlite:///{db}", "log_level": "warning"},
+                "tracking": {
+                    "public_url": "https://t.example.com",
+                    "secret_file": "key",
+                    "listen": f"127.0.0.1:{port}",
+                },
+            }
+        )
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), "tracking", "serve"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    writer: set[int] = set()
+    try:
+        eventually_sync(
+            lambda: _listening(port) or serve.poll() is not None, what="the endpoint to listen"
+        )
+        assert serve.poll() is None, serve.communicate()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=60) as answer:
+            assert json.loads(answer.read())["writer"] == "process"
+        writer = eventually_sync(
+            lambda: writer_children(serve.pid) or None, what="the writer process"
+        )
+        serve.kill()
+        serve.wait()
+        eventually_sync(lambda: all(ended(pid) for pid in writer), what="the writer process ending")
+        _, err = serve.communicate(timeout=60)  # the writer wrote to the same pipe
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.communicate()
+        for pid in writer:
+            if not ended(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert f"the supervising process {serve.pid} is gone; stopping" in err
+    assert "Traceback" not in err

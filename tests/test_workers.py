@@ -458,7 +458,8 @@ def writer_children(pid: int) -> set[int]:
             except OSError:
                 continue
             parent = int(stat.rpartition(")")[2].split()[1])
-            if parent == pid and b"--sender" not in cmdline and b"multiprocessing" in cmdline:
+            # not multiprocessing's resource tracker (started before it, ended by its pipe)
+            if parent == pid and b"spawn_main" in cmdline:
                 found.add(int(entry.name))
     return found
 

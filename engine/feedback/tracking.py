@@ -130,19 +130,21 @@ def _writer_main(conn: Connection, url: Any, parent: int) -> None:
     events stored by kind and origin, or the error, and the store's outage state; stop at
     ``None`` or when the endpoint's process ``parent`` is gone (end of file, or on Linux the
     SIGTERM the kernel sends when it dies, kill -9 included), after finishing the batch in
-    hand."""
+    hand. A SIGTERM while the endpoint lives (a stop sent to the whole process group) is left
+    to the endpoint: it stores what it answered through this process, then says ``None``."""
     # Ctrl-C reaches the whole process group: the endpoint stops first, then says so
     signals.signal(signals.SIGINT, signals.SIG_IGN)
     waiting = True  # for a batch (nothing in hand)
 
     def terminated(signum: int, frame: object) -> None:
-        if not parent_gone(parent):  # sent by someone: ends it as before
-            signals.signal(signals.SIGTERM, signals.SIG_DFL)
-            os.kill(os.getpid(), signals.SIGTERM)
-        elif waiting:
+        # the endpoint alive (a SIGTERM to the whole group, or the kernel's signal a moment
+        # before its end shows): it stops this process once it stored what it answered, or
+        # its end closes the pipe
+        if parent_gone(parent) and waiting:
             log.warning("feedback writer: %s", gone(parent))
             raise SystemExit(0)
-        # else the batch in hand is finished first; its answer finds no reader: the end
+        # the endpoint gone with a batch in hand: that batch is finished first; its answer
+        # finds no reader: the end
 
     signals.signal(signals.SIGTERM, terminated)
     if not die_with_parent(parent):
@@ -156,9 +158,8 @@ def _writer_main(conn: Connection, url: Any, parent: int) -> None:
             waiting = True
             try:
                 packed = conn.recv()
-            except (EOFError, OSError):
-                if parent_gone(parent):
-                    log.warning("feedback writer: %s", gone(parent))
+            except (EOFError, OSError):  # the endpoint closes it only by ending
+                log.warning("feedback writer: %s", gone(parent))
                 return
             waiting = False
             if packed is None:
