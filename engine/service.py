@@ -640,7 +640,9 @@ class Engine:
         if self.sender:
             await self.dispatcher.run(self.stop)
             return
-        self.writer.start()
+        # the endpoint's writes go through a writer process (``disparo tracking serve``'s), so
+        # that they never hold this process's GIL; the bounce mailboxes' too
+        self.writer.start(process=self.tracking is not None)
         if self.tracking is not None:
             self.listening = await self.tracking.start()
             log.info(

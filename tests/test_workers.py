@@ -5,11 +5,13 @@ rate holds across them (D10), everything goes once; the first process supervises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -211,14 +213,16 @@ def test_run_workers_until_idle_sends_everything_once(tmp_path: Path, smtp: Smtp
 
 
 def children(pid: int) -> set[int]:
+    """The sender workers of the engine ``pid`` (not its tracking writer process)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                sender = b"--sender" in (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
+            if int(stat.rpartition(")")[2].split()[1]) == pid and sender:
                 found.add(int(entry.name))
     return found
 
@@ -344,6 +348,86 @@ async def test_a_handed_over_account_keeps_its_token_bucket(
         assert busiest_second(by_account[name]) <= 10 + 100, name
 
 
+async def test_a_clean_stop_and_a_quick_restart_keep_the_token_bucket(
+    bursty: World, clock: TestClock
+) -> None:
+    """D10 across a restart: an engine stopped cleanly right after its burst writes each
+    account's bucket to the store (``release``), and the engine started right after it
+    continues that bucket instead of a full one: at most rate + burst in any second."""
+    world = bursty
+    first = Dispatcher(world.store, world.plugins, world.config, clock, node="before")
+    world.dispatchers.append(first)
+    for k in range(len(ACCOUNTS)):
+        world.import_("smslong", phones(300, start=1000 * k), wallet=f"W{k}")
+    await first.tick()  # a chunk of each account from full buckets (100 each)
+    await eventually(
+        lambda: len(Scripted.sends()) >= 4 * 32, what="the first chunk of each account"
+    )
+    await world.run(0.5, step=0.25)  # more of the burst
+    await first.shutdown()  # a clean stop (SIGTERM): in-flight sends finish
+    world.dispatchers.remove(first)
+    with world.store.read() as c:
+        left = dict(c.execute(sa.select(t.accounts.c.name, t.accounts.c.bucket_tokens)).all())
+    assert all(left[name] is not None and left[name] < 100 for name in ACCOUNTS), left
+    # restarted at once: same clock second
+    world.dispatchers.append(
+        Dispatcher(world.store, world.plugins, world.config, clock, node="after")
+    )
+    await world.run(40, step=0.25)
+    sends = Scripted.sends()
+    assert len(sends) == 4 * 300 and len({s.delivery_id for s in sends}) == 4 * 300
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for s in sends:
+        by_account[s.account].append(s.at)
+    for name in ACCOUNTS:  # D10 per account, across the restart
+        assert busiest_second(by_account[name]) <= 10 + 100, name
+
+
+def test_a_real_engine_restarted_at_once_continues_its_token_bucket(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """D10 across a restart of a real ``disparo run`` process: stopped (SIGTERM) right after
+    its burst and started again at once, the engine continues each account's bucket; no
+    second burst: over any stretch of T seconds an account sends at most burst + rate × T
+    (rate 1, burst 30: a second full bucket would put 40 within the few seconds a restart
+    takes)."""
+    config = workspace(tmp_path, smtp, 0, rate=1)
+    doc = tomllib.loads(config.read_text())
+    for account in doc["accounts"].values():
+        account["burst"] = 30
+    config.write_text(tomli_w.dumps(doc))
+    import_files(config, 40)
+    for k in range(2):
+        run = disparo(config, "run")
+        try:
+            # the first: each account's burst; the second: everything
+            smtp.wait_for(4 * 30 if k == 0 else 4 * 40, timeout=180)
+            run.send_signal(signal.SIGTERM)
+            out, _ = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert run.returncode == 0, out
+    store = Store.open(f"sqlite:///{tmp_path / 'disparo.db'}", upgrade=False)
+    try:
+        with store.read() as c:
+            sent = c.execute(sa.select(t.deliveries.c.address, t.deliveries.c.sent_at)).all()
+    finally:
+        store.close()
+    assert len(sent) == 4 * 40 and all(at is not None for _, at in sent)
+    by_account: defaultdict[str, list[datetime]] = defaultdict(list)
+    for address, at in sent:
+        by_account[address.split("-")[0]].append(at)
+    for name, times in by_account.items():
+        times.sort()
+        for i, begin in enumerate(times):
+            for j in range(i, len(times)):
+                seconds = (times[j] - begin).total_seconds()
+                # one more for a start stamped late (the bucket's slack, the machine's load)
+                assert j - i + 1 <= 30 + 1 * seconds + 1, (name, i, j, seconds)
+
+
 async def test_a_rescued_engines_accounts_count_their_bucket_as_spent(
     store: Store, clock: TestClock
 ) -> None:
@@ -361,3 +445,102 @@ async def test_a_rescued_engines_accounts_count_their_bucket_as_spent(
     state = store.accounts.states()["s0"]
     assert state.lease_owner is None
     assert (state.bucket_tokens, state.bucket_at) == (0.0, clock.now())
+
+
+def writer_children(pid: int) -> set[int]:
+    """The tracking writer process of the engine ``pid`` (its children but the senders)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            # not multiprocessing's resource tracker (started before it, ended by its pipe)
+            if parent == pid and b"spawn_main" in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
+def ended(pid: int) -> bool:
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+
+
+def test_workers_stop_cleanly_when_the_first_process_is_killed(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """``run --workers`` killed with -9: its sender workers and its tracking writer do not
+    go on without it (an engine nobody started, holding leases): each stops as on SIGTERM
+    (prctl's parent-death signal on Linux, else its watch of the parent), says why, confirms
+    what it sent and releases its leases (its row in ``engines`` is gone); nothing twice."""
+    config = workspace(tmp_path, smtp, 0, rate=1)
+    doc = tomllib.loads(config.read_text())
+    for account in doc["accounts"].values():
+        account["burst"] = 2  # still sending when killed
+    config.write_text(tomli_w.dumps(doc))
+    import_files(config, 200)
+    run = disparo(config, "run", "--workers", "2")
+    db = f"sqlite:///{tmp_path / 'disparo.db'}"
+    workers: set[int] = set()
+    try:
+        workers = eventually_sync(
+            lambda: children(run.pid) or None, what="the sender worker", timeout=120
+        )
+        writer = eventually_sync(
+            lambda: writer_children(run.pid) or None, what="the tracking writer", timeout=120
+        )
+
+        def leasing() -> dict[int, str] | None:
+            """The workers' nodes, once each holds an account and has sent."""
+            store = Store.open(db, upgrade=False)
+            try:
+                with store.read() as c:
+                    nodes = dict(c.execute(sa.select(t.engines.c.pid, t.engines.c.node)).all())
+                    owners = set(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+            finally:
+                store.close()
+            mine = {pid: nodes[pid] for pid in workers if pid in nodes}
+            if len(mine) == len(workers) and set(mine.values()) <= owners and smtp.messages:
+                return mine
+            return None
+
+        nodes = eventually_sync(leasing, what="the workers sending", timeout=120)
+        run.kill()
+        run.wait()
+        eventually_sync(
+            lambda: all(ended(pid) for pid in workers | writer) or None,
+            what="the workers and the writer ending with the first process",
+            timeout=120,
+        )
+        out, _ = run.communicate(timeout=60)  # the workers wrote to the same pipe
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for pid in workers:  # not left behind by a failure
+            if not ended(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    # the worker and the writer say why they stop
+    assert out.count(f"the supervising process {run.pid} is gone; stopping") == 2, out
+    store = Store.open(db, upgrade=False)
+    try:
+        with store.read() as c:
+            rows = set(c.execute(sa.select(t.engines.c.node)).scalars())
+            owners = set(c.execute(sa.select(t.accounts.c.lease_owner)).scalars())
+            sent = c.execute(
+                sa.select(sa.func.count()).where(t.deliveries.c.sent_at.is_not(None))
+            ).scalar_one()
+    finally:
+        store.close()
+    assert not rows & set(nodes.values()), rows  # their leases released, rows gone
+    assert not owners & set(nodes.values()), owners
+    ids = Counter(m.rcpt_tos[0] for m in smtp.messages)
+    assert set(ids.values()) == {1}  # nothing twice
+    # what the workers sent is confirmed (the killed first process may leave its in-flight)
+    assert sent >= len(ids) - 4 * 4, (sent, len(ids))

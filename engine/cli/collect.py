@@ -459,6 +459,14 @@ def sources_test(ctx: click.Context, name: str) -> None:
     "that dies is reported and started again.",
 )
 @click.option("--sender", is_flag=True, hidden=True, help="(a worker of --workers: only send)")
+@click.option(
+    "--supervisor",
+    type=int,
+    default=None,
+    hidden=True,
+    help="(a worker of --workers: the pid of the process that started it; it stops when "
+    "that process is gone)",
+)
 @LOG_FORMAT_OPTION
 @click.pass_context
 def run_command(
@@ -467,6 +475,7 @@ def run_command(
     settle: float,
     workers: int | None,
     sender: bool,
+    supervisor: int | None,
     log_format: str,
 ) -> None:
     """Run the engine: collect and import files on each source's schedule, send campaigns
@@ -480,10 +489,16 @@ def run_command(
     failed for a systemic reason (an account's channel failing) or a campaign cannot be sent
     as configured; the problems are printed.
     """
+    import gc
+
+    from engine.lifeline import die_with_parent, gone, parent_gone, watch_parent
     from engine.service import Engine, configure_logging
 
     # a SIGHUP before the engine's own handler is in place must not kill the process
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if supervisor is not None and not die_with_parent(supervisor):
+        click.echo(gone(supervisor), err=True)  # before it started anything
+        ctx.exit(0)
     a = app(ctx)
     config = a.require_config()
     count = workers or config.engine.workers
@@ -524,7 +539,23 @@ def run_command(
             on_give_up=given_up,
         )
 
+    orphaned = False
+
     def stop(why: str) -> None:
+        nonlocal orphaned
+        if supervisor is not None and parent_gone(supervisor):
+            # the kernel's SIGTERM (the parent died, kill -9 included) or the watch below
+            if orphaned:
+                return
+            orphaned = True
+            log.warning(
+                "%s",
+                gone(supervisor),
+                extra={"event": "worker.orphaned", "supervisor": supervisor},
+            )
+            if engine.stop.is_set():  # stopping already: not a second stop (at once)
+                return
+            why = f"the supervising process {supervisor} is gone"
         engine.request_stop(why)
         if crew is not None:
             crew.forward(signal.SIGTERM)
@@ -539,6 +570,9 @@ def run_command(
         loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, reload)
+        watch = None
+        if supervisor is not None:  # where the kernel sends no signal when it dies
+            watch = asyncio.create_task(watch_parent(supervisor, lambda: stop("gone")))
         if crew is not None:
             await crew.start()
             engine.workers_done = crew.finish
@@ -547,11 +581,17 @@ def run_command(
                 return await engine.run_until_idle(settle=settle)
             if not sender:
                 _print_banner(a, config, log_format)
+            # what start-up built lives as long as the process: out of the cyclic collector's
+            # rounds (as `tracking serve`: each open allocates; a full round would walk every
+            # module's objects)
+            gc.freeze()
             await engine.run()
             return None
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if watch is not None:
+                watch.cancel()
             if crew is not None:
                 await crew.finish()  # with --until-idle, done already (before publishing)
 

@@ -10,7 +10,8 @@ worker that died ``restart_limit`` times within ``restart_window`` is not starte
 worker that cannot run would otherwise be restarted forever): said in the log, in the run's
 problems and, through ``on_give_up``, in ``disparo status``. With ``--until-idle`` the
 workers end by themselves when nothing is left to send; one that fails is reported in the
-run's problems.
+run's problems. A worker ends by itself, as on SIGTERM, when the first process is gone (kill
+-9 included: ``engine.lifeline``), so no engine goes on sending without it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -50,6 +52,8 @@ class Workers:
         if config is not None:
             self.args += ["--config", str(config)]
         self.args += ["run", "--sender", "--workers", str(count + 1), "--log-format", log_format]
+        # each ends (cleanly, as on SIGTERM) when this process is gone, kill -9 included
+        self.args += ["--supervisor", str(os.getpid())]
         if until_idle:
             self.args += ["--until-idle"]
         self.count = count

@@ -20,24 +20,30 @@ this server binds, usually behind an HTTPS reverse proxy):
 Every token is HMAC-SHA256 signed (``engine.tokens``) and checked in constant time; a
 tampered or unknown token gets a plain 404 and changes nothing. Writes are batched: the
 handlers queue signals and a single writer applies them, a few hundred per transaction; with
-``process=True`` (``disparo tracking serve``) the writer's transactions run in a child
-process (``WriterProcess``), so that they never hold the endpoint's GIL.
+``process=True`` (``disparo tracking serve``, and ``disparo run`` for its endpoint) the
+writer's transactions run in a child process (``WriterProcess``), so that they never hold the
+endpoint's GIL. A writer process that dies is reported at once and replaced for the next
+batch (which writes the lost batch again); after ``RESTARTS`` deaths within
+``RESTART_WINDOW`` seconds the endpoint writes from its own process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import html
 import ipaddress
 import logging
 import multiprocessing
+import os
 import re
 import signal as signals
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from multiprocessing.connection import Connection
 from typing import Any
@@ -51,6 +57,7 @@ from engine.clock import Clock
 from engine.config import Config
 from engine.events import DeliveryEvent, Signal
 from engine.feedback.metrics import CONTENT_TYPE, Metrics
+from engine.lifeline import die_with_parent, gone, parent_gone
 from engine.plugins import PluginError, Plugins, load_plugins
 from engine.plugins.webhook import Webhooks
 from engine.sandbox import StrictSandbox
@@ -76,6 +83,11 @@ RESERVED = ("/o/", "/c/", "/u/", "/healthz", "/metrics")
 #: headers a reverse proxy adds: their presence means the peer address is the proxy's
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
 
+#: a writer process that dies is replaced, unless this many died within ``RESTART_WINDOW``
+#: seconds: then the endpoint writes from its own process
+RESTARTS = 3
+RESTART_WINDOW = 600
+
 #: link templates (``https://loja/{{ cpf }}``) render with each value URL-encoded
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
 
@@ -91,6 +103,18 @@ def _pack(s: Signal) -> _Packed:
     return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, detail)
 
 
+def _exit(code: int | None) -> str:
+    """A process's exit code in words."""
+    if code is None:
+        return "an unknown status"
+    if code < 0:
+        try:
+            return f"signal {signals.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
+
+
 def _counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[tuple[str, str]]:
     """Events stored by (kind, the signal's origin): what ``/metrics`` counts."""
     found: Counter[tuple[str, str]] = Counter()
@@ -100,22 +124,44 @@ def _counted(signals: Sequence[Signal], results: Sequence[Applied]) -> Counter[t
     return found
 
 
-def _writer_main(conn: Connection, url: Any) -> None:
+def _writer_main(conn: Connection, url: Any, parent: int) -> None:
     """The writer process: apply each batch received in one transaction, answer with the
     results asked for (an open nobody waits for needs none: only its count comes back), the
     events stored by kind and origin, or the error, and the store's outage state; stop at
-    ``None`` or when the endpoint is gone (end of file), after finishing the batch in hand."""
+    ``None`` or when the endpoint's process ``parent`` is gone (end of file, or on Linux the
+    SIGTERM the kernel sends when it dies, kill -9 included), after finishing the batch in
+    hand. A SIGTERM while the endpoint lives (a stop sent to the whole process group) is left
+    to the endpoint: it stores what it answered through this process, then says ``None``."""
     # Ctrl-C reaches the whole process group: the endpoint stops first, then says so
     signals.signal(signals.SIGINT, signals.SIG_IGN)
+    waiting = True  # for a batch (nothing in hand)
+
+    def terminated(signum: int, frame: object) -> None:
+        # the endpoint alive (a SIGTERM to the whole group, or the kernel's signal a moment
+        # before its end shows): it stops this process once it stored what it answered, or
+        # its end closes the pipe
+        if parent_gone(parent) and waiting:
+            log.warning("feedback writer: %s", gone(parent))
+            raise SystemExit(0)
+        # the endpoint gone with a batch in hand: that batch is finished first; its answer
+        # finds no reader: the end
+
+    signals.signal(signals.SIGTERM, terminated)
+    if not die_with_parent(parent):
+        log.warning("feedback writer: %s", gone(parent))
+        return
     store = Store.open(url, upgrade=False)
     store.feedback  # noqa: B018 (imported before the first batch)
     try:
         conn.send("ready")
         while True:
+            waiting = True
             try:
                 packed = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the endpoint closes it only by ending
+                log.warning("feedback writer: %s", gone(parent))
                 return
+            waiting = False
             if packed is None:
                 return
             signals_, wanted = packed
@@ -153,13 +199,23 @@ class WriterProcess:
     waits for the child's work.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, on_death: Callable[[WriterProcess], None] | None = None
+    ) -> None:
+        """``on_death``: called (on the event loop) when the child ends without being asked
+        to (``close``), at once, not at the next batch."""
         self.store = store
+        self.on_death = on_death
+        self._closing = False
+        self._watched: int | None = None
+        self._reaping: asyncio.Future[None] | None = None
+        #: its death was reported (``on_death``)
+        self.reported = False
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no fork of threads
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_writer_main,
-            args=(child, store.engine.url),
+            args=(child, store.engine.url, os.getpid()),
             name="disparo-feedback-writer",
             daemon=True,
         )
@@ -173,6 +229,27 @@ class WriterProcess:
         if not self._ready:
             await self._answer()
             self._ready = True
+            if self.on_death is not None:
+                self._watched = self.process.sentinel
+                asyncio.get_running_loop().add_reader(self._watched, self._ended)
+
+    def _ended(self) -> None:
+        self._unwatch()
+        if not self._closing:
+            self._reaping = asyncio.ensure_future(self._reap())
+
+    async def _reap(self) -> None:
+        # its pipes close a moment before it can be waited for: then its exit code is known
+        await asyncio.to_thread(self.process.join, 5)
+        if not self._closing and not self.reported and self.on_death is not None:
+            self.reported = True
+            self.on_death(self)
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._watched)
+            self._watched = None
 
     async def _answer(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -220,6 +297,8 @@ class WriterProcess:
 
     async def close(self) -> None:
         """Tell the child to stop and wait for it (it finishes the batch in hand first)."""
+        self._closing = True
+        self._unwatch()
         try:
             self.conn.send(None)
         except OSError:
@@ -245,16 +324,19 @@ class SignalWriter:
         plugins: Plugins | None = None,
         metrics: Metrics | None = None,
         *,
-        max_batch: int = 500,
+        max_batch: int | None = None,
         linger: float = 0.005,
         process: bool = False,
     ) -> None:
         """``process``: run the transactions in a child process (``WriterProcess``) rather
-        than in a worker thread of this one; not with a store on the test clock (``inline``)."""
+        than in a worker thread of this one; not with a store on the test clock (``inline``).
+        ``max_batch``: signals a transaction at most (default 500 in a thread, 2,000 in a
+        process: another process writes, so bigger transactions, fewer commits)."""
         self.store = store
         self.plugins = plugins
         self.metrics = metrics
-        self.max_batch = max_batch
+        self._max_batch = max_batch
+        self.max_batch = max_batch or 500
         self.linger = linger
         #: ``None`` tells the writer to stop once everything before it is written; a signal
         #: comes with the future of whoever waits for it, or none (``note``)
@@ -263,17 +345,33 @@ class SignalWriter:
         #: signals submitted, and those stored (a batch that failed is not counted as stored)
         self.submitted = 0
         self.applied = 0
-        self.process = process and not store.inline
+        self.process = process
         self.child: WriterProcess | None = None
-        if self.process and max_batch == 500:
-            # another process writes: bigger transactions, fewer commits (each one an fsync)
-            self.max_batch = 2000
+        #: when writer processes died (``RESTARTS`` within ``RESTART_WINDOW`` s: write here)
+        self.deaths: deque[float] = deque()
 
-    def start(self) -> None:
+    def start(self, *, process: bool | None = None) -> None:
+        """Start writing; ``process`` (default: as constructed) chooses a writer process."""
         if self.task is None:
+            if process is not None:
+                self.process = process
+            self.process = self.process and not self.store.inline
+            self.max_batch = self._max_batch or (2000 if self.process else 500)
             if self.process and self.child is None:
-                self.child = WriterProcess(self.store)
+                self.child = WriterProcess(self.store, self._died)
             self.task = asyncio.create_task(self._run(), name="feedback-writer")
+
+    def _died(self, child: WriterProcess) -> None:
+        """The writer process ended on its own (killed, out of memory, a crash): say so at
+        once; the next batch starts another one (``_store``)."""
+        log.error(
+            "the feedback writer process (pid %s) died with %s: a new one is started for the "
+            "next batch, which stores the opens and clicks answered meanwhile; if this "
+            "repeats, look for the cause in the system log (out of memory? killed?)",
+            child.process.pid,
+            _exit(child.process.exitcode),
+            extra={"event": "tracking.writer_died", "exit": child.process.exitcode},
+        )
 
     async def ready(self) -> None:
         """Start, and wait until the writer can write (its process has opened the store)."""
@@ -331,19 +429,55 @@ class SignalWriter:
     async def _store(
         self, signals: list[Signal], wanted: list[int] | None
     ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
-        if self.child is not None:
+        while self.child is not None:
             try:
                 return await self.child.apply(signals, wanted)
             except ChildProcessError:
                 # killed alone (the endpoint lives on): its transaction was rolled back
-                # unless it died between its commit and its answer; from now on this process
-                # writes, starting with this batch
-                log.exception("the feedback writer process died: writing in this process")
-                child, self.child = self.child, None
-                await child.close()
+                # unless it died between its commit and its answer; a new writer process
+                # writes this batch again, unless they die too often: then this process
+                await self._restart()
         signals_ = list(signals)
         results = await self.store.run(self.store.feedback.apply, signals_)
         return dict(enumerate(results)), _counted(signals_, results)
+
+    async def _restart(self) -> None:
+        """Replace a dead writer process: a new one, or none (write in this process) after
+        ``RESTARTS`` deaths within ``RESTART_WINDOW`` seconds or when it cannot start."""
+        child, self.child = self.child, None
+        if child is None:
+            return
+        await child.close()
+        if not child.reported:  # a batch found it dead before its end was seen
+            child.reported = True
+            self._died(child)
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] < now - RESTART_WINDOW:
+            self.deaths.popleft()
+        if len(self.deaths) >= RESTARTS:
+            log.error(
+                "the feedback writer process died %d times within %d min: the endpoint now "
+                "stores opens and clicks from its own process (slower: it answers fewer "
+                "requests a second); restart the service once the cause is fixed",
+                len(self.deaths),
+                RESTART_WINDOW // 60,
+                extra={"event": "tracking.writer_given_up", "deaths": len(self.deaths)},
+            )
+            return
+        fresh = WriterProcess(self.store, self._died)
+        try:
+            await fresh.ready()
+        except ChildProcessError:
+            log.exception("a new feedback writer process did not start: writing in this one")
+            await fresh.close()
+            return
+        log.warning(
+            "a new feedback writer process (pid %s) stores the opens and clicks",
+            fresh.process.pid,
+            extra={"event": "tracking.writer_restarted", "pid": fresh.process.pid},
+        )
+        self.child = fresh
 
     async def _write(self, batch: list[_Item]) -> None:
         # the observer hooks need every event; else only the results someone waits for
@@ -492,6 +626,18 @@ class Tracking:
         self.app.on_startup.append(self._startup)
         self.app.on_cleanup.append(self._cleanup)
         self.runner: web.AppRunner | None = None
+        #: the time of the requests in this millisecond (``_now``)
+        self._tick = -1
+        self._stamp = clock.now()
+
+    def _now(self) -> datetime:
+        """The time of a request, to the millisecond: the requests of one millisecond share
+        one ``datetime``, which the writer sends to its process and converts for the store
+        once (pickle and the flush's binder see the same object)."""
+        tick = int(self.clock.monotonic() * 1000)
+        if tick != self._tick:
+            self._tick, self._stamp = tick, self.clock.now()
+        return self._stamp
 
     async def _startup(self, app: web.Application) -> None:
         await self.writer.ready()
@@ -549,9 +695,7 @@ class Tracking:
         if ids is None:
             return self._not_found("open")
         self.writer.note(
-            Signal(
-                "open", self.clock.now(), "tracking", delivery_id=ids[0], detail=_client(request)
-            )
+            Signal("open", self._now(), "tracking", delivery_id=ids[0], detail=_client(request))
         )
         self._count("open", "ok")
         return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
@@ -571,7 +715,7 @@ class Tracking:
         self.writer.note(
             Signal(
                 "click",
-                self.clock.now(),
+                self._now(),
                 "tracking",
                 delivery_id=delivery_id,
                 # the URL as redirected to: a link made per recipient has their values, and
@@ -660,6 +804,9 @@ class Tracking:
                 "version": __version__,
                 "database_ms": round((time.perf_counter() - started) * 1000, 1),
                 "queued_signals": self.writer.queue.qsize(),
+                # where opens and clicks are written: a writer process, or this process
+                # after the writer processes died too often (logged)
+                "writer": "process" if self.writer.child is not None else "in-process",
             },
             headers=NO_STORE,
         )

@@ -773,6 +773,8 @@ class Dispatcher:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+        # each bucket as it is at the stop, for the next holder of its account (D10)
+        buckets = {name: s.bucket.level() for name, s in self.senders.items()}
         self.senders.clear()
         if before_release is not None:
             await before_release()
@@ -785,7 +787,7 @@ class Dispatcher:
             return
         for attempt in range(4):
             try:
-                deliveries, accounts, mailboxes = await self.presence.close()
+                deliveries, accounts, mailboxes = await self.presence.close(buckets)
             except Exception as exc:
                 if not is_transient(exc) or attempt == 3 or self.abandon.is_set():
                     log.warning(

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -255,9 +256,10 @@ class Presence:
 
     # -- stopping --------------------------------------------------------------------------
 
-    async def close(self) -> tuple[int, int, int]:
-        """Give back every lease this engine holds and unregister it (a clean stop)."""
-        released = await self.store.run(self.store.engines.release, self.node)
+    async def close(self, buckets: Mapping[str, float] | None = None) -> tuple[int, int, int]:
+        """Give back every lease this engine holds and unregister it (a clean stop), with the
+        tokens of each account's bucket (``buckets``): the next holder continues it (D10)."""
+        released = await self.store.run(self.store.engines.release, self.node, buckets)
         await self.store.run(self.store.engines.unregister, self.node)
         self.registered = False
         if self.store.dialect == "sqlite" and WRITE_LOCK["writes"]:

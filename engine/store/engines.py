@@ -70,7 +70,7 @@ class Rescued:
 def _spent_bucket(now: datetime) -> dict[str, Any]:
     """The bucket of an account whose engine stopped without saying so (rescued): taken as
     spent now (it may have sent its whole burst just before it died), so the next holder
-    refills it from now (D10). A clean stop leaves it as a fresh engine has it, full."""
+    refills it from now (D10). A clean stop writes each bucket as it was (``release``)."""
     return {"bucket_tokens": 0.0, "bucket_at": now}
 
 
@@ -284,9 +284,14 @@ class Engines(Queries):
             )
         return Rescued(node, row.heartbeat_at, int(n or 0), accts, boxes)
 
-    def release(self, node: str) -> tuple[int, int, int]:
+    def release(
+        self, node: str, buckets: Mapping[str, float] | None = None
+    ) -> tuple[int, int, int]:
         """A stopping engine gives back every lease it holds: claimed deliveries (to pending),
-        sender accounts and bounce mailboxes. Returns how many of each."""
+        sender accounts and bounce mailboxes. Returns how many of each. ``buckets``: the
+        tokens each account's bucket has at the stop, which the next holder continues (D10:
+        a quick restart must not send a second burst within the second of the first)."""
+        now = self.store.clock.now()
         with self.store.write() as c:
             n = c.execute(
                 sa.update(deliveries)
@@ -297,11 +302,25 @@ class Engines(Queries):
                 )
                 .values(status="pending", lease_owner=None, lease_until=None)
             ).rowcount
-            accts = c.execute(
+            held = set(
+                c.execute(sa.select(accounts.c.name).where(accounts.c.lease_owner == node))
+                .scalars()
+                .all()
+            )
+            kept = [{"b_name": k, "b_tokens": v} for k, v in (buckets or {}).items() if k in held]
+            if kept:
+                c.execute(
+                    sa.update(accounts)
+                    .where(accounts.c.name == sa.bindparam("b_name"))
+                    .values(bucket_tokens=sa.bindparam("b_tokens"), bucket_at=now),
+                    kept,
+                )
+            c.execute(
                 sa.update(accounts)
                 .where(accounts.c.lease_owner == node)
                 .values(lease_owner=None, lease_until=None)
-            ).rowcount
+            )
+            accts = len(held)
             boxes = c.execute(
                 sa.update(mailboxes)
                 .where(mailboxes.c.lease_owner == node)

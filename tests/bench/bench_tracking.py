@@ -4,17 +4,19 @@ campaign, against a bare aiohttp server answering the same pixel and the same re
 without any work, in the same run.
 
 The endpoint runs as `disparo tracking serve` in its own process on the SQLite store of an
-e-mail campaign marked sent; the reference in another. The load comes from ``wrk`` (a C HTTP
-load generator; ``apt-get install wrk``) with ``wrk_paths.lua``: 32 keep-alive connections,
-every request a distinct signed open or click read from a file, each sent once (a fixed
-request count). Without wrk the bench says how to install it and falls back to
-``tests.bench.loadgen`` (raw asyncio, pipelined). The load generator's ceiling against a
-canned-answer server is printed too. After a tenth of a round through both to warm up, a
-round drives a fresh slice of deliveries (first opens, then a click each) through disparo and
-through the reference, which one goes first alternating from round to round; disparo's time
-runs until its store holds every event (answers come before the write: a rate that the writer
-cannot keep up with would not count). The ratio is the median of 3 paired rounds' ratios; goal
-≥ 0.5× for opens and for clicks.
+e-mail campaign marked sent, and as `disparo run`'s endpoint (the whole engine, with nothing
+to send) in another, each on its own deliveries; the reference in a third. The load comes
+from ``wrk`` (a C HTTP load generator; ``apt-get install wrk``) with ``wrk_paths.lua``: 32
+keep-alive connections, every request a distinct signed open or click read from a file, each
+sent once (a fixed request count). Without wrk the bench says how to install it and falls
+back to ``tests.bench.loadgen`` (raw asyncio, pipelined). The load generator's ceiling
+against a canned-answer server is printed too. After a tenth of a round through each server
+to warm up, a round drives a fresh slice of deliveries (first opens, then a click each)
+through each disparo server and through the reference, which one goes first turning from
+round to round; disparo's time runs until its store holds every event (answers come before
+the write: a rate that the writer cannot keep up with would not count). The ratio is the
+median of 3 paired rounds' ratios; goal ≥ 0.5× for opens and for clicks, for both disparo
+servers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
+
+import tomli_w
 
 from engine.tokens import Signer
 from tests.bench.bench_dispatch import free_port, workspace
@@ -161,12 +166,28 @@ def _ceiling(paths: list[str], folder: Path) -> float:
         canned.wait(timeout=60)
 
 
+#: the servers measured: ``disparo tracking serve``, ``disparo run``'s endpoint, bare aiohttp
+SERVERS = ("serve", "run", "ref")
+LABELS = {
+    "serve": "`disparo tracking serve`",
+    "run": "`disparo run`'s endpoint",
+    "ref": "bare aiohttp",
+}
+
+
 def bench_opens_and_clicks_per_second(tmp_path: Path) -> None:
     if WRK is None:
         print("\nwrk not found: `apt-get install wrk` for the C load generator; using loadgen.py")
     n = rows(20_000)
-    warm = max(1, n // 10)  # a first slice through both servers, not counted
-    config = workspace(tmp_path, free_port(), warm + n * ROUNDS)
+    warm = max(1, n // 10)  # a first slice through every server, not counted
+    ours = ("serve", "run")
+    config = workspace(tmp_path, free_port(), (warm + n * ROUNDS) * len(ours))
+    ports = {k: free_port() for k in SERVERS}
+    # `disparo run` serves the endpoint on [tracking] listen (nothing else to do: the
+    # campaign is sent)
+    settings = tomllib.loads(config.read_text())
+    settings["tracking"]["listen"] = f"127.0.0.1:{ports['run']}"
+    config.write_text(tomli_w.dumps(settings))
     db = tmp_path / "disparo.db"
     with sqlite3.connect(db) as c:
         (campaign,) = c.execute("SELECT id FROM campaigns").fetchone()
@@ -187,46 +208,61 @@ def bench_opens_and_clicks_per_second(tmp_path: Path) -> None:
     signer = Signer("k" * 32)
     opens = [f"/o/{signer.sign('o', d)}.gif" for d in ids]
     clicks = [f"/c/{signer.sign('c', campaign, d, 1)}" for d in ids]
+    # each disparo server its own deliveries (a first open and a first click each)
+    share = warm + n * ROUNDS
+    base = {k: i * share for i, k in enumerate(ours)} | {"ref": 0}
 
-    port, ref_port = free_port(), free_port()
-    server = _serve(
-        ["-m", "engine.cli", "--config", str(config), "tracking", "serve", "--listen",
-         f"127.0.0.1:{port}"]
-    )  # fmt: skip
-    reference = _serve(["-c", REFERENCE, str(ref_port)])
+    def part(server: str, begin: int, count: int) -> slice:
+        return slice(base[server] + begin, base[server] + begin + count)
+
+    servers = {
+        "serve": _serve(
+            ["-m", "engine.cli", "--config", str(config), "tracking", "serve", "--listen",
+             f"127.0.0.1:{ports['serve']}"]
+        ),
+        "run": _serve(["-m", "engine.cli", "--config", str(config), "run"]),
+        "ref": _serve(["-c", REFERENCE, str(ports["ref"])]),
+    }  # fmt: skip
     rates: dict[str, list[float]] = {
-        k: [] for k in ("open", "click", "ref open", "ref click", "answered open", "answered click")
+        f"{what}{server} {kind}": []
+        for server in SERVERS
+        for kind in ("open", "click")
+        for what in ("", "answered ")
     }
     try:
-        wait_port(port)
-        wait_port(ref_port)
+        for k in SERVERS:
+            wait_port(ports[k])
         with sqlite3.connect(db) as c:  # events stored so far
             (done,) = c.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
         for _, paths, expect in (("open", opens, 200), ("click", clicks, 302)):
-            _load(port, paths[:warm], expect, tmp_path)  # warm-up: caches, first batches
-            done += warm
-            _stored(db, done, 0)
-            _load(ref_port, paths[:warm], expect, tmp_path)
+            for k in SERVERS:  # warm-up: caches, first batches
+                _load(ports[k], paths[part(k, 0, warm)], expect, tmp_path)
+                if k != "ref":
+                    done += warm
+                    _stored(db, done, 0)
         for r in range(ROUNDS):
-            part = slice(warm + r * n, warm + (r + 1) * n)
+            # interleaved: which server goes first turns from round to round
+            order = SERVERS[r % 3 :] + SERVERS[: r % 3]
             for kind, paths, expect in (("open", opens, 200), ("click", clicks, 302)):
-                # interleaved: which server goes first alternates from round to round
-                for ours in (True, False) if r % 2 == 0 else (False, True):
-                    if ours:
-                        began, ended = _load(port, paths[part], expect, tmp_path)
-                        done += n
-                        rates[kind].append(n / _stored(db, done, began))
-                        rates[f"answered {kind}"].append(n / (ended - began))
-                    else:
-                        began, ended = _load(ref_port, paths[part], expect, tmp_path)
+                for k in order:
+                    began, ended = _load(
+                        ports[k], paths[part(k, warm + r * n, n)], expect, tmp_path
+                    )
+                    if k == "ref":
                         rates[f"ref {kind}"].append(n / (ended - began))
+                    else:
+                        done += n
+                        rates[f"{k} {kind}"].append(n / _stored(db, done, began))
+                        rates[f"answered {k} {kind}"].append(n / (ended - began))
     finally:
-        for process in (server, reference):
+        for process in servers.values():
             process.terminate()
-            process.wait(timeout=60)
+        for name, process in servers.items():
+            code = process.wait(timeout=120)
+            assert code in (0, -signal.SIGTERM), f"{name} exited with {code}"
     ceiling = _ceiling(opens, tmp_path)
 
-    total = warm + n * ROUNDS
+    total = share * len(ours)
     with sqlite3.connect(db) as c:
         events = dict(c.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
         opened, clicked, total_clicks = c.execute(
@@ -237,7 +273,7 @@ def bench_opens_and_clicks_per_second(tmp_path: Path) -> None:
         ).fetchone()
     assert events.get("open") == total and events.get("click") == total, events
     assert (opened, clicked, total_clicks, marked) == (total, total, total, total)
-    median = {k: statistics.median(v) for k, v in rates.items()}
+    median = {k: statistics.median(v) for k, v in rates.items() if v}
     load = (
         f"wrk, {THREADS} thread, {CONNECTIONS} keep-alive connections, each path once"
         if WRK is not None
@@ -245,21 +281,25 @@ def bench_opens_and_clicks_per_second(tmp_path: Path) -> None:
     )
     print(
         f"\ntracking endpoint, {n:,} deliveries a round after {warm:,} to warm up, {ROUNDS} "
-        "rounds (median, the first server alternating), SQLite; "
+        "rounds (median, the first server turning), SQLite; "
         f"load: {load}, ceiling {ceiling:,.0f} req/s (its own against canned answers)"
     )
     for kind in ("open", "click"):
-        ours, ref = median[kind], median[f"ref {kind}"]
-        paired = [a / b for a, b in zip(rates[kind], rates[f"ref {kind}"], strict=True)]
-        runs = ", ".join(f"{x:,.0f}" for x in rates[kind])
+        ref = median[f"ref {kind}"]
         refs = ", ".join(f"{x:,.0f}" for x in rates[f"ref {kind}"])
-        print(
-            f"  {kind + 's':<7} {ours:8,.0f} req/s until stored (runs {runs}; answered at "
-            f"{median['answered ' + kind]:,.0f}); bare aiohttp "
-            f"{ref:8,.0f} req/s (runs {refs}); ratio {statistics.median(paired):.2f}× "
-            f"(median of the rounds' ratios {', '.join(f'{x:.2f}' for x in paired)}; "
-            "goal ≥ 0.5×)"
-        )
+        print(f"  {kind + 's':<7} bare aiohttp {ref:8,.0f} req/s (runs {refs})")
+        for k in ours:
+            mine = median[f"{k} {kind}"]
+            paired = [
+                a / b for a, b in zip(rates[f"{k} {kind}"], rates[f"ref {kind}"], strict=True)
+            ]
+            runs = ", ".join(f"{x:,.0f}" for x in rates[f"{k} {kind}"])
+            print(
+                f"    {LABELS[k]:<26} {mine:8,.0f} req/s until stored (runs {runs}; answered "
+                f"at {median[f'answered {k} {kind}']:,.0f}); ratio "
+                f"{statistics.median(paired):.2f}× (the rounds' ratios "
+                f"{', '.join(f'{x:.2f}' for x in paired)}; goal ≥ 0.5×)"
+            )
     print(
         f"  stored: {events.get('open', 0):,} open and {events.get('click', 0):,} click "
         f"events; campaign opened {opened:,}, clicked {clicked:,}, clicks {total_clicks:,}"

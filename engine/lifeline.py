@@ -1,0 +1,65 @@
+"""A child process of the engine ends when the process that started it is gone, kill -9
+included (the sender workers of ``run --workers``, the tracking endpoint's writer process).
+
+On Linux the kernel sends the child a signal when its parent dies (``prctl`` with
+``PR_SET_PDEATHSIG``, set at the child's start: ``die_with_parent``); everywhere, the child
+also looks at its parent now and then (``watch_parent``: a child whose parent died is
+adopted by another process, so ``os.getppid()`` changes). Either way the child stops as on
+SIGTERM, saying why (``gone``).
+
+The kernel's signal comes when the *thread* that started the child ends: the engine starts
+its children from the event loop's thread, which lives as long as the process; when the
+process is killed, that thread may end a moment before the others (``parent_gone`` sees it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Ask the kernel for ``sig`` when the parent dies (Linux; nothing elsewhere), and
+    whether ``parent`` is still this process's parent: it may have died before the request
+    was in place (then no signal comes: the caller stops at once)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    return os.getppid() == parent
+
+
+def parent_gone(parent: int) -> bool:
+    """Whether ``parent`` is no longer this process's parent (it died: another process
+    adopted this one) or is ending: on Linux its first thread is already gone (a zombie)
+    while its other threads end, and the kernel's signal comes then (the thread that started
+    this one ended), before the adoption."""
+    if os.getppid() != parent:
+        return True
+    try:
+        with open(f"/proc/{parent}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc: the adoption says it
+    return state in (b"Z", b"X")
+
+
+def gone(parent: int) -> str:
+    """What a child whose parent died says before stopping."""
+    return f"the supervising process {parent} is gone; stopping"
+
+
+async def watch_parent(parent: int, on_gone: Callable[[], None], *, interval: float = 1.0) -> None:
+    """Call ``on_gone`` once, when ``parent`` is no longer this process's parent (looked at
+    every ``interval`` seconds: where the kernel sends no signal, or it was lost)."""
+    while not parent_gone(parent):  # noqa: ASYNC110 (a state of the system: no event to wait on)
+        await asyncio.sleep(interval)
+    on_gone()
