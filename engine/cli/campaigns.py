@@ -77,7 +77,11 @@ def campaign_json(a: AppContext, c: Campaign) -> dict[str, Any]:
 def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
     """List campaigns, newest first."""
     a = app(ctx)
-    found = a.existing_store.campaigns.recent(limit, status=status)
+    reader = a.quick_reader  # the same query without SQLAlchemy when the store is at head
+    if reader is not None:
+        found = reader.recent_campaigns(limit, status=status)
+    else:
+        found = a.existing_store.campaigns.recent(limit, status=status)
     if as_json:
         click.echo(json.dumps([campaign_json(a, c) for c in found], ensure_ascii=False, indent=2))
         return

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from engine.campaign import COUNTERS, FINISHED, Campaign, Content
+from engine.campaign import FINISHED, Campaign, Content
+from engine.reads import campaign_from
 from engine.schedule import Pacing
 from engine.store.base import Queries
 from engine.store.schema import audit_log, campaigns, deliveries, wallets
@@ -40,58 +41,6 @@ def pacing_columns(pacing: Pacing | None) -> dict[str, Any]:
     }
 
 
-def _pacing(m: Mapping[Any, Any]) -> Pacing | None:
-    kind, value, seconds = m["pacing_kind"], m["pacing_value"], m["pacing_interval_s"]
-    if kind not in ("percent", "size") or not seconds:
-        return None
-    return Pacing(kind, int(value or (100 if kind == "percent" else 1)), timedelta(seconds=seconds))
-
-
-def campaign_from(m: Mapping[Any, Any]) -> Campaign:
-    """A campaign row (``ROW_COLUMNS`` or ``FULL_COLUMNS``) as a ``Campaign`` (the only place
-    it is read); ``content`` is filled when the row carries it."""
-    content = Content()
-    if "body" in m:
-        content = Content(
-            subject=m["subject"],
-            body=m["body"],
-            template=m["template"],
-            whatsapp_number=m["whatsapp_number"],
-            sender=m["sender"],
-            from_name=m["from_name"],
-            reply_to=m["reply_to"],
-            settings=m["settings"] or {},
-        )
-    return Campaign(
-        id=m["id"],
-        name=m["name"],
-        channel=m["channel"],
-        account=m["account"],
-        wallet=m["wallet"],
-        origin=m["origin"],
-        address_kind=m["address_kind"],
-        status=m["status"],
-        status_reason=m["status_reason"],
-        priority=m["priority"],
-        created_at=m["created_at"],
-        start_at=m["start_at"],
-        deadline=m["deadline"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        pacing=_pacing(m),
-        exclude_recent_hours=m["exclude_recent_hours"],
-        recipients=m["recipients"],
-        audience=m["audience"],
-        batches=m["batches"],
-        released_batches=m["released_batches"],
-        paused_seconds=m["paused_seconds"],
-        paused_since=m["paused_since"],
-        counters={name: int(m[name] or 0) for name in COUNTERS},
-        content=content,
-        mailing_id=m["mailing_id"],
-    )
-
-
 def campaign_columns(c: Campaign) -> dict[str, Any]:
     """A new ``Campaign`` as the values of its row (the store sets ids and counters)."""
     content = c.content
@@ -118,6 +67,16 @@ def campaign_columns(c: Campaign) -> dict[str, Any]:
         "settings": dict(content.settings),
         **pacing_columns(c.pacing),
     }
+
+
+def recent_select(limit: Any, status: Any | None = None) -> sa.Select[Any]:
+    """The newest campaigns first, without their content, ``status`` ones only when given:
+    ``Campaigns.recent``'s statement, and the one ``engine.reads`` runs compiled (with bind
+    parameters for ``limit`` and ``status``) for ``disparo campaigns``."""
+    query = sa.select(*ROW_COLUMNS).select_from(FROM).order_by(campaigns.c.id.desc())
+    if status is not None:
+        query = query.where(campaigns.c.status == status)
+    return query.limit(limit)
 
 
 class Campaigns(Queries):
@@ -150,9 +109,7 @@ class Campaigns(Queries):
         self, limit: int = 200, *, status: str | None = None, text: str | None = None
     ) -> list[Campaign]:
         """Newest first; ``text`` matches the name, wallet or channel."""
-        query = self._select().order_by(campaigns.c.id.desc()).limit(limit)
-        if status:
-            query = query.where(campaigns.c.status == status)
+        query = recent_select(limit, status or None)
         if text:
             like = f"%{text}%"
             query = query.where(

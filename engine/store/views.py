@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.campaign import ACTIVE, Campaign
+from engine.reads import campaign_from
 from engine.schedule import batch_sizes
 from engine.store.accounts import AccountState, account_state
 from engine.store.base import Queries
-from engine.store.campaigns import FROM, ROW_COLUMNS, campaign_from
+from engine.store.campaigns import FROM, ROW_COLUMNS
 from engine.store.files import Observation
 from engine.store.schema import (
     accounts,
