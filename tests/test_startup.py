@@ -247,3 +247,22 @@ def test_commands_that_read_the_store_import_no_sender_ui_or_other_dialect(
             f"`disparo {' '.join(command)}` imported {result['imported']}: import them where "
             "they are used (inside the function, or a private module imported on first use)"
         )
+
+
+def test_the_table_of_builtin_commands_names_every_module_s_commands() -> None:
+    # the root group imports a command's module when the command runs (issue 16, goal 7):
+    # BUILTIN_COMMANDS must say, for each built-in command, the modules that define it
+    import importlib
+
+    from engine.cli import BUILTIN_COMMANDS
+
+    modules = sorted({m for ms in BUILTIN_COMMANDS.values() for m in ms})
+    defined: dict[str, set[str]] = {}
+    for name in modules:
+        for command in importlib.import_module(f"engine.cli.{name}").COMMANDS:
+            defined.setdefault(str(command.name), set()).add(name)
+    assert set(defined) == set(BUILTIN_COMMANDS)
+    for command, where in defined.items():
+        assert where <= set(BUILTIN_COMMANDS[command]), command
+    # compose's `campaign new` / `campaign start` join the group campaigns defines
+    assert BUILTIN_COMMANDS["campaign"] == ("campaigns", "compose")
