@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from engine.campaign import COUNTERS, Campaign, Content
+from engine.rates import Limits, Rates
 from engine.schedule import Pacing
 
 MIGRATIONS = Path(__file__).parent / "store" / "migrations"
@@ -108,6 +111,100 @@ def campaign_from(m: Mapping[Any, Any]) -> Campaign:
     )
 
 
+@dataclass(frozen=True)
+class AccountState:
+    name: str
+    channel: str
+    guard_state: str
+    paused_at: datetime | None
+    paused_until: datetime | None
+    pause_reason: str | None
+    override_by: str | None
+    override_reason: str | None
+    override_at: datetime | None
+    checked_at: datetime | None
+    sent_24h: int
+    bounces_24h: int
+    complaints_24h: int
+    lease_owner: str | None
+    lease_until: datetime | None
+    #: the circuit breaker (closed | open), why it opened, until when it waits to probe
+    breaker_state: str = "closed"
+    breaker_reason: str | None = None
+    breaker_failures: int = 0
+    breaker_opened_at: datetime | None = None
+    breaker_retry_at: datetime | None = None
+    breaker_pause_s: int | None = None
+    #: the token bucket as the last holder left it: tokens at ``bucket_at`` (None: no holder
+    #: left it yet, a full bucket)
+    bucket_tokens: float | None = None
+    bucket_at: datetime | None = None
+
+    @property
+    def breaker_open(self) -> bool:
+        """The account's channel is failing: nothing is sent but a probe at ``retry_at``."""
+        return self.breaker_state == "open"
+
+    def rates(self, limits: Limits) -> Rates:
+        """The counts of the guard's last check against ``limits`` (D14)."""
+        return Rates(self.sent_24h, self.bounces_24h, self.complaints_24h, limits)
+
+
+def account_state(m: Mapping[Any, Any]) -> AccountState:
+    """An ``accounts`` row as an ``AccountState``."""
+    return AccountState(**{k: m[k] for k in AccountState.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ErrorCount:
+    """How often one reason occurred (``outcome``: retry | failed | bounced)."""
+
+    outcome: str
+    reason: str
+    scope: str  # account | delivery
+    count: int
+    first_at: datetime
+    last_at: datetime
+    campaign_id: int | None = None
+    account: str | None = None
+
+
+def error_count(m: Mapping[Any, Any]) -> ErrorCount:
+    """A row of ``delivery_errors`` counts (summed) as an ``ErrorCount``."""
+    return ErrorCount(
+        outcome=m["outcome"],
+        reason=m["reason"],
+        scope=m["scope"],
+        count=int(m["count"]),
+        first_at=m["first_at"],
+        last_at=m["last_at"],
+        campaign_id=m.get("campaign_id"),
+        account=m.get("account"),
+    )
+
+
+def errors_by_account(rows: Iterable[Mapping[Any, Any]], limit: int) -> dict[str, list[ErrorCount]]:
+    """``for_accounts_select``'s rows (by account, most frequent first) as each account's
+    ``limit`` most frequent reasons."""
+    found: dict[str, list[ErrorCount]] = {}
+    for r in rows:
+        listed = found.setdefault(r["account"], [])
+        if len(listed) < limit:
+            listed.append(error_count(r))
+    return found
+
+
+def in_flight_by_account(rows: Iterable[tuple[Any, Any]]) -> Counter[str]:
+    """``in_flight_select``'s rows (account, deliveries claimed) as a counter."""
+    return Counter({str(a): int(n) for a, n in rows if a})
+
+
+def kind_counts(rows: Iterable[tuple[Any, Any]]) -> tuple[int, int, int]:
+    """``counts_select``'s rows (kind, count) as (sent, bounced, complaints) (D14)."""
+    found = dict(rows)
+    return found.get("sent", 0), found.get("bounced", 0), found.get("complaint", 0)
+
+
 # -- reading a column back as SQLAlchemy's types do ------------------------------------------
 
 
@@ -131,6 +228,24 @@ def _bool(value: Any) -> bool | None:
 
 #: how a column kind of ``engine.reads_sql`` is read back (absent: as the driver gives it)
 READERS: dict[str, Any] = {"utc": _utc, "json": _json, "bool": _bool}
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use an aware one (UTC)")
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _sqlite_utc(value: datetime | None) -> str | None:
+    # as SQLAlchemy's SQLite DATETIME stores it (times compare as text there)
+    naive = _naive_utc(value)
+    return None if naive is None else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+#: how a parameter kind of ``engine.reads_sql`` is bound, per dialect (``UTCDateTime``)
+BINDERS: dict[str, dict[str, Any]] = {"utc": {"sqlite": _sqlite_utc, "postgresql": _naive_utc}}
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -217,26 +332,37 @@ class QuickReader:
         """Close the connection."""
         self.connection.close()
 
-    def rows(self, name: str, **params: Any) -> list[dict[str, Any]]:
-        """The rows of the compiled query ``name`` with ``params``, each a dict of its
-        columns' labels, read back as SQLAlchemy would (aware UTC times, JSON documents)."""
+    def values(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
+        """The rows of the compiled query ``name`` with ``params`` (aware times bound as the
+        store binds them), each column read back as SQLAlchemy would (aware UTC times, JSON
+        documents)."""
         from engine.reads_sql import COLUMNS, QUERIES
 
-        sql, order, fixed = QUERIES[name][self.dialect]
+        sql, order, fixed, kinds = QUERIES[name][self.dialect]
         values = {**fixed, **params}
+        for param, kind in kinds.items():
+            values[param] = BINDERS[kind][self.dialect](values[param])
         bound: Any = values if order is None else tuple(values[p] for p in order)
-        columns = COLUMNS[name]
-        readers = [(label, READERS.get(kind)) for label, kind in columns]
+        readers = [READERS.get(kind) for _, kind in COLUMNS[name]]
         cursor = self.connection.cursor()
         try:
             cursor.execute(sql, bound)
             fetched = cursor.fetchall()
         finally:
             cursor.close()
+        if not any(readers):
+            return [tuple(row) for row in fetched]
         return [
-            {label: read(v) if read else v for (label, read), v in zip(readers, row, strict=True)}
+            tuple(read(v) if read else v for read, v in zip(readers, row, strict=True))
             for row in fetched
         ]
+
+    def rows(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """``values`` as dicts of the columns' labels (every column of such a query has one)."""
+        from engine.reads_sql import COLUMNS
+
+        labels = [str(label) for label, _ in COLUMNS[name]]
+        return [dict(zip(labels, row, strict=True)) for row in self.values(name, **params)]
 
     def recent_campaigns(self, limit: int, *, status: str | None = None) -> list[Campaign]:
         """``store.campaigns.recent(limit, status=status)``: newest first."""
@@ -245,3 +371,19 @@ class QuickReader:
         else:
             found = self.rows("recent_campaigns", limit=limit)
         return [campaign_from(m) for m in found]
+
+    def account_states(self) -> dict[str, AccountState]:
+        """``store.accounts.states()``."""
+        return {m["name"]: account_state(m) for m in self.rows("account_states")}
+
+    def in_flight(self) -> Counter[str]:
+        """``store.campaigns.in_flight()``: deliveries claimed right now, per account."""
+        return in_flight_by_account(self.values("in_flight"))
+
+    def account_counts(self, account: str, since: datetime) -> tuple[int, int, int]:
+        """``store.accounts.counts(account, since)`` (D14)."""
+        return kind_counts(self.values("account_counts", account=account, since=since))
+
+    def account_errors(self, *, since: datetime, limit: int) -> dict[str, list[ErrorCount]]:
+        """``store.errors.for_accounts(since=since, limit=limit)``."""
+        return errors_by_account(self.rows("account_errors_since", since=since), limit)

@@ -3,8 +3,124 @@
 
 from typing import Any
 
-#: name -> dialect -> (SQL, positional parameter order or None, fixed parameters)
-QUERIES: dict[str, dict[str, Any]] = {'recent_campaigns': {'postgresql': ('SELECT campaigns.id, campaigns.mailing_id, '
+#: name -> dialect -> (SQL, positional parameter order or None, fixed parameters,
+#: the kind of each parameter bound specially)
+QUERIES: dict[str, dict[str, Any]] = {'account_counts': {'postgresql': ('SELECT events.kind, CASE WHEN (events.kind = '
+                                   '%(kind_1)s::VARCHAR) THEN count(*) ELSE count(DISTINCT '
+                                   'coalesce(events.delivery_id, -events.id)) END AS anon_1 \n'
+                                   'FROM events \n'
+                                   'WHERE events.account = %(account)s::VARCHAR AND events.at '
+                                   '>= %(since)s::TIMESTAMP WITHOUT TIME ZONE AND events.kind '
+                                   'IN (%(kind_2_1)s::VARCHAR, %(kind_2_2)s::VARCHAR, '
+                                   '%(kind_2_3)s::VARCHAR) GROUP BY events.kind',
+                                   None,
+                                   {'kind_1': 'sent',
+                                    'kind_2_1': 'sent',
+                                    'kind_2_2': 'bounced',
+                                    'kind_2_3': 'complaint'},
+                                   {'since': 'utc'}),
+                    'sqlite': ('SELECT events.kind, CASE WHEN (events.kind = ?) THEN count(*) '
+                               'ELSE count(DISTINCT coalesce(events.delivery_id, -events.id)) '
+                               'END AS anon_1 \n'
+                               'FROM events \n'
+                               'WHERE events.account = ? AND events.at >= ? AND events.kind IN '
+                               '(?, ?, ?) GROUP BY events.kind',
+                               ('kind_1',
+                                'account',
+                                'since',
+                                'kind_2_1',
+                                'kind_2_2',
+                                'kind_2_3'),
+                               {'kind_1': 'sent',
+                                'kind_2_1': 'sent',
+                                'kind_2_2': 'bounced',
+                                'kind_2_3': 'complaint'},
+                               {'since': 'utc'})},
+ 'account_errors_since': {'postgresql': ('SELECT delivery_errors.account, '
+                                         'delivery_errors.outcome, delivery_errors.reason, '
+                                         'max(delivery_errors.scope) AS scope, '
+                                         'sum(delivery_errors.count) AS count, '
+                                         'min(delivery_errors.first_at) AS first_at, '
+                                         'max(delivery_errors.last_at) AS last_at \n'
+                                         'FROM delivery_errors \n'
+                                         'WHERE delivery_errors.last_at >= '
+                                         '%(since)s::TIMESTAMP WITHOUT TIME ZONE GROUP BY '
+                                         'delivery_errors.account, delivery_errors.outcome, '
+                                         'delivery_errors.reason ORDER BY '
+                                         'delivery_errors.account, sum(delivery_errors.count) '
+                                         'DESC',
+                                         None,
+                                         {},
+                                         {'since': 'utc'}),
+                          'sqlite': ('SELECT delivery_errors.account, delivery_errors.outcome, '
+                                     'delivery_errors.reason, max(delivery_errors.scope) AS '
+                                     'scope, sum(delivery_errors.count) AS count, '
+                                     'min(delivery_errors.first_at) AS first_at, '
+                                     'max(delivery_errors.last_at) AS last_at \n'
+                                     'FROM delivery_errors \n'
+                                     'WHERE delivery_errors.last_at >= ? GROUP BY '
+                                     'delivery_errors.account, delivery_errors.outcome, '
+                                     'delivery_errors.reason ORDER BY delivery_errors.account, '
+                                     'sum(delivery_errors.count) DESC',
+                                     ('since',),
+                                     {},
+                                     {'since': 'utc'})},
+ 'account_states': {'postgresql': ('SELECT accounts.name, accounts.channel, '
+                                   'accounts.guard_state, accounts.paused_at, '
+                                   'accounts.paused_until, accounts.pause_reason, '
+                                   'accounts.override_by, accounts.override_reason, '
+                                   'accounts.override_at, accounts.checked_at, '
+                                   'accounts.sent_24h, accounts.bounces_24h, '
+                                   'accounts.complaints_24h, accounts.lease_owner, '
+                                   'accounts.lease_until, accounts.updated_at, '
+                                   'accounts.breaker_state, accounts.breaker_reason, '
+                                   'accounts.breaker_failures, accounts.breaker_opened_at, '
+                                   'accounts.breaker_retry_at, accounts.breaker_pause_s, '
+                                   'accounts.bucket_tokens, accounts.bucket_at \n'
+                                   'FROM accounts',
+                                   None,
+                                   {},
+                                   {}),
+                    'sqlite': ('SELECT accounts.name, accounts.channel, accounts.guard_state, '
+                               'accounts.paused_at, accounts.paused_until, '
+                               'accounts.pause_reason, accounts.override_by, '
+                               'accounts.override_reason, accounts.override_at, '
+                               'accounts.checked_at, accounts.sent_24h, accounts.bounces_24h, '
+                               'accounts.complaints_24h, accounts.lease_owner, '
+                               'accounts.lease_until, accounts.updated_at, '
+                               'accounts.breaker_state, accounts.breaker_reason, '
+                               'accounts.breaker_failures, accounts.breaker_opened_at, '
+                               'accounts.breaker_retry_at, accounts.breaker_pause_s, '
+                               'accounts.bucket_tokens, accounts.bucket_at \n'
+                               'FROM accounts',
+                               (),
+                               {},
+                               {})},
+ 'in_flight': {'postgresql': ('SELECT campaigns.account, count(*) AS count_1 \n'
+                              'FROM deliveries JOIN campaigns ON campaigns.id = '
+                              'deliveries.campaign_id \n'
+                              'WHERE deliveries.status = %(status_1)s::VARCHAR AND '
+                              'deliveries.lease_until IS NOT NULL AND campaigns.status IN '
+                              '(%(status_2_1)s::VARCHAR, %(status_2_2)s::VARCHAR, '
+                              '%(status_2_3)s::VARCHAR) GROUP BY campaigns.account',
+                              None,
+                              {'status_1': 'claimed',
+                               'status_2_1': 'sending',
+                               'status_2_2': 'paused',
+                               'status_2_3': 'held'},
+                              {}),
+               'sqlite': ('SELECT campaigns.account, count(*) AS count_1 \n'
+                          'FROM deliveries JOIN campaigns ON campaigns.id = '
+                          'deliveries.campaign_id \n'
+                          'WHERE deliveries.status = ? AND deliveries.lease_until IS NOT NULL '
+                          'AND campaigns.status IN (?, ?, ?) GROUP BY campaigns.account',
+                          ('status_1', 'status_2_1', 'status_2_2', 'status_2_3'),
+                          {'status_1': 'claimed',
+                           'status_2_1': 'sending',
+                           'status_2_2': 'paused',
+                           'status_2_3': 'held'},
+                          {})},
+ 'recent_campaigns': {'postgresql': ('SELECT campaigns.id, campaigns.mailing_id, '
                                      'campaigns.file_id, campaigns.name, campaigns.wallet_id, '
                                      'campaigns.channel, campaigns.account, campaigns.origin, '
                                      'campaigns.address_kind, campaigns.status, '
@@ -29,6 +145,7 @@ QUERIES: dict[str, dict[str, Any]] = {'recent_campaigns': {'postgresql': ('SELEC
                                      'campaigns.wallet_id ORDER BY campaigns.id DESC \n'
                                      ' LIMIT %(limit)s',
                                      None,
+                                     {},
                                      {}),
                       'sqlite': ('SELECT campaigns.id, campaigns.mailing_id, '
                                  'campaigns.file_id, campaigns.name, campaigns.wallet_id, '
@@ -52,7 +169,8 @@ QUERIES: dict[str, dict[str, Any]] = {'recent_campaigns': {'postgresql': ('SELEC
                                  'campaigns.wallet_id ORDER BY campaigns.id DESC\n'
                                  ' LIMIT ? OFFSET ?',
                                  ('limit', 'param_1'),
-                                 {'param_1': 0})},
+                                 {'param_1': 0},
+                                 {})},
  'recent_campaigns_by_status': {'postgresql': ('SELECT campaigns.id, campaigns.mailing_id, '
                                                'campaigns.file_id, campaigns.name, '
                                                'campaigns.wallet_id, campaigns.channel, '
@@ -82,6 +200,7 @@ QUERIES: dict[str, dict[str, Any]] = {'recent_campaigns': {'postgresql': ('SELEC
                                                'ORDER BY campaigns.id DESC \n'
                                                ' LIMIT %(limit)s',
                                                None,
+                                               {},
                                                {}),
                                 'sqlite': ('SELECT campaigns.id, campaigns.mailing_id, '
                                            'campaigns.file_id, campaigns.name, '
@@ -111,10 +230,44 @@ QUERIES: dict[str, dict[str, Any]] = {'recent_campaigns': {'postgresql': ('SELEC
                                            'DESC\n'
                                            ' LIMIT ? OFFSET ?',
                                            ('status', 'limit', 'param_1'),
-                                           {'param_1': 0})}}
+                                           {'param_1': 0},
+                                           {})}}
 
-#: name -> the columns' (label, kind) (kind: how engine.reads reads it back)
-COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {'recent_campaigns': (('id', ''),
+#: name -> the columns' (label or None, kind) (kind: how engine.reads reads it back)
+COLUMNS: dict[str, tuple[tuple[str | None, str], ...]] = {'account_counts': (('kind', ''), (None, '')),
+ 'account_errors_since': (('account', ''),
+                          ('outcome', ''),
+                          ('reason', ''),
+                          ('scope', ''),
+                          ('count', ''),
+                          ('first_at', 'utc'),
+                          ('last_at', 'utc')),
+ 'account_states': (('name', ''),
+                    ('channel', ''),
+                    ('guard_state', ''),
+                    ('paused_at', 'utc'),
+                    ('paused_until', 'utc'),
+                    ('pause_reason', ''),
+                    ('override_by', ''),
+                    ('override_reason', ''),
+                    ('override_at', 'utc'),
+                    ('checked_at', 'utc'),
+                    ('sent_24h', ''),
+                    ('bounces_24h', ''),
+                    ('complaints_24h', ''),
+                    ('lease_owner', ''),
+                    ('lease_until', 'utc'),
+                    ('updated_at', 'utc'),
+                    ('breaker_state', ''),
+                    ('breaker_reason', ''),
+                    ('breaker_failures', ''),
+                    ('breaker_opened_at', 'utc'),
+                    ('breaker_retry_at', 'utc'),
+                    ('breaker_pause_s', ''),
+                    ('bucket_tokens', ''),
+                    ('bucket_at', 'utc')),
+ 'in_flight': (('account', ''), (None, '')),
+ 'recent_campaigns': (('id', ''),
                       ('mailing_id', ''),
                       ('file_id', ''),
                       ('name', ''),

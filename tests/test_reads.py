@@ -144,3 +144,146 @@ def test_no_database_or_an_unknown_url_is_left_to_the_store(tmp_path: Path) -> N
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
     assert QuickReader.open(f"sqlite:///{empty}") is None  # no alembic_version: never migrated
+
+
+ACCOUNTS = {"acct0": "email", "acct1": "sms-long", "acct2": "email"}
+
+
+def _accounts(store: Store, now: datetime) -> None:
+    """Accounts in every guard and breaker state, with sends, bounces (one delivery bounced
+    twice), complaints, errors by reason and deliveries in flight, inside and outside 24 h."""
+    _campaigns(store)
+    with store.write() as c:
+        for row in [
+            {"name": "acct0", "channel": "email", "guard_state": "ok", "updated_at": now},
+            {
+                "name": "acct1",
+                "channel": "sms-long",
+                "guard_state": "paused",
+                "paused_at": now - timedelta(hours=1),
+                "paused_until": now + timedelta(hours=1),
+                "pause_reason": "bounce rate 7 % over 5 % (D14)",
+                "checked_at": now,
+                "sent_24h": 300,
+                "bounces_24h": 21,
+                "updated_at": now,
+            },
+            {
+                "name": "acct2",
+                "channel": "email",
+                "guard_state": "paused",
+                "override_by": "ana",
+                "override_reason": "known list",
+                "override_at": now,
+                "breaker_state": "open",
+                "breaker_reason": "421 busy",
+                "breaker_failures": 5,
+                "breaker_opened_at": now - timedelta(minutes=3),
+                "breaker_retry_at": now + timedelta(minutes=2),
+                "bucket_tokens": 2.5,
+                "bucket_at": now,
+                "updated_at": now,
+            },
+        ]:  # one by one: each row has its own columns
+            c.execute(sa.insert(t.accounts).values(**row))  # fmt: skip
+        events: list[dict[str, Any]] = []
+        for i in range(40):
+            account = f"acct{i % 3}"
+            at = now - timedelta(hours=(i % 30))  # some older than 24 h
+            kind = ("sent", "sent", "bounced", "complaint")[i % 4]
+            events.append(
+                {"at": at, "kind": kind, "campaign_id": 3, "delivery_id": 100 + i // 8,
+                 "account": account, "origin": "engine", "detail": {}}
+            )  # fmt: skip
+        c.execute(sa.insert(t.events), events)
+        c.execute(
+            sa.insert(t.delivery_errors),
+            [
+                {"campaign_id": cid, "account": f"acct{cid % 3}", "outcome": outcome,
+                 "reason": reason, "scope": scope, "count": n,
+                 "first_at": now - timedelta(hours=h + 1), "last_at": now - timedelta(hours=h)}
+                for cid, outcome, reason, scope, n, h in [
+                    (3, "retry", "421 try later", "account", 7, 1),
+                    (6, "retry", "421 try later", "account", 2, 3),
+                    (3, "bounced", "550 <address> unknown", "delivery", 9, 2),
+                    (4, "failed", "timeout", "account", 1, 30),
+                    (5, "failed", "invalid number", "delivery", 4, 5),
+                    (2, "retry", "throttled", "account", 12, 0),
+                ]
+            ],
+        )  # fmt: skip
+        c.execute(
+            sa.insert(t.deliveries),
+            [
+                {"campaign_id": cid, "position": p, "batch": 1, "address": f"a{cid}.{p}@x.com",
+                 "status": status, "attempts": 1,
+                 "lease_until": now + timedelta(minutes=5) if status == "claimed" else None}
+                for cid in (3, 4, 5)  # sending, paused, held
+                for p, status in enumerate(("claimed", "claimed", "pending", "sent"))
+            ],
+        )  # fmt: skip
+
+
+def test_the_reader_gives_the_accounts_the_store_gives(store: Store, db_url: str) -> None:
+    now = datetime.now(UTC)
+    _accounts(store, now)
+    reader = QuickReader.open(db_url)
+    assert reader is not None
+    try:
+        assert reader.account_states() == store.accounts.states()
+        assert reader.in_flight() == store.campaigns.in_flight()
+        assert sum(reader.in_flight().values()) > 0
+        for since in (now - timedelta(hours=24), now - timedelta(hours=2), now):
+            for name in (*ACCOUNTS, "unknown"):
+                assert reader.account_counts(name, since) == store.accounts.counts(name, since)
+            assert reader.account_errors(since=since, limit=5) == store.errors.for_accounts(
+                since=since, limit=5
+            )
+        assert reader.account_errors(since=now - timedelta(days=2), limit=1) == (
+            store.errors.for_accounts(since=now - timedelta(days=2), limit=1)
+        )
+        assert reader.account_counts("acct1", now - timedelta(hours=24)) != (0, 0, 0)
+    finally:
+        reader.close()
+
+
+def _accounts_config(tmp_path: Path, db_url: str, names: dict[str, str]) -> Path:
+    config = tmp_path / "disparo.toml"
+    text = f'[engine]\ndatabase_url = "{db_url}"\n'
+    for name, channel in names.items():
+        text += f'\n[accounts.{name}]\nchannel = "{channel}"\nsandbox = true\n'
+        text += 'from_address = "a@empresa.com.br"\n' if channel == "email" else ""
+        text += 'from_number = "+5511900000000"\n' if channel == "sms-long" else ""
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def test_accounts_prints_the_same_both_ways(
+    store: Store, db_url: str, tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _accounts(store, datetime.now(UTC))
+    config = _accounts_config(tmp_path, db_url, ACCOUNTS)
+    used: list[str] = []
+    in_flight = QuickReader.in_flight
+
+    def spy(self: QuickReader) -> Any:
+        used.append("quick")
+        return in_flight(self)
+
+    monkeypatch.setattr(QuickReader, "in_flight", spy)
+    commands = [["accounts"], ["accounts", "--json"]]
+    quick = [run_cli("--config", str(config), *args) for args in commands]
+    assert used == ["quick", "quick"], "the quick path served both"
+    with monkeypatch.context() as m:
+        m.setattr(AppContext, "quick_reader", property(lambda self: None))
+        slow = [run_cli("--config", str(config), *args) for args in commands]
+    for args, q, s in zip(commands, quick, slow, strict=True):
+        assert q.exit_code == s.exit_code == 0, (args, q.output, s.output)
+        assert q.output == s.output, args
+    assert "421 busy" in quick[1].output and "known list" in quick[1].output
+    # an account configured since the last sync has no row yet: the store's path adds it
+    config = _accounts_config(tmp_path, db_url, {**ACCOUNTS, "acct9": "email"})
+    done = run_cli("--config", str(config), "accounts", "--json")
+    assert done.exit_code == 0, done.output
+    assert used == ["quick", "quick"]
+    assert "acct9" in store.accounts.states()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.campaign import FINISHED, Campaign, Content
-from engine.reads import campaign_from
+from engine.reads import campaign_from, in_flight_by_account
 from engine.schedule import Pacing
 from engine.store.base import Queries
 from engine.store.schema import audit_log, campaigns, deliveries, wallets
@@ -77,6 +77,20 @@ def recent_select(limit: Any, status: Any | None = None) -> sa.Select[Any]:
     if status is not None:
         query = query.where(campaigns.c.status == status)
     return query.limit(limit)
+
+
+def in_flight_select() -> sa.Select[Any]:
+    """(account, deliveries claimed right now) (``in_flight_by_account`` reads them)."""
+    return (
+        sa.select(campaigns.c.account, sa.func.count())
+        .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
+        .where(
+            deliveries.c.status == "claimed",
+            deliveries.c.lease_until.is_not(None),  # the partial index
+            campaigns.c.status.in_(("sending", "paused", "held")),
+        )
+        .group_by(campaigns.c.account)
+    )
 
 
 class Campaigns(Queries):
@@ -265,15 +279,5 @@ class Campaigns(Queries):
 
     def in_flight(self) -> Counter[str]:
         """Deliveries claimed right now, per account."""
-        query = (
-            sa.select(campaigns.c.account, sa.func.count())
-            .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
-            .where(
-                deliveries.c.status == "claimed",
-                deliveries.c.lease_until.is_not(None),  # the partial index
-                campaigns.c.status.in_(("sending", "paused", "held")),
-            )
-            .group_by(campaigns.c.account)
-        )
         with self.store.read() as c:
-            return Counter({str(a): int(n) for a, n in c.execute(query) if a})
+            return in_flight_by_account(c.execute(in_flight_select()))

@@ -22,19 +22,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import Boolean, TypeDecorator
 
-from engine.store.campaigns import recent_select
+from engine.store.accounts import counts_select, states_select
+from engine.store.campaigns import in_flight_select, recent_select
+from engine.store.delivery_errors import for_accounts_select
 from engine.store.schema import JsonDocument, UTCDateTime
 
 #: where the repository keeps it
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "reads_sql.py"
 REGENERATE = "python -m engine.store.compiled_reads"
 
+
+def _param(name: str) -> Any:
+    """A parameter the caller binds (valued None here: IN lists render as one parameter
+    each, which needs every parameter valued)."""
+    return sa.bindparam(name, None)
+
+
 #: each query ``engine.reads`` runs: its name and its statement, with bind parameters
 STATEMENTS: dict[str, Callable[[], sa.Select[Any]]] = {
-    "recent_campaigns": lambda: recent_select(sa.bindparam("limit")),
-    "recent_campaigns_by_status": lambda: recent_select(
-        sa.bindparam("limit"), sa.bindparam("status")
-    ),
+    "recent_campaigns": lambda: recent_select(_param("limit")),
+    "recent_campaigns_by_status": lambda: recent_select(_param("limit"), _param("status")),
+    "account_states": states_select,
+    "in_flight": in_flight_select,
+    "account_counts": lambda: counts_select(_param("account"), _param("since")),
+    "account_errors_since": lambda: for_accounts_select(_param("since")),
 }
 
 
@@ -69,10 +80,14 @@ def compile_reads() -> tuple[dict[str, Any], dict[str, Any]]:
         statement = make()
         forms: dict[str, Any] = {}
         for label, dialect in dialects.items():
-            compiled = statement.compile(dialect=dialect)
+            # IN lists as one parameter each (not expanded at execution, as SQLAlchemy does)
+            compiled = statement.compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
             order = tuple(compiled.positiontup or ()) if dialect.positional else None
             fixed = {k: v for k, v in compiled.params.items() if v is not None}
-            forms[label] = (str(compiled), order, fixed)
+            kinds = {k: _kind(b) for k, b in compiled.binds.items() if k not in fixed}
+            forms[label] = (str(compiled), order, fixed, {k: v for k, v in kinds.items() if v})
         queries[name] = forms
         columns[name] = tuple((c.key, _kind(c)) for c in statement.selected_columns)
     return queries, columns
@@ -86,10 +101,11 @@ def render_reads() -> str:
         "SQLAlchemy statements\n(``STATEMENTS`` there): do not edit; regenerate, a test "
         'fails when this differs."""\n\n'
         "from typing import Any\n\n"
-        "#: name -> dialect -> (SQL, positional parameter order or None, fixed parameters)\n"
+        "#: name -> dialect -> (SQL, positional parameter order or None, fixed parameters,\n"
+        "#: the kind of each parameter bound specially)\n"
         f"QUERIES: dict[str, dict[str, Any]] = {pformat(queries, width=96)}\n\n"
-        "#: name -> the columns' (label, kind) (kind: how engine.reads reads it back)\n"
-        f"COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {pformat(columns, width=96)}\n"
+        "#: name -> the columns' (label or None, kind) (kind: how engine.reads reads it back)\n"
+        f"COLUMNS: dict[str, tuple[tuple[str | None, str], ...]] = {pformat(columns, width=96)}\n"
     )
 
 

@@ -6,7 +6,7 @@ instead of counting deliveries or events."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
@@ -16,6 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.campaign import ACTIVE
+from engine.reads import ErrorCount as ErrorCount
+from engine.reads import error_count as _count
+from engine.reads import errors_by_account
 from engine.store.base import Queries
 from engine.store.schema import campaigns, deliveries, delivery_errors
 
@@ -44,20 +47,6 @@ def reason_key(reason: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class ErrorCount:
-    """How often one reason occurred (``outcome``: retry | failed | bounced)."""
-
-    outcome: str
-    reason: str
-    scope: str  # account | delivery
-    count: int
-    first_at: datetime
-    last_at: datetime
-    campaign_id: int | None = None
-    account: str | None = None
-
-
-@dataclass(frozen=True)
 class Waiting:
     """Deliveries not sent yet because of one reason (their last error), and when the first
     of them is tried again."""
@@ -74,6 +63,28 @@ class Counted:
     outcome: str
     reason: str
     scope: str
+
+
+def for_accounts_select(since: Any | None = None) -> sa.Select[Any]:
+    """Errors by account and reason over every campaign (reasons seen since ``since`` when
+    given), by account, most frequent first (``errors_by_account`` reads them)."""
+    total = sa.func.sum(delivery_errors.c.count)
+    query = (
+        sa.select(
+            delivery_errors.c.account,
+            delivery_errors.c.outcome,
+            delivery_errors.c.reason,
+            sa.func.max(delivery_errors.c.scope).label("scope"),
+            total.label("count"),
+            sa.func.min(delivery_errors.c.first_at).label("first_at"),
+            sa.func.max(delivery_errors.c.last_at).label("last_at"),
+        )
+        .group_by(delivery_errors.c.account, delivery_errors.c.outcome, delivery_errors.c.reason)
+        .order_by(delivery_errors.c.account, total.desc())
+    )
+    if since is not None:
+        query = query.where(delivery_errors.c.last_at >= since)
+    return query
 
 
 class DeliveryErrors(Queries):
@@ -140,31 +151,10 @@ class DeliveryErrors(Queries):
     ) -> dict[str, list[ErrorCount]]:
         """Per sender account, its errors by reason over every campaign (optionally only
         reasons seen since ``since``), most frequent first, at most ``limit`` each."""
-        total = sa.func.sum(delivery_errors.c.count)
-        query = (
-            sa.select(
-                delivery_errors.c.account,
-                delivery_errors.c.outcome,
-                delivery_errors.c.reason,
-                sa.func.max(delivery_errors.c.scope).label("scope"),
-                total.label("count"),
-                sa.func.min(delivery_errors.c.first_at).label("first_at"),
-                sa.func.max(delivery_errors.c.last_at).label("last_at"),
-            )
-            .group_by(
-                delivery_errors.c.account, delivery_errors.c.outcome, delivery_errors.c.reason
-            )
-            .order_by(delivery_errors.c.account, total.desc())
-        )
-        if since is not None:
-            query = query.where(delivery_errors.c.last_at >= since)
-        found: dict[str, list[ErrorCount]] = {}
         with self.store.read() as c:
-            for r in c.execute(query):
-                listed = found.setdefault(r.account, [])
-                if len(listed) < limit:
-                    listed.append(_count(dict(r._mapping)))
-        return found
+            return errors_by_account(
+                (r._mapping for r in c.execute(for_accounts_select(since))), limit
+            )
 
     def waiting(self, campaign_id: int, *, limit: int = 5) -> list[Waiting]:
         """Why what is not sent yet is not: pending deliveries that were tried, grouped by
@@ -233,16 +223,3 @@ class DeliveryErrors(Queries):
                     .group_by(delivery_errors.c.campaign_id)
                 )
             }
-
-
-def _count(m: Mapping[str, Any]) -> ErrorCount:
-    return ErrorCount(
-        outcome=m["outcome"],
-        reason=m["reason"],
-        scope=m["scope"],
-        count=int(m["count"]),
-        first_at=m["first_at"],
-        last_at=m["last_at"],
-        campaign_id=m.get("campaign_id"),
-        account=m.get("account"),
-    )
