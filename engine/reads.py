@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from engine.campaign import COUNTERS, Campaign, Content
 from engine.rates import Limits, Rates
-from engine.schedule import Pacing
+from engine.schedule import Pacing, batch_sizes
 
 MIGRATIONS = Path(__file__).parent / "store" / "migrations"
 
@@ -203,6 +203,116 @@ def kind_counts(rows: Iterable[tuple[Any, Any]]) -> tuple[int, int, int]:
     """``counts_select``'s rows (kind, count) as (sent, bounced, complaints) (D14)."""
     found = dict(rows)
     return found.get("sent", 0), found.get("bounced", 0), found.get("complaint", 0)
+
+
+_EMAIL = re.compile(r"<?[^\s<>@,;]+@[^\s<>@,;]+>?")
+_PHONE = re.compile(r"<?(?<![\w.])\+?\d[\d ()-]{7,}\d>?")
+_SPACE = re.compile(r"\s+")
+REASON_LENGTH = 300
+
+
+def reason_key(reason: str | None) -> str:
+    """The reason as counted: addresses and phone numbers become ``<address>`` and
+    ``<number>`` (a 550 for ana@x and one for bia@y are the same reason), one line, at most
+    300 characters."""
+    text = _SPACE.sub(" ", reason or "unknown").strip() or "unknown"
+    text = _PHONE.sub("<number>", _EMAIL.sub("<address>", text))
+    return text[: REASON_LENGTH - 1] + "…" if len(text) > REASON_LENGTH else text
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Deliveries not sent yet because of one reason (their last error), and when the first
+    of them is tried again."""
+
+    reason: str
+    count: int
+    next_at: datetime | None
+
+
+def waiting_from(rows: Iterable[tuple[Any, Any, Any]], limit: int) -> list[Waiting]:
+    """``waiting_select``'s rows merged by reason as counted (``reason_key``), most first,
+    each with its earliest next attempt."""
+    merged: dict[str, tuple[int, datetime | None]] = {}
+    for error, n, next_at in rows:
+        key = reason_key(error)
+        count, first = merged.get(key, (0, None))
+        if next_at is not None and not isinstance(next_at, datetime):
+            next_at = None
+        soonest = min((t for t in (first, next_at) if t is not None), default=None)
+        merged[key] = (count + int(n), soonest)
+    ordered = sorted(merged.items(), key=lambda kv: -kv[1][0])[:limit]
+    return [Waiting(reason, n, at) for reason, (n, at) in ordered]
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """``engine.sending.status.CampaignTrouble`` as ``QuickReader.trouble`` reads it: why a
+    campaign is not done (its errors by reason, what waits for a retry, its account's
+    pause)."""
+
+    errors: tuple[ErrorCount, ...]
+    waiting: tuple[Waiting, ...]
+    next_retry_at: datetime | None
+    account_paused: str | None
+    account_until: datetime | None
+
+    @property
+    def error_total(self) -> int:
+        return sum(e.count for e in self.errors)
+
+
+#: partly sent batches are counted up to this many deliveries (the rest is derived)
+BATCH_COUNT_CAP = 5_000
+
+
+def open_by_batch(
+    c: Campaign,
+    flags: Callable[[int], Iterable[tuple[int, bool, bool]]],
+    count: Callable[[int, bool, int | None], int],
+    *,
+    cap: int = BATCH_COUNT_CAP,
+) -> dict[int, int]:
+    """Open (pending or claimed) deliveries of each batch of the campaign, cheaply, from
+    ``flags(n)`` (for batches 1..n: (batch, has open, has settled), two index seeks each) and
+    ``count(batch, open_, cap)`` (open or settled deliveries of a batch, at most ``cap``).
+
+    A batch with none open is done, one with nothing settled is whole. Only partly sent
+    batches are counted, up to ``cap``; the one too big to count (the batch being sent) is
+    what the campaign's counters leave.
+    """
+    sizes = batch_sizes(c.audience, c.pacing)
+    if len(sizes) != c.batches:  # a campaign of another shape: keep the stored count
+        sizes = (sizes + [0] * c.batches)[: c.batches]
+    if not sizes or c.finished:
+        return dict.fromkeys(range(1, len(sizes) + 1), 0)
+    opened: dict[int, int] = {}
+    unknown: list[int] = []
+    for (index, has_open, has_settled), size in zip(flags(len(sizes)), sizes, strict=True):
+        if not has_open:
+            opened[index] = 0
+        elif not has_settled:
+            opened[index] = size
+        else:
+            unknown.append(index)
+    big: list[int] = []
+    for k in unknown:
+        n = count(k, True, cap)
+        if n < cap:
+            opened[k] = n
+            continue
+        settled = count(k, False, cap)
+        if settled < cap:
+            opened[k] = max(0, sizes[k - 1] - settled)
+        else:
+            big.append(k)
+    for k in big[:-1]:  # rare: several batches half sent, each with thousands left
+        opened[k] = count(k, True, None)
+    if big:
+        k = big[-1]
+        rest = c.remaining - sum(opened.values())
+        opened[k] = min(sizes[k - 1], max(0, rest))
+    return opened
 
 
 # -- reading a column back as SQLAlchemy's types do ------------------------------------------
@@ -383,6 +493,52 @@ class QuickReader:
     def account_counts(self, account: str, since: datetime) -> tuple[int, int, int]:
         """``store.accounts.counts(account, since)`` (D14)."""
         return kind_counts(self.values("account_counts", account=account, since=since))
+
+    def campaign(self, campaign_id: int) -> Campaign | None:
+        """``store.campaigns.get(campaign_id)``: one campaign with its content."""
+        found = self.rows("campaign", campaign_id=campaign_id)
+        return campaign_from(found[0]) if found else None
+
+    def open_by_batch(self, c: Campaign, *, cap: int = BATCH_COUNT_CAP) -> dict[int, int]:
+        """``store.views.open_by_batch(c)``: open deliveries of each batch, cheaply."""
+
+        def flags(n: int) -> list[tuple[int, bool, bool]]:
+            found = self.values("batch_flags", campaign_id=c.id, batches=n) if n > 0 else []
+            return [(int(k), bool(o), bool(s)) for k, o, s in found]
+
+        def count(batch: int, open_: bool, cap_: int | None) -> int:
+            name = f"count_{'open' if open_ else 'settled'}_in_batch"
+            if cap_ is None:
+                found = self.values(name, campaign_id=c.id, batch=batch)
+            else:
+                found = self.values(f"{name}_capped", campaign_id=c.id, batch=batch, cap=cap_)
+            return int(found[0][0] or 0) if found else 0
+
+        return open_by_batch(c, flags, count, cap=cap)
+
+    def campaign_errors(self, campaign_id: int, *, limit: int) -> list[ErrorCount]:
+        """``store.errors.for_campaign(campaign_id, limit=limit)``."""
+        found = self.rows("campaign_errors", campaign_id=campaign_id, limit=limit)
+        return [error_count(m) for m in found]
+
+    def waiting(self, campaign_id: int, *, limit: int) -> list[Waiting]:
+        """``store.errors.waiting(campaign_id, limit=limit)``."""
+        return waiting_from(self.values("waiting", campaign_id=campaign_id), limit)
+
+    def trouble(self, c: Campaign, *, limit: int = 5) -> Trouble:
+        """What ``engine.sending.status.campaign_trouble(store, c)`` says, from the same
+        queries (a test holds the two equal)."""
+        errors = tuple(self.campaign_errors(c.id, limit=50))
+        waiting = tuple(self.waiting(c.id, limit=limit))
+        next_at = min((w.next_at for w in waiting if w.next_at is not None), default=None)
+        paused = until = None
+        if c.account:
+            state = self.account_states().get(c.account)
+            if state is not None and state.breaker_open:
+                paused, until = state.breaker_reason, state.breaker_retry_at
+            elif state is not None and state.guard_state == "paused" and not state.override_by:
+                paused, until = f"paused by the guard: {state.pause_reason}", state.paused_until
+        return Trouble(errors, waiting, next_at, paused, until)
 
     def account_errors(self, *, since: datetime, limit: int) -> dict[str, list[ErrorCount]]:
         """``store.errors.for_accounts(since=since, limit=limit)``."""

@@ -96,6 +96,441 @@ QUERIES: dict[str, dict[str, Any]] = {'account_counts': {'postgresql': ('SELECT 
                                (),
                                {},
                                {})},
+ 'batch_flags': {'postgresql': ('WITH RECURSIVE b(k) AS \n'
+                                '(SELECT %(param_11)s::INTEGER AS k UNION ALL SELECT b.k + '
+                                '%(k_1)s::INTEGER AS k \n'
+                                'FROM b \n'
+                                'WHERE b.k < %(batches)s::INTEGER)\n'
+                                ' SELECT b.k, (SELECT deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_1)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_1)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_2)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_2)s::INTEGER) IS NOT NULL AS anon_1, (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_3)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_3)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_4)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_4)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_5)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_5)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_6)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_6)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_7)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_7)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_8)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_8)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_9)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_9)s::INTEGER) IS NOT NULL OR (SELECT '
+                                'deliveries.position \n'
+                                'FROM deliveries \n'
+                                'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                                'deliveries.status = %(status_10)s::VARCHAR AND '
+                                'deliveries.batch = b.k ORDER BY deliveries.position \n'
+                                ' LIMIT %(param_10)s::INTEGER) IS NOT NULL AS anon_2 \n'
+                                'FROM b ORDER BY b.k',
+                                None,
+                                {'k_1': 1,
+                                 'param_1': 1,
+                                 'param_10': 1,
+                                 'param_11': 1,
+                                 'param_2': 1,
+                                 'param_3': 1,
+                                 'param_4': 1,
+                                 'param_5': 1,
+                                 'param_6': 1,
+                                 'param_7': 1,
+                                 'param_8': 1,
+                                 'param_9': 1,
+                                 'status_1': 'pending',
+                                 'status_10': 'cancelled',
+                                 'status_2': 'claimed',
+                                 'status_3': 'sent',
+                                 'status_4': 'delivered',
+                                 'status_5': 'failed',
+                                 'status_6': 'bounced',
+                                 'status_7': 'suppressed',
+                                 'status_8': 'skipped',
+                                 'status_9': 'expired'},
+                                {}),
+                 'sqlite': ('WITH RECURSIVE b(k) AS \n'
+                            '(SELECT ? AS k UNION ALL SELECT b.k + ? AS k \n'
+                            'FROM b \n'
+                            'WHERE b.k < ?)\n'
+                            ' SELECT b.k, (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL AS anon_1, (SELECT '
+                            'deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL OR (SELECT deliveries.position \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = ? AND deliveries.status = ? AND '
+                            'deliveries.batch = b.k ORDER BY deliveries.position\n'
+                            ' LIMIT ? OFFSET ?) IS NOT NULL AS anon_2 \n'
+                            'FROM b ORDER BY b.k',
+                            ('param_21',
+                             'k_1',
+                             'batches',
+                             'campaign_id',
+                             'status_1',
+                             'param_1',
+                             'param_2',
+                             'campaign_id',
+                             'status_2',
+                             'param_3',
+                             'param_4',
+                             'campaign_id',
+                             'status_3',
+                             'param_5',
+                             'param_6',
+                             'campaign_id',
+                             'status_4',
+                             'param_7',
+                             'param_8',
+                             'campaign_id',
+                             'status_5',
+                             'param_9',
+                             'param_10',
+                             'campaign_id',
+                             'status_6',
+                             'param_11',
+                             'param_12',
+                             'campaign_id',
+                             'status_7',
+                             'param_13',
+                             'param_14',
+                             'campaign_id',
+                             'status_8',
+                             'param_15',
+                             'param_16',
+                             'campaign_id',
+                             'status_9',
+                             'param_17',
+                             'param_18',
+                             'campaign_id',
+                             'status_10',
+                             'param_19',
+                             'param_20'),
+                            {'k_1': 1,
+                             'param_1': 1,
+                             'param_10': 0,
+                             'param_11': 1,
+                             'param_12': 0,
+                             'param_13': 1,
+                             'param_14': 0,
+                             'param_15': 1,
+                             'param_16': 0,
+                             'param_17': 1,
+                             'param_18': 0,
+                             'param_19': 1,
+                             'param_2': 0,
+                             'param_20': 0,
+                             'param_21': 1,
+                             'param_3': 1,
+                             'param_4': 0,
+                             'param_5': 1,
+                             'param_6': 0,
+                             'param_7': 1,
+                             'param_8': 0,
+                             'param_9': 1,
+                             'status_1': 'pending',
+                             'status_10': 'cancelled',
+                             'status_2': 'claimed',
+                             'status_3': 'sent',
+                             'status_4': 'delivered',
+                             'status_5': 'failed',
+                             'status_6': 'bounced',
+                             'status_7': 'suppressed',
+                             'status_8': 'skipped',
+                             'status_9': 'expired'},
+                            {})},
+ 'campaign': {'postgresql': ('SELECT campaigns.id, campaigns.mailing_id, campaigns.file_id, '
+                             'campaigns.name, campaigns.wallet_id, campaigns.channel, '
+                             'campaigns.account, campaigns.origin, campaigns.address_kind, '
+                             'campaigns.status, campaigns.status_reason, campaigns.priority, '
+                             'campaigns.start_at, campaigns.deadline, campaigns.started_at, '
+                             'campaigns.finished_at, campaigns.pacing_kind, '
+                             'campaigns.pacing_value, campaigns.pacing_interval_s, '
+                             'campaigns.exclude_recent_hours, campaigns.recipients, '
+                             'campaigns.audience, campaigns.batches, '
+                             'campaigns.released_batches, campaigns.paused_seconds, '
+                             'campaigns.paused_since, campaigns.sent, campaigns.delivered, '
+                             'campaigns.failed, campaigns.bounced, campaigns.suppressed, '
+                             'campaigns.skipped, campaigns.expired, campaigns.cancelled, '
+                             'campaigns.opened, campaigns.clicked, campaigns.clicks, '
+                             'campaigns.unsubscribed, campaigns.complaints, campaigns.sender, '
+                             'campaigns.from_name, campaigns.reply_to, campaigns.subject, '
+                             'campaigns.body, campaigns.template, campaigns.whatsapp_number, '
+                             'campaigns.settings, campaigns.created_at, campaigns.updated_at, '
+                             'wallets.code AS wallet \n'
+                             'FROM campaigns LEFT OUTER JOIN wallets ON wallets.id = '
+                             'campaigns.wallet_id \n'
+                             'WHERE campaigns.id = %(campaign_id)s::BIGINT',
+                             None,
+                             {},
+                             {}),
+              'sqlite': ('SELECT campaigns.id, campaigns.mailing_id, campaigns.file_id, '
+                         'campaigns.name, campaigns.wallet_id, campaigns.channel, '
+                         'campaigns.account, campaigns.origin, campaigns.address_kind, '
+                         'campaigns.status, campaigns.status_reason, campaigns.priority, '
+                         'campaigns.start_at, campaigns.deadline, campaigns.started_at, '
+                         'campaigns.finished_at, campaigns.pacing_kind, '
+                         'campaigns.pacing_value, campaigns.pacing_interval_s, '
+                         'campaigns.exclude_recent_hours, campaigns.recipients, '
+                         'campaigns.audience, campaigns.batches, campaigns.released_batches, '
+                         'campaigns.paused_seconds, campaigns.paused_since, campaigns.sent, '
+                         'campaigns.delivered, campaigns.failed, campaigns.bounced, '
+                         'campaigns.suppressed, campaigns.skipped, campaigns.expired, '
+                         'campaigns.cancelled, campaigns.opened, campaigns.clicked, '
+                         'campaigns.clicks, campaigns.unsubscribed, campaigns.complaints, '
+                         'campaigns.sender, campaigns.from_name, campaigns.reply_to, '
+                         'campaigns.subject, campaigns.body, campaigns.template, '
+                         'campaigns.whatsapp_number, campaigns.settings, campaigns.created_at, '
+                         'campaigns.updated_at, wallets.code AS wallet \n'
+                         'FROM campaigns LEFT OUTER JOIN wallets ON wallets.id = '
+                         'campaigns.wallet_id \n'
+                         'WHERE campaigns.id = ?',
+                         ('campaign_id',),
+                         {},
+                         {})},
+ 'campaign_errors': {'postgresql': ('SELECT delivery_errors.campaign_id, '
+                                    'delivery_errors.account, delivery_errors.outcome, '
+                                    'delivery_errors.reason, delivery_errors.scope, '
+                                    'delivery_errors.count, delivery_errors.first_at, '
+                                    'delivery_errors.last_at \n'
+                                    'FROM delivery_errors \n'
+                                    'WHERE delivery_errors.campaign_id = '
+                                    '%(campaign_id)s::BIGINT ORDER BY delivery_errors.count '
+                                    'DESC, delivery_errors.last_at DESC \n'
+                                    ' LIMIT %(limit)s',
+                                    None,
+                                    {},
+                                    {}),
+                     'sqlite': ('SELECT delivery_errors.campaign_id, delivery_errors.account, '
+                                'delivery_errors.outcome, delivery_errors.reason, '
+                                'delivery_errors.scope, delivery_errors.count, '
+                                'delivery_errors.first_at, delivery_errors.last_at \n'
+                                'FROM delivery_errors \n'
+                                'WHERE delivery_errors.campaign_id = ? ORDER BY '
+                                'delivery_errors.count DESC, delivery_errors.last_at DESC\n'
+                                ' LIMIT ? OFFSET ?',
+                                ('campaign_id', 'limit', 'param_1'),
+                                {'param_1': 0},
+                                {})},
+ 'count_open_in_batch': {'postgresql': ('SELECT count(*) AS count_1 \n'
+                                        'FROM (SELECT deliveries.id AS id \n'
+                                        'FROM deliveries \n'
+                                        'WHERE deliveries.campaign_id = '
+                                        '%(campaign_id)s::BIGINT AND deliveries.status IN '
+                                        '(%(status_1_1)s::VARCHAR, %(status_1_2)s::VARCHAR) '
+                                        'AND deliveries.batch = %(batch)s::INTEGER) AS anon_1',
+                                        None,
+                                        {'status_1_1': 'pending', 'status_1_2': 'claimed'},
+                                        {}),
+                         'sqlite': ('SELECT count(*) AS count_1 \n'
+                                    'FROM (SELECT deliveries.id AS id \n'
+                                    'FROM deliveries \n'
+                                    'WHERE deliveries.campaign_id = ? AND deliveries.status IN '
+                                    '(?, ?) AND deliveries.batch = ?) AS anon_1',
+                                    ('campaign_id', 'status_1_1', 'status_1_2', 'batch'),
+                                    {'status_1_1': 'pending', 'status_1_2': 'claimed'},
+                                    {})},
+ 'count_open_in_batch_capped': {'postgresql': ('SELECT count(*) AS count_1 \n'
+                                               'FROM (SELECT deliveries.id AS id \n'
+                                               'FROM deliveries \n'
+                                               'WHERE deliveries.campaign_id = '
+                                               '%(campaign_id)s::BIGINT AND deliveries.status '
+                                               'IN (%(status_1_1)s::VARCHAR, '
+                                               '%(status_1_2)s::VARCHAR) AND deliveries.batch '
+                                               '= %(batch)s::INTEGER \n'
+                                               ' LIMIT %(cap)s) AS anon_1',
+                                               None,
+                                               {'status_1_1': 'pending',
+                                                'status_1_2': 'claimed'},
+                                               {}),
+                                'sqlite': ('SELECT count(*) AS count_1 \n'
+                                           'FROM (SELECT deliveries.id AS id \n'
+                                           'FROM deliveries \n'
+                                           'WHERE deliveries.campaign_id = ? AND '
+                                           'deliveries.status IN (?, ?) AND deliveries.batch = '
+                                           '?\n'
+                                           ' LIMIT ? OFFSET ?) AS anon_1',
+                                           ('campaign_id',
+                                            'status_1_1',
+                                            'status_1_2',
+                                            'batch',
+                                            'cap',
+                                            'param_1'),
+                                           {'param_1': 0,
+                                            'status_1_1': 'pending',
+                                            'status_1_2': 'claimed'},
+                                           {})},
+ 'count_settled_in_batch': {'postgresql': ('SELECT count(*) AS count_1 \n'
+                                           'FROM (SELECT deliveries.id AS id \n'
+                                           'FROM deliveries \n'
+                                           'WHERE deliveries.campaign_id = '
+                                           '%(campaign_id)s::BIGINT AND deliveries.status IN '
+                                           '(%(status_1_1)s::VARCHAR, %(status_1_2)s::VARCHAR, '
+                                           '%(status_1_3)s::VARCHAR, %(status_1_4)s::VARCHAR, '
+                                           '%(status_1_5)s::VARCHAR, %(status_1_6)s::VARCHAR, '
+                                           '%(status_1_7)s::VARCHAR, %(status_1_8)s::VARCHAR) '
+                                           'AND deliveries.batch = %(batch)s::INTEGER) AS '
+                                           'anon_1',
+                                           None,
+                                           {'status_1_1': 'sent',
+                                            'status_1_2': 'delivered',
+                                            'status_1_3': 'failed',
+                                            'status_1_4': 'bounced',
+                                            'status_1_5': 'suppressed',
+                                            'status_1_6': 'skipped',
+                                            'status_1_7': 'expired',
+                                            'status_1_8': 'cancelled'},
+                                           {}),
+                            'sqlite': ('SELECT count(*) AS count_1 \n'
+                                       'FROM (SELECT deliveries.id AS id \n'
+                                       'FROM deliveries \n'
+                                       'WHERE deliveries.campaign_id = ? AND deliveries.status '
+                                       'IN (?, ?, ?, ?, ?, ?, ?, ?) AND deliveries.batch = ?) '
+                                       'AS anon_1',
+                                       ('campaign_id',
+                                        'status_1_1',
+                                        'status_1_2',
+                                        'status_1_3',
+                                        'status_1_4',
+                                        'status_1_5',
+                                        'status_1_6',
+                                        'status_1_7',
+                                        'status_1_8',
+                                        'batch'),
+                                       {'status_1_1': 'sent',
+                                        'status_1_2': 'delivered',
+                                        'status_1_3': 'failed',
+                                        'status_1_4': 'bounced',
+                                        'status_1_5': 'suppressed',
+                                        'status_1_6': 'skipped',
+                                        'status_1_7': 'expired',
+                                        'status_1_8': 'cancelled'},
+                                       {})},
+ 'count_settled_in_batch_capped': {'postgresql': ('SELECT count(*) AS count_1 \n'
+                                                  'FROM (SELECT deliveries.id AS id \n'
+                                                  'FROM deliveries \n'
+                                                  'WHERE deliveries.campaign_id = '
+                                                  '%(campaign_id)s::BIGINT AND '
+                                                  'deliveries.status IN '
+                                                  '(%(status_1_1)s::VARCHAR, '
+                                                  '%(status_1_2)s::VARCHAR, '
+                                                  '%(status_1_3)s::VARCHAR, '
+                                                  '%(status_1_4)s::VARCHAR, '
+                                                  '%(status_1_5)s::VARCHAR, '
+                                                  '%(status_1_6)s::VARCHAR, '
+                                                  '%(status_1_7)s::VARCHAR, '
+                                                  '%(status_1_8)s::VARCHAR) AND '
+                                                  'deliveries.batch = %(batch)s::INTEGER \n'
+                                                  ' LIMIT %(cap)s) AS anon_1',
+                                                  None,
+                                                  {'status_1_1': 'sent',
+                                                   'status_1_2': 'delivered',
+                                                   'status_1_3': 'failed',
+                                                   'status_1_4': 'bounced',
+                                                   'status_1_5': 'suppressed',
+                                                   'status_1_6': 'skipped',
+                                                   'status_1_7': 'expired',
+                                                   'status_1_8': 'cancelled'},
+                                                  {}),
+                                   'sqlite': ('SELECT count(*) AS count_1 \n'
+                                              'FROM (SELECT deliveries.id AS id \n'
+                                              'FROM deliveries \n'
+                                              'WHERE deliveries.campaign_id = ? AND '
+                                              'deliveries.status IN (?, ?, ?, ?, ?, ?, ?, ?) '
+                                              'AND deliveries.batch = ?\n'
+                                              ' LIMIT ? OFFSET ?) AS anon_1',
+                                              ('campaign_id',
+                                               'status_1_1',
+                                               'status_1_2',
+                                               'status_1_3',
+                                               'status_1_4',
+                                               'status_1_5',
+                                               'status_1_6',
+                                               'status_1_7',
+                                               'status_1_8',
+                                               'batch',
+                                               'cap',
+                                               'param_1'),
+                                              {'param_1': 0,
+                                               'status_1_1': 'sent',
+                                               'status_1_2': 'delivered',
+                                               'status_1_3': 'failed',
+                                               'status_1_4': 'bounced',
+                                               'status_1_5': 'suppressed',
+                                               'status_1_6': 'skipped',
+                                               'status_1_7': 'expired',
+                                               'status_1_8': 'cancelled'},
+                                              {})},
  'in_flight': {'postgresql': ('SELECT campaigns.account, count(*) AS count_1 \n'
                               'FROM deliveries JOIN campaigns ON campaigns.id = '
                               'deliveries.campaign_id \n'
@@ -231,7 +666,26 @@ QUERIES: dict[str, dict[str, Any]] = {'account_counts': {'postgresql': ('SELECT 
                                            ' LIMIT ? OFFSET ?',
                                            ('status', 'limit', 'param_1'),
                                            {'param_1': 0},
-                                           {})}}
+                                           {})},
+ 'waiting': {'postgresql': ('SELECT deliveries.error, count(*) AS n, '
+                            'min(deliveries.next_attempt_at) AS next_at \n'
+                            'FROM deliveries \n'
+                            'WHERE deliveries.campaign_id = %(campaign_id)s::BIGINT AND '
+                            'deliveries.next_attempt_at IS NOT NULL AND deliveries.status IN '
+                            '(%(status_1_1)s::VARCHAR, %(status_1_2)s::VARCHAR) AND '
+                            'deliveries.error IS NOT NULL GROUP BY deliveries.error',
+                            None,
+                            {'status_1_1': 'pending', 'status_1_2': 'claimed'},
+                            {}),
+             'sqlite': ('SELECT deliveries.error, count(*) AS n, '
+                        'min(deliveries.next_attempt_at) AS next_at \n'
+                        'FROM deliveries \n'
+                        'WHERE deliveries.campaign_id = ? AND deliveries.next_attempt_at IS '
+                        'NOT NULL AND deliveries.status IN (?, ?) AND deliveries.error IS NOT '
+                        'NULL GROUP BY deliveries.error',
+                        ('campaign_id', 'status_1_1', 'status_1_2'),
+                        {'status_1_1': 'pending', 'status_1_2': 'claimed'},
+                        {})}}
 
 #: name -> the columns' (label or None, kind) (kind: how engine.reads reads it back)
 COLUMNS: dict[str, tuple[tuple[str | None, str], ...]] = {'account_counts': (('kind', ''), (None, '')),
@@ -266,6 +720,69 @@ COLUMNS: dict[str, tuple[tuple[str | None, str], ...]] = {'account_counts': (('k
                     ('breaker_pause_s', ''),
                     ('bucket_tokens', ''),
                     ('bucket_at', 'utc')),
+ 'batch_flags': (('k', ''), (None, 'bool'), (None, 'bool')),
+ 'campaign': (('id', ''),
+              ('mailing_id', ''),
+              ('file_id', ''),
+              ('name', ''),
+              ('wallet_id', ''),
+              ('channel', ''),
+              ('account', ''),
+              ('origin', ''),
+              ('address_kind', ''),
+              ('status', ''),
+              ('status_reason', ''),
+              ('priority', ''),
+              ('start_at', 'utc'),
+              ('deadline', 'utc'),
+              ('started_at', 'utc'),
+              ('finished_at', 'utc'),
+              ('pacing_kind', ''),
+              ('pacing_value', ''),
+              ('pacing_interval_s', ''),
+              ('exclude_recent_hours', ''),
+              ('recipients', ''),
+              ('audience', ''),
+              ('batches', ''),
+              ('released_batches', ''),
+              ('paused_seconds', ''),
+              ('paused_since', 'utc'),
+              ('sent', ''),
+              ('delivered', ''),
+              ('failed', ''),
+              ('bounced', ''),
+              ('suppressed', ''),
+              ('skipped', ''),
+              ('expired', ''),
+              ('cancelled', ''),
+              ('opened', ''),
+              ('clicked', ''),
+              ('clicks', ''),
+              ('unsubscribed', ''),
+              ('complaints', ''),
+              ('sender', ''),
+              ('from_name', ''),
+              ('reply_to', ''),
+              ('subject', ''),
+              ('body', ''),
+              ('template', ''),
+              ('whatsapp_number', ''),
+              ('settings', 'json'),
+              ('created_at', 'utc'),
+              ('updated_at', 'utc'),
+              ('wallet', '')),
+ 'campaign_errors': (('campaign_id', ''),
+                     ('account', ''),
+                     ('outcome', ''),
+                     ('reason', ''),
+                     ('scope', ''),
+                     ('count', ''),
+                     ('first_at', 'utc'),
+                     ('last_at', 'utc')),
+ 'count_open_in_batch': ((None, ''),),
+ 'count_open_in_batch_capped': ((None, ''),),
+ 'count_settled_in_batch': ((None, ''),),
+ 'count_settled_in_batch_capped': ((None, ''),),
  'in_flight': (('account', ''), (None, '')),
  'recent_campaigns': (('id', ''),
                       ('mailing_id', ''),
@@ -350,4 +867,5 @@ COLUMNS: dict[str, tuple[tuple[str | None, str], ...]] = {'account_counts': (('k
                                 ('complaints', ''),
                                 ('created_at', 'utc'),
                                 ('updated_at', 'utc'),
-                                ('wallet', ''))}
+                                ('wallet', '')),
+ 'waiting': (('error', ''), ('n', ''), ('next_at', 'utc'))}

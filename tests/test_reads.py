@@ -68,6 +68,7 @@ def _campaigns(store: Store) -> None:
                     "pacing_interval_s": (3600, 600, None)[i % 3],
                     "exclude_recent_hours": 24 if i == 3 else None,
                     "recipients": 1000 * i,
+                    "audience": 1000 * i,
                     "batches": 10,
                     "released_batches": i % 10,
                     "paused_seconds": 30 * i,
@@ -259,9 +260,14 @@ def _accounts_config(tmp_path: Path, db_url: str, names: dict[str, str]) -> Path
 
 
 def test_accounts_prints_the_same_both_ways(
-    store: Store, db_url: str, tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+    store: Store,
+    db_url: str,
+    tmp_path: Path,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    fixed_now: datetime,
 ) -> None:
-    _accounts(store, datetime.now(UTC))
+    _accounts(store, fixed_now)
     config = _accounts_config(tmp_path, db_url, ACCOUNTS)
     used: list[str] = []
     in_flight = QuickReader.in_flight
@@ -287,3 +293,98 @@ def test_accounts_prints_the_same_both_ways(
     assert done.exit_code == 0, done.output
     assert used == ["quick", "quick"]
     assert "acct9" in store.accounts.states()
+
+
+def _batches(store: Store, now: datetime) -> None:
+    """Campaign 3 (sending, 10 % an hour) with batches done, half sent, untouched, and
+    retries waiting with their reasons; campaign 5 (held) with one batch half sent."""
+    _accounts(store, now)
+    rows: list[dict[str, Any]] = []
+    for batch, statuses in {
+        2: ["sent"] * 10,
+        3: ["sent"] * 4 + ["pending"] * 6,
+        4: ["pending"] * 10,
+        5: ["delivered", "bounced", "pending", "pending", "claimed"] * 2,
+    }.items():
+        for p, status in enumerate(statuses):
+            retry = status == "pending" and p % 2 == 0 and batch == 5
+            rows.append(
+                {"campaign_id": 3, "position": 100 * batch + p, "batch": batch,
+                 "address": f"b{batch}.{p}@x.com", "status": status, "attempts": 1,
+                 "lease_until": now + timedelta(minutes=5) if status == "claimed" else None,
+                 "next_attempt_at": now + timedelta(minutes=p) if retry else None,
+                 "error": f"421 try <b{p}@x.com> later" if retry else None}
+            )  # fmt: skip
+    with store.write() as c:
+        c.execute(sa.insert(t.deliveries), rows)
+
+
+@pytest.fixture
+def fixed_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """The CLI's clock stopped (a schedule is projected from now)."""
+    from engine.clock import TestClock
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    monkeypatch.setattr("engine.cli.context.RealClock", lambda: TestClock(now))
+    return now
+
+
+def test_the_reader_gives_the_campaign_the_store_gives(store: Store, db_url: str) -> None:
+    from engine.config import load_config
+    from engine.plugins import load_plugins
+    from engine.schedule import DEFAULT_RATE, live
+    from engine.sending.status import campaign_schedule, campaign_trouble
+
+    now = datetime.now(UTC)
+    _batches(store, now)
+    reader = QuickReader.open(db_url)
+    assert reader is not None
+    try:
+        assert reader.campaign(999) is None
+        for i in range(1, len(STATUSES) + 1):
+            c = reader.campaign(i)
+            assert c is not None and c == store.campaigns.get(i)
+            for cap in (1, 3, 5_000):
+                assert reader.open_by_batch(c, cap=cap) == store.views.open_by_batch(c, cap=cap)
+            schedule = campaign_schedule(store, load_config(None, plugins=load_plugins()), c, now)
+            quick = live(c, now, rate=DEFAULT_RATE, open_by_batch=reader.open_by_batch(c))
+            assert quick == schedule
+            assert vars(reader.trouble(c)) == vars(campaign_trouble(store, c))
+        assert reader.waiting(3, limit=5), "retries wait with their reasons"
+        assert reader.campaign_errors(3, limit=50)
+    finally:
+        reader.close()
+
+
+def test_campaign_show_prints_the_same_both_ways(
+    store: Store,
+    db_url: str,
+    tmp_path: Path,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    fixed_now: datetime,
+) -> None:
+    _batches(store, fixed_now)
+    config = _accounts_config(tmp_path, db_url, ACCOUNTS)
+    used: list[int] = []
+    campaign = QuickReader.campaign
+
+    def spy(self: QuickReader, campaign_id: int) -> Any:
+        used.append(campaign_id)
+        return campaign(self, campaign_id)
+
+    monkeypatch.setattr(QuickReader, "campaign", spy)
+    commands = [
+        ["campaign", "show", str(i), *json]
+        for i in (*range(1, len(STATUSES) + 1), 999)
+        for json in ((), ("--json",))
+    ]
+    quick = [run_cli("--config", str(config), *args) for args in commands]
+    assert len(used) == len(commands), "the quick path served every command"
+    monkeypatch.setattr(AppContext, "quick_reader", property(lambda self: None))
+    slow = [run_cli("--config", str(config), *args) for args in commands]
+    for args, q, s in zip(commands, quick, slow, strict=True):
+        assert q.exit_code == s.exit_code, (args, q.output, s.output)
+        assert q.output == s.output, args
+    assert quick[-1].exit_code == 1 and "no campaign 999" in quick[-1].output
+    assert "421 try <address> later" in quick[5].output  # campaign 3, --json

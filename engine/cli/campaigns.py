@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     # the store is imported by the commands that use it, so building the command line
     # (every `disparo` process does) stays light
     from engine.campaign import Campaign
+    from engine.reads import Trouble
     from engine.schedule import Schedule
     from engine.sending.status import CampaignTrouble
 
@@ -148,13 +149,28 @@ def _get(a: AppContext, campaign_id: int) -> Campaign:
 def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     """Totals (D18), the pacing timeline and the deadline of a campaign."""
     from engine.campaign import COUNTERS
-    from engine.sending.status import campaign_schedule, campaign_trouble
 
     a = app(ctx)
-    c = _get(a, campaign_id)
     now = a.clock.now()
-    schedule = campaign_schedule(a.existing_store, a.config, c, now)
-    trouble = campaign_trouble(a.existing_store, c)
+    reader = a.quick_reader  # the same queries without SQLAlchemy when the store is at head
+    trouble: CampaignTrouble | Trouble
+    if reader is not None:
+        from engine.schedule import DEFAULT_RATE, live
+
+        found = reader.campaign(campaign_id)
+        if found is None:
+            fail(f"there is no campaign {campaign_id} (see `{a.hint('campaigns')}`)")
+        c = found
+        account = a.config.accounts.get(c.account or "")  # as status.account_rate (D9, D10)
+        rate = account.rate if account is not None else DEFAULT_RATE
+        schedule = live(c, now, rate=rate, open_by_batch=reader.open_by_batch(c))
+        trouble = reader.trouble(c)
+    else:
+        from engine.sending.status import campaign_schedule, campaign_trouble
+
+        c = _get(a, campaign_id)
+        schedule = campaign_schedule(a.existing_store, a.config, c, now)
+        trouble = campaign_trouble(a.existing_store, c)
     if as_json:
         body = (
             campaign_json(a, c)
@@ -234,7 +250,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     _print_schedule(a, c, schedule)
 
 
-def _trouble_json(a: AppContext, trouble: CampaignTrouble) -> dict[str, Any]:
+def _trouble_json(a: AppContext, trouble: CampaignTrouble | Trouble) -> dict[str, Any]:
     def t(value: datetime | None) -> str | None:
         return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
 

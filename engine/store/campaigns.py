@@ -69,6 +69,12 @@ def campaign_columns(c: Campaign) -> dict[str, Any]:
     }
 
 
+def campaign_select(campaign_id: Any, *, content: bool = True) -> sa.Select[Any]:
+    """One campaign, with its content unless ``content=False`` (``campaign_from`` reads it)."""
+    columns = FULL_COLUMNS if content else ROW_COLUMNS
+    return sa.select(*columns).select_from(FROM).where(campaigns.c.id == campaign_id)
+
+
 def recent_select(limit: Any, status: Any | None = None) -> sa.Select[Any]:
     """The newest campaigns first, without their content, ``status`` ones only when given:
     ``Campaigns.recent``'s statement, and the one ``engine.reads`` runs compiled (with bind
@@ -104,7 +110,7 @@ class Campaigns(Queries):
     ) -> Campaign | None:
         """One campaign, with its content unless ``content=False``."""
         with self._reading(conn) as c:
-            row = c.execute(self._select(content=content).where(campaigns.c.id == campaign_id))
+            row = c.execute(campaign_select(campaign_id, content=content))
             found = row.first()
         return campaign_from(found._mapping) if found else None
 

@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.types import Boolean, TypeDecorator
 
 from engine.store.accounts import counts_select, states_select
-from engine.store.campaigns import in_flight_select, recent_select
-from engine.store.delivery_errors import for_accounts_select
+from engine.store.campaigns import campaign_select, in_flight_select, recent_select
+from engine.store.delivery_errors import for_accounts_select, for_campaign_select, waiting_select
 from engine.store.schema import JsonDocument, UTCDateTime
+from engine.store.views import batch_flags_select, count_in_batch_select
 
 #: where the repository keeps it
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "reads_sql.py"
@@ -38,6 +39,14 @@ def _param(name: str) -> Any:
     return sa.bindparam(name, None)
 
 
+def _count_in_batch(*, open_: bool, capped: bool) -> Callable[[], sa.Select[Any]]:
+    def make() -> sa.Select[Any]:
+        cap = _param("cap") if capped else None
+        return count_in_batch_select(_param("campaign_id"), _param("batch"), open_=open_, cap=cap)
+
+    return make
+
+
 #: each query ``engine.reads`` runs: its name and its statement, with bind parameters
 STATEMENTS: dict[str, Callable[[], sa.Select[Any]]] = {
     "recent_campaigns": lambda: recent_select(_param("limit")),
@@ -46,6 +55,17 @@ STATEMENTS: dict[str, Callable[[], sa.Select[Any]]] = {
     "in_flight": in_flight_select,
     "account_counts": lambda: counts_select(_param("account"), _param("since")),
     "account_errors_since": lambda: for_accounts_select(_param("since")),
+    "campaign": lambda: campaign_select(_param("campaign_id")),
+    "batch_flags": lambda: batch_flags_select(_param("campaign_id"), _param("batches")),
+    **{
+        f"count_{'open' if open_ else 'settled'}_in_batch{'_capped' if capped else ''}": (
+            _count_in_batch(open_=open_, capped=capped)
+        )
+        for open_ in (True, False)
+        for capped in (True, False)
+    },
+    "campaign_errors": lambda: for_campaign_select(_param("campaign_id"), _param("limit")),
+    "waiting": lambda: waiting_select(_param("campaign_id")),
 }
 
 
