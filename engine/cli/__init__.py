@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from engine import __version__
+import engine
 from engine.cli.context import AppContext, fail
 from engine.config import ENV_VAR
 from engine.plugins import PluginError, load_plugins
@@ -72,6 +72,15 @@ class DisparoGroup(click.Group):
         return super().list_commands(ctx)
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: as click's ``version_option`` prints it, the version looked up only
+    then (``engine.__version__`` reads the distribution's metadata)."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"disparo, version {engine.__version__}", color=ctx.color)
+    ctx.exit()
+
+
 @click.group(
     cls=DisparoGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -82,7 +91,14 @@ class DisparoGroup(click.Group):
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"The configuration file. Default: ${ENV_VAR}, else ./disparo.toml.",
 )
-@click.version_option(__version__, prog_name="disparo")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """disparo: turn dropped contact files into paced e-mail, SMS and WhatsApp campaigns.
