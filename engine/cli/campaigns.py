@@ -18,6 +18,7 @@ from rich.text import Text
 
 from engine.actions import ROLES, Applied, actor, submit_and_apply
 from engine.cli.context import AppContext, app, fail
+from engine.cli.plaintable import print_table
 from engine.publish.results import RESULT_COLUMNS, export_results, result_row, write_results
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
                 style=STATUS_STYLE.get(c.status, ""),
             ),
         )
-    a.console.print(table)
+    print_table(a.console, table)
 
 
 @click.group("campaign")
@@ -224,14 +225,14 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         )
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
-    a.console.print(table)
+    print_table(a.console, table)
     if trouble.waiting and not c.finished:
         why = Table(title="Not sent yet, because", title_justify="left")
         for column in ("Reason", "Deliveries", "Next retry"):
             why.add_column(column)
         for w in trouble.waiting:
             why.add_row(Text(w.reason), f"{w.count:,}", _t(a, w.next_at))
-        a.console.print(why)
+        print_table(a.console, why)
     if trouble.errors:
         errors = Table(title="Errors by reason", title_justify="left")
         for column in ("Outcome", "Reason", "Scope", "Count", "Last"):
@@ -246,7 +247,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
             )
         if len(trouble.errors) > 5:
             errors.caption = f"and {len(trouble.errors) - 5} other reason(s): see --json"
-        a.console.print(errors)
+        print_table(a.console, errors)
     _print_schedule(a, c, schedule)
 
 
@@ -301,7 +302,7 @@ def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
             if b.expired:
                 state = "expires (after the deadline)"
             timeline.add_row(str(b.index), f"{b.size:,}", _t(a, b.release_at), f"{b.open:,}", state)
-        a.console.print(timeline)
+        print_table(a.console, timeline)
     if c.finished:
         return
     if c.status in ("held", "paused"):
@@ -384,7 +385,7 @@ def campaign_results(
             shown += 1
         if shown >= limit:
             break
-    a.console.print(table)
+    print_table(a.console, table)
     if c.recipients > shown:
         a.console.print(
             f"{c.recipients - shown:,} more; export them all with "
@@ -608,7 +609,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             if r["breaker"] == "open"
             else Text("ok", style="green"),
         )
-    a.console.print(table)
+    print_table(a.console, table)
     failing = [(r["name"], e) for r in rows for e in r["recent_errors"][:3]]
     if failing:
         listing = Table(
@@ -618,7 +619,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             listing.add_column(column)
         for name, e in failing:
             listing.add_row(name, e["outcome"], Text(e["reason"]), f"{e['count']:,}", e["last_at"])
-        a.console.print(listing)
+        print_table(a.console, listing)
 
 
 @accounts_command.command("override")
@@ -687,7 +688,7 @@ def suppressions_command(
         table.add_row(
             Text(s.address), s.origin, Text(s.reason or ""), s.created_by, _t(a, s.created_at)
         )
-    a.console.print(table)
+    print_table(a.console, table)
 
 
 @suppressions_command.command("add")
