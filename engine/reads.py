@@ -26,12 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from engine.campaign import COUNTERS, Campaign, Content
 from engine.rates import Limits, Rates
-from engine.schedule import Pacing, batch_sizes
+from engine.schedule import DEFAULT_RATE, Pacing, batch_sizes
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 MIGRATIONS = Path(__file__).parent / "store" / "migrations"
 
@@ -247,19 +250,43 @@ def waiting_from(rows: Iterable[tuple[Any, Any, Any]], limit: int) -> list[Waiti
 
 @dataclass(frozen=True)
 class Trouble:
-    """``engine.sending.status.CampaignTrouble`` as ``QuickReader.trouble`` reads it: why a
-    campaign is not done (its errors by reason, what waits for a retry, its account's
-    pause)."""
+    """Why a campaign is not done: its errors by reason, the reasons of what waits for a
+    retry and when the next one is, and its account's state (breaker, guard); what
+    ``engine.sending.status.campaign_trouble`` (as ``CampaignTrouble``) and
+    ``QuickReader.trouble`` return."""
 
     errors: tuple[ErrorCount, ...]
     waiting: tuple[Waiting, ...]
     next_retry_at: datetime | None
+    #: why its account sends nothing now (its breaker, the guard), and until when
     account_paused: str | None
     account_until: datetime | None
 
     @property
     def error_total(self) -> int:
         return sum(e.count for e in self.errors)
+
+
+def trouble_from(
+    errors: Iterable[ErrorCount], waiting: Iterable[Waiting], account: AccountState | None
+) -> Trouble:
+    """A campaign's trouble from its error counts, its deliveries waiting for a retry by
+    reason and its account's state (None: no account, or not known to the store): the one
+    implementation behind the store's path and the quick reader's."""
+    waits = tuple(waiting)
+    next_at = min((w.next_at for w in waits if w.next_at is not None), default=None)
+    paused = until = None
+    if account is not None and account.breaker_open:
+        paused, until = account.breaker_reason, account.breaker_retry_at
+    elif account is not None and account.guard_state == "paused" and not account.override_by:
+        paused, until = f"paused by the guard: {account.pause_reason}", account.paused_until
+    return Trouble(tuple(errors), waits, next_at, paused, until)
+
+
+def account_rate(config: Config, campaign: Campaign) -> float:
+    """The rate its sender account sends at (D10), else the default (D9)."""
+    account = config.accounts.get(campaign.account or "")
+    return account.rate if account is not None else DEFAULT_RATE
 
 
 #: partly sent batches are counted up to this many deliveries (the rest is derived)
@@ -528,17 +555,10 @@ class QuickReader:
     def trouble(self, c: Campaign, *, limit: int = 5) -> Trouble:
         """What ``engine.sending.status.campaign_trouble(store, c)`` says, from the same
         queries (a test holds the two equal)."""
-        errors = tuple(self.campaign_errors(c.id, limit=50))
-        waiting = tuple(self.waiting(c.id, limit=limit))
-        next_at = min((w.next_at for w in waiting if w.next_at is not None), default=None)
-        paused = until = None
-        if c.account:
-            state = self.account_states().get(c.account)
-            if state is not None and state.breaker_open:
-                paused, until = state.breaker_reason, state.breaker_retry_at
-            elif state is not None and state.guard_state == "paused" and not state.override_by:
-                paused, until = f"paused by the guard: {state.pause_reason}", state.paused_until
-        return Trouble(errors, waiting, next_at, paused, until)
+        errors = self.campaign_errors(c.id, limit=50)
+        waiting = self.waiting(c.id, limit=limit)
+        state = self.account_states().get(c.account) if c.account else None
+        return trouble_from(errors, waiting, state)
 
     def account_errors(self, *, since: datetime, limit: int) -> dict[str, list[ErrorCount]]:
         """``store.errors.for_accounts(since=since, limit=limit)``."""

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from engine.campaign import Campaign
     from engine.reads import Trouble
     from engine.schedule import Schedule
-    from engine.sending.status import CampaignTrouble
 
 STATUS_STYLE = {
     "draft": "dim cyan",
@@ -154,16 +153,16 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     a = app(ctx)
     now = a.clock.now()
     reader = a.quick_reader  # the same queries without SQLAlchemy when the store is at head
-    trouble: CampaignTrouble | Trouble
+    trouble: Trouble
     if reader is not None:
-        from engine.schedule import DEFAULT_RATE, live
+        from engine.reads import account_rate
+        from engine.schedule import live
 
         found = reader.campaign(campaign_id)
         if found is None:
             fail(f"there is no campaign {campaign_id} (see `{a.hint('campaigns')}`)")
         c = found
-        account = a.config.accounts.get(c.account or "")  # as status.account_rate (D9, D10)
-        rate = account.rate if account is not None else DEFAULT_RATE
+        rate = account_rate(a.config, c)  # as status.campaign_schedule (D9, D10)
         schedule = live(c, now, rate=rate, open_by_batch=reader.open_by_batch(c))
         trouble = reader.trouble(c)
     else:
@@ -251,7 +250,7 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     _print_schedule(a, c, schedule)
 
 
-def _trouble_json(a: AppContext, trouble: CampaignTrouble | Trouble) -> dict[str, Any]:
+def _trouble_json(a: AppContext, trouble: Trouble) -> dict[str, Any]:
     def t(value: datetime | None) -> str | None:
         return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
 
