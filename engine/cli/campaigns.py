@@ -19,7 +19,6 @@ from rich.text import Text
 from engine.actions import ROLES, Applied, actor, submit_and_apply
 from engine.cli.context import AppContext, app, fail
 from engine.cli.plaintable import print_table
-from engine.publish.results import RESULT_COLUMNS, export_results, result_row, write_results
 
 if TYPE_CHECKING:
     # the store is imported by the commands that use it, so building the command line
@@ -344,6 +343,11 @@ def campaign_results(
     (`;`-separated, UTF-8 with BOM, formula-safe cells, E2)."""
     if csv_path is not None and (as_json or limit is not None):
         raise click.UsageError("--csv writes every recipient: give it without --json and --limit")
+    from engine.publish.results import (  # here: the listings start without it
+        RESULT_COLUMNS,
+        result_row,
+    )
+
     a = app(ctx)
     c = _get(a, campaign_id)
     store = a.existing_store
@@ -394,6 +398,8 @@ def campaign_results(
 
 def _export_results(a: AppContext, c: Campaign, path: Path) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from engine.publish.results import export_results, write_results
 
     err = a.err
     with Progress(
