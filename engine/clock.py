@@ -7,13 +7,17 @@ deadlines and 24-hour guard windows in milliseconds.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import itertools
 import time
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+# asyncio is imported where it runs: the CLI's read-only commands import this module and
+# start ~30 ms sooner without it (issue 16, goal 7)
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock(Protocol):
@@ -52,6 +56,8 @@ class RealClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -82,6 +88,8 @@ class TestClock:
         return (self._now - self._origin).total_seconds()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -103,6 +111,8 @@ class TestClock:
     async def _settle(self) -> None:
         # Let woken tasks run until they block again (several hops: a woken task may await
         # a thread or another task before it sleeps again).
+        import asyncio
+
         for _ in range(20):
             await asyncio.sleep(0)
 
@@ -139,6 +149,8 @@ class TestClock:
 
 async def wait_event(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
     """Wait until ``event`` is set or ``seconds`` of the clock's time passed; True if set."""
+    import asyncio
+
     if event.is_set():
         return True
     waiter = asyncio.ensure_future(event.wait())

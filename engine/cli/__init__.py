@@ -2,26 +2,103 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from engine import __version__
+import engine
 from engine.cli.context import AppContext, fail
 from engine.config import ENV_VAR
 from engine.plugins import PluginError, load_plugins
 
+#: each built-in command's name -> the modules of ``engine.cli`` that define it (their
+#: ``COMMANDS``; ``compose`` adds ``campaign new`` and ``campaign start`` to the ``campaign``
+#: group): a command's module is imported when it runs, not at every start (issue 16, goal 7;
+#: a test checks this table against the modules)
+BUILTIN_COMMANDS: dict[str, tuple[str, ...]] = {
+    "init": ("setup",),
+    "plugins": ("setup",),
+    "db": ("setup",),
+    "config": ("setup",),
+    "check-name": ("names",),
+    "plan": ("names",),
+    "import": ("collect",),
+    "sources": ("collect",),
+    "run": ("collect",),
+    "status": ("collect",),
+    "campaigns": ("campaigns",),
+    "campaign": ("campaigns", "compose"),
+    "accounts": ("campaigns",),
+    "suppressions": ("campaigns",),
+    "mailboxes": ("feedback",),
+    "tracking": ("feedback",),
+    "publish": ("publish",),
+    "groups": ("groups",),
+    "api": ("compose",),
+    "lists": ("lists",),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class DisparoGroup(click.Group):
+    """The root group: disparo's own commands are imported on first use (``--help`` imports
+    them all); a plugin's command of the same name wins, as when they were all added first."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the modules of ``engine.cli`` imported so far
+        self.imported: set[str] = set()
+
+    def _import(self, modules: tuple[str, ...]) -> None:
+        for name in modules:
+            if name in self.imported:
+                continue
+            self.imported.add(name)
+            module = importlib.import_module(f"engine.cli.{name}")
+            for command in module.COMMANDS:
+                if command.name not in self.commands:
+                    self.add_command(command)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._import(BUILTIN_COMMANDS.get(cmd_name, ()))
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for modules in BUILTIN_COMMANDS.values():
+            self._import(modules)
+        return super().list_commands(ctx)
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: as click's ``version_option`` prints it, the version looked up only
+    then (``engine.__version__`` reads the distribution's metadata)."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"disparo, version {engine.__version__}", color=ctx.color)
+    ctx.exit()
+
+
+@click.group(
+    cls=DisparoGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"The configuration file. Default: ${ENV_VAR}, else ./disparo.toml.",
 )
-@click.version_option(__version__, prog_name="disparo")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """disparo: turn dropped contact files into paced e-mail, SMS and WhatsApp campaigns.
@@ -30,36 +107,6 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     explains a name, `disparo plan` shows how it would be paced.
     """
     ctx.obj = AppContext(config_path)
-
-
-def _register_builtin_commands() -> None:
-    from engine.cli import (
-        campaigns,
-        collect,
-        compose,
-        feedback,
-        groups,
-        lists,
-        names,
-        publish,
-        setup,
-    )
-
-    for command in (
-        *setup.COMMANDS,
-        *names.COMMANDS,
-        *collect.COMMANDS,
-        *campaigns.COMMANDS,
-        *feedback.COMMANDS,
-        *publish.COMMANDS,
-        *groups.COMMANDS,
-        *compose.COMMANDS,  # `campaign new` and `campaign start` join the `campaign` group
-        *lists.COMMANDS,
-    ):
-        cli.add_command(command)
-
-
-_register_builtin_commands()
 
 
 def build_cli() -> click.Group:

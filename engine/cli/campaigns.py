@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +18,14 @@ from rich.text import Text
 
 from engine.actions import ROLES, Applied, actor, submit_and_apply
 from engine.cli.context import AppContext, app, fail
-from engine.publish.results import RESULT_COLUMNS, export_results, result_row, write_results
+from engine.cli.plaintable import print_table
 
 if TYPE_CHECKING:
     # the store is imported by the commands that use it, so building the command line
     # (every `disparo` process does) stays light
     from engine.campaign import Campaign
+    from engine.reads import Trouble
     from engine.schedule import Schedule
-    from engine.sending.status import CampaignTrouble
 
 STATUS_STYLE = {
     "draft": "dim cyan",
@@ -77,7 +79,11 @@ def campaign_json(a: AppContext, c: Campaign) -> dict[str, Any]:
 def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
     """List campaigns, newest first."""
     a = app(ctx)
-    found = a.existing_store.campaigns.recent(limit, status=status)
+    reader = a.quick_reader  # the same query without SQLAlchemy when the store is at head
+    if reader is not None:
+        found = reader.recent_campaigns(limit, status=status)
+    else:
+        found = a.existing_store.campaigns.recent(limit, status=status)
     if as_json:
         click.echo(json.dumps([campaign_json(a, c) for c in found], ensure_ascii=False, indent=2))
         return
@@ -120,7 +126,7 @@ def campaigns_command(ctx: click.Context, status: str | None, limit: int, as_jso
                 style=STATUS_STYLE.get(c.status, ""),
             ),
         )
-    a.console.print(table)
+    print_table(a.console, table)
 
 
 @click.group("campaign")
@@ -142,13 +148,28 @@ def _get(a: AppContext, campaign_id: int) -> Campaign:
 def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
     """Totals (D18), the pacing timeline and the deadline of a campaign."""
     from engine.campaign import COUNTERS
-    from engine.sending.status import campaign_schedule, campaign_trouble
 
     a = app(ctx)
-    c = _get(a, campaign_id)
     now = a.clock.now()
-    schedule = campaign_schedule(a.existing_store, a.config, c, now)
-    trouble = campaign_trouble(a.existing_store, c)
+    reader = a.quick_reader  # the same queries without SQLAlchemy when the store is at head
+    trouble: Trouble
+    if reader is not None:
+        from engine.reads import account_rate
+        from engine.schedule import live
+
+        found = reader.campaign(campaign_id)
+        if found is None:
+            fail(f"there is no campaign {campaign_id} (see `{a.hint('campaigns')}`)")
+        c = found
+        rate = account_rate(a.config, c)  # as status.campaign_schedule (D9, D10)
+        schedule = live(c, now, rate=rate, open_by_batch=reader.open_by_batch(c))
+        trouble = reader.trouble(c)
+    else:
+        from engine.sending.status import campaign_schedule, campaign_trouble
+
+        c = _get(a, campaign_id)
+        schedule = campaign_schedule(a.existing_store, a.config, c, now)
+        trouble = campaign_trouble(a.existing_store, c)
     if as_json:
         body = (
             campaign_json(a, c)
@@ -202,14 +223,14 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
         )
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
-    a.console.print(table)
+    print_table(a.console, table)
     if trouble.waiting and not c.finished:
         why = Table(title="Not sent yet, because", title_justify="left")
         for column in ("Reason", "Deliveries", "Next retry"):
             why.add_column(column)
         for w in trouble.waiting:
             why.add_row(Text(w.reason), f"{w.count:,}", _t(a, w.next_at))
-        a.console.print(why)
+        print_table(a.console, why)
     if trouble.errors:
         errors = Table(title="Errors by reason", title_justify="left")
         for column in ("Outcome", "Reason", "Scope", "Count", "Last"):
@@ -224,11 +245,11 @@ def campaign_show(ctx: click.Context, campaign_id: int, as_json: bool) -> None:
             )
         if len(trouble.errors) > 5:
             errors.caption = f"and {len(trouble.errors) - 5} other reason(s): see --json"
-        a.console.print(errors)
+        print_table(a.console, errors)
     _print_schedule(a, c, schedule)
 
 
-def _trouble_json(a: AppContext, trouble: CampaignTrouble) -> dict[str, Any]:
+def _trouble_json(a: AppContext, trouble: Trouble) -> dict[str, Any]:
     def t(value: datetime | None) -> str | None:
         return value.astimezone(a.config.tz).isoformat(timespec="seconds") if value else None
 
@@ -279,7 +300,7 @@ def _print_schedule(a: AppContext, c: Campaign, schedule: Schedule) -> None:
             if b.expired:
                 state = "expires (after the deadline)"
             timeline.add_row(str(b.index), f"{b.size:,}", _t(a, b.release_at), f"{b.open:,}", state)
-        a.console.print(timeline)
+        print_table(a.console, timeline)
     if c.finished:
         return
     if c.status in ("held", "paused"):
@@ -322,6 +343,11 @@ def campaign_results(
     (`;`-separated, UTF-8 with BOM, formula-safe cells, E2)."""
     if csv_path is not None and (as_json or limit is not None):
         raise click.UsageError("--csv writes every recipient: give it without --json and --limit")
+    from engine.publish.results import (  # here: the listings start without it
+        RESULT_COLUMNS,
+        result_row,
+    )
+
     a = app(ctx)
     c = _get(a, campaign_id)
     store = a.existing_store
@@ -362,7 +388,7 @@ def campaign_results(
             shown += 1
         if shown >= limit:
             break
-    a.console.print(table)
+    print_table(a.console, table)
     if c.recipients > shown:
         a.console.print(
             f"{c.recipients - shown:,} more; export them all with "
@@ -372,6 +398,8 @@ def campaign_results(
 
 def _export_results(a: AppContext, c: Campaign, path: Path) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from engine.publish.results import export_results, write_results
 
     err = a.err
     with Progress(
@@ -477,19 +505,32 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     a = app(ctx)
     config = a.config
     from engine.rates import Rates
-    from engine.sending.status import account_errors
 
-    store = a.existing_store
-    store.accounts.sync({n: s.channel for n, s in config.accounts.items()})
-    states = store.accounts.states()
-    flying = store.campaigns.in_flight()
-    rows: list[dict[str, Any]] = []
+    configured = {n: s.channel for n, s in config.accounts.items()}
     since = a.clock.now() - timedelta(hours=24)
-    errors = account_errors(store, since=since)
+    reader = a.quick_reader  # the same queries without SQLAlchemy when the store is at head
+    states = reader.account_states() if reader is not None else {}
+    counts: Callable[[str], tuple[int, int, int]]
+    if reader is not None and all(
+        name in states and states[name].channel == channel for name, channel in configured.items()
+    ):  # every configured account has its row already: nothing to write first
+        flying = reader.in_flight()
+        errors = reader.account_errors(since=since, limit=5)
+        counts = partial(reader.account_counts, since=since)
+    else:
+        from engine.sending.status import account_errors
+
+        store = a.existing_store
+        store.accounts.sync(configured)
+        states = store.accounts.states()
+        flying = store.campaigns.in_flight()
+        errors = account_errors(store, since=since)
+        counts = partial(store.accounts.counts, since=since)
+    rows: list[dict[str, Any]] = []
     for name, s in config.accounts.items():
         st = states[name]
         # counted now, not as of the guard's last check (every 5 minutes)
-        rates = Rates(*store.accounts.counts(name, since), s.limits)
+        rates = Rates(*counts(name), s.limits)
         rows.append(
             {
                 "name": name,
@@ -573,7 +614,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             if r["breaker"] == "open"
             else Text("ok", style="green"),
         )
-    a.console.print(table)
+    print_table(a.console, table)
     failing = [(r["name"], e) for r in rows for e in r["recent_errors"][:3]]
     if failing:
         listing = Table(
@@ -583,7 +624,7 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             listing.add_column(column)
         for name, e in failing:
             listing.add_row(name, e["outcome"], Text(e["reason"]), f"{e['count']:,}", e["last_at"])
-        a.console.print(listing)
+        print_table(a.console, listing)
 
 
 @accounts_command.command("override")
@@ -652,7 +693,7 @@ def suppressions_command(
         table.add_row(
             Text(s.address), s.origin, Text(s.reason or ""), s.created_by, _t(a, s.created_at)
         )
-    a.console.print(table)
+    print_table(a.console, table)
 
 
 @suppressions_command.command("add")

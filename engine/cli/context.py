@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     # `disparo plugins`, `disparo check-name`… start without it
     from sqlalchemy.engine import URL
 
+    from engine.reads import QuickReader
     from engine.store import Store
 
 
@@ -162,6 +163,27 @@ class AppContext:
         """The store of the configuration, migrated to the current schema (created when
         there is none yet: for the commands that write, such as ``run`` and ``import``)."""
         return self._open_store(self.database_url(), create=True)
+
+    @cached_property
+    def quick_reader(self) -> QuickReader | None:
+        """The store's read-only queries without SQLAlchemy (``engine.reads``), for a command
+        that only looks: None when that path cannot serve this store (no database yet, its
+        schema not at head, a connection refused…): then use ``existing_store``, which
+        migrates, explains or reports as it always did (issue 16, goal 7)."""
+        from engine.reads import QuickReader
+
+        engine = self.config.engine
+        password = None
+        if engine.database_password is not None:
+            try:
+                password = engine.database_password.reveal()
+            except SecretError:
+                return None  # existing_store says what is wrong
+        reader = QuickReader.open(engine.database_url, password)
+        context = click.get_current_context(silent=True)
+        if reader is not None and context is not None:
+            context.find_root().call_on_close(reader.close)
+        return reader
 
     @cached_property
     def existing_store(self) -> Store:

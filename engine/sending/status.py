@@ -17,17 +17,28 @@ from engine.config import Config
 from engine.plugins import Plugins
 from engine.plugins.channel import Channel, ChannelContext
 from engine.rates import Limits, Rates
-from engine.schedule import DEFAULT_RATE, Schedule, live
+from engine.reads import Trouble, account_rate, trouble_from
+from engine.schedule import Schedule, live
 from engine.store import Store
 from engine.store.accounts import AccountState
-from engine.store.delivery_errors import ErrorCount, Waiting
+from engine.store.delivery_errors import ErrorCount
 from engine.store.engines import EngineInfo
 
+#: why a campaign is not done (one class with the quick reader's ``Trouble``)
+CampaignTrouble = Trouble
 
-def account_rate(config: Config, campaign: Campaign) -> float:
-    """The rate its sender account sends at (D10), else the default (D9)."""
-    account = config.accounts.get(campaign.account or "")
-    return account.rate if account is not None else DEFAULT_RATE
+__all__ = [
+    "CampaignTrouble",
+    "EnginesHeader",
+    "account_errors",
+    "account_rate",
+    "account_rates",
+    "campaign_schedule",
+    "campaign_trouble",
+    "describe_accounts",
+    "engine_json",
+    "engines_header",
+]
 
 
 def campaign_schedule(
@@ -132,37 +143,14 @@ def engine_json(e: EngineInfo, now: datetime, tz: tzinfo) -> dict[str, Any]:
 # -- what goes wrong -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CampaignTrouble:
-    """Why a campaign is not done: its errors by reason, the reasons of what waits for a
-    retry and when the next one is, and its account's state (breaker, guard)."""
-
-    errors: tuple[ErrorCount, ...]
-    waiting: tuple[Waiting, ...]
-    next_retry_at: datetime | None
-    #: why its account sends nothing now (its breaker, the guard), and until when
-    account_paused: str | None
-    account_until: datetime | None
-
-    @property
-    def error_total(self) -> int:
-        return sum(e.count for e in self.errors)
-
-
 def campaign_trouble(store: Store, campaign: Campaign, *, limit: int = 5) -> CampaignTrouble:
     """A few indexed reads: the campaign's error counts, its deliveries waiting for a retry
-    grouped by reason, and its account's pause (for ``campaign show`` and the UI)."""
-    errors = tuple(store.errors.for_campaign(campaign.id, limit=50))
-    waiting = tuple(store.errors.waiting(campaign.id, limit=limit))
-    next_at = min((w.next_at for w in waiting if w.next_at is not None), default=None)
-    paused = until = None
-    if campaign.account:
-        state = store.accounts.states().get(campaign.account)
-        if state is not None and state.breaker_open:
-            paused, until = state.breaker_reason, state.breaker_retry_at
-        elif state is not None and state.guard_state == "paused" and not state.override_by:
-            paused, until = f"paused by the guard: {state.pause_reason}", state.paused_until
-    return CampaignTrouble(errors, waiting, next_at, paused, until)
+    grouped by reason, and its account's pause (for ``campaign show`` and the UI); what they
+    mean is ``engine.reads.trouble_from``'s, as for ``disparo campaign show``'s quick path."""
+    errors = store.errors.for_campaign(campaign.id, limit=50)
+    waiting = store.errors.waiting(campaign.id, limit=limit)
+    state = store.accounts.states().get(campaign.account) if campaign.account else None
+    return trouble_from(errors, waiting, state)
 
 
 def account_errors(

@@ -4,60 +4,43 @@ counts it judges (D10, D14–D16)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from engine.rates import Limits, Rates
+from engine.reads import AccountState as AccountState
+from engine.reads import account_state as account_state
+from engine.reads import kind_counts
 from engine.store.base import Queries
 from engine.store.schema import accounts, audit_log, events
 
 
-@dataclass(frozen=True)
-class AccountState:
-    name: str
-    channel: str
-    guard_state: str
-    paused_at: datetime | None
-    paused_until: datetime | None
-    pause_reason: str | None
-    override_by: str | None
-    override_reason: str | None
-    override_at: datetime | None
-    checked_at: datetime | None
-    sent_24h: int
-    bounces_24h: int
-    complaints_24h: int
-    lease_owner: str | None
-    lease_until: datetime | None
-    #: the circuit breaker (closed | open), why it opened, until when it waits to probe
-    breaker_state: str = "closed"
-    breaker_reason: str | None = None
-    breaker_failures: int = 0
-    breaker_opened_at: datetime | None = None
-    breaker_retry_at: datetime | None = None
-    breaker_pause_s: int | None = None
-    #: the token bucket as the last holder left it: tokens at ``bucket_at`` (None: no holder
-    #: left it yet, a full bucket)
-    bucket_tokens: float | None = None
-    bucket_at: datetime | None = None
-
-    @property
-    def breaker_open(self) -> bool:
-        """The account's channel is failing: nothing is sent but a probe at ``retry_at``."""
-        return self.breaker_state == "open"
-
-    def rates(self, limits: Limits) -> Rates:
-        """The counts of the guard's last check against ``limits`` (D14)."""
-        return Rates(self.sent_24h, self.bounces_24h, self.complaints_24h, limits)
+def states_select() -> sa.Select[Any]:
+    """Every account's row (``account_state`` reads one)."""
+    return sa.select(accounts)
 
 
-def account_state(m: Mapping[Any, Any]) -> AccountState:
-    """An ``accounts`` row as an ``AccountState``."""
-    return AccountState(**{k: m[k] for k in AccountState.__dataclass_fields__})
+def counts_select(account: Any, since: Any) -> sa.Select[Any]:
+    """(kind, count) of an account's sends, hard bounces and complaints since ``since``
+    (``kind_counts`` reads them, D14)."""
+    # bounces and complaints count deliveries, not reports: one delivery bounces once
+    # (an event without a delivery counts by itself)
+    one = sa.func.coalesce(events.c.delivery_id, -events.c.id)
+    counted = sa.case(
+        (events.c.kind == "sent", sa.func.count()),
+        else_=sa.func.count(sa.distinct(one)),
+    )
+    return (
+        sa.select(events.c.kind, counted)
+        .where(
+            events.c.account == account,
+            events.c.at >= since,
+            events.c.kind.in_(("sent", "bounced", "complaint")),
+        )
+        .group_by(events.c.kind)
+    )
 
 
 class Accounts(Queries):
@@ -86,7 +69,7 @@ class Accounts(Queries):
 
     def states(self) -> dict[str, AccountState]:
         with self.store.read() as c:
-            return {r.name: account_state(r._mapping) for r in c.execute(sa.select(accounts))}
+            return {r.name: account_state(r._mapping) for r in c.execute(states_select())}
 
     def lease(self, name: str, owner: str, lease: timedelta) -> bool:
         """Take (or renew) the right to send for an account: one engine node at a time."""
@@ -202,25 +185,7 @@ class Accounts(Queries):
         """(messages sent, deliveries hard-bounced, deliveries complained about) of an account
         since ``since`` (D14)."""
         with self.store.read() as c:
-            # bounces and complaints count deliveries, not reports: one delivery bounces once
-            # (an event without a delivery counts by itself)
-            one = sa.func.coalesce(events.c.delivery_id, -events.c.id)
-            counted = sa.case(
-                (events.c.kind == "sent", sa.func.count()),
-                else_=sa.func.count(sa.distinct(one)),
-            )
-            found: dict[str, int] = dict(
-                c.execute(
-                    sa.select(events.c.kind, counted)
-                    .where(
-                        events.c.account == account,
-                        events.c.at >= since,
-                        events.c.kind.in_(("sent", "bounced", "complaint")),
-                    )
-                    .group_by(events.c.kind)
-                ).all()
-            )
-        return found.get("sent", 0), found.get("bounced", 0), found.get("complaint", 0)
+            return kind_counts(c.execute(counts_select(account, since)).all())
 
     def set_guard(
         self,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from engine.campaign import COUNTERS, FINISHED, Campaign, Content
+from engine.campaign import FINISHED, Campaign, Content
+from engine.reads import campaign_from, in_flight_by_account
 from engine.schedule import Pacing
 from engine.store.base import Queries
 from engine.store.schema import audit_log, campaigns, deliveries, wallets
@@ -38,58 +39,6 @@ def pacing_columns(pacing: Pacing | None) -> dict[str, Any]:
         "pacing_value": pacing.value,
         "pacing_interval_s": int(pacing.interval.total_seconds()),
     }
-
-
-def _pacing(m: Mapping[Any, Any]) -> Pacing | None:
-    kind, value, seconds = m["pacing_kind"], m["pacing_value"], m["pacing_interval_s"]
-    if kind not in ("percent", "size") or not seconds:
-        return None
-    return Pacing(kind, int(value or (100 if kind == "percent" else 1)), timedelta(seconds=seconds))
-
-
-def campaign_from(m: Mapping[Any, Any]) -> Campaign:
-    """A campaign row (``ROW_COLUMNS`` or ``FULL_COLUMNS``) as a ``Campaign`` (the only place
-    it is read); ``content`` is filled when the row carries it."""
-    content = Content()
-    if "body" in m:
-        content = Content(
-            subject=m["subject"],
-            body=m["body"],
-            template=m["template"],
-            whatsapp_number=m["whatsapp_number"],
-            sender=m["sender"],
-            from_name=m["from_name"],
-            reply_to=m["reply_to"],
-            settings=m["settings"] or {},
-        )
-    return Campaign(
-        id=m["id"],
-        name=m["name"],
-        channel=m["channel"],
-        account=m["account"],
-        wallet=m["wallet"],
-        origin=m["origin"],
-        address_kind=m["address_kind"],
-        status=m["status"],
-        status_reason=m["status_reason"],
-        priority=m["priority"],
-        created_at=m["created_at"],
-        start_at=m["start_at"],
-        deadline=m["deadline"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        pacing=_pacing(m),
-        exclude_recent_hours=m["exclude_recent_hours"],
-        recipients=m["recipients"],
-        audience=m["audience"],
-        batches=m["batches"],
-        released_batches=m["released_batches"],
-        paused_seconds=m["paused_seconds"],
-        paused_since=m["paused_since"],
-        counters={name: int(m[name] or 0) for name in COUNTERS},
-        content=content,
-        mailing_id=m["mailing_id"],
-    )
 
 
 def campaign_columns(c: Campaign) -> dict[str, Any]:
@@ -120,6 +69,36 @@ def campaign_columns(c: Campaign) -> dict[str, Any]:
     }
 
 
+def campaign_select(campaign_id: Any, *, content: bool = True) -> sa.Select[Any]:
+    """One campaign, with its content unless ``content=False`` (``campaign_from`` reads it)."""
+    columns = FULL_COLUMNS if content else ROW_COLUMNS
+    return sa.select(*columns).select_from(FROM).where(campaigns.c.id == campaign_id)
+
+
+def recent_select(limit: Any, status: Any | None = None) -> sa.Select[Any]:
+    """The newest campaigns first, without their content, ``status`` ones only when given:
+    ``Campaigns.recent``'s statement, and the one ``engine.reads`` runs compiled (with bind
+    parameters for ``limit`` and ``status``) for ``disparo campaigns``."""
+    query = sa.select(*ROW_COLUMNS).select_from(FROM).order_by(campaigns.c.id.desc())
+    if status is not None:
+        query = query.where(campaigns.c.status == status)
+    return query.limit(limit)
+
+
+def in_flight_select() -> sa.Select[Any]:
+    """(account, deliveries claimed right now) (``in_flight_by_account`` reads them)."""
+    return (
+        sa.select(campaigns.c.account, sa.func.count())
+        .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
+        .where(
+            deliveries.c.status == "claimed",
+            deliveries.c.lease_until.is_not(None),  # the partial index
+            campaigns.c.status.in_(("sending", "paused", "held")),
+        )
+        .group_by(campaigns.c.account)
+    )
+
+
 class Campaigns(Queries):
     """Campaign reads and changes of state."""
 
@@ -131,7 +110,7 @@ class Campaigns(Queries):
     ) -> Campaign | None:
         """One campaign, with its content unless ``content=False``."""
         with self._reading(conn) as c:
-            row = c.execute(self._select(content=content).where(campaigns.c.id == campaign_id))
+            row = c.execute(campaign_select(campaign_id, content=content))
             found = row.first()
         return campaign_from(found._mapping) if found else None
 
@@ -150,9 +129,7 @@ class Campaigns(Queries):
         self, limit: int = 200, *, status: str | None = None, text: str | None = None
     ) -> list[Campaign]:
         """Newest first; ``text`` matches the name, wallet or channel."""
-        query = self._select().order_by(campaigns.c.id.desc()).limit(limit)
-        if status:
-            query = query.where(campaigns.c.status == status)
+        query = recent_select(limit, status or None)
         if text:
             like = f"%{text}%"
             query = query.where(
@@ -308,15 +285,5 @@ class Campaigns(Queries):
 
     def in_flight(self) -> Counter[str]:
         """Deliveries claimed right now, per account."""
-        query = (
-            sa.select(campaigns.c.account, sa.func.count())
-            .select_from(deliveries.join(campaigns, campaigns.c.id == deliveries.c.campaign_id))
-            .where(
-                deliveries.c.status == "claimed",
-                deliveries.c.lease_until.is_not(None),  # the partial index
-                campaigns.c.status.in_(("sending", "paused", "held")),
-            )
-            .group_by(campaigns.c.account)
-        )
         with self.store.read() as c:
-            return Counter({str(a): int(n) for a, n in c.execute(query) if a})
+            return in_flight_by_account(c.execute(in_flight_select()))

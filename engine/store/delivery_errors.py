@@ -5,8 +5,7 @@ instead of counting deliveries or events."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
@@ -16,15 +15,17 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.campaign import ACTIVE
+from engine.reads import REASON_LENGTH as REASON_LENGTH
+from engine.reads import ErrorCount as ErrorCount
+from engine.reads import Waiting as Waiting
+from engine.reads import error_count as _count
+from engine.reads import errors_by_account, waiting_from
+from engine.reads import reason_key as reason_key
 from engine.store.base import Queries
 from engine.store.schema import campaigns, deliveries, delivery_errors
 
 #: outcomes that are errors
 ERROR_OUTCOMES = ("retry", "failed", "bounced")
-_EMAIL = re.compile(r"<?[^\s<>@,;]+@[^\s<>@,;]+>?")
-_PHONE = re.compile(r"<?(?<![\w.])\+?\d[\d ()-]{7,}\d>?")
-_SPACE = re.compile(r"\s+")
-REASON_LENGTH = 300
 
 #: where each database's INSERT … ON CONFLICT lives (imported at use: a SQLite store never
 #: loads the PostgreSQL dialect)
@@ -34,39 +35,6 @@ _DIALECT_MODULES = {
 }
 
 
-def reason_key(reason: str | None) -> str:
-    """The reason as counted: addresses and phone numbers become ``<address>`` and
-    ``<number>`` (a 550 for ana@x and one for bia@y are the same reason), one line, at most
-    300 characters."""
-    text = _SPACE.sub(" ", reason or "unknown").strip() or "unknown"
-    text = _PHONE.sub("<number>", _EMAIL.sub("<address>", text))
-    return text[: REASON_LENGTH - 1] + "…" if len(text) > REASON_LENGTH else text
-
-
-@dataclass(frozen=True)
-class ErrorCount:
-    """How often one reason occurred (``outcome``: retry | failed | bounced)."""
-
-    outcome: str
-    reason: str
-    scope: str  # account | delivery
-    count: int
-    first_at: datetime
-    last_at: datetime
-    campaign_id: int | None = None
-    account: str | None = None
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Deliveries not sent yet because of one reason (their last error), and when the first
-    of them is tried again."""
-
-    reason: str
-    count: int
-    next_at: datetime | None
-
-
 @dataclass(frozen=True)
 class Counted:
     """One outcome to count (the dispatcher's confirmation)."""
@@ -74,6 +42,57 @@ class Counted:
     outcome: str
     reason: str
     scope: str
+
+
+def for_campaign_select(campaign_id: Any, limit: Any) -> sa.Select[Any]:
+    """A campaign's errors by reason, most frequent first (``error_count`` reads a row)."""
+    return (
+        sa.select(delivery_errors)
+        .where(delivery_errors.c.campaign_id == campaign_id)
+        .order_by(delivery_errors.c.count.desc(), delivery_errors.c.last_at.desc())
+        .limit(limit)
+    )
+
+
+def waiting_select(campaign_id: Any) -> sa.Select[Any]:
+    """(last error, deliveries, earliest next attempt) of a campaign's pending deliveries
+    that were tried (``waiting_from`` reads them)."""
+    return (
+        sa.select(
+            deliveries.c.error,
+            sa.func.count().label("n"),
+            sa.func.min(deliveries.c.next_attempt_at).label("next_at"),
+        )
+        .where(
+            deliveries.c.campaign_id == campaign_id,
+            deliveries.c.next_attempt_at.is_not(None),  # the partial index of retries
+            deliveries.c.status.in_(("pending", "claimed")),
+            deliveries.c.error.is_not(None),
+        )
+        .group_by(deliveries.c.error)
+    )
+
+
+def for_accounts_select(since: Any | None = None) -> sa.Select[Any]:
+    """Errors by account and reason over every campaign (reasons seen since ``since`` when
+    given), by account, most frequent first (``errors_by_account`` reads them)."""
+    total = sa.func.sum(delivery_errors.c.count)
+    query = (
+        sa.select(
+            delivery_errors.c.account,
+            delivery_errors.c.outcome,
+            delivery_errors.c.reason,
+            sa.func.max(delivery_errors.c.scope).label("scope"),
+            total.label("count"),
+            sa.func.min(delivery_errors.c.first_at).label("first_at"),
+            sa.func.max(delivery_errors.c.last_at).label("last_at"),
+        )
+        .group_by(delivery_errors.c.account, delivery_errors.c.outcome, delivery_errors.c.reason)
+        .order_by(delivery_errors.c.account, total.desc())
+    )
+    if since is not None:
+        query = query.where(delivery_errors.c.last_at >= since)
+    return query
 
 
 class DeliveryErrors(Queries):
@@ -126,74 +145,24 @@ class DeliveryErrors(Queries):
 
     def for_campaign(self, campaign_id: int, *, limit: int = 10) -> list[ErrorCount]:
         """A campaign's errors by reason, most frequent first."""
-        query = (
-            sa.select(delivery_errors)
-            .where(delivery_errors.c.campaign_id == campaign_id)
-            .order_by(delivery_errors.c.count.desc(), delivery_errors.c.last_at.desc())
-            .limit(limit)
-        )
         with self.store.read() as c:
-            return [_count(dict(r._mapping)) for r in c.execute(query)]
+            return [_count(r._mapping) for r in c.execute(for_campaign_select(campaign_id, limit))]
 
     def for_accounts(
         self, *, since: datetime | None = None, limit: int = 10
     ) -> dict[str, list[ErrorCount]]:
         """Per sender account, its errors by reason over every campaign (optionally only
         reasons seen since ``since``), most frequent first, at most ``limit`` each."""
-        total = sa.func.sum(delivery_errors.c.count)
-        query = (
-            sa.select(
-                delivery_errors.c.account,
-                delivery_errors.c.outcome,
-                delivery_errors.c.reason,
-                sa.func.max(delivery_errors.c.scope).label("scope"),
-                total.label("count"),
-                sa.func.min(delivery_errors.c.first_at).label("first_at"),
-                sa.func.max(delivery_errors.c.last_at).label("last_at"),
-            )
-            .group_by(
-                delivery_errors.c.account, delivery_errors.c.outcome, delivery_errors.c.reason
-            )
-            .order_by(delivery_errors.c.account, total.desc())
-        )
-        if since is not None:
-            query = query.where(delivery_errors.c.last_at >= since)
-        found: dict[str, list[ErrorCount]] = {}
         with self.store.read() as c:
-            for r in c.execute(query):
-                listed = found.setdefault(r.account, [])
-                if len(listed) < limit:
-                    listed.append(_count(dict(r._mapping)))
-        return found
+            return errors_by_account(
+                (r._mapping for r in c.execute(for_accounts_select(since))), limit
+            )
 
     def waiting(self, campaign_id: int, *, limit: int = 5) -> list[Waiting]:
         """Why what is not sent yet is not: pending deliveries that were tried, grouped by
         their last error, most first, with the earliest next attempt of each."""
-        query = (
-            sa.select(
-                deliveries.c.error,
-                sa.func.count().label("n"),
-                sa.func.min(deliveries.c.next_attempt_at).label("next_at"),
-            )
-            .where(
-                deliveries.c.campaign_id == campaign_id,
-                deliveries.c.next_attempt_at.is_not(None),  # the partial index of retries
-                deliveries.c.status.in_(("pending", "claimed")),
-                deliveries.c.error.is_not(None),
-            )
-            .group_by(deliveries.c.error)
-        )
-        merged: dict[str, tuple[int, datetime | None]] = {}
         with self.store.read() as c:
-            for error, n, next_at in c.execute(query):
-                key = reason_key(error)
-                count, first = merged.get(key, (0, None))
-                if next_at is not None and not isinstance(next_at, datetime):
-                    next_at = None
-                soonest = min((t for t in (first, next_at) if t is not None), default=None)
-                merged[key] = (count + int(n), soonest)
-        ordered = sorted(merged.items(), key=lambda kv: -kv[1][0])[:limit]
-        return [Waiting(reason, n, at) for reason, (n, at) in ordered]
+            return waiting_from(c.execute(waiting_select(campaign_id)), limit)
 
     def retrying(self, now: datetime) -> dict[str, tuple[int, datetime | None]]:
         """Per sender account: deliveries of open campaigns that failed and wait for a retry
@@ -233,16 +202,3 @@ class DeliveryErrors(Queries):
                     .group_by(delivery_errors.c.campaign_id)
                 )
             }
-
-
-def _count(m: Mapping[str, Any]) -> ErrorCount:
-    return ErrorCount(
-        outcome=m["outcome"],
-        reason=m["reason"],
-        scope=m["scope"],
-        count=int(m["count"]),
-        first_at=m["first_at"],
-        last_at=m["last_at"],
-        campaign_id=m.get("campaign_id"),
-        account=m.get("account"),
-    )

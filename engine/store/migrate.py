@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
+
+from engine.reads import quick_head
 
 # Alembic (with Mako under it, ~12 MB) is imported when a migration function runs: importing
 # the store does not load it.
@@ -37,30 +37,6 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
-
-
-_REVISION = re.compile(
-    r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*['"]?([\w.]+|None)['"]?\s*$""", re.M
-)
-
-
-@cache
-def quick_head() -> str | None:
-    """The head revision read from the migration files' ``revision`` / ``down_revision``
-    lines, without Alembic (which costs ~0.2 s to import and to scan them): None when the
-    files are not one plain chain, and then ``head_revision`` decides."""
-    revisions: dict[str, str | None] = {}
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        found = {m.group(1): m.group(2) for m in _REVISION.finditer(text)}
-        if "revision" not in found:
-            continue
-        if "down_revision" not in found:
-            return None
-        down = found["down_revision"]
-        revisions[found["revision"]] = None if down == "None" else down
-    heads = set(revisions) - {d for d in revisions.values() if d is not None}
-    return heads.pop() if len(heads) == 1 else None
 
 
 def at_head(engine: Engine) -> bool:
