@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -177,14 +178,44 @@ def workspace(
     return config
 
 
-def disparo(config: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--config", str(config), *args],
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **kwargs,  # type: ignore[call-overload]
-    )
+class Disparo(subprocess.Popen[str]):
+    """A disparo process whose output (its workers' too: they share the pipe) is read as it
+    comes by a thread, so a long test never leaves the pipe full and the engine blocked on a
+    log line; ``communicate`` gives all of it, ``tail`` the last lines for a failed wait."""
+
+    def __init__(self, argv: list[str], **kwargs: object) -> None:
+        super().__init__(
+            argv,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.stdout is not None
+        with self.stdout:  # closed once the process and its workers are done with it
+            for line in self.stdout:
+                self.lines.append(line)
+
+    def communicate(  # type: ignore[override]
+        self, input: str | None = None, timeout: float | None = None
+    ) -> tuple[str, None]:
+        self.wait(timeout)
+        self._reader.join(timeout)  # its workers may hold the pipe a little longer
+        return "".join(self.lines), None
+
+    def tail(self) -> str:
+        """The last lines written so far, and whether the process still runs."""
+        state = "running" if self.poll() is None else f"exited with {self.returncode}"
+        return f"disparo {state}; its last lines:\n" + "".join(self.lines[-40:])
+
+
+def disparo(config: Path, *args: str, **kwargs: object) -> Disparo:
+    return Disparo([sys.executable, "-m", "engine.cli", "--config", str(config), *args], **kwargs)
 
 
 def import_files(config: Path, per_account: int) -> None:
@@ -237,6 +268,7 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_is_started_again(
             lambda: children(run.pid) if len(children(run.pid)) == 2 else None,
             what="two sender workers",
             timeout=120,
+            detail=run.tail,
         )
         victim = sorted(first)[0]
         os.kill(victim, signal.SIGKILL)
@@ -265,7 +297,10 @@ def test_a_worker_that_keeps_dying_is_given_up_and_status_says_so(
     run = disparo(config, "run", "--workers", "2")
     try:
         first = eventually_sync(
-            lambda: children(run.pid) or None, what="the sender worker", timeout=120
+            lambda: children(run.pid) or None,
+            what="the sender worker",
+            timeout=120,
+            detail=run.tail,
         )
         os.kill(next(iter(first)), signal.SIGKILL)  # the first death: started again
         again = eventually_sync(
@@ -489,10 +524,16 @@ def test_workers_stop_cleanly_when_the_first_process_is_killed(
     workers: set[int] = set()
     try:
         workers = eventually_sync(
-            lambda: children(run.pid) or None, what="the sender worker", timeout=120
+            lambda: children(run.pid) or None,
+            what="the sender worker",
+            timeout=120,
+            detail=run.tail,
         )
         writer = eventually_sync(
-            lambda: writer_children(run.pid) or None, what="the tracking writer", timeout=120
+            lambda: writer_children(run.pid) or None,
+            what="the tracking writer",
+            timeout=120,
+            detail=run.tail,
         )
 
         def leasing() -> dict[int, str] | None:
@@ -509,7 +550,7 @@ def test_workers_stop_cleanly_when_the_first_process_is_killed(
                 return mine
             return None
 
-        nodes = eventually_sync(leasing, what="the workers sending", timeout=120)
+        nodes = eventually_sync(leasing, what="the workers sending", timeout=120, detail=run.tail)
         run.kill()
         run.wait()
         eventually_sync(
