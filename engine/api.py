@@ -444,7 +444,7 @@ class SendApi:
 
     async def start(self, listen: str | None = None) -> str:
         """Bind ``listen`` (default ``[api] listen``); return the bound ``host:port``."""
-        self.runner, bound = await serve(self.app, listen or self.config.api.listen)
+        self.runner, bound = await serve(self.app, listen or self.config.api.listen, "[api] listen")
         return bound
 
     async def stop(self) -> None:

@@ -643,31 +643,35 @@ class Engine:
         # the endpoint's writes go through a writer process (``disparo tracking serve``'s), so
         # that they never hold this process's GIL; the bounce mailboxes' too
         self.writer.start(process=self.tracking is not None)
-        if self.tracking is not None:
-            self.listening = await self.tracking.start()
-            log.info(
-                "tracking endpoint listening on %s (public URL %s)",
-                self.listening,
-                self.tracking.settings.public_url,
-            )
-        if self.config.api.clients:
-            kinds = {n: c.address_kind for n, c in self.plugins.channels().items()}
-            self.api = SendApi(self.store, self.config, kinds)
-            self.api_listening = await self.api.start()
-            log.info("send API listening on %s", self.api_listening)
-        self._start_task("collector", self.collector.run_forever(self._collector_stop))
-        self._start_task("guard", self.guard.run())
-        self._start_task("publishing", self.publishing.run(self.stop))
-        if self.config.groups:
-            self._start_task(
-                "groups", run_group_feeds(self.store, self.config, self.clock, self.stop)
-            )
-        self._start_pollers()
-        try:
+        sending = False
+        try:  # from here on, whatever fails: the writer process is stopped (else exit waits)
+            if self.tracking is not None:
+                self.listening = await self.tracking.start()
+                log.info(
+                    "tracking endpoint listening on %s (public URL %s)",
+                    self.listening,
+                    self.tracking.settings.public_url,
+                )
+            if self.config.api.clients:
+                kinds = {n: c.address_kind for n, c in self.plugins.channels().items()}
+                self.api = SendApi(self.store, self.config, kinds)
+                self.api_listening = await self.api.start()
+                log.info("send API listening on %s", self.api_listening)
+            self._start_task("collector", self.collector.run_forever(self._collector_stop))
+            self._start_task("guard", self.guard.run())
+            self._start_task("publishing", self.publishing.run(self.stop))
+            if self.config.groups:
+                self._start_task(
+                    "groups", run_group_feeds(self.store, self.config, self.clock, self.stop)
+                )
+            self._start_pollers()
+            sending = True
             await self.dispatcher.run(self.stop, before_release=self._stop_background)
         finally:
             self.stop.set()
             await self._stop_background()
+            if not sending:  # a start that failed (an endpoint's port taken): leases given back
+                await self.dispatcher.shutdown()
             if self.tracking is not None:
                 await self.tracking.stop()
             if self.api is not None:

@@ -151,7 +151,11 @@ def workspace(
         tomli_w.dumps(
             {
                 "engine": {"log_level": "info", "lease": "6s", "heartbeat": "1s", **engine},
-                "tracking": {"public_url": "https://t.example.com", "secret_file": "key"},
+                "tracking": {
+                    "public_url": "https://t.example.com",
+                    "secret_file": "key",
+                    "listen": "127.0.0.1:0",  # tests run side by side: any free port
+                },
                 "accounts": {
                     name: {
                         "channel": "email",
@@ -204,7 +208,10 @@ class Disparo(subprocess.Popen[str]):
     def communicate(  # type: ignore[override]
         self, input: str | None = None, timeout: float | None = None
     ) -> tuple[str, None]:
-        self.wait(timeout)
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"{exc}; {self.tail()}") from exc
         self._reader.join(timeout)  # its workers may hold the pipe a little longer
         return "".join(self.lines), None
 
@@ -276,6 +283,7 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_is_started_again(
             lambda: children(run.pid) if len(children(run.pid) - {victim}) == 2 else None,
             what="the dead worker started again",
             timeout=120,
+            detail=run.tail,
         )
         assert victim not in again
         run.send_signal(signal.SIGTERM)

@@ -595,7 +595,12 @@ def run_command(
             if crew is not None:
                 await crew.finish()  # with --until-idle, done already (before publishing)
 
-    summary = asyncio.run(main())
+    from engine.web import ListenError
+
+    try:
+        summary = asyncio.run(main())
+    except ListenError as exc:  # taken between the preflight's check and the start
+        fail(exc.strerror or str(exc), code=2)
     if until_idle:
         if not sender:
             _print_run(a, summary)

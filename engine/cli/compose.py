@@ -205,8 +205,8 @@ def api_serve(ctx: click.Context, listen: str | None) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             bound = await server.start(listen)
-        except OSError as exc:
-            fail(f"cannot listen on {listen or config.api.listen}: {exc.strerror or exc}")
+        except OSError as exc:  # engine.web.ListenError: it names the setting and the fix
+            fail(exc.strerror or str(exc), code=2)
         a.err.print(
             f"send API on http://{bound}/api/v1/ ({len(config.api.clients)} client(s)); "
             "Ctrl-C stops it"

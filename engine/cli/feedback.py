@@ -156,6 +156,7 @@ def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> N
     from engine.feedback.metrics import Metrics
     from engine.feedback.tracking import Tracking
     from engine.service import configure_logging
+    from engine.web import ListenError
 
     a = app(ctx)
     config = a.require_config()
@@ -187,8 +188,8 @@ def tracking_serve(ctx: click.Context, listen: str | None, log_format: str) -> N
         try:
             try:
                 bound = await tracking.start(listen)
-            except OSError as exc:  # taken between the check above and now
-                return f"cannot listen on {listen or settings.listen}: {exc.strerror or exc}"
+            except ListenError as exc:  # taken between the check above and now
+                return exc.strerror or str(exc)
             a.console.print(
                 f"tracking endpoint on http://{bound} (public URL {settings.public_url}); "
                 "Ctrl-C stops"

@@ -669,7 +669,9 @@ class Tracking:
 
     async def start(self, listen: str | None = None) -> str:
         """Bind ``listen`` (default the configured one); return the bound ``host:port``."""
-        self.runner, bound = await serve(self.app, listen or self.settings.listen)
+        self.runner, bound = await serve(
+            self.app, listen or self.settings.listen, "[tracking] listen"
+        )
         return bound
 
     async def stop(self) -> None:
