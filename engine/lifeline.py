@@ -21,6 +21,8 @@ import ctypes.util
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
@@ -50,6 +52,37 @@ def parent_gone(parent: int) -> bool:
     except (OSError, IndexError):
         return False  # no /proc: the adoption says it
     return state in (b"Z", b"X")
+
+
+def ended(pid: int) -> bool:
+    """Whether the process ``pid`` (not this one's parent: e.g. the engine that started a
+    pool's workers through multiprocessing's fork server) is gone or ending (a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's process has the number now: ours is gone, but be safe
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")
+
+
+def exit_with(pid: int, *, interval: float = 1.0) -> None:
+    """End this process at once when the process ``pid`` is gone (a thread looks every
+    ``interval`` seconds). For workers that hold nothing of their own (an import's row
+    workers: the importing engine's transaction is all or nothing), whose parent is not the
+    engine, so neither the kernel's signal nor ``watch_parent`` would tell."""
+
+    def watch() -> None:
+        while not ended(pid):
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
 def gone(parent: int) -> str:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.lifeline import die_with_parent, gone, parent_gone
+from engine.lifeline import die_with_parent, ended, gone, parent_gone
 from engine.testing import eventually_sync
 
 # the middle process starts the child and waits; the child only watches its parent (no
@@ -68,3 +68,57 @@ def test_the_parent_looked_at_after_asking_for_the_signal() -> None:
     assert not die_with_parent(os.getpid(), signal.SIGCONT)
     assert die_with_parent(os.getppid(), signal.SIGCONT)
     assert gone(42) == "the supervising process 42 is gone; stopping"
+
+
+# an importing engine's row workers (plugins/formats/mailing.py) are the fork server's
+# children: the script starts such a pool with the same initializer, busy with endless work
+POOL = """
+import multiprocessing, os, time
+from concurrent.futures import ProcessPoolExecutor
+from engine.lifeline import exit_with
+
+context = multiprocessing.get_context("forkserver")
+with ProcessPoolExecutor(
+    2, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+) as pool:
+    futures = [pool.submit(time.sleep, 600) for _ in range(4)]
+    while len(pool._processes) < 2:
+        time.sleep(0.01)
+    print(*pool._processes, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_row_workers_of_a_killed_import_end_by_themselves() -> None:
+    """kill -9 of the importing process: its pool's workers, whose parent is the fork server
+    and who wait on a queue they themselves keep open, end within a second or so."""
+    engine = subprocess.Popen(
+        [sys.executable, "-c", POOL],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert engine.stdout is not None
+    workers = [int(pid) for pid in engine.stdout.readline().split()]
+    assert len(workers) == 2
+    try:
+        assert not any(ended(pid) for pid in workers)
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.wait(timeout=60)
+        eventually_sync(
+            lambda: all(ended(pid) or zombie(pid) for pid in workers),
+            what="the row workers ending with the importing process",
+            timeout=60,
+        )
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        engine.stdout.close()
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True

@@ -38,6 +38,7 @@ from typing import IO, Any
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.campaign import Campaign, Content
+from engine.lifeline import exit_with
 from engine.mailing_names import WHATSAPP_CHANNELS, NameCheck, check_name
 from engine.plugins.format import (
     FileRejected,
@@ -1014,7 +1015,11 @@ def _in_processes(
     table: chunks come back in order, at most two per worker in flight (flat memory)."""
     # forkserver, not fork: the engine has threads, and a forked child could inherit a lock
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # the workers are the fork server's children, not this process's: each ends by itself
+    # when this process is gone (kill -9 included), else it would wait forever on its queue
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+    ) as pool:
         window: deque[Future[list[tuple[Any, ...]]]] = deque()
         for chunk in chunks:
             window.append(pool.submit(_process_plain, rules, chunk))
