@@ -149,6 +149,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _serving(tmp_path: Path, db: Path) -> tuple[Path, int]:
+    """A configuration whose tracking endpoint listens on a free port of its own, and that port."""
+    write_secret(tmp_path / "key", "k" * 32)
+    port = _free_port()
+    config = tmp_path / "disparo.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "engine": {"database_url": f"sqlite:///{db}", "log_level": "warning"},
+                "tracking": {
+                    "public_url": "https://t.example.com",
+                    "secret_file": "key",
+                    "listen": f"127.0.0.1:{port}",
+                },
+            }
+        )
+    )
+    return config, port
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -166,21 +186,7 @@ def test_sigterm_stores_every_open_the_endpoint_answered(
     _fill(store, n=40)
     _clean(store)
     store.close()
-    write_secret(tmp_path / "key", "k" * 32)
-    port = _free_port()
-    config = tmp_path / "disparo.toml"
-    config.write_text(
-        tomli_w.dumps(
-            {
-                "engine": {"database_url": f"sqlite:///{db}", "log_level": "warning"},
-                "tracking": {
-                    "public_url": "https://t.example.com",
-                    "secret_file": "key",
-                    "listen": f"127.0.0.1:{port}",
-                },
-            }
-        )
-    )
+    config, port = _serving(tmp_path, db)
     serve = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "--config", str(config), *command],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -221,21 +227,7 @@ def test_the_writer_process_ends_when_the_endpoint_is_killed(tmp_path: Path) -> 
 
     db = tmp_path / "disparo.db"
     Store.open(f"sqlite:///{db}").close()
-    write_secret(tmp_path / "key", "k" * 32)
-    port = _free_port()
-    config = tmp_path / "disparo.toml"
-    config.write_text(
-        tomli_w.dumps(
-            {
-                "engine": {"database_url": f"sqlite:///{db}", "log_level": "warning"},
-                "tracking": {
-                    "public_url": "https://t.example.com",
-                    "secret_file": "key",
-                    "listen": f"127.0.0.1:{port}",
-                },
-            }
-        )
-    )
+    config, port = _serving(tmp_path, db)
     serve = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "--config", str(config), "tracking", "serve"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -293,15 +293,20 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="Exit 1 when FILE differs; write nothing."
     )
     args = parser.parse_args(argv)
-    text = render_reference(builtin_plugins())
-    if args.check:
-        current = args.file.read_text(encoding="utf-8") if args.file.exists() else ""
+    return write_or_check(args.file, render_reference(builtin_plugins()), REGENERATE, args.check)
+
+
+def write_or_check(file: Path, text: str, regenerate: str, check: bool) -> int:
+    """A generated file's command: write ``text`` to ``file``, or with ``check`` only say
+    (exit status 1) when ``file`` differs from it and how to regenerate it."""
+    if check:
+        current = file.read_text(encoding="utf-8") if file.is_file() else ""
         if current != text:
-            print(f"{args.file} is out of date: run `{REGENERATE}`", file=sys.stderr)
+            print(f"{file} is out of date: run `{regenerate}`", file=sys.stderr)
             return 1
         return 0
-    args.file.write_text(text, encoding="utf-8")
-    print(f"wrote {args.file}")
+    file.write_text(text, encoding="utf-8")
+    print(f"wrote {file}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import Boolean, TypeDecorator
 
+from engine.config.reference import write_or_check
 from engine.store.accounts import counts_select, states_select
 from engine.store.campaigns import campaign_select, in_flight_select, recent_select
 from engine.store.delivery_errors import for_accounts_select, for_campaign_select, waiting_select
@@ -138,15 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="Exit 1 when FILE differs; write nothing."
     )
     args = parser.parse_args(argv)
-    text = render_reads()
-    if args.check:
-        if not args.file.is_file() or args.file.read_text(encoding="utf-8") != text:
-            print(f"{args.file} is out of date: run `{REGENERATE}`", file=sys.stderr)
-            return 1
-        return 0
-    args.file.write_text(text, encoding="utf-8")
-    print(f"wrote {args.file}")
-    return 0
+    return write_or_check(args.file, render_reads(), REGENERATE, args.check)
 
 
 if __name__ == "__main__":
