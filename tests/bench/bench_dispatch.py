@@ -287,7 +287,7 @@ BLASTER = textwrap.dedent(
 )
 
 
-class Sink:
+class Sink(sinks.SinkProcess):
     """The SMTP sink in its own process; ``arrivals()`` stops it and returns the arrival time
     of each message it accepted."""
 
@@ -302,26 +302,10 @@ class Sink:
         )
         wait_port(self.port)
 
-    def cpu(self) -> float:
-        """CPU seconds the sink used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def arrivals(self) -> list[float]:
         self.stop()
         text = self.record.read_text() if self.record.exists() else ""
         return [sinks.arrival(line).at for line in text.splitlines()]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -339,7 +323,7 @@ def postfix_tool(path: str) -> str | None:
     return found
 
 
-class PostfixSink:
+class PostfixSink(sinks.SinkProcess):
     """Postfix's ``smtp-sink`` (C, announces PIPELINING) in its own process: what the
     throughput is measured against, so that no Python sink takes CPU from the measured
     client."""
@@ -354,22 +338,6 @@ class PostfixSink:
             stderr=subprocess.DEVNULL,
         )
         wait_port(self.port)
-
-    def cpu(self) -> float:
-        """CPU seconds the sink used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
-
-    def __enter__(self) -> PostfixSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def throughput_sink(tmp: Path) -> Sink | PostfixSink:

@@ -80,7 +80,7 @@ HINT = (
 _HEADER = re.compile(rb"^(x-rcpt-args|message-id):[ \t]*<([^>\r\n]*)>", re.I | re.M)
 
 
-class PostfixSink:
+class PostfixSink(sinks.SinkProcess):
     """Postfix's ``smtp-sink`` in its own process. With ``times`` it dumps each message to a
     file of its own (``-d``): the file's modification time is the message's arrival (the end
     of DATA); else all to one file (``-D``, cheaper), without arrival times. Each message's
@@ -103,9 +103,6 @@ class PostfixSink:
             stderr=subprocess.DEVNULL,
         )
         wait_port(self.port)
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid) or 0.0
 
     def arrivals(self) -> list[Arrival]:
         """Stop the sink; what it received (arrival times 0 without ``times``)."""
@@ -133,12 +130,10 @@ class PostfixSink:
         return found
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
+        self.stop()
 
 
-class PythonSink:
+class PythonSink(sinks.SinkProcess):
     """The recording asyncio sink in its own process (when Postfix is not installed)."""
 
     what = "a recording asyncio sink in its own process"
@@ -153,14 +148,9 @@ class PythonSink:
         )
         wait_port(self.port)
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid) or 0.0
-
     def arrivals(self) -> list[Arrival]:
         """Stop the sink; what it received."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=120)
+        self.stop()
         return [sinks.arrival(line) for line in self.record.read_text().splitlines()]
 
     def kill(self) -> None:

@@ -10,14 +10,44 @@ separated by spaces (``arrival()`` reads one).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 _MID = re.compile(rb"\r\nmessage-id:[ \t]*(<[^>\r\n]*>)", re.I)
+
+
+class SinkProcess:
+    """An SMTP sink running in its own process (Postfix's ``smtp-sink``, or ``command()``'s):
+    the CPU it used so far; ``stop()`` ends it with SIGTERM (the asyncio sink writes its record
+    then); as a context manager, stopped on leaving."""
+
+    process: subprocess.Popen[bytes]
+
+    def cpu(self) -> float:
+        """User + system CPU seconds the sink used so far (0 once it is gone)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=120)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class Arrival(NamedTuple):
