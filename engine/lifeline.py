@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
@@ -83,6 +84,27 @@ def exit_with(pid: int, *, interval: float = 1.0) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+class Deaths:
+    """A child process's deaths within a sliding window, to decide when to stop starting it
+    again (the sender workers of ``run --workers``, the tracking writer process)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def died(self, now: float) -> bool:
+        """Record a death at ``now`` (monotonic seconds); whether ``limit`` of them fell
+        within the last ``window`` seconds (then give up)."""
+        self.times.append(now)
+        while self.times and now - self.times[0] > self.window:
+            self.times.popleft()
+        return len(self.times) >= self.limit
+
+    def __len__(self) -> int:
+        return len(self.times)
 
 
 def gone(parent: int) -> str:

@@ -23,9 +23,10 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+from engine.lifeline import Deaths
 
 log = logging.getLogger("disparo.workers")
 
@@ -89,7 +90,7 @@ class Workers:
 
     async def _watch(self, slot: int) -> None:
         pause = self.first_pause
-        deaths: deque[float] = deque()
+        deaths = Deaths(self.restart_limit, self.restart_window)
         while True:
             process = self.processes[slot]
             code = await process.wait()
@@ -99,11 +100,7 @@ class Workers:
                 self.problems.append(f"sender worker {slot} ended with problems (exit status 1)")
                 return
             why = f"signal {-code}" if code < 0 else f"exit status {code}"
-            now = time.monotonic()
-            deaths.append(now)
-            while deaths and now - deaths[0] > self.restart_window:
-                deaths.popleft()
-            if len(deaths) >= self.restart_limit:
+            if deaths.died(time.monotonic()):
                 self._give_up(slot, process.pid, why, len(deaths))
                 return
             log.error(

@@ -40,7 +40,7 @@ import os
 import re
 import signal as signals
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +57,7 @@ from engine.clock import Clock
 from engine.config import Config
 from engine.events import DeliveryEvent, Signal
 from engine.feedback.metrics import CONTENT_TYPE, Metrics
-from engine.lifeline import die_with_parent, gone, parent_gone
+from engine.lifeline import Deaths, die_with_parent, gone, parent_gone
 from engine.plugins import PluginError, Plugins, load_plugins
 from engine.plugins.webhook import Webhooks
 from engine.sandbox import StrictSandbox
@@ -348,7 +348,7 @@ class SignalWriter:
         self.process = process
         self.child: WriterProcess | None = None
         #: when writer processes died (``RESTARTS`` within ``RESTART_WINDOW`` s: write here)
-        self.deaths: deque[float] = deque()
+        self.deaths = Deaths(RESTARTS, RESTART_WINDOW)
 
     def start(self, *, process: bool | None = None) -> None:
         """Start writing; ``process`` (default: as constructed) chooses a writer process."""
@@ -451,11 +451,7 @@ class SignalWriter:
         if not child.reported:  # a batch found it dead before its end was seen
             child.reported = True
             self._died(child)
-        now = time.monotonic()
-        self.deaths.append(now)
-        while self.deaths and self.deaths[0] < now - RESTART_WINDOW:
-            self.deaths.popleft()
-        if len(self.deaths) >= RESTARTS:
+        if self.deaths.died(time.monotonic()):
             log.error(
                 "the feedback writer process died %d times within %d min: the endpoint now "
                 "stores opens and clicks from its own process (slower: it answers fewer "
