@@ -390,10 +390,17 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 class QuickReader:
     """A plain DB-API connection to a store at head, running ``engine.reads_sql``'s queries."""
 
-    def __init__(self, connection: Any, dialect: str) -> None:
+    def __init__(
+        self, connection: Any, dialect: str, psycopg_params: dict[str, Any] | None = None
+    ) -> None:
+        #: a DB-API connection (sqlite3, psycopg) or an ``engine.libpq.Connection``
         self.connection = connection
         #: ``sqlite`` or ``postgresql``: which of each query's compiled forms runs
         self.dialect = dialect
+        #: with a libpq connection: how to connect with psycopg, for a query whose values
+        #: that connection does not read (``engine.libpq.Unsupported``)
+        self._psycopg_params = psycopg_params
+        self._psycopg: Any = None
 
     @classmethod
     def open(cls, url: str, password: str | None = None) -> QuickReader | None:
@@ -448,26 +455,49 @@ class QuickReader:
                 params["port"] = parts.port
             if parts.path.strip("/"):
                 params["dbname"] = unquote(parts.path.strip("/"))
+            try:  # libpq itself: importing psycopg would cost more than the command
+                from engine.libpq import Connection
+
+                return cls(Connection(params), "postgresql", params)
+            except OSError:  # no libpq to load: psycopg's
+                pass
             import psycopg
 
             return cls(psycopg.connect(**params, autocommit=True), "postgresql")
         return None
 
+    def _fetch(self, sql: str, bound: Any = ()) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` with ``bound``, on whichever connection this reader has."""
+        if self._psycopg_params is not None:
+            from engine.libpq import Unsupported
+
+            if self._psycopg is None:
+                try:
+                    return self.connection.query(sql, bound)  # type: ignore[no-any-return]
+                except Unsupported:  # a value psycopg reads (or binds) its own way
+                    import psycopg
+
+                    self._psycopg = psycopg.connect(**self._psycopg_params, autocommit=True)
+            return [tuple(r) for r in self._psycopg.execute(sql, bound).fetchall()]
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql, bound)
+            return [tuple(r) for r in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def _at_head(self) -> bool:
         head = quick_head()
         if head is None:
             return False
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute("SELECT version_num FROM alembic_version")
-            found = [r[0] for r in cursor.fetchall()]
-        finally:
-            cursor.close()
+        found = [r[0] for r in self._fetch("SELECT version_num FROM alembic_version")]
         return found == [head]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and psycopg's, when a query needed it)."""
         self.connection.close()
+        if self._psycopg is not None:
+            self._psycopg.close()
 
     def values(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
         """The rows of the compiled query ``name`` with ``params`` (aware times bound as the
@@ -481,14 +511,9 @@ class QuickReader:
             values[param] = BINDERS[kind][self.dialect](values[param])
         bound: Any = values if order is None else tuple(values[p] for p in order)
         readers = [READERS.get(kind) for _, kind in COLUMNS[name]]
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute(sql, bound)
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
+        fetched = self._fetch(sql, bound)
         if not any(readers):
-            return [tuple(row) for row in fetched]
+            return fetched
         return [
             tuple(read(v) if read else v for read, v in zip(readers, row, strict=True))
             for row in fetched
