@@ -198,7 +198,7 @@ NOT_FOR_READING = (
 
 #: ...and these, which a command whose queries ``engine.reads`` runs on a store at head
 #: (``campaigns``, ``accounts``, ``campaign show``) does not import at all: the store and
-#: SQLAlchemy (issue 16, goal 7)
+#: SQLAlchemy, nor psycopg on PostgreSQL (issue 16, goal 7)
 WITHOUT_SQLALCHEMY = ("sqlalchemy", "engine.store", "psycopg")
 
 READER = r"""
@@ -219,11 +219,12 @@ print(json.dumps({"code": code, "imported": found}))
 
 
 def test_commands_that_read_the_store_import_no_sender_ui_or_other_dialect(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    # a database at head, with no campaign (the commands' own path, not their rows')
+    # a database at head, with no campaign (the commands' own path, not their rows'); on
+    # PostgreSQL through libpq itself, without psycopg (engine.libpq)
     config = tmp_path / "disparo.toml"
-    config.write_text(f'[engine]\ndatabase_url = "sqlite:///{tmp_path}/d.db"\n', "utf-8")
+    config.write_text(f'[engine]\ndatabase_url = "{db_url}"\n', "utf-8")
     env = {k: v for k, v in os.environ.items() if k != "DISPARO_BLOCK_PLUGINS"}
     env["DISPARO_PLUGINS"] = ",".join(BUILTIN_PLUGINS)
     upgrade = subprocess.run(
