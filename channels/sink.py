@@ -4,11 +4,8 @@ sandbox (demos and dry runs): sandbox e-mail accounts send here, never to people
 from __future__ import annotations
 
 import asyncio
-import mailbox
 import signal
 import warnings
-from email.message import Message
-from email.parser import BytesParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +14,8 @@ import click
 from engine import hookimpl
 
 if TYPE_CHECKING:
+    from email.message import Message
+
     from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
@@ -34,6 +33,8 @@ class MaildirHandler:
     """aiosmtpd handler: each message, with its envelope, into a Maildir."""
 
     def __init__(self, folder: Path) -> None:
+        import mailbox  # here, not when `disparo sink` is registered (every start)
+
         for sub in ("tmp", "new", "cur"):  # Maildir(create=True) skips them if folder exists
             (folder / sub).mkdir(parents=True, exist_ok=True)
         self.maildir = mailbox.Maildir(folder, create=False)
@@ -42,6 +43,8 @@ class MaildirHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
         data = raw if isinstance(raw, bytes) else raw.encode()
+        from email.parser import BytesParser
+
         message: Message = BytesParser().parsebytes(data)
         message["X-Sandbox-Mail-From"] = str(envelope.mail_from)
         message["X-Sandbox-Rcpt-To"] = ", ".join(envelope.rcpt_tos)

@@ -10,6 +10,8 @@ The package: ``keys`` (the rule of a key and the table reader), ``secrets`` (ref
 validate) and ``starter`` (``disparo init``'s file).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from engine.config.keys import (
     MISSING,
     ConfigError,
@@ -52,7 +54,27 @@ from engine.config.settings import (
     TuiSettings,
     WalletSettings,
 )
-from engine.config.starter import STARTER_FOLDERS, StarterBlock, starter_blocks, write_starter
+
+if TYPE_CHECKING:
+    from engine.config.starter import (
+        STARTER_FOLDERS,
+        StarterBlock,
+        starter_blocks,
+        write_starter,
+    )
+
+#: names of ``engine.config.starter`` (``disparo init``'s file), imported on first use: its
+#: imports (secrets, tomli_w) are no other command's (issue 16, goal 7)
+_STARTER = frozenset({"STARTER_FOLDERS", "StarterBlock", "starter_blocks", "write_starter"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STARTER:
+        from engine.config import starter
+
+        return getattr(starter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ACCOUNT_KEYS",

@@ -3,7 +3,6 @@ conversions, and the problems found (every one names the file, the key and what 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -239,6 +238,8 @@ class _Reader:
                 continue
             key = keys.get(name)
             if key is None:
+                import difflib  # on a problem only: not at every load
+
                 close = difflib.get_close_matches(name, list(keys) + [f"{s}_env" for s in secrets])
                 hint = f"; did you mean `{close[0]}`?" if close else ""
                 known = ", ".join(sorted(keys))
@@ -322,6 +323,8 @@ class _Reader:
                 return result
         elif kind == "choice":
             if value not in key.choices:
+                import difflib  # on a problem only: not at every load
+
                 close = difflib.get_close_matches(value, key.choices, n=1)
                 hint = f" (did you mean `{close[0]}`?)" if close else ""
                 options = ", ".join(key.choices) or "(none installed)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -138,6 +137,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, root: Path, plugins: Plu
     reader = _Reader(file, root)
     for section in data:
         if section not in SECTIONS:
+            import difflib  # on a problem only: not at every load
+
             close = difflib.get_close_matches(section, SECTIONS, n=1)
             hint = f"; did you mean [{close[0]}]?" if close else ""
             reader.problem(section, f"unknown section{hint} (sections: {', '.join(SECTIONS)})")
