@@ -20,6 +20,7 @@ caller runs that query through psycopg instead: an answer is psycopg's or identi
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -43,6 +44,10 @@ _JSON = (114, 3802)
 
 #: Python type -> the oid psycopg binds it with (str and None: unknown, the server infers)
 _INT2, _INT4, _INT8, _FLOAT8, _BOOLOID = 21, 23, 20, 701, 16
+
+#: how long connecting may take when neither the URL nor PGCONNECT_TIMEOUT says (psycopg's
+#: default: libpq alone would wait as long as the system does)
+CONNECT_TIMEOUT_S = "130"
 
 #: ``%(name)s``, ``%s`` and ``%%`` in psycopg's query syntax
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
@@ -204,6 +209,8 @@ class Connection:
             **{k: str(v) for k, v in params.items() if v is not None},
             "client_encoding": "UTF8",
         }
+        if "connect_timeout" not in settings and not os.environ.get("PGCONNECT_TIMEOUT"):
+            settings["connect_timeout"] = CONNECT_TIMEOUT_S  # psycopg's default, not forever
         keys = _strings([k.encode() for k in settings])
         values = _strings([v.encode() for v in settings.values()])
         self._conn = lib.PQconnectdbParams(keys, values, 0)
