@@ -153,3 +153,21 @@ def test_placeholders_become_libpq_parameters() -> None:
     assert sql == "SELECT $1, $2, $1, '5%'" and ordered == [1, "x"]
     sql, ordered = libpq.sql_and_params("SELECT %s, %s", (1, 2))
     assert sql == "SELECT $1, $2" and ordered == [1, 2]
+
+
+def test_without_libpq_to_load_the_reader_connects_with_psycopg(
+    pg_url: str, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Store.open(pg_url, clock=clock).close()  # a store at head
+
+    def missing() -> Any:
+        raise OSError("libpq not found")
+
+    monkeypatch.setattr(libpq, "load", missing)
+    reader = QuickReader.open(pg_url)
+    assert reader is not None
+    try:
+        assert isinstance(reader.connection, psycopg.Connection)
+        assert reader.recent_campaigns(5) == []
+    finally:
+        reader.close()
