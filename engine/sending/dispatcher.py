@@ -834,8 +834,8 @@ Checks = tuple[list[Checked], set[str]]
 class Ahead:
     """The next chunk of a campaign, claimed while the current one sends (README "Crash
     safety": a claim sends nothing; what is claimed and never started goes back to pending).
-    ``batch`` is the lowest batch with work ready when it was claimed (D11: nothing is claimed
-    when it is not the batch the sender is in); ``claimed`` is empty then."""
+    ``batch`` is the lowest batch with work ready when it was claimed (the first claimed's; D11:
+    a claim in another batch than the sender's is given back unsent)."""
 
     campaign_id: int
     limit: int
@@ -1365,22 +1365,21 @@ class AccountSender:
             await self._drain()  # its error, if any, is the sender's
 
     async def _claim_ahead(self, c: Campaign, limit: int, batch: int) -> Ahead:
-        """Claim the next chunk of ``c`` (one trip to the store's thread), if the lowest
-        batch with work ready now is still ``batch`` (D11)."""
+        """Claim the next chunk of ``c`` (one trip to the store's thread), normalised and
+        checked for suppressions (D4) when its lowest batch is still ``batch`` (D11)."""
         d = self.d
         channel = self.channel
         assert channel is not None
         kind = c.address_kind
-        now = d.clock.now()
 
         def claim() -> Ahead:
-            found = d.store.campaigns.next_claimable(c.id, c.released_batches, now)
-            ahead = Ahead(c.id, limit, found)
-            if found is None or found != batch:
-                return ahead
-            ahead.claimed = d.store.claims.claim(
+            claimed = d.store.claims.claim(
                 c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
             )
+            # in batch order: the first is in the lowest batch with work ready now
+            ahead = Ahead(c.id, limit, claimed[0].batch if claimed else None, claimed)
+            if ahead.batch != batch:
+                return ahead  # another batch (D11): the pick gives it back and looks again
             checked = [channel.normalise(x.address) for x in ahead.claimed]
             keys = [suppression_key(kind, n.value) for n in checked if n.value]
             ahead.checks = (checked, d.store.claims.suppressed(kind, keys))
