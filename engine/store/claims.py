@@ -176,17 +176,8 @@ class Claims(Queries):
         for o in outcomes:
             by_kind.setdefault(o.kind, []).append(o)
         with self.store.write() as c:
-            held = {
-                r.id
-                for r in c.execute(
-                    sa.select(deliveries.c.id).where(
-                        deliveries.c.id.in_([o.delivery_id for o in outcomes]),
-                        deliveries.c.status == "claimed",
-                        deliveries.c.lease_owner == owner,
-                    )
-                )
-            }
             driver = _driver(c.dialect)
+            held = driver.held(c, [o.delivery_id for o in outcomes], owner)
             at = driver.time(now)  # the time as the driver takes it, converted once
             ev: list[tuple[Any, ...]] = []
             for kind, items in by_kind.items():
@@ -234,11 +225,7 @@ class Claims(Queries):
                 if kind == "sent":
                     ids = [o.contact_id for o in mine if o.contact_id is not None]
                     if ids:
-                        c.execute(
-                            sa.update(contacts)
-                            .where(contacts.c.id.in_(ids))
-                            .values(last_interaction_at=now)
-                        )
+                        driver.touch(c, ids, now)
                 for o in mine:
                     if o.suppress and o.address:
                         self._suppress(c, o, campaign_id, now)
@@ -355,10 +342,12 @@ class _Driver:
         self.events = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({marks})"
         self._outcomes: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.dialect = dialect
-        # a claim's contacts and a chunk's suppressions: compiled from their SQLAlchemy
-        # statements once per count of ids (a chunk's size, mostly), read back through the
-        # columns' own result processors
-        self._compiled: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
+        # a claim's contacts, a chunk's suppressions, which outcomes are still held and the
+        # contacts' last interaction: compiled from their SQLAlchemy statements once per count
+        # of ids (a chunk's size, mostly); contacts read back through the columns' processors
+        self._compiled: dict[
+            tuple[str, int], tuple[str, tuple[str, ...] | None, dict[str, Any]]
+        ] = {}
         self._people_out = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in _PEOPLE
         ]
@@ -367,7 +356,7 @@ class _Driver:
         self,
         c: Connection,
         name: str,
-        statement: Callable[[], sa.Select[Any]],
+        statement: Callable[[], sa.Select[Any] | sa.Update],
         n: int,
         values: dict[str, Any],
     ) -> Any:
@@ -378,8 +367,11 @@ class _Driver:
         if found is None:
             compiled = statement().compile(dialect=self.dialect)
             order = tuple(compiled.positiontup or ()) if self.dialect.positional else None
-            found = self._compiled[key] = (str(compiled), order)
-        sql, order = found
+            # the values the statement fixes itself (``status = 'claimed'``)
+            fixed = {k: v for k, v in compiled.params.items() if v is not None}
+            found = self._compiled[key] = (str(compiled), order, fixed)
+        sql, order, fixed = found
+        values.update(fixed)
         return c.exec_driver_sql(sql, tuple(values[k] for k in order) if order else values)
 
     def people(self, c: Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
@@ -393,6 +385,20 @@ class _Driver:
                 v if f is None or v is None else f(v) for f, v in zip(out, row, strict=True)
             )
         return found
+
+    def held(self, c: Connection, ids: Sequence[int], owner: str) -> set[int]:
+        """Which of these deliveries ``owner`` still holds (claimed)."""
+        n = len(ids)
+        values: dict[str, Any] = {f"i{k}": v for k, v in enumerate(ids)}
+        values["owner"] = owner
+        return {r[0] for r in self._run(c, "held", lambda: _held_select(n), n, values)}
+
+    def touch(self, c: Connection, ids: Sequence[int], now: datetime) -> None:
+        """The contacts' last interaction is now (they were sent a message)."""
+        n = len(ids)
+        values: dict[str, Any] = {f"i{k}": v for k, v in enumerate(ids)}
+        values["now"] = self.time(now)
+        self._run(c, "touch", lambda: _touch_update(n), n, values)
 
     def suppressed(self, c: Connection, kind: str, addresses: Sequence[str]) -> set[str]:
         """Which of these (normalised) addresses are suppressed (D4)."""
@@ -432,6 +438,27 @@ _PEOPLE = (
 def _people_select(n: int) -> sa.Select[Any]:
     return sa.select(*_PEOPLE).where(
         contacts.c.id.in_([sa.bindparam(f"i{k}", type_=contacts.c.id.type) for k in range(n)])
+    )
+
+
+def _ids(n: int) -> list[sa.BindParameter[Any]]:
+    return [sa.bindparam(f"i{k}", type_=deliveries.c.id.type) for k in range(n)]
+
+
+def _held_select(n: int) -> sa.Select[Any]:
+    return sa.select(deliveries.c.id).where(
+        deliveries.c.id.in_(_ids(n)),
+        deliveries.c.status == "claimed",
+        deliveries.c.lease_owner == sa.bindparam("owner", type_=deliveries.c.lease_owner.type),
+    )
+
+
+def _touch_update(n: int) -> sa.Update:
+    # run at the driver: the time is bound as the column's processor made it (``_Driver.time``)
+    return (
+        sa.update(contacts)
+        .where(contacts.c.id.in_(_ids(n)))
+        .values(last_interaction_at=sa.bindparam("now", type_=contacts.c.last_interaction_at.type))
     )
 
 
