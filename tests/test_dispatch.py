@@ -365,3 +365,34 @@ def test_released_count_follows_the_schedule_and_its_pauses(world: World) -> Non
     assert released_count(c, start + minutes(10)) == 1
     assert released_count(c, start + minutes(29)) == 2
     assert released_count(c, start + minutes(500)) == 10
+
+
+async def test_the_chunk_claimed_ahead_goes_back_to_pending_when_the_campaign_pauses(
+    world: World, clock: TestClock
+) -> None:
+    # the sender claims a campaign's next chunk while the current one sends (issue 16): a
+    # pause gives it back unsent (nothing lost, nothing left claimed), and the resume sends it
+    world.config.accounts["sms"].__dict__["rate"] = 20.0
+    cid = world.import_("smslong", phones(300)).campaign_id
+    await world.run(3)
+    world.store.commands.submit(
+        actor="ana", role="operator", action="pause", target=f"campaign:{cid}"
+    )
+    await world.run(5)
+    paused = len(world.sends(cid))
+    with world.store.read() as c:
+        counts = Counter(
+            s
+            for (s,) in c.execute(
+                sa.select(t.deliveries.c.status).where(t.deliveries.c.campaign_id == cid)
+            )
+        )
+    assert 0 < paused < 300 and counts["claimed"] == 0, counts
+    assert counts["sent"] == paused and counts["pending"] == 300 - paused
+    world.store.commands.submit(
+        actor="ana", role="operator", action="resume", target=f"campaign:{cid}"
+    )
+    await world.run(60)
+    sends = world.sends(cid)
+    assert len(sends) == 300
+    assert len({s.delivery_id for s in sends}) == 300  # each once
