@@ -396,3 +396,20 @@ async def test_the_chunk_claimed_ahead_goes_back_to_pending_when_the_campaign_pa
     sends = world.sends(cid)
     assert len(sends) == 300
     assert len({s.delivery_id for s in sends}) == 300  # each once
+
+
+async def test_d4_an_address_suppressed_after_its_chunk_was_claimed_ahead_is_not_sent(
+    world: World, clock: TestClock
+) -> None:
+    # rate 2/s: chunks of 15 (rate × lease / 4), each taking seconds; the next one is claimed
+    # while the current one sends, and its suppression check is made again when it starts
+    world.config.accounts["sms"].__dict__["rate"] = 2.0
+    numbers = phones(40)
+    cid = world.import_("smslong", numbers).campaign_id
+    await world.run(3)
+    assert 15 < len(world.sends(cid)) < 30  # the burst and the rate: in the second chunk
+    late = numbers[35]  # in the third, claimed ahead by now
+    world.store.suppressions.add("phone", late, origin="manual", actor="test")
+    await world.run(60)
+    assert world.statuses(cid) == {"sent": 39, "suppressed": 1}
+    assert late not in {s.address for s in world.sends(cid)}

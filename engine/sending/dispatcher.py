@@ -73,6 +73,10 @@ GIVE_UP = timedelta(hours=48)
 #: a campaign picked without anything to send waits 1, 2, 4… seconds, up to this, before it
 #: is picked again (it never spins)
 MAX_STALL = 300.0
+#: a chunk claimed ahead whose suppression check (D4) is older than this when it starts
+#: sending is checked again (a slow account: its chunks take seconds; at full speed the check
+#: is milliseconds old and the store is not asked twice)
+FRESH = 0.5
 #: campaigns held because they cannot be sent as configured are checked again this often
 RECHECK = timedelta(minutes=5)
 #: one progress line per sending account this often
@@ -839,6 +843,8 @@ class Ahead:
 
     campaign_id: int
     limit: int
+    #: when the suppressions were checked (the clock's monotonic seconds)
+    at: float
     batch: int | None = None
     claimed: list[Claimed] = field(default_factory=list)
     checks: Checks = field(default_factory=lambda: ([], set()))
@@ -1320,6 +1326,10 @@ class AccountSender:
             ready = None
         if ready is not None:
             claimed, checks = ready.claimed, ready.checks
+            if d.clock.monotonic() - ready.at > FRESH:  # D4 as of now, not as of the claim
+                checked = checks[0]
+                keys = [suppression_key(kind, n.value) for n in checked if n.value]
+                checks = (checked, await d.store.run(d.store.claims.suppressed, kind, keys))
         else:
             claimed, checks = await d.store.run(claim)
             d.presence.in_flight.update(x.id for x in claimed)  # renewed by each heartbeat
@@ -1377,7 +1387,8 @@ class AccountSender:
                 c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
             )
             # in batch order: the first is in the lowest batch with work ready now
-            ahead = Ahead(c.id, limit, claimed[0].batch if claimed else None, claimed)
+            first = claimed[0].batch if claimed else None
+            ahead = Ahead(c.id, limit, d.clock.monotonic(), first, claimed)
             if ahead.batch != batch:
                 return ahead  # another batch (D11): the pick gives it back and looks again
             checked = [channel.normalise(x.address) for x in ahead.claimed]
