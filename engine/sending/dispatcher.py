@@ -73,10 +73,6 @@ GIVE_UP = timedelta(hours=48)
 #: a campaign picked without anything to send waits 1, 2, 4… seconds, up to this, before it
 #: is picked again (it never spins)
 MAX_STALL = 300.0
-#: a chunk claimed ahead whose suppression check (D4) is older than this when it starts
-#: sending is checked again (a slow account: its chunks take seconds; at full speed the check
-#: is milliseconds old and the store is not asked twice)
-FRESH = 0.5
 #: campaigns held because they cannot be sent as configured are checked again this often
 RECHECK = timedelta(minutes=5)
 #: one progress line per sending account this often
@@ -830,26 +826,6 @@ def _released(x: Claimed) -> dict[str, Any]:
     return {"delivery_id": x.id, "contact_id": x.contact_id, "address": x.address}
 
 
-#: a claim with its addresses normalised and which of them are suppressed (D4)
-Checks = tuple[list[Checked], set[str]]
-
-
-@dataclass
-class Ahead:
-    """The next chunk of a campaign, claimed while the current one sends (README "Crash
-    safety": a claim sends nothing; what is claimed and never started goes back to pending).
-    ``batch`` is the lowest batch with work ready when it was claimed (the first claimed's; D11:
-    a claim in another batch than the sender's is given back unsent)."""
-
-    campaign_id: int
-    limit: int
-    #: when the suppressions were checked (the clock's monotonic seconds)
-    at: float
-    batch: int | None = None
-    claimed: list[Claimed] = field(default_factory=list)
-    checks: Checks = field(default_factory=lambda: ([], set()))
-
-
 class AccountSender:
     """Sends for one account, one campaign at a time, within its rate (D10, D11)."""
 
@@ -882,11 +858,6 @@ class AccountSender:
         #: first: at most two (the next chunk is claimed while the last one's sends finish;
         #: one older than that is confirmed before it is claimed: README "Crash safety")
         self._chunks: list[asyncio.Task[None]] = []
-        #: the next chunk of the current campaign, claimed while this one sends: the sender
-        #: never waits for the store between two chunks of a deep queue
-        self._ahead: asyncio.Task[Ahead] | None = None
-        #: the chunk claimed ahead that the last pick kept for the next chunk
-        self._ready: Ahead | None = None
         #: the chunks whose every send has started (what is left of them: finishing the
         #: sends and storing the outcomes)
         self._dispatched: set[asyncio.Task[None]] = set()
@@ -977,7 +948,6 @@ class AccountSender:
     async def _rest(self, seconds: float | None) -> None:
         """Idle until woken (a tick, a stop) or ``seconds`` pass; what is in flight is sent
         and confirmed first."""
-        await self._give_back()
         await self._drain()
         self.idle.set()
         if seconds is None:
@@ -1145,10 +1115,6 @@ class AccountSender:
                     chunk.cancel()
             try:  # a stop: the chunks' sends finish and their outcomes are stored
                 await asyncio.gather(*self._chunks, return_exceptions=True)
-                if task is not None and task.cancelling() and self._ahead is not None:
-                    self._ahead.cancel()  # abandoned: the store releases it at shutdown
-                with contextlib.suppress(Exception):
-                    await self._give_back()
             finally:
                 self._chunks.clear()
                 self._dispatched.clear()
@@ -1230,27 +1196,13 @@ class AccountSender:
             key=lambda c: (-c.priority, c.created_at, c.id),
         )
         current = d.campaigns.get(self.current) if self.current is not None else None
-        ahead = await self._take_ahead()
         if current is not None and ready(current):
-            soft = current.pacing is None and self.since_pick >= SOFT_BATCH
-            if (
-                ahead is not None
-                and ahead.campaign_id == current.id
-                and ahead.batch == self.current_batch
-                and ahead.claimed
-                and not probe
-                and not soft
-            ):
-                self._ready = ahead  # claimed while the last chunk sent: no store trip now
-                return current
-            await self._release(ahead)
             batch = await d.store.run(
                 d.store.campaigns.next_claimable, current.id, current.released_batches, now
             )
+            soft = current.pacing is None and self.since_pick >= SOFT_BATCH
             if batch is not None and batch == self.current_batch and not soft:
                 return current
-        else:
-            await self._release(ahead)
         for c in candidates:
             batch = await d.store.run(
                 d.store.campaigns.next_claimable, c.id, c.released_batches, now
@@ -1320,22 +1272,11 @@ class AccountSender:
             keys = [suppression_key(kind, n.value) for n in checked if n.value]
             return claimed, (checked, d.store.claims.suppressed(kind, keys))
 
-        ready, self._ready = self._ready, None
-        if ready is not None and (ready.campaign_id != c.id or ready.limit != limit or alone):
-            await self._release(ready)
-            ready = None
-        if ready is not None:
-            claimed, checks = ready.claimed, ready.checks
-            if d.clock.monotonic() - ready.at > FRESH:  # D4 as of now, not as of the claim
-                checked = checks[0]
-                keys = [suppression_key(kind, n.value) for n in checked if n.value]
-                checks = (checked, await d.store.run(d.store.claims.suppressed, kind, keys))
-        else:
-            claimed, checks = await d.store.run(claim)
-            d.presence.in_flight.update(x.id for x in claimed)  # renewed by each heartbeat
+        claimed, checks = await d.store.run(claim)
         if not claimed:
             self._stall(c.id, "nothing could be claimed")
             return
+        d.presence.in_flight.update(x.id for x in claimed)  # renewed by each heartbeat
         if not alone:
             # at most two chunks with sends not confirmed (README "Crash safety"): the one
             # whose last sends are finishing, and this one. The claim above ran while the
@@ -1365,82 +1306,10 @@ class AccountSender:
         if probe:
             await self._drain()
             return
-        # the next chunk is claimed while this one sends (it starts once this one's sends
-        # have all started and the one before it is confirmed)
-        self._ahead = asyncio.create_task(
-            self._claim_ahead(c, limit, self.current_batch), name=f"ahead:{self.name}:{c.id}"
-        )
+        # the next chunk is picked and claimed while this one's last sends finish
         await asyncio.wait({dispatched, chunk}, return_when=asyncio.FIRST_COMPLETED)
         if chunk.done():
             await self._drain()  # its error, if any, is the sender's
-
-    async def _claim_ahead(self, c: Campaign, limit: int, batch: int) -> Ahead:
-        """Claim the next chunk of ``c`` (one trip to the store's thread), normalised and
-        checked for suppressions (D4) when its lowest batch is still ``batch`` (D11)."""
-        d = self.d
-        channel = self.channel
-        assert channel is not None
-        kind = c.address_kind
-
-        def claim() -> Ahead:
-            claimed = d.store.claims.claim(
-                c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
-            )
-            # in batch order: the first is in the lowest batch with work ready now
-            first = claimed[0].batch if claimed else None
-            ahead = Ahead(c.id, limit, d.clock.monotonic(), first, claimed)
-            if ahead.batch != batch:
-                return ahead  # another batch (D11): the pick gives it back and looks again
-            checked = [channel.normalise(x.address) for x in ahead.claimed]
-            keys = [suppression_key(kind, n.value) for n in checked if n.value]
-            ahead.checks = (checked, d.store.claims.suppressed(kind, keys))
-            return ahead
-
-        ahead: Ahead = await d.store.run(claim)
-        d.presence.in_flight.update(x.id for x in ahead.claimed)  # renewed by each heartbeat
-        return ahead
-
-    async def _take_ahead(self) -> Ahead | None:
-        """The chunk claimed ahead, once its claim is done (None without one, or when the
-        claim failed: nothing was claimed then, or the claim is rescued with its lease)."""
-        task, self._ahead = self._ahead, None
-        if task is None:
-            return None
-        try:
-            return await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return None
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            return None
-
-    async def _release(self, ahead: Ahead | None) -> None:
-        """Give a chunk claimed ahead back to pending (unsent: no outcome but ``release``)."""
-        if ahead is None or not ahead.claimed:
-            return
-        campaign = self.d.campaigns.get(ahead.campaign_id)
-        outcomes = [Outcome(kind="release", **_released(x)) for x in ahead.claimed]
-        if campaign is None:
-            await self._store_retrying(
-                self.d.store.claims.confirm,
-                ahead.campaign_id,
-                self.d.node,
-                outcomes,
-                account=self.name,
-            )
-            self.d.presence.in_flight.difference_update(x.id for x in ahead.claimed)
-            return
-        await self._confirm(campaign, outcomes)
-
-    async def _give_back(self) -> None:
-        """Release what was claimed ahead and not sent (a rest, a stop, another campaign)."""
-        ready, self._ready = self._ready, None
-        await self._release(ready)
-        await self._release(await self._take_ahead())
 
     def _started_all(self, dispatched: asyncio.Future[None]) -> None:
         """The running chunk has started every send it will (the sender may claim the next)."""
@@ -1455,7 +1324,7 @@ class AccountSender:
         c: Campaign,
         prepared: Any,
         claimed: list[Claimed],
-        checks: Checks,
+        checks: tuple[list[Checked], set[str]],
         dispatched: asyncio.Future[None],
         *,
         probe: bool,
@@ -1669,7 +1538,7 @@ class AccountSender:
         c: Campaign,
         prepared: Any,
         claimed: list[Claimed],
-        checks: Checks,
+        checks: tuple[list[Checked], set[str]],
         outcomes: list[Outcome | None],
         changes: list[Change],
         dispatched: asyncio.Future[None],
