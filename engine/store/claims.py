@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,32 +128,13 @@ class Claims(Queries):
             if not rows:
                 return []
             ids = [r.contact_id for r in rows if r.contact_id is not None]
-            people = (
-                {
-                    p.id: p
-                    for p in c.execute(
-                        sa.select(
-                            contacts.c.id,
-                            contacts.c.name,
-                            contacts.c.email,
-                            contacts.c.phone,
-                            contacts.c.external_key,
-                            contacts.c.fields,
-                            contacts.c.last_interaction_at,
-                        ).where(contacts.c.id.in_(ids))
-                    )
-                }
-                if ids
-                else {}
-            )
+            people = _driver(c.dialect).people(c, ids) if ids else {}
         claimed = []
         for r in sorted(rows, key=lambda r: (r.batch, r.id)):
             p = people.get(r.contact_id)
             payload = r.payload
             if isinstance(payload, str):
                 payload = json.loads(payload)
-            first = r.first_attempt_at
-            fields = p.fields if p is not None else {}
             claimed.append(
                 Claimed(
                     id=r.id,
@@ -162,14 +143,14 @@ class Claims(Queries):
                     address=r.address,
                     batch=r.batch,
                     attempts=r.attempts,
-                    first_attempt_at=first,
+                    first_attempt_at=r.first_attempt_at,
                     payload=payload,
-                    name=p.name if p else None,
-                    email=p.email if p else None,
-                    phone=p.phone if p else None,
-                    external_key=p.external_key if p else None,
-                    fields=fields or {},
-                    last_interaction_at=p.last_interaction_at if p else None,
+                    name=p[1] if p else None,
+                    email=p[2] if p else None,
+                    phone=p[3] if p else None,
+                    external_key=p[4] if p else None,
+                    fields=(p[5] if p else None) or {},
+                    last_interaction_at=p[6] if p else None,
                 )
             )
         return claimed
@@ -179,14 +160,7 @@ class Claims(Queries):
         if not addresses:
             return set()
         with self.store.read() as c:
-            return {
-                r.address
-                for r in c.execute(
-                    sa.select(suppressions.c.address).where(
-                        suppressions.c.kind == kind, suppressions.c.address.in_(list(addresses))
-                    )
-                )
-            }
+            return _driver(c.dialect).suppressed(c, kind, addresses)
 
     def confirm(
         self, campaign_id: int, owner: str, outcomes: Sequence[Outcome], *, account: str | None
@@ -202,17 +176,8 @@ class Claims(Queries):
         for o in outcomes:
             by_kind.setdefault(o.kind, []).append(o)
         with self.store.write() as c:
-            held = {
-                r.id
-                for r in c.execute(
-                    sa.select(deliveries.c.id).where(
-                        deliveries.c.id.in_([o.delivery_id for o in outcomes]),
-                        deliveries.c.status == "claimed",
-                        deliveries.c.lease_owner == owner,
-                    )
-                )
-            }
             driver = _driver(c.dialect)
+            held = driver.held(c, [o.delivery_id for o in outcomes], owner)
             at = driver.time(now)  # the time as the driver takes it, converted once
             ev: list[tuple[Any, ...]] = []
             for kind, items in by_kind.items():
@@ -260,11 +225,7 @@ class Claims(Queries):
                 if kind == "sent":
                     ids = [o.contact_id for o in mine if o.contact_id is not None]
                     if ids:
-                        c.execute(
-                            sa.update(contacts)
-                            .where(contacts.c.id.in_(ids))
-                            .values(last_interaction_at=now)
-                        )
+                        driver.touch(c, ids, now)
                 for o in mine:
                     if o.suppress and o.address:
                         self._suppress(c, o, campaign_id, now)
@@ -380,6 +341,72 @@ class _Driver:
         marks = ", ".join([self.mark] * len(_EVENT_COLUMNS))
         self.events = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({marks})"
         self._outcomes: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.dialect = dialect
+        # a claim's contacts, a chunk's suppressions, which outcomes are still held and the
+        # contacts' last interaction: compiled from their SQLAlchemy statements once per count
+        # of ids (a chunk's size, mostly); contacts read back through the columns' processors
+        self._compiled: dict[
+            tuple[str, int], tuple[str, tuple[str, ...] | None, dict[str, Any]]
+        ] = {}
+        self._people_out = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in _PEOPLE
+        ]
+
+    def _run(
+        self,
+        c: Connection,
+        name: str,
+        statement: Callable[[], sa.Select[Any] | sa.Update],
+        n: int,
+        values: dict[str, Any],
+    ) -> Any:
+        """Run ``statement`` (with ``n`` values in its IN list) as driver SQL, compiled once
+        per ``(name, n)``: parameters by position when the driver binds them so."""
+        key = (name, n)
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = statement().compile(dialect=self.dialect)
+            order = tuple(compiled.positiontup or ()) if self.dialect.positional else None
+            # the values the statement fixes itself (``status = 'claimed'``)
+            fixed = {k: v for k, v in compiled.params.items() if v is not None}
+            found = self._compiled[key] = (str(compiled), order, fixed)
+        sql, order, fixed = found
+        values.update(fixed)
+        return c.exec_driver_sql(sql, tuple(values[k] for k in order) if order else values)
+
+    def people(self, c: Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """The claimed deliveries' contacts by id: the columns of ``_PEOPLE``, in order."""
+        n = len(ids)
+        values = {f"i{k}": v for k, v in enumerate(ids)}
+        out = self._people_out
+        found: dict[int, tuple[Any, ...]] = {}
+        for row in self._run(c, "people", lambda: _people_select(n), n, values):
+            found[row[0]] = tuple(
+                v if f is None or v is None else f(v) for f, v in zip(out, row, strict=True)
+            )
+        return found
+
+    def held(self, c: Connection, ids: Sequence[int], owner: str) -> set[int]:
+        """Which of these deliveries ``owner`` still holds (claimed)."""
+        n = len(ids)
+        values: dict[str, Any] = {f"i{k}": v for k, v in enumerate(ids)}
+        values["owner"] = owner
+        return {r[0] for r in self._run(c, "held", lambda: _held_select(n), n, values)}
+
+    def touch(self, c: Connection, ids: Sequence[int], now: datetime) -> None:
+        """The contacts' last interaction is now (they were sent a message)."""
+        n = len(ids)
+        values: dict[str, Any] = {f"i{k}": v for k, v in enumerate(ids)}
+        values["now"] = self.time(now)
+        self._run(c, "touch", lambda: _touch_update(n), n, values)
+
+    def suppressed(self, c: Connection, kind: str, addresses: Sequence[str]) -> set[str]:
+        """Which of these (normalised) addresses are suppressed (D4)."""
+        n = len(addresses)
+        values = {f"a{k}": v for k, v in enumerate(addresses)}
+        values["kind"] = kind
+        rows = self._run(c, "suppressed", lambda: _suppressed_select(n), n, values)
+        return {r[0] for r in rows}
 
     def time(self, value: datetime | None) -> Any:
         return self._when(value) if self._when is not None and value is not None else value
@@ -394,6 +421,54 @@ class _Driver:
         if found is None:
             found = self._outcomes[kind] = _outcome_sql(kind, self.mark)
         return found
+
+
+#: a claim's contacts: the columns ``_Driver.people`` reads
+_PEOPLE = (
+    contacts.c.id,
+    contacts.c.name,
+    contacts.c.email,
+    contacts.c.phone,
+    contacts.c.external_key,
+    contacts.c.fields,
+    contacts.c.last_interaction_at,
+)
+
+
+def _people_select(n: int) -> sa.Select[Any]:
+    return sa.select(*_PEOPLE).where(
+        contacts.c.id.in_([sa.bindparam(f"i{k}", type_=contacts.c.id.type) for k in range(n)])
+    )
+
+
+def _ids(n: int) -> list[sa.BindParameter[Any]]:
+    return [sa.bindparam(f"i{k}", type_=deliveries.c.id.type) for k in range(n)]
+
+
+def _held_select(n: int) -> sa.Select[Any]:
+    return sa.select(deliveries.c.id).where(
+        deliveries.c.id.in_(_ids(n)),
+        deliveries.c.status == "claimed",
+        deliveries.c.lease_owner == sa.bindparam("owner", type_=deliveries.c.lease_owner.type),
+    )
+
+
+def _touch_update(n: int) -> sa.Update:
+    # run at the driver: the time is bound as the column's processor made it (``_Driver.time``)
+    return (
+        sa.update(contacts)
+        .where(contacts.c.id.in_(_ids(n)))
+        .values(last_interaction_at=sa.bindparam("now", type_=contacts.c.last_interaction_at.type))
+    )
+
+
+def _suppressed_select(n: int) -> sa.Select[Any]:
+    return sa.select(suppressions.c.address).where(
+        suppressions.c.kind == sa.bindparam("kind", type_=suppressions.c.kind.type),
+        suppressions.c.address.in_(
+            [sa.bindparam(f"a{k}", type_=suppressions.c.address.type) for k in range(n)]
+        ),
+    )
 
 
 def _outcome_sql(kind: str, mark: str) -> tuple[str, tuple[str, ...]]:
