@@ -27,7 +27,7 @@ import time
 import unicodedata
 import zipfile
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -553,7 +553,8 @@ class MailingFormat(Format):
             nul=nul,
             header=tuple(header),
         )
-        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, m.hygiene))
+        stop = Stop()
+        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, m.hygiene), stop)
         mailing = MailingRecord(
             name=path,
             file_date=m.date,
@@ -577,6 +578,7 @@ class MailingFormat(Format):
             empty_campaign_problem=MESSAGES.make("no-prospects") if prospects else None,
             progress=raw.tell,
             close=handle.close,
+            split=splitter(table, spool, rules, stop),
         )
 
     def contacts(self, path: str, spool: Path) -> ImportSpec:
@@ -616,7 +618,8 @@ class MailingFormat(Format):
             nul=nul,
             header=tuple(header),
         )
-        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, True))
+        stop = Stop()
+        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, True), stop)
         leaf = path.rsplit("/", 1)[-1]
         return ImportSpec(
             wallet="",
@@ -625,6 +628,7 @@ class MailingFormat(Format):
             rows=rows,
             progress=raw.tell,
             close=handle.close,
+            split=splitter(table, spool, rules, stop),
         )
 
     def _campaign(
@@ -708,8 +712,9 @@ class MailingFormat(Format):
         rules: RowRules,
         handle: IO[str],
         workers: int,
+        stop: Stop | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
-        return read_rows(lines, delimiter, rules, handle, workers)
+        return read_rows(lines, delimiter, rules, handle, workers, stop)
 
 
 CHUNK = 2000
@@ -727,6 +732,9 @@ class CsvFile:
     delimiter: str
     #: a NUL byte is somewhere in the file (rows are checked for one)
     nul: bool
+    #: the encoding found (N22) and the longest line, in bytes
+    encoding: str = "utf-8"
+    longest: int = 0
 
 
 def open_csv(spool: Path, name: str) -> CsvFile:
@@ -749,7 +757,15 @@ def open_csv(spool: Path, name: str) -> CsvFile:
         raise FileRejected([MESSAGES.make("empty-file")])
     delimiter = sniff_delimiter(first)
     header = next(csv.reader([first], delimiter=delimiter))
-    return CsvFile(raw, handle, lines, header, delimiter, nul)
+    return CsvFile(raw, handle, lines, header, delimiter, nul, encoding, longest)
+
+
+@dataclass
+class Stop:
+    """Where ``read_rows`` stops: before the record that starts on ``line`` (None: at the
+    end of the file). Set by ``ImportSpec.split`` before the rows are read."""
+
+    line: int | None = None
 
 
 def read_rows(
@@ -758,16 +774,20 @@ def read_rows(
     rules: RowRules,
     handle: IO[str],
     workers: int,
+    stop: Stop | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Records -> chunks of contact rows and rejected rows (N22–N28), lazily, in order (in
     ``workers`` processes when there are any and a row's work is above ``SLOW_ROW``);
-    closes ``handle`` when done."""
+    closes ``handle`` when done. With ``stop``, the records before its line only."""
     reader = csv.reader(lines, delimiter=delimiter, strict=False)
 
     def chunks() -> Iterator[list[tuple[int, list[str]]]]:
         chunk: list[tuple[int, list[str]]] = []
         previous = 1  # the header's line
+        end = stop.line if stop is not None and stop.line is not None else None
         for values in reader:
+            if end is not None and previous + 1 >= end:
+                break  # the record on `end` is the tail's (ImportSpec.split)
             chunk.append((previous + 1, values))
             previous = reader.line_num + 1
             if len(chunk) >= CHUNK:
@@ -795,6 +815,87 @@ def read_rows(
             yield from _in_processes(rules, pending, workers)
     finally:
         handle.close()
+
+
+def split_point(path: Path, share: float) -> tuple[int, int] | None:
+    """Where a file's tail of about ``share`` of its bytes begins: (byte offset, line
+    number), at the start of a line; None when a record may not start at a line's start —
+    a quote anywhere (a quoted cell may hold a line break) or a carriage return that does
+    not end a line (the reader takes it for a line break), or when no line starts there."""
+    size = path.stat().st_size
+    seen = 0
+    lines = 1
+    with path.open("rb") as handle:
+        wanted = int(size * (1 - share))
+        offset = None
+        while chunk := handle.read(1 << 20):
+            if b'"' in chunk or chunk.count(b"\r") != chunk.count(b"\r\n"):
+                return None  # (a CR LF cut by the chunk's end also says no: rare, harmless)
+            if offset is None and seen + len(chunk) > wanted:
+                at = chunk.find(b"\n", max(wanted - seen, 0))
+                if at >= 0:
+                    offset = seen + at + 1
+                    lines += chunk.count(b"\n", 0, at + 1)
+            if offset is None:
+                lines += chunk.count(b"\n")
+            seen += len(chunk)
+    if offset is None or offset >= size:
+        return None
+    return offset, lines
+
+
+@dataclass(frozen=True)
+class CsvTail:
+    """The rows of a contact file from ``offset`` (the start of line ``line``) to its end:
+    what another process reads while this one reads the head (``ImportSpec.split``)."""
+
+    path: str
+    offset: int
+    line: int
+    encoding: str
+    delimiter: str
+    rules: RowRules
+
+    def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
+        """The tail's chunks of contact rows and rejected rows, as ``read_rows`` makes them
+        (the same line numbers)."""
+        raw = open(self.path, "rb")  # noqa: SIM115 - closed with the text handle
+        raw.seek(self.offset)
+        encoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
+        handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+        reader = csv.reader(handle, delimiter=self.delimiter, strict=False)
+        first = self.line - 1  # the line before the tail's first
+        try:
+            chunk: list[tuple[int, list[str]]] = []
+            previous = first
+            for values in reader:
+                chunk.append((previous + 1, values))
+                previous = reader.line_num + first
+                if len(chunk) >= CHUNK:
+                    yield process_records(self.rules, chunk)
+                    chunk = []
+            if chunk:
+                yield process_records(self.rules, chunk)
+        finally:
+            handle.close()
+
+
+def splitter(
+    table: CsvFile, spool: Path, rules: RowRules, stop: Stop
+) -> Callable[[float], CsvTail | None]:
+    """``ImportSpec.split`` for a file read by ``read_rows`` with ``stop``."""
+
+    def split(share: float) -> CsvTail | None:
+        if table.longest >= MAX_LINE:
+            return None  # the careful reader's lines are not the file's
+        point = split_point(spool, share)
+        if point is None:
+            return None
+        offset, line = point
+        stop.line = line
+        return CsvTail(str(spool), offset, line, table.encoding, table.delimiter, rules)
+
+    return split
 
 
 def workers_for(spool: Path, hygiene: bool) -> int:
@@ -1033,10 +1134,14 @@ __all__ = [
     "MESSAGES",
     "ROW_MESSAGES",
     "CsvFile",
+    "CsvTail",
     "MailingFormat",
     "RowRules",
+    "Stop",
     "open_csv",
     "process_records",
     "read_rows",
+    "split_point",
+    "splitter",
     "workers_for",
 ]
