@@ -18,7 +18,7 @@ from engine.intake.importer import ImportReport, file_digest, import_file
 from engine.plugins import load_plugins
 from engine.plugins.format import FormatContext
 from engine.store import Store
-from plugins.formats.mailing import split_point
+from plugins.formats.mailing import scan_bytes, split_point
 from tests.helpers import load, name, write_config
 
 HEADER = "nome;telefone;email;cpf;cidade\n"
@@ -166,16 +166,31 @@ def test_a_failed_second_process_fails_the_import_and_leaves_nothing(
     assert set(Path(importer.tempfile.gettempdir()).glob("disparo-import-*")) <= folders
 
 
-def test_split_point_at_a_line_start_or_none(tmp_path: Path) -> None:
+def test_split_point_at_a_line_start_and_only_where_lines_are_records(tmp_path: Path) -> None:
     plain = tmp_path / "plain.csv"
     plain.write_bytes(b"a;b\r\n" + b"".join(b"%d;x\r\n" % i for i in range(100)))
+    assert scan_bytes(plain).plain
     offset, line = split_point(plain, 0.5) or (0, 0)
     data = plain.read_bytes()
     assert data[offset - 1 : offset] == b"\n" and data.count(b"\n", 0, offset) == line - 1
     assert data[offset:].startswith(b"%d;x" % (line - 2))  # line 2 holds row 0
+    assert split_point(plain, 0.0) is None  # no line starts after the last
     quoted = tmp_path / "quoted.csv"
     quoted.write_bytes(b'a;b\n1;"two\nlines"\n' * 50)
-    assert split_point(quoted, 0.5) is None  # a quoted cell may hold a line break
+    assert not scan_bytes(quoted).plain  # a quoted cell may hold a line break
     bare = tmp_path / "bare.csv"
     bare.write_bytes(b"a;b\n1;x\r2;y\n" * 50)
-    assert split_point(bare, 0.5) is None  # the reader takes a lone CR for a line break
+    assert not scan_bytes(bare).plain  # the reader takes a lone CR for a line break
+
+
+def test_a_file_whose_records_span_lines_is_read_by_one_process(
+    tmp_path: Path,
+    config: Config,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    tails: list[int],
+) -> None:
+    monkeypatch.setattr(importer, "SPLIT_BYTES", 0)
+    rows = "".join(f'C{i};11988{i:06d};"c{i}\n@x";{i};X\n' for i in range(50))
+    report, tables, _ = run(tmp_path, "quoted", config, clock, name(1, "cBRAD"), HEADER + rows)
+    assert tails == [] and report.rows == 50 and len(tables["contacts"]) == 50

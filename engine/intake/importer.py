@@ -59,7 +59,7 @@ CONTACT_FIELDS = len(ContactRow._fields)
 #: split them: below it, starting the second process costs more than it saves
 SPLIT_BYTES = 8 << 20
 #: the share of a split file's bytes the second process reads (it starts ~0.3 s late)
-TAIL_SHARE = 0.45
+TAIL_SHARE = 0.4
 
 MESSAGES = Catalogue(
     {

@@ -33,7 +33,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
@@ -335,13 +335,33 @@ def refuse_payload(path: Path, name: str) -> None:
         raise FileRejected([MESSAGES.make("encoding", encoding=encoding)])
 
 
+class Scan(NamedTuple):
+    """What one pass over a file's bytes found (``scan_bytes``)."""
+
+    encoding: str
+    #: the longest line, in bytes
+    longest: int
+    #: a NUL byte is in it (then rows are checked for one, else they need not be)
+    nul: bool
+    #: every record starts at a line's start: no quote (a quoted cell may hold a line break)
+    #: and no carriage return that does not end a line (the reader takes it for a line break)
+    plain: bool
+
+
 def scan(path: Path) -> tuple[str, int, bool]:
     """One pass over the bytes: the encoding (N22: UTF-8 with or without BOM when the whole
     file decodes, else Windows-1252), the longest line, in bytes, and whether a NUL byte is
     in it (then rows are checked for it, else they need not be)."""
+    found = scan_bytes(path)
+    return found.encoding, found.longest, found.nul
+
+
+def scan_bytes(path: Path) -> Scan:
+    """``scan``, and whether the file's lines are its records (``Scan.plain``)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
     nul = False
+    plain = True
     longest = current = 0
     with path.open("rb") as handle:
         head = handle.read(3)
@@ -354,6 +374,8 @@ def scan(path: Path) -> tuple[str, int, bool]:
                 except UnicodeDecodeError:
                     utf8 = False
             nul = nul or b"\0" in chunk
+            # (a CR LF cut by the chunk's end also says not plain: rare, harmless)
+            plain = plain and b'"' not in chunk and chunk.count(b"\r") == chunk.count(b"\r\n")
             pieces = chunk.replace(b"\r", b"\n").split(b"\n")
             if len(pieces) == 1:
                 current += len(pieces[0])
@@ -370,8 +392,8 @@ def scan(path: Path) -> tuple[str, int, bool]:
             except UnicodeDecodeError:
                 utf8 = False
     if not utf8:
-        return "cp1252", longest, nul
-    return ("utf-8-sig" if bom else "utf-8"), longest, nul
+        return Scan("cp1252", longest, nul, plain)
+    return Scan(("utf-8-sig" if bom else "utf-8"), longest, nul, plain)
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -735,6 +757,8 @@ class CsvFile:
     #: the encoding found (N22) and the longest line, in bytes
     encoding: str = "utf-8"
     longest: int = 0
+    #: the file's lines are its records (``Scan.plain``)
+    plain: bool = False
 
 
 def open_csv(spool: Path, name: str) -> CsvFile:
@@ -742,7 +766,7 @@ def open_csv(spool: Path, name: str) -> CsvFile:
     encoding (UTF-8, else Windows-1252), read the header and sniff the delimiter; raise
     ``FileRejected`` with the reason. Every contact format reads its files through here."""
     refuse_payload(spool, name)
-    encoding, longest, nul = scan(spool)
+    encoding, longest, nul, plain = scan_bytes(spool)
     raw = spool.open("rb")
     # cp1252 leaves five bytes undefined: shown as U+FFFD rather than failing the file
     handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
@@ -757,7 +781,7 @@ def open_csv(spool: Path, name: str) -> CsvFile:
         raise FileRejected([MESSAGES.make("empty-file")])
     delimiter = sniff_delimiter(first)
     header = next(csv.reader([first], delimiter=delimiter))
-    return CsvFile(raw, handle, lines, header, delimiter, nul, encoding, longest)
+    return CsvFile(raw, handle, lines, header, delimiter, nul, encoding, longest, plain)
 
 
 @dataclass
@@ -818,30 +842,25 @@ def read_rows(
 
 
 def split_point(path: Path, share: float) -> tuple[int, int] | None:
-    """Where a file's tail of about ``share`` of its bytes begins: (byte offset, line
-    number), at the start of a line; None when a record may not start at a line's start —
-    a quote anywhere (a quoted cell may hold a line break) or a carriage return that does
-    not end a line (the reader takes it for a line break), or when no line starts there."""
+    """Where the tail of about ``share`` of a file's bytes begins: (byte offset, line number)
+    of the first line starting there; None when no line does. For a file whose lines are its
+    records (``Scan.plain``): then a record starts there."""
     size = path.stat().st_size
-    seen = 0
+    wanted = int(size * (1 - share))
     lines = 1
+    seen = 0
     with path.open("rb") as handle:
-        wanted = int(size * (1 - share))
-        offset = None
         while chunk := handle.read(1 << 20):
-            if b'"' in chunk or chunk.count(b"\r") != chunk.count(b"\r\n"):
-                return None  # (a CR LF cut by the chunk's end also says no: rare, harmless)
-            if offset is None and seen + len(chunk) > wanted:
+            if seen + len(chunk) > wanted:
                 at = chunk.find(b"\n", max(wanted - seen, 0))
                 if at >= 0:
                     offset = seen + at + 1
-                    lines += chunk.count(b"\n", 0, at + 1)
-            if offset is None:
-                lines += chunk.count(b"\n")
+                    if offset >= size:
+                        return None
+                    return offset, lines + chunk.count(b"\n", 0, at + 1)
+            lines += chunk.count(b"\n")
             seen += len(chunk)
-    if offset is None or offset >= size:
-        return None
-    return offset, lines
+    return None
 
 
 @dataclass(frozen=True)
@@ -886,8 +905,8 @@ def splitter(
     """``ImportSpec.split`` for a file read by ``read_rows`` with ``stop``."""
 
     def split(share: float) -> CsvTail | None:
-        if table.longest >= MAX_LINE:
-            return None  # the careful reader's lines are not the file's
+        if not table.plain or table.longest >= MAX_LINE:
+            return None  # a record may span lines; the careful reader's are not the file's
         point = split_point(spool, share)
         if point is None:
             return None
@@ -1137,10 +1156,12 @@ __all__ = [
     "CsvTail",
     "MailingFormat",
     "RowRules",
+    "Scan",
     "Stop",
     "open_csv",
     "process_records",
     "read_rows",
+    "scan_bytes",
     "split_point",
     "splitter",
     "workers_for",
