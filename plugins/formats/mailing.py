@@ -52,6 +52,7 @@ from engine.render import compile_html, compile_text, trial_render
 from engine.sending.accounts import resolve_account
 
 MAX_LINE = 1 << 20  # characters; a longer line is refused, not read
+BLOCK = MAX_LINE  # bytes read at a time by ``scan``: not more than ``MAX_LINE``
 PARALLEL_BYTES = 4 << 20  # files with hygiene above this size may use worker processes
 #: seconds of row work a row above which a big file's rows go to worker processes
 SLOW_ROW = 20e-6
@@ -339,7 +340,8 @@ class Scan(NamedTuple):
     """What one pass over a file's bytes found (``scan_bytes``)."""
 
     encoding: str
-    #: the longest line, in bytes
+    #: the longest line, in bytes, when one is at least ``BLOCK`` long (what matters: the
+    #: ``MAX_LINE`` limit); else a lower bound
     longest: int
     #: a NUL byte is in it (then rows are checked for one, else they need not be)
     nul: bool
@@ -350,8 +352,8 @@ class Scan(NamedTuple):
 
 def scan(path: Path) -> tuple[str, int, bool]:
     """One pass over the bytes: the encoding (N22: UTF-8 with or without BOM when the whole
-    file decodes, else Windows-1252), the longest line, in bytes, and whether a NUL byte is
-    in it (then rows are checked for it, else they need not be)."""
+    file decodes, else Windows-1252), the longest line, in bytes (``Scan.longest``), and
+    whether a NUL byte is in it (then rows are checked for it, else they need not be)."""
     found = scan_bytes(path)
     return found.encoding, found.longest, found.nul
 
@@ -368,7 +370,8 @@ def scan_bytes(path: Path) -> Scan:
         bom = head == codecs.BOM_UTF8
         chunk = b"" if bom else head
         while True:
-            if utf8:
+            # ASCII is UTF-8 (unless a sequence is cut at the block before): no decoding
+            if utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError:
@@ -376,13 +379,14 @@ def scan_bytes(path: Path) -> Scan:
             nul = nul or b"\0" in chunk
             # (a CR LF cut by the chunk's end also says not plain: rare, harmless)
             plain = plain and b'"' not in chunk and chunk.count(b"\r") == chunk.count(b"\r\n")
-            pieces = chunk.replace(b"\r", b"\n").split(b"\n")
-            if len(pieces) == 1:
-                current += len(pieces[0])
-            else:
-                longest = max(longest, current + len(pieces[0]), *map(len, pieces[1:-1]))
-                current = len(pieces[-1])
-            chunk = handle.read(1 << 20)
+            breaks = chunk.replace(b"\r", b"\n")
+            first = breaks.find(b"\n")
+            if first < 0:
+                current += len(chunk)
+            else:  # a line within the block is shorter than one: only these can reach it
+                longest = max(longest, current + first)
+                current = len(chunk) - 1 - breaks.rfind(b"\n")
+            chunk = handle.read(BLOCK)
             if not chunk:
                 break
         longest = max(longest, current)
