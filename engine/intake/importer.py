@@ -424,30 +424,39 @@ def _stage_tail(tail: RowsTail, folder: Path) -> _TailDone:
 
 
 def _tail_process(tail: RowsTail, folder: str, pipe: Connection) -> None:
-    """The second process's entry point: sends back ``_TailDone`` or the exception."""
+    """The second process's entry point: sends back ``_TailDone`` or the exception, then
+    waits for the importing process to be done with its files (it closes the pipe) and
+    removes them — they are gone already, unless that process was killed (kill -9)."""
     try:
-        done: object = _stage_tail(tail, Path(folder))
-    except BaseException as exc:  # whatever it is, the importer re-raises it
-        done = exc
-    try:
-        pipe.send(done)
-    except Exception as exc:  # an exception that does not pickle: its text
-        pipe.send(RuntimeError(f"{type(done).__name__}: {done} ({exc})"))
+        try:
+            done: object = _stage_tail(tail, Path(folder))
+        except BaseException as exc:  # whatever it is, the importer re-raises it
+            done = exc
+        try:
+            pipe.send(done)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # say it in words
+            pipe.send(RuntimeError(f"{type(done).__name__}: {done} ({exc})"))
+        pipe.recv()  # nothing comes: returns at the end (EOFError)
+    except (EOFError, OSError):
+        pass
     finally:
         pipe.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _TailProcess:
     """The second process reading a file's tail (forkserver: the engine has threads, and a
-    forked child could inherit a held lock); killed, and its files removed, on the way out."""
+    forked child could inherit a held lock); on the way out its files are removed, and it
+    ends (killed if it is still reading: the import failed)."""
 
     def __init__(self, tail: RowsTail) -> None:
         self.tail = tail
         self.folder = Path(tempfile.mkdtemp(prefix="disparo-import-"))
+        self._answered = False
 
     def __enter__(self) -> _TailProcess:
         context = multiprocessing.get_context("forkserver")
-        self._pipe, child = context.Pipe(duplex=False)
+        self._pipe, child = context.Pipe()
         self._process = context.Process(
             target=_tail_process, args=(self.tail, str(self.folder), child), daemon=True
         )
@@ -467,6 +476,7 @@ class _TailProcess:
                 "the process reading the file's second half ended without a result (exit "
                 f"code {self._process.exitcode}); nothing of the file was imported"
             ) from None
+        self._answered = True
         if isinstance(done, BaseException):
             raise done
         assert isinstance(done, _TailDone)
@@ -484,10 +494,10 @@ class _TailProcess:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._process.is_alive():
-                self._process.kill()
+            if not self._answered and self._process.is_alive():
+                self._process.kill()  # still reading: the import failed meanwhile
+            self._pipe.close()  # an answered process sees it and ends
             self._process.join()
-            self._pipe.close()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
