@@ -644,8 +644,7 @@ class MailingFormat(Format):
             nul=nul,
             header=tuple(header),
         )
-        stop = Stop()
-        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, True), stop)
+        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, True))
         leaf = path.rsplit("/", 1)[-1]
         return ImportSpec(
             wallet="",
@@ -654,7 +653,6 @@ class MailingFormat(Format):
             rows=rows,
             progress=raw.tell,
             close=handle.close,
-            split=splitter(table, spool, rules, stop),
         )
 
     def _campaign(
