@@ -58,8 +58,9 @@ CONTACT_FIELDS = len(ContactRow._fields)
 #: files from this size on (bytes) are read by two processes on SQLite when the format can
 #: split them: below it, starting the second process costs more than it saves
 SPLIT_BYTES = 8 << 20
-#: the share of a split file's bytes the second process reads (it starts ~0.3 s late)
-TAIL_SHARE = 0.4
+#: the share of a split file's bytes the second process reads: it first spends ~0.6 s of CPU
+#: importing the engine's and the format's modules, about what 130,000 rows cost to read
+TAIL_SHARE = 0.35
 
 MESSAGES = Catalogue(
     {
