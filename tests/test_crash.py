@@ -19,6 +19,9 @@ ROWS = 200_000
 
 
 def disparo(config: Path) -> subprocess.Popen[bytes]:
+    # its own temporary folder: where a big file's second process stages the tail
+    temporary = config.parent / "tmp"
+    temporary.mkdir(exist_ok=True)
     return subprocess.Popen(
         [
             sys.executable,
@@ -33,6 +36,7 @@ def disparo(config: Path) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(temporary)},
     )
 
 
@@ -120,3 +124,9 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
     again = disparo(config)  # and never again
     assert again.wait(timeout=60) == 0
     assert counts(db) == (ROWS, ROWS, 1, 1)
+    # a killed engine's second process (the file's tail, issue 16) removed its files itself
+    eventually_sync(
+        lambda: not list((tmp_path / "tmp").glob("disparo-import-*")),
+        what="the staged tail's files removed",
+        timeout=60,
+    )

@@ -7,11 +7,11 @@ values below cross that border.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 from engine.campaign import Campaign
 from engine.config import Config, Configurable, SourceSettings
@@ -102,6 +102,15 @@ class MailingRecord:
     duplicate_problem: Problem
 
 
+class RowsTail(Protocol):
+    """The rows of a file's tail, read in another process (``ImportSpec.split``): picklable;
+    ``chunks`` yields them as ``ImportSpec.rows`` would have, with their line numbers."""
+
+    def chunks(self) -> Iterator[Sequence[tuple[Any, ...]]]:
+        """The tail's rows, in file order, in chunks."""
+        ...
+
+
 @dataclass
 class ImportSpec:
     """Everything the importer needs from a format for one file."""
@@ -140,6 +149,11 @@ class ImportSpec:
     #: values, for result files that list every contact not sent to (a triplet's RETORNADO);
     #: None: they are only listed in ``<name>.rejeitados.csv``
     keep_rejected: int | None = None
+    #: the file's tail for another process (issue 16, goal 4): ``split(share)``, called before
+    #: ``rows`` are read, returns a picklable ``RowsTail`` with the rows of about ``share`` of
+    #: the file's end, and ``rows`` then stop where it begins; None (or it returns None): the
+    #: file is read whole here (e.g. a quoted cell could hold a line break)
+    split: Callable[[float], RowsTail | None] | None = None
 
 
 class Format(Configurable, ABC):

@@ -27,13 +27,13 @@ import time
 import unicodedata
 import zipfile
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from engine import hookimpl
 from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
@@ -53,6 +53,7 @@ from engine.render import compile_html, compile_text, trial_render
 from engine.sending.accounts import resolve_account
 
 MAX_LINE = 1 << 20  # characters; a longer line is refused, not read
+BLOCK = MAX_LINE  # bytes read at a time by ``scan``: not more than ``MAX_LINE``
 PARALLEL_BYTES = 4 << 20  # files with hygiene above this size may use worker processes
 #: seconds of row work a row above which a big file's rows go to worker processes
 SLOW_ROW = 20e-6
@@ -336,32 +337,57 @@ def refuse_payload(path: Path, name: str) -> None:
         raise FileRejected([MESSAGES.make("encoding", encoding=encoding)])
 
 
+class Scan(NamedTuple):
+    """What one pass over a file's bytes found (``scan_bytes``)."""
+
+    encoding: str
+    #: the longest line, in bytes, when one is at least ``BLOCK`` long (what matters: the
+    #: ``MAX_LINE`` limit); else a lower bound
+    longest: int
+    #: a NUL byte is in it (then rows are checked for one, else they need not be)
+    nul: bool
+    #: every record starts at a line's start: no quote (a quoted cell may hold a line break)
+    #: and no carriage return that does not end a line (the reader takes it for a line break)
+    plain: bool
+
+
 def scan(path: Path) -> tuple[str, int, bool]:
     """One pass over the bytes: the encoding (N22: UTF-8 with or without BOM when the whole
-    file decodes, else Windows-1252), the longest line, in bytes, and whether a NUL byte is
-    in it (then rows are checked for it, else they need not be)."""
+    file decodes, else Windows-1252), the longest line, in bytes (``Scan.longest``), and
+    whether a NUL byte is in it (then rows are checked for it, else they need not be)."""
+    found = scan_bytes(path)
+    return found.encoding, found.longest, found.nul
+
+
+def scan_bytes(path: Path) -> Scan:
+    """``scan``, and whether the file's lines are its records (``Scan.plain``)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
     nul = False
+    plain = True
     longest = current = 0
     with path.open("rb") as handle:
         head = handle.read(3)
         bom = head == codecs.BOM_UTF8
         chunk = b"" if bom else head
         while True:
-            if utf8:
+            # ASCII is UTF-8 (unless a sequence is cut at the block before): no decoding
+            if utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError:
                     utf8 = False
             nul = nul or b"\0" in chunk
-            pieces = chunk.replace(b"\r", b"\n").split(b"\n")
-            if len(pieces) == 1:
-                current += len(pieces[0])
-            else:
-                longest = max(longest, current + len(pieces[0]), *map(len, pieces[1:-1]))
-                current = len(pieces[-1])
-            chunk = handle.read(1 << 20)
+            # (a CR LF cut by the chunk's end also says not plain: rare, harmless)
+            plain = plain and b'"' not in chunk and chunk.count(b"\r") == chunk.count(b"\r\n")
+            breaks = chunk.replace(b"\r", b"\n")
+            first = breaks.find(b"\n")
+            if first < 0:
+                current += len(chunk)
+            else:  # a line within the block is shorter than one: only these can reach it
+                longest = max(longest, current + first)
+                current = len(chunk) - 1 - breaks.rfind(b"\n")
+            chunk = handle.read(BLOCK)
             if not chunk:
                 break
         longest = max(longest, current)
@@ -371,8 +397,8 @@ def scan(path: Path) -> tuple[str, int, bool]:
             except UnicodeDecodeError:
                 utf8 = False
     if not utf8:
-        return "cp1252", longest, nul
-    return ("utf-8-sig" if bom else "utf-8"), longest, nul
+        return Scan("cp1252", longest, nul, plain)
+    return Scan(("utf-8-sig" if bom else "utf-8"), longest, nul, plain)
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -554,7 +580,8 @@ class MailingFormat(Format):
             nul=nul,
             header=tuple(header),
         )
-        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, m.hygiene))
+        stop = Stop()
+        rows = self._rows(lines, delimiter, rules, handle, workers_for(spool, m.hygiene), stop)
         mailing = MailingRecord(
             name=path,
             file_date=m.date,
@@ -578,6 +605,7 @@ class MailingFormat(Format):
             empty_campaign_problem=MESSAGES.make("no-prospects") if prospects else None,
             progress=raw.tell,
             close=handle.close,
+            split=splitter(table, spool, rules, stop),
         )
 
     def contacts(self, path: str, spool: Path) -> ImportSpec:
@@ -709,8 +737,9 @@ class MailingFormat(Format):
         rules: RowRules,
         handle: IO[str],
         workers: int,
+        stop: Stop | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
-        return read_rows(lines, delimiter, rules, handle, workers)
+        return read_rows(lines, delimiter, rules, handle, workers, stop)
 
 
 CHUNK = 2000
@@ -728,6 +757,11 @@ class CsvFile:
     delimiter: str
     #: a NUL byte is somewhere in the file (rows are checked for one)
     nul: bool
+    #: the encoding found (N22) and the longest line, in bytes
+    encoding: str = "utf-8"
+    longest: int = 0
+    #: the file's lines are its records (``Scan.plain``)
+    plain: bool = False
 
 
 def open_csv(spool: Path, name: str) -> CsvFile:
@@ -735,7 +769,7 @@ def open_csv(spool: Path, name: str) -> CsvFile:
     encoding (UTF-8, else Windows-1252), read the header and sniff the delimiter; raise
     ``FileRejected`` with the reason. Every contact format reads its files through here."""
     refuse_payload(spool, name)
-    encoding, longest, nul = scan(spool)
+    encoding, longest, nul, plain = scan_bytes(spool)
     raw = spool.open("rb")
     # cp1252 leaves five bytes undefined: shown as U+FFFD rather than failing the file
     handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
@@ -750,7 +784,15 @@ def open_csv(spool: Path, name: str) -> CsvFile:
         raise FileRejected([MESSAGES.make("empty-file")])
     delimiter = sniff_delimiter(first)
     header = next(csv.reader([first], delimiter=delimiter))
-    return CsvFile(raw, handle, lines, header, delimiter, nul)
+    return CsvFile(raw, handle, lines, header, delimiter, nul, encoding, longest, plain)
+
+
+@dataclass
+class Stop:
+    """Where ``read_rows`` stops: before the record that starts on ``line`` (None: at the
+    end of the file). Set by ``ImportSpec.split`` before the rows are read."""
+
+    line: int | None = None
 
 
 def read_rows(
@@ -759,16 +801,20 @@ def read_rows(
     rules: RowRules,
     handle: IO[str],
     workers: int,
+    stop: Stop | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Records -> chunks of contact rows and rejected rows (N22–N28), lazily, in order (in
     ``workers`` processes when there are any and a row's work is above ``SLOW_ROW``);
-    closes ``handle`` when done."""
+    closes ``handle`` when done. With ``stop``, the records before its line only."""
     reader = csv.reader(lines, delimiter=delimiter, strict=False)
 
     def chunks() -> Iterator[list[tuple[int, list[str]]]]:
         chunk: list[tuple[int, list[str]]] = []
         previous = 1  # the header's line
+        end = stop.line if stop is not None and stop.line is not None else None
         for values in reader:
+            if end is not None and previous + 1 >= end:
+                break  # the record on `end` is the tail's (ImportSpec.split)
             chunk.append((previous + 1, values))
             previous = reader.line_num + 1
             if len(chunk) >= CHUNK:
@@ -796,6 +842,82 @@ def read_rows(
             yield from _in_processes(rules, pending, workers)
     finally:
         handle.close()
+
+
+def split_point(path: Path, share: float) -> tuple[int, int] | None:
+    """Where the tail of about ``share`` of a file's bytes begins: (byte offset, line number)
+    of the first line starting there; None when no line does. For a file whose lines are its
+    records (``Scan.plain``): then a record starts there."""
+    size = path.stat().st_size
+    wanted = int(size * (1 - share))
+    lines = 1
+    seen = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            if seen + len(chunk) > wanted:
+                at = chunk.find(b"\n", max(wanted - seen, 0))
+                if at >= 0:
+                    offset = seen + at + 1
+                    if offset >= size:
+                        return None
+                    return offset, lines + chunk.count(b"\n", 0, at + 1)
+            lines += chunk.count(b"\n")
+            seen += len(chunk)
+    return None
+
+
+@dataclass(frozen=True)
+class CsvTail:
+    """The rows of a contact file from ``offset`` (the start of line ``line``) to its end:
+    what another process reads while this one reads the head (``ImportSpec.split``)."""
+
+    path: str
+    offset: int
+    line: int
+    encoding: str
+    delimiter: str
+    rules: RowRules
+
+    def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
+        """The tail's chunks of contact rows and rejected rows, as ``read_rows`` makes them
+        (the same line numbers)."""
+        raw = open(self.path, "rb")  # noqa: SIM115 - closed with the text handle
+        raw.seek(self.offset)
+        encoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
+        handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+        reader = csv.reader(handle, delimiter=self.delimiter, strict=False)
+        first = self.line - 1  # the line before the tail's first
+        try:
+            chunk: list[tuple[int, list[str]]] = []
+            previous = first
+            for values in reader:
+                chunk.append((previous + 1, values))
+                previous = reader.line_num + first
+                if len(chunk) >= CHUNK:
+                    yield process_records(self.rules, chunk)
+                    chunk = []
+            if chunk:
+                yield process_records(self.rules, chunk)
+        finally:
+            handle.close()
+
+
+def splitter(
+    table: CsvFile, spool: Path, rules: RowRules, stop: Stop
+) -> Callable[[float], CsvTail | None]:
+    """``ImportSpec.split`` for a file read by ``read_rows`` with ``stop``."""
+
+    def split(share: float) -> CsvTail | None:
+        if not table.plain or table.longest >= MAX_LINE:
+            return None  # a record may span lines; the careful reader's are not the file's
+        point = split_point(spool, share)
+        if point is None:
+            return None
+        offset, line = point
+        stop.line = line
+        return CsvTail(str(spool), offset, line, table.encoding, table.delimiter, rules)
+
+    return split
 
 
 def workers_for(spool: Path, hygiene: bool) -> int:
@@ -1038,10 +1160,16 @@ __all__ = [
     "MESSAGES",
     "ROW_MESSAGES",
     "CsvFile",
+    "CsvTail",
     "MailingFormat",
     "RowRules",
+    "Scan",
+    "Stop",
     "open_csv",
     "process_records",
     "read_rows",
+    "scan_bytes",
+    "split_point",
+    "splitter",
     "workers_for",
 ]
