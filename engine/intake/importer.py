@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
 from engine.intake.faults import refused_data
 from engine.intake.reports import RejectedRows
+from engine.intake.tail import CONTACT_FIELDS as CONTACT_FIELDS
+from engine.intake.tail import STAGING_GC_THRESHOLD, TailDone, tail_process
 from engine.plugins.format import (
-    ContactRow,
     FileRejected,
     Format,
     ImportSpec,
@@ -51,10 +51,8 @@ from engine.store.imports import (
     KeptRow,
     MailingFacts,
     StagedRow,
-    StagingFile,
 )
 
-CONTACT_FIELDS = len(ContactRow._fields)
 #: files from this size on (bytes) are read by two processes on SQLite when the format can
 #: split them: below it, starting the second process costs more than it saves
 SPLIT_BYTES = 8 << 20
@@ -295,8 +293,6 @@ def _import(
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_threshold: tuple[int, int, int] = gc.get_threshold()
-#: the young generation's threshold while rows are staged (Python's default is 700)
-STAGING_GC_THRESHOLD = 50_000
 
 
 @contextmanager
@@ -398,53 +394,6 @@ def _split(store: Store, spec: ImportSpec, spool: Path) -> RowsTail | None:
     return spec.split(TAIL_SHARE)
 
 
-@dataclass
-class _TailDone:
-    """What the second process did: the tail's rows read, those staged (in ``staged``)."""
-
-    rows: int
-    staged: StagingFile
-
-
-def _stage_tail(tail: RowsTail, folder: Path) -> _TailDone:
-    """In the second process: the tail's contact rows into a staging file, its rejected rows
-    pickled, a chunk at a time, to ``rejected.pickle`` (memory stays flat)."""
-    gc.set_threshold(STAGING_GC_THRESHOLD, *gc.get_threshold()[1:])
-    staged = StagingFile(folder / "tail.db")
-    rows = 0
-    with (folder / "rejected.pickle").open("wb") as out:
-        for chunk in tail.chunks():
-            rows += len(chunk)
-            contacts: Sequence[StagedRow] = chunk
-            if not all(map(CONTACT_FIELDS.__eq__, map(len, chunk))):
-                contacts = [r for r in chunk if len(r) == CONTACT_FIELDS]
-                pickle.dump([r for r in chunk if len(r) != CONTACT_FIELDS], out)
-            staged.stage(contacts)
-    staged.close()
-    return _TailDone(rows, staged)
-
-
-def _tail_process(tail: RowsTail, folder: str, pipe: Connection) -> None:
-    """The second process's entry point: sends back ``_TailDone`` or the exception, then
-    waits for the importing process to be done with its files (it closes the pipe) and
-    removes them — they are gone already, unless that process was killed (kill -9)."""
-    try:
-        try:
-            done: object = _stage_tail(tail, Path(folder))
-        except BaseException as exc:  # whatever it is, the importer re-raises it
-            done = exc
-        try:
-            pipe.send(done)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # say it in words
-            pipe.send(RuntimeError(f"{type(done).__name__}: {done} ({exc})"))
-        pipe.recv()  # nothing comes: returns at the end (EOFError)
-    except (EOFError, OSError):
-        pass
-    finally:
-        pipe.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 class _TailProcess:
     """The second process reading a file's tail (forkserver: the engine has threads, and a
     forked child could inherit a held lock); on the way out its files are removed, and it
@@ -459,7 +408,7 @@ class _TailProcess:
         context = multiprocessing.get_context("forkserver")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_tail_process, args=(self.tail, str(self.folder), child), daemon=True
+            target=tail_process, args=(self.tail, str(self.folder), child), daemon=True
         )
         try:
             self._process.start()
@@ -467,7 +416,7 @@ class _TailProcess:
             child.close()
         return self
 
-    def result(self) -> _TailDone:
+    def result(self) -> TailDone:
         """Wait for the tail; raise its error if it failed."""
         try:
             done = self._pipe.recv()
@@ -480,7 +429,7 @@ class _TailProcess:
         self._answered = True
         if isinstance(done, BaseException):
             raise done
-        assert isinstance(done, _TailDone)
+        assert isinstance(done, TailDone)
         return done
 
     def rejected(self) -> Iterator[Sequence[object]]:

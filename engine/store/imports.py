@@ -9,14 +9,12 @@ SQLite, ``COPY`` on PostgreSQL): Core ``insert()`` with dicts is ~2.5x slower (N
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
 from operator import is_not, itemgetter
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -24,6 +22,9 @@ from sqlalchemy import Connection
 
 from engine.addresses import normalise_email, normalise_phone, suppression_key
 from engine.campaign import Campaign
+from engine.rows import SQLITE_STAGING, StagingFile
+from engine.rows import STAGING as STAGING  # defined there: light for other processes
+from engine.rows import StagedRow as StagedRow
 from engine.schedule import batch_sizes
 from engine.store.base import Queries
 from engine.store.campaigns import campaign_columns
@@ -38,7 +39,6 @@ from engine.store.schema import (
     wallets,
 )
 
-STAGING = "import_rows"
 AUDIENCE = "import_audience"
 COLUMNS = (
     "row_no",
@@ -51,15 +51,6 @@ COLUMNS = (
     "message",
     "prospect",
 )
-#: the staging table's columns on SQLite (a session's temporary table, a ``StagingFile``)
-SQLITE_STAGING = (
-    "row_no INTEGER PRIMARY KEY, identity TEXT NOT NULL, external_key TEXT, name TEXT, "
-    "email TEXT, phone TEXT, fields TEXT, message TEXT, prospect INTEGER"
-)
-#: (row_no, identity, external_key, name, email, phone, fields as JSON text, message, prospect)
-StagedRow = tuple[
-    int, str, str | None, str | None, str | None, str | None, str, str | None, bool | None
-]
 
 
 class KeptRow(NamedTuple):
@@ -313,43 +304,6 @@ class ImportSession:
             yield
         finally:
             driver.execute("PRAGMA foreign_keys=ON")
-
-
-class StagingFile:
-    """Rows staged by another process into a SQLite file of their own (a file's tail,
-    ``ImportSpec.split``), for an import session on SQLite to ``adopt``: the staging table's
-    layout, written without a journal (the file is thrown away whatever happens)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows = 0
-        self.has_messages = False
-        self._con = sqlite3.connect(path, isolation_level=None)
-        self._con.execute("PRAGMA page_size=16384")
-        self._con.execute("PRAGMA journal_mode=OFF")
-        self._con.execute("PRAGMA synchronous=OFF")
-        self._con.execute(f"CREATE TABLE {STAGING} ({SQLITE_STAGING})")
-        self._con.execute("BEGIN")
-
-    def stage(self, rows: Sequence[StagedRow]) -> None:
-        """Add parsed rows (in file order)."""
-        if not rows:
-            return
-        if not self.has_messages:
-            self.has_messages = any(map(is_not, map(itemgetter(7), rows), repeat(None)))
-        self._con.executemany(f"INSERT INTO {STAGING} VALUES (?,?,?,?,?,?,?,?,?)", rows)
-        self.rows += len(rows)
-
-    def close(self) -> None:
-        """Write the rows out and close the file."""
-        self._con.execute("COMMIT")
-        self._con.close()
-
-    def __getstate__(self) -> dict[str, Any]:  # crosses back to the importing process closed
-        return {"path": self.path, "rows": self.rows, "has_messages": self.has_messages}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 def upsert_staged_contacts(

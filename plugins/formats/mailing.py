@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import multiprocessing
 import os
 import re
@@ -36,30 +35,36 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from engine import hookimpl
-from engine.addresses import Checked, normalise_email, normalise_phone, phone_identity
 from engine.campaign import Campaign, Content
 from engine.lifeline import exit_with
-from engine.mailing_names import WHATSAPP_CHANNELS, NameCheck, check_name
+from engine.mailing_names import NameCheck, check_name
 from engine.plugins.format import (
     FileRejected,
     Format,
     ImportSpec,
     MailingRecord,
-    RejectedRow,
     Verdict,
 )
-from engine.problems import Catalogue, Problem
+from engine.problems import Catalogue
 from engine.render import compile_html, compile_text, trial_render
 from engine.sending.accounts import resolve_account
+from plugins.formats.records import (
+    CHUNK,
+    MAX_LINE,
+    ROW_MESSAGES,
+    TOO_LONG,
+    CsvTail,
+    RowRules,
+    process_plain,
+    process_records,
+    text_channel,
+)
 
-MAX_LINE = 1 << 20  # characters; a longer line is refused, not read
 BLOCK = MAX_LINE  # bytes read at a time by ``scan``: not more than ``MAX_LINE``
 PARALLEL_BYTES = 4 << 20  # files with hygiene above this size may use worker processes
 #: seconds of row work a row above which a big file's rows go to worker processes
 SLOW_ROW = 20e-6
-TOO_LONG = "\ufdd0line-too-long\ufdd0"
 DELIMITERS = (";", ",", "\t", "|")
-TRUTHY = frozenset({"1", "s", "sim", "y", "yes", "true", "x"})
 
 #: N23: role -> accepted headers (compared without case and accents)
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -159,45 +164,6 @@ MESSAGES = Catalogue(
             "N28",
             "the e-mail body {path} cannot be read: {error}",
             "o corpo do e-mail {path} não pode ser lido: {error}",
-        ),
-    }
-)
-
-ROW_MESSAGES = Catalogue(
-    {
-        "missing-address": (
-            "N24",
-            "the row has no {what}, which the {channel} channel needs",
-            "a linha não tem {what_pt}, necessário para o canal {channel}",
-        ),
-        "missing-contact": (
-            "N24",
-            "the row has neither a phone nor an e-mail",
-            "a linha não tem telefone nem e-mail",
-        ),
-        "extra-values": (
-            "N22",
-            "the row has {count} values but the header has {columns} columns; check the "
-            "delimiter and the quotes",
-            "a linha tem {count} valores, mas o cabeçalho tem {columns} colunas; confira o "
-            "separador e as aspas",
-        ),
-        "line-too-long": (
-            "N22",
-            "the line is longer than {limit} characters and was not read",
-            "a linha tem mais de {limit} caracteres e não foi lida",
-        ),
-        "nul-character": (
-            "N22",
-            "the row has a NUL character (a zero byte) in column {column}: it cannot be stored, "
-            "and usually means the file is damaged; fix the row",
-            "a linha tem um caractere NUL (um byte zero) na coluna {column}: ele não pode ser "
-            "gravado e costuma indicar um arquivo danificado; corrija a linha",
-        ),
-        "missing-message": (
-            "N28",
-            "the row has no message text and the wallet has no SMS template",
-            "a linha não tem texto de mensagem e a carteira não tem modelo de SMS",
         ),
     }
 )
@@ -576,7 +542,7 @@ class MailingFormat(Format):
             channel=channel,
             hygiene=m.hygiene,
             kind=kind,
-            needs_message=_text_channel(channel, kind) and not settings.sms_template,
+            needs_message=text_channel(channel, kind) and not settings.sms_template,
             nul=nul,
             header=tuple(header),
         )
@@ -683,7 +649,7 @@ class MailingFormat(Format):
             check_template(subject, "subject", "o assunto")
             body = self._email_body(path, wallet, companions, settings.email_template)
             check_template(body, "e-mail body", "o corpo do e-mail")
-        elif _text_channel(m.channel, kind):
+        elif text_channel(m.channel, kind):
             body = settings.sms_template
             if body is None and not has_message_column:
                 raise FileRejected([MESSAGES.make("missing-message", wallet=wallet)])
@@ -740,9 +706,6 @@ class MailingFormat(Format):
         stop: Stop | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
         return read_rows(lines, delimiter, rules, handle, workers, stop)
-
-
-CHUNK = 2000
 
 
 @dataclass
@@ -866,42 +829,6 @@ def split_point(path: Path, share: float) -> tuple[int, int] | None:
     return None
 
 
-@dataclass(frozen=True)
-class CsvTail:
-    """The rows of a contact file from ``offset`` (the start of line ``line``) to its end:
-    what another process reads while this one reads the head (``ImportSpec.split``)."""
-
-    path: str
-    offset: int
-    line: int
-    encoding: str
-    delimiter: str
-    rules: RowRules
-
-    def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
-        """The tail's chunks of contact rows and rejected rows, as ``read_rows`` makes them
-        (the same line numbers)."""
-        raw = open(self.path, "rb")  # noqa: SIM115 - closed with the text handle
-        raw.seek(self.offset)
-        encoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
-        handle = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-        reader = csv.reader(handle, delimiter=self.delimiter, strict=False)
-        first = self.line - 1  # the line before the tail's first
-        try:
-            chunk: list[tuple[int, list[str]]] = []
-            previous = first
-            for values in reader:
-                chunk.append((previous + 1, values))
-                previous = reader.line_num + first
-                if len(chunk) >= CHUNK:
-                    yield process_records(self.rules, chunk)
-                    chunk = []
-            if chunk:
-                yield process_records(self.rules, chunk)
-        finally:
-            handle.close()
-
-
 def splitter(
     table: CsvFile, spool: Path, rules: RowRules, stop: Stop
 ) -> Callable[[float], CsvTail | None]:
@@ -936,200 +863,6 @@ def workers_for(spool: Path, hygiene: bool) -> int:
     return cores
 
 
-@dataclass(frozen=True)
-class RowRules:
-    """What a row needs, per the file's header and name (pickled to hygiene workers)."""
-
-    columns: int
-    key: int | None
-    name: int | None
-    phone: int | None
-    email: int | None
-    message: int | None
-    prospect: int | None
-    fields: tuple[tuple[int, str], ...]
-    channel: str | None
-    #: the address the channel sends to: email | phone (None: no channel, import only)
-    kind: str | None
-    hygiene: bool
-    needs_message: bool
-    #: the file has a NUL byte somewhere: check each row for one
-    nul: bool = False
-    #: the header's titles (to name a column in a message)
-    header: tuple[str, ...] = ()
-
-
-def _text_channel(channel: str | None, kind: str | None) -> bool:
-    """A channel that sends a text to a phone (SMS, a plugin's): its text is the row's message
-    column or the wallet's SMS template (N28). WhatsApp sends approved templates instead."""
-    return kind == "phone" and channel not in WHATSAPP_CHANNELS
-
-
-def _reject(line: int, key: str, values: Any, **fields: Any) -> RejectedRow:
-    p: Problem = ROW_MESSAGES.make(key, **fields)
-    return RejectedRow(line, p.code, p.rule, p.message, p.message_pt, tuple(values))
-
-
-_encode = json.encoder.encode_basestring  # the C string escaper, non-ASCII kept as is
-
-
-def process_records(rules: RowRules, records: list[tuple[int, list[str]]]) -> list[tuple[Any, ...]]:
-    """Turn CSV records into contact rows (plain tuples laid out as ``ContactRow``) or
-    rejected rows (``RejectedRow``), N22–N27. Pure: runs in a worker process for big files
-    with hygiene. Written for speed (~2 µs a row without hygiene): cells are stripped once,
-    and a missing column reads an always-empty extra cell."""
-    out: list[tuple[Any, ...]] = []
-    append = out.append
-    columns, channel, hygiene = rules.columns, rules.channel, rules.hygiene
-    phone_channel = rules.kind == "phone"
-    email_channel = rules.kind == "email"
-    sms_message = rules.needs_message
-
-    def at(index: int | None) -> int:
-        return columns if index is None else index  # `columns` is the extra empty cell
-
-    key_i, name_i, phone_i, email_i = (
-        at(rules.key),
-        at(rules.name),
-        at(rules.phone),
-        at(rules.email),
-    )
-    message_i, prospect_i = at(rules.message), rules.prospect
-    field_parts = [(i, _encode(k) + ":") for i, k in rules.fields]
-    limit = f"{MAX_LINE:,}"
-    nul = rules.nul
-    for line, values in records:
-        if nul and any("\0" in v for v in values):
-            index = next(i for i, v in enumerate(values) if "\0" in v)
-            title = rules.header[index] if index < len(rules.header) else ""
-            column = f"{index + 1} (`{title.strip()}`)" if title.strip() else str(index + 1)
-            append(_reject(line, "nul-character", values, column=column.replace("\0", "")))
-            continue
-        if len(values) != columns:
-            if values and values[0].startswith(TOO_LONG):
-                append(_reject(line, "line-too-long", (), limit=limit))
-                continue
-            if len(values) > columns:
-                if any(v.strip() for v in values[columns:]):
-                    append(
-                        _reject(line, "extra-values", values, count=len(values), columns=columns)
-                    )
-                    continue
-                values = values[:columns]
-            else:
-                values = values + [""] * (columns - len(values))
-        cells = list(map(str.strip, values))
-        cells.append("")
-        phone, email = cells[phone_i], cells[email_i]
-        # N24: the address the channel uses
-        if phone_channel:
-            if not phone:
-                if any(cells):
-                    append(
-                        _reject(
-                            line,
-                            "missing-address",
-                            values,
-                            what="phone",
-                            what_pt="telefone",
-                            channel=channel,
-                        )
-                    )
-                continue
-        elif email_channel:
-            if not email:
-                if any(cells):
-                    append(
-                        _reject(
-                            line,
-                            "missing-address",
-                            values,
-                            what="e-mail",
-                            what_pt="e-mail",
-                            channel=channel,
-                        )
-                    )
-                continue
-        elif not phone and not email:
-            if any(cells):
-                append(_reject(line, "missing-contact", values))
-            continue  # else a blank line
-        name = cells[name_i]
-        # N26: hygiene
-        if hygiene:
-            if name:
-                name = " ".join(name.split())
-            bad = dropped = None
-            if phone:
-                checked = normalise_phone(phone, mobile=phone_channel)
-                if checked.value is not None:
-                    phone = checked.value
-                elif phone_channel or not email:
-                    bad = checked
-                else:
-                    phone, dropped = "", checked  # not the channel's address: dropped
-            if email and bad is None:
-                checked = normalise_email(email)
-                if checked.value is not None:
-                    email = checked.value
-                elif email_channel or not phone:
-                    bad = checked
-                    if dropped is not None:  # neither address is usable: say both
-                        bad = Checked(
-                            None,
-                            f"{dropped.error}; {checked.error}",
-                            f"{dropped.error_pt}; {checked.error_pt}",
-                            "bad-contact",
-                        )
-                else:
-                    email = ""
-            if bad is not None:
-                append(
-                    RejectedRow(
-                        line,
-                        bad.code or "bad-address",
-                        "N26",
-                        bad.error or "",
-                        bad.error_pt or "",
-                        tuple(values),
-                    )
-                )
-                continue
-        message = cells[message_i]
-        if sms_message and not message:
-            append(_reject(line, "missing-message", values))
-            continue
-        key = cells[key_i]
-        if key:
-            identity = "key:" + key
-        elif email_channel or (channel is None and email):
-            identity = "email:" + email.lower()
-        else:
-            identity = "phone:" + (phone if hygiene else phone_identity(phone))
-        prospect = None if prospect_i is None else cells[prospect_i].lower() in TRUTHY
-        fields = ",".join([prefix + _encode(cells[i]) for i, prefix in field_parts if cells[i]])
-        # laid out as a ContactRow; a plain tuple is cheaper to build and to bind
-        append(
-            (
-                line,
-                identity,
-                key or None,
-                name or None,
-                email or None,
-                phone or None,
-                "{" + fields + "}",
-                message or None,
-                prospect,
-            )
-        )
-    return out
-
-
-def _process_plain(rules: RowRules, records: list[tuple[int, list[str]]]) -> list[tuple[Any, ...]]:
-    """``process_records`` in a worker: plain tuples pickle ~4x faster than named tuples."""
-    return [tuple(row) for row in process_records(rules, records)]
-
-
 def _in_processes(
     rules: RowRules, chunks: Iterator[list[tuple[int, list[str]]]], workers: int
 ) -> Iterator[list[tuple[Any, ...]]]:
@@ -1144,7 +877,7 @@ def _in_processes(
     ) as pool:
         window: deque[Future[list[tuple[Any, ...]]]] = deque()
         for chunk in chunks:
-            window.append(pool.submit(_process_plain, rules, chunk))
+            window.append(pool.submit(process_plain, rules, chunk))
             if len(window) >= 2 * workers:
                 yield window.popleft().result()
         while window:
