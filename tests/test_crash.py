@@ -22,22 +22,24 @@ def disparo(config: Path) -> subprocess.Popen[bytes]:
     # its own temporary folder: where a big file's second process stages the tail
     temporary = config.parent / "tmp"
     temporary.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "--config",
-            str(config),
-            "run",
-            "--until-idle",
-            "--settle",
-            "0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "TMPDIR": str(temporary)},
-    )
+    # the engine's log beside the config: a failure quotes its end
+    with (config.parent / "engine.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "--config",
+                str(config),
+                "run",
+                "--until-idle",
+                "--settle",
+                "0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ, "TMPDIR": str(temporary)},
+        )
 
 
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
@@ -47,7 +49,11 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) ->
         if condition():
             return True
         if process.poll() is not None:
-            raise GiveUp(f"the engine finished before the moment to kill it ({condition.__name__})")
+            log = Path(str(process.args[4])).parent / "engine.log"
+            raise GiveUp(
+                f"the engine finished (exit code {process.returncode}) before the moment to kill "
+                f"it ({condition.__name__}); its log ends: {log.read_text()[-3000:]}"
+            )
         return False
 
     try:
