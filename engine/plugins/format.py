@@ -7,16 +7,18 @@ values below cross that border.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, Protocol
 
 from engine.campaign import Campaign
 from engine.config import Config, Configurable, SourceSettings
 from engine.mailing_names import BUILTIN_WORDS, ChannelWord
 from engine.problems import Problem
+from engine.rows import ContactRow as ContactRow  # defined there: light for other processes
+from engine.rows import RejectedRow as RejectedRow
 from engine.schedule import Pacing
 
 
@@ -59,36 +61,6 @@ class Verdict:
     give_up: tuple[Problem, ...] = ()
 
 
-class ContactRow(NamedTuple):
-    """One usable row, after hygiene (N24–N27).
-
-    A named tuple, not a dataclass: a million of them are made per big file (~0.2 µs each
-    against ~0.9 µs for a frozen dataclass). ``fields`` is the JSON object of the extra
-    columns, already encoded.
-    """
-
-    line: int
-    identity: str
-    external_key: str | None
-    name: str | None
-    email: str | None
-    phone: str | None
-    fields: str
-    message: str | None = None
-    prospect: bool | None = None
-
-
-class RejectedRow(NamedTuple):
-    """A row that cannot be used, with why (listed in ``<name>.rejeitados.csv``, F11)."""
-
-    line: int
-    code: str
-    rule: str
-    reason: str
-    reason_pt: str
-    values: tuple[str, ...]
-
-
 @dataclass(frozen=True)
 class MailingRecord:
     """The mailing a file is (N1–N6): its name, day, sequence and parameters."""
@@ -100,6 +72,15 @@ class MailingRecord:
     params: Mapping[str, Any]
     #: the problem reported when the source already has this date and sequence (N6)
     duplicate_problem: Problem
+
+
+class RowsTail(Protocol):
+    """The rows of a file's tail, read in another process (``ImportSpec.split``): picklable;
+    ``chunks`` yields them as ``ImportSpec.rows`` would have, with their line numbers."""
+
+    def chunks(self) -> Iterator[Sequence[tuple[Any, ...]]]:
+        """The tail's rows, in file order, in chunks."""
+        ...
 
 
 @dataclass
@@ -140,6 +121,11 @@ class ImportSpec:
     #: values, for result files that list every contact not sent to (a triplet's RETORNADO);
     #: None: they are only listed in ``<name>.rejeitados.csv``
     keep_rejected: int | None = None
+    #: the file's tail for another process (issue 16, goal 4): ``split(share)``, called before
+    #: ``rows`` are read, returns a picklable ``RowsTail`` with the rows of about ``share`` of
+    #: the file's end, and ``rows`` then stop where it begins; None (or it returns None): the
+    #: file is read whole here (e.g. a quoted cell could hold a line break)
+    split: Callable[[float], RowsTail | None] | None = None
 
 
 class Format(Configurable, ABC):

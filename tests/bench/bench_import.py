@@ -2,7 +2,9 @@
 e-mail, cpf and three extra fields) into a fresh SQLite store, without and with hygiene (`_h`):
 rows per second and peak RSS, each import in its own process. For scale, the same run measures
 a plain reference: csv.reader over the file and the driver's executemany of the same rows into
-a table with one (unique) index, with the store's pragmas (issue 16, goal 4).
+a table with one (unique) index, with the store's pragmas (issue 16, goal 4). disparo reads a
+file this big with two processes (the importing one reads the head, a second one the tail:
+README, "read by two processes"); the reference is one process.
 
 Memory: one e-mail campaign import of 1,000,000 rows (BENCH_BIG_ROWS) in its own process, its
 peak RSS next to that of a 100,000-row one (goal: < 200 MB, not growing with the audience).
