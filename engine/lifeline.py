@@ -18,6 +18,9 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
+import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -25,8 +28,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from multiprocessing.context import ForkServerContext
 
 PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger(__name__)
 
 
 def die_with_parent(parent: int, sig: signal.Signals = signal.SIGTERM) -> bool:
@@ -118,3 +124,32 @@ async def watch_parent(parent: int, on_gone: Callable[[], None], *, interval: fl
     while not parent_gone(parent):  # noqa: ASYNC110 (a state of the system: no event to wait on)
         await asyncio.sleep(interval)
     on_gone()
+
+
+@functools.cache
+def forkserver() -> ForkServerContext | None:
+    """multiprocessing's fork server, running, for the import's second process and row
+    workers (not ``fork``: the engine has threads, and a forked child could inherit a held
+    lock); ``None`` when it cannot start, and then the caller does the work in this process,
+    only slower. The server listens on a Unix socket under ``TMPDIR``: a ``TMPDIR`` path too
+    long for a socket (~100 characters), or one that cannot be written, stops it. Said once
+    in the log, with the fix."""
+    from multiprocessing import forkserver as server
+
+    try:
+        server.ensure_running()
+    except OSError as exc:
+        import tempfile
+
+        log.warning(
+            "cannot start worker processes (%s: multiprocessing's fork server puts its socket "
+            "under the temporary folder %s, %d characters); big imports run in this one "
+            "process, slower. Set TMPDIR to a short folder the engine can write, e.g. /tmp",
+            exc.strerror or exc,
+            tempfile.gettempdir(),
+            len(tempfile.gettempdir()),
+        )
+        return None
+    context = multiprocessing.get_context("forkserver")
+    assert isinstance(context, ForkServerContext)
+    return context

@@ -4,13 +4,17 @@ a restart imports the file exactly once and cleans what the killed run left in t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from engine.testing.eventually import GiveUp, eventually_sync
 from tests.helpers import load, name, write_config
@@ -18,10 +22,20 @@ from tests.helpers import load, name, write_config
 ROWS = 200_000
 
 
-def disparo(config: Path) -> subprocess.Popen[bytes]:
-    # its own temporary folder: where a big file's second process stages the tail
-    temporary = config.parent / "tmp"
-    temporary.mkdir(exist_ok=True)
+@pytest.fixture
+def temporary() -> Iterator[Path]:
+    """The engines' own temporary folder, where a big file's second process stages the tail.
+    Short, not under pytest's tmp_path: multiprocessing's fork server puts its socket in it,
+    and a path too long for a Unix socket (pytest-xdist's tmp_path is) would make the engine
+    import in one process, and the test would not kill the two-process import it means to."""
+    folder = Path(tempfile.mkdtemp(prefix="disparo-crash-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def disparo(config: Path, temporary: Path) -> subprocess.Popen[bytes]:
     # the engine's log beside the config: a failure quotes its end
     with (config.parent / "engine.log").open("ab") as log:
         return subprocess.Popen(
@@ -78,7 +92,7 @@ def counts(db: Path) -> tuple[int, int, int, int]:
 
 
 def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
-    tmp_path: Path,
+    tmp_path: Path, temporary: Path
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -109,7 +123,7 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
         try:
             reader.execute("BEGIN")
             reader.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-            process = disparo(config)
+            process = disparo(config, temporary)
             wait_for(moment, process)
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
@@ -127,7 +141,7 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
             break
         assert file.exists()  # nothing moved before the import committed
 
-    finish = disparo(config)
+    finish = disparo(config, temporary)
     try:
         assert finish.wait(timeout=120) == 0
     finally:
@@ -138,12 +152,14 @@ def test_kill_9_mid_import_leaves_all_or_nothing_and_a_restart_imports_once(
     assert (drop / "processed" / file.name).is_file() and not file.exists()
     # what the killed engines left in the spool (a download, its copy) was cleaned up
     assert not [p for p in spool.rglob("*") if p.is_file()]
-    again = disparo(config)  # and never again
+    again = disparo(config, temporary)  # and never again
     assert again.wait(timeout=60) == 0
     assert counts(db) == (ROWS, ROWS, 1, 1)
     # a killed engine's second process (the file's tail, issue 16) removed its files itself
     eventually_sync(
-        lambda: not list((tmp_path / "tmp").glob("disparo-import-*")),
+        lambda: not list(temporary.glob("disparo-import-*")),
         what="the staged tail's files removed",
         timeout=60,
     )
+    # the engines could start the file's second process (the socket of the fork server fit)
+    assert "cannot start worker processes" not in (tmp_path / "engine.log").read_text()

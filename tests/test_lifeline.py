@@ -122,3 +122,33 @@ def zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
     except OSError:
         return True
+
+
+FORKSERVER = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from engine.lifeline import forkserver
+print("ready" if forkserver() is not None else "in-process")
+"""
+
+
+def test_no_fork_server_under_a_temporary_folder_too_long_for_its_socket(tmp_path: Path) -> None:
+    """The fork server's socket lives under TMPDIR; a path too long for a Unix socket keeps
+    it from starting: the import then works in one process and the log says how to fix it."""
+    long = tmp_path / ("t" * 60) / ("u" * 60)
+    long.mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-c", FORKSERVER],
+        env={**os.environ, "TMPDIR": str(long)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "in-process"
+    assert "AF_UNIX path too long" in out.stderr and "Set TMPDIR to a short folder" in out.stderr
+    assert str(long) in out.stderr
+    short = subprocess.run(
+        [sys.executable, "-c", FORKSERVER], capture_output=True, text=True, timeout=120
+    )
+    assert (short.returncode, short.stdout.strip(), short.stderr) == (0, "ready", "")

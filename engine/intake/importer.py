@@ -32,6 +32,7 @@ from engine.intake.faults import refused_data
 from engine.intake.reports import RejectedRows
 from engine.intake.tail import CONTACT_FIELDS as CONTACT_FIELDS
 from engine.intake.tail import STAGING_GC_THRESHOLD, TailDone, tail_process
+from engine.lifeline import forkserver
 from engine.plugins.format import (
     FileRejected,
     Format,
@@ -391,7 +392,7 @@ def _split(store: Store, spec: ImportSpec, spool: Path) -> RowsTail | None:
         return None
     if spec.campaign is not None and spec.prospects_only:
         return None  # N27 asks the base which phones it knows, chunk by chunk
-    if spool.stat().st_size < SPLIT_BYTES:
+    if spool.stat().st_size < SPLIT_BYTES or forkserver() is None:
         return None
     return spec.split(TAIL_SHARE)
 
@@ -407,7 +408,7 @@ class _TailProcess:
         self._answered = False
 
     def __enter__(self) -> _TailProcess:
-        context = multiprocessing.get_context("forkserver")
+        context = forkserver() or multiprocessing.get_context("forkserver")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
             target=tail_process, args=(self.tail, str(self.folder), child), daemon=True

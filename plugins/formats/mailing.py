@@ -36,7 +36,7 @@ from typing import IO, Any, NamedTuple
 
 from engine import hookimpl
 from engine.campaign import Campaign, Content
-from engine.lifeline import exit_with
+from engine.lifeline import exit_with, forkserver
 from engine.mailing_names import NameCheck, check_name
 from engine.plugins.format import (
     FileRejected,
@@ -860,7 +860,7 @@ def workers_for(spool: Path, hygiene: bool) -> int:
     cores = os.cpu_count() or 1
     if not hygiene or cores < 2 or spool.stat().st_size < PARALLEL_BYTES:
         return 0
-    return cores
+    return cores if forkserver() is not None else 0
 
 
 def _in_processes(
@@ -869,7 +869,7 @@ def _in_processes(
     """Row work in worker processes while this one reads the CSV and writes the staging
     table: chunks come back in order, at most two per worker in flight (flat memory)."""
     # forkserver, not fork: the engine has threads, and a forked child could inherit a lock
-    context = multiprocessing.get_context("forkserver")
+    context = forkserver() or multiprocessing.get_context("forkserver")
     # the workers are the fork server's children, not this process's: each ends by itself
     # when this process is gone (kill -9 included), else it would wait forever on its queue
     with ProcessPoolExecutor(
