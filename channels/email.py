@@ -20,7 +20,7 @@ import base64
 import binascii
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from email.utils import format_datetime, formataddr
@@ -44,6 +44,7 @@ from engine.plugins.channel import (
 from engine.render import (
     LINK_VARIABLE,
     OPEN_VARIABLE,
+    Substitution,
     compile_html,
     compile_text,
     html_to_text,
@@ -110,6 +111,90 @@ def _qp(text: str) -> bytes:
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+class QpPart:
+    """A body part compiled once per campaign for quoted-printable: its lines without a
+    variable encoded once; per recipient, only the lines that hold a variable are substituted
+    and encoded (with the static text around the variables, up to the line ends, so that the
+    soft line breaks fall where the whole part's encoding puts them).
+
+    ``binascii.b2a_qp`` is line-local when the text has no ``\r`` (its CRLF mode is chosen by
+    the first line end of the whole text; every other decision looks at the current line
+    only): encoding whole lines apart gives the bytes of encoding them together. A rendering
+    with a ``\r`` in it (a value carrying one) is encoded whole instead, as is a part whose
+    template is not a ``Substitution`` (``QpPart.compile`` returns None for it).
+    """
+
+    def __init__(
+        self, template: Substitution, segments: list[bytes | tuple[list[str], list[str]]]
+    ) -> None:
+        from markupsafe import escape
+
+        self.template = template
+        self.segments = segments
+        self._escape = escape if template.html else None
+
+    @classmethod
+    def compile(cls, template: Any) -> QpPart | None:
+        """The compiled part for a ``Substitution`` template without ``\r``; else None."""
+        if not isinstance(template, Substitution) or any("\r" in p for p in template.pieces):
+            return None
+        pieces, names = template.pieces, template.names
+        if not names:
+            return cls(template, [_qp(pieces[0])])
+        segments: list[bytes | tuple[list[str], list[str]]] = []
+        static, end, tail = pieces[0].rpartition("\n")
+        if end:
+            segments.append(_qp(static + end))
+        chunk: tuple[list[str], list[str]] = ([tail], [])
+        for name, piece in zip(names, pieces[1:], strict=True):
+            chunk[1].append(name)
+            first = piece.find("\n")
+            if first == -1:
+                chunk[0].append(piece)
+                continue
+            last = piece.rfind("\n")
+            chunk[0].append(piece[: first + 1])
+            segments.append(chunk)
+            if last > first:
+                segments.append(_qp(piece[first + 1 : last + 1]))
+            chunk = ([piece[last + 1 :]], [])
+        if chunk[1]:
+            segments.append(chunk)
+        elif chunk[0][0]:
+            segments.append(_qp(chunk[0][0]))
+        if not any(type(s) is bytes for s in segments):
+            return None  # every line holds a variable: nothing to encode ahead
+        return cls(template, segments)
+
+    def encode(self, values: Mapping[str, Any]) -> bytes:
+        """The part rendered for ``values``, quoted-printable with CRLF line ends: the bytes of
+        ``_qp(template.render(values))``."""
+        escape = self._escape
+        out: list[bytes] = []
+        for segment in self.segments:
+            if type(segment) is bytes:
+                out.append(segment)
+                continue
+            pieces, names = segment  # type: ignore[misc]
+            text = [pieces[0]]
+            for name, piece in zip(names, pieces[1:], strict=True):
+                value = values.get(name, _MISSING)
+                if value is not _MISSING:
+                    if escape is not None:
+                        text.append(escape(value))
+                    else:
+                        text.append(value if type(value) is str else str(value))
+                text.append(piece)
+            rendered = "".join(text)
+            if "\r" in rendered:  # CRLF mode would change for the whole part: encode it whole
+                return _qp(self.template.render(values))
+            out.append(_qp(rendered))
+        return b"".join(out)
+
+
+_MISSING = object()
+
+
 def _with_footer(html: str, footer: str) -> str:
     lower = html.lower()
     at = lower.rfind("</body>")
@@ -130,6 +215,8 @@ class PreparedEmail:
     unsubscribe: bool
     links: tuple[str, ...] = ()  # tracked links, by position from 1 (click tracking)
     opens: bool = False  # an open pixel is in the HTML
+    text_part: QpPart | None = None  # compiled for quoted-printable (else encoded whole)
+    html_part: QpPart | None = None
 
 
 async def _transaction(
@@ -643,18 +730,21 @@ class EmailChannel(Channel):
                 trial_render(template, {"unsubscribe_url": "https://example.com/u"})
             except TemplateError as exc:
                 raise CampaignProblem(f"the e-mail template cannot be used: {exc}") from None
+        # text and {{ name }} only (the usual case): rendered by substitution
+        html_fast, text_fast = substitution(html), substitution(text)
         return PreparedEmail(
             campaign_id=campaign.id,
-            # text and {{ name }} only (the usual case): rendered by substitution
             subject=substitution(subject),
-            html=substitution(html),
-            text=substitution(text),
+            html=html_fast,
+            text=text_fast,
             from_header=_header(_address(name, sender)) if name else sender,
             reply_to=campaign.content.reply_to or o.get("reply_to"),
             envelope_from=self.bounce_address,
             unsubscribe=unsubscribe,
             links=tuple(links),
             opens=opens,
+            text_part=QpPart.compile(text_fast),
+            html_part=QpPart.compile(html_fast),
         )
 
     def tracked_links(self, prepared: PreparedEmail) -> tuple[str, ...]:
@@ -711,11 +801,15 @@ class EmailChannel(Channel):
                 b"\r\n--",
                 b,
                 part % b"plain",
-                _qp(prepared.text.render(variables)),
+                prepared.text_part.encode(variables)
+                if prepared.text_part is not None
+                else _qp(prepared.text.render(variables)),
                 b"\r\n--",
                 b,
                 part % b"html",
-                _qp(prepared.html.render(variables)),
+                prepared.html_part.encode(variables)
+                if prepared.html_part is not None
+                else _qp(prepared.html.render(variables)),
                 b"\r\n--",
                 b,
                 b"--\r\n",
