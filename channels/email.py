@@ -134,8 +134,10 @@ class QpPart:
         self._escape = escape if template.html else None
 
     @classmethod
-    def compile(cls, template: Any) -> QpPart | None:
-        """The compiled part for a ``Substitution`` template without ``\r``; else None."""
+    def compile(cls, template: Any, static_run: int | None = None) -> QpPart | None:
+        """The compiled part for a ``Substitution`` template without ``\r`` that has a run of
+        at least ``static_run`` characters of lines without a variable; else None."""
+        run = _STATIC_RUN if static_run is None else static_run
         if not isinstance(template, Substitution) or any("\r" in p for p in template.pieces):
             return None
         pieces, names = template.pieces, template.names
@@ -143,27 +145,29 @@ class QpPart:
             return cls(template, [_qp(pieces[0])])
         segments: list[bytes | tuple[list[str], list[str]]] = []
         static, end, tail = pieces[0].rpartition("\n")
-        if end:
+        if end and len(static) + 1 >= run:
             segments.append(_qp(static + end))
+        else:
+            tail = pieces[0]
         chunk: tuple[list[str], list[str]] = ([tail], [])
-        for name, piece in zip(names, pieces[1:], strict=True):
+        final = len(names)
+        for at, (name, piece) in enumerate(zip(names, pieces[1:], strict=True), 1):
             chunk[1].append(name)
-            first = piece.find("\n")
-            if first == -1:
+            # the whole lines of static text after this variable (up to the next variable's
+            # line, or the end): encoded ahead when long enough to be worth a segment
+            first = piece.find("\n") + 1
+            last = len(piece) if at == final else piece.rfind("\n") + 1
+            if first == 0 or last - first < run:
                 chunk[0].append(piece)
                 continue
-            last = piece.rfind("\n")
-            chunk[0].append(piece[: first + 1])
+            chunk[0].append(piece[:first])
             segments.append(chunk)
-            if last > first:
-                segments.append(_qp(piece[first + 1 : last + 1]))
-            chunk = ([piece[last + 1 :]], [])
+            segments.append(_qp(piece[first:last]))
+            chunk = ([piece[last:]], [])
         if chunk[1]:
             segments.append(chunk)
-        elif chunk[0][0]:
-            segments.append(_qp(chunk[0][0]))
         if not any(type(s) is bytes for s in segments):
-            return None  # every line holds a variable: nothing to encode ahead
+            return None  # no run of static lines long enough: the part is encoded whole
         return cls(template, segments)
 
     def encode(self, values: Mapping[str, Any]) -> bytes:
@@ -193,6 +197,9 @@ class QpPart:
 
 
 _MISSING = object()
+#: the shortest run of static lines (characters) a compiled part encodes ahead; shorter runs are
+#: encoded with the variables around them (a segment costs more than encoding a short run)
+_STATIC_RUN = 160
 
 
 def _with_footer(html: str, footer: str) -> str:

@@ -39,15 +39,18 @@ def templates(draw: Any) -> tuple[str, dict[str, Any]]:
     return source, values
 
 
+@pytest.mark.parametrize("run", [1, 30, None])
 @pytest.mark.parametrize("compile_", [compile_text, compile_html])
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=templates())
-def test_the_skeleton_encodes_as_the_full_encoder(compile_: Any, case: Any) -> None:
+def test_the_skeleton_encodes_as_the_full_encoder(
+    compile_: Any, run: int | None, case: Any
+) -> None:
     source, values = case
     template = substitution(compile_(source))
     assert isinstance(template, Substitution)
-    part = QpPart.compile(template)
-    if part is None:  # a template with \r, or a variable on every line: encoded whole
+    part = QpPart.compile(template, run)  # encoded ahead: static runs of ≥ run characters
+    if part is None:  # a template with \r, or no run of static lines: encoded whole
         return
     assert part.encode(values) == _qp(template.render(values))
 
@@ -64,7 +67,7 @@ def test_the_skeleton_encodes_as_the_full_encoder(compile_: Any, case: Any) -> N
 )
 def test_templates_with_static_lines_are_compiled(source: str) -> None:
     template = substitution(compile_text(source))
-    part = QpPart.compile(template)
+    part = QpPart.compile(template, 1)
     assert part is not None
     for values in ({"a": "São\r\nPaulo", "b": " "}, {"a": "x" * 90 + " ", "b": "."}, {}):
         assert part.encode(values) == _qp(template.render(values))
