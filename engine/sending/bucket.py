@@ -28,8 +28,6 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = clock.monotonic()
         self.held_until = self.stamp
-        #: no start before this (``adopt``: the slack across a hand-over)
-        self.not_before = self.stamp
         #: at most this many starts in any window of ``span`` seconds (rate + burst in 1 s,
         #: with the slack for a start's jitter on its way out)
         self.most = math.floor(rate + burst + 1e-9)
@@ -44,8 +42,6 @@ class TokenBucket:
     def try_take(self) -> float:
         """Take a token now and return 0, or return how many seconds until one is there."""
         self._refill()
-        if self.not_before - self.stamp > 1e-9:
-            return self.not_before - self.stamp
         if self.tokens >= 1 - 1e-9:  # 0.1 s × 10/s may add up to 0.9999999999
             starts = self.starts
             if starts is not None:
@@ -69,20 +65,10 @@ class TokenBucket:
     def adopt(self, tokens: float, elapsed: float) -> None:
         """Continue the bucket another holder of the account left (D10 across engine
         nodes): it had ``tokens`` ``elapsed`` seconds ago, refilled at the rate since. Never
-        more than this bucket has now.
-
-        The other holder's last starts are not known here, and may be as recent as the
-        hand-over; so that the slack holds across holders too (no window of ``span`` seconds
-        with more than ``rate + burst`` starts, the hand-over inside it), this bucket starts
-        nothing before ``span - 1`` s after the hand-over and refills from then: a hand-over
-        costs the account at most ``SLACK`` (50 ms) of sending."""
+        more than this bucket has now."""
         self._refill()
-        late = self.span - 1.0
-        elapsed = max(0.0, elapsed)
-        # below zero until ``span - 1`` s after the hand-over: the refill from then on
-        carried = tokens + (elapsed - late) * self.rate
+        carried = tokens + max(0.0, elapsed) * self.rate
         self.tokens = min(self.tokens, float(self.burst), carried)
-        self.not_before = max(self.not_before, self.stamp + late - elapsed)
 
     def holding(self) -> float:
         """Seconds left of a provider's hold-off (``hold_off``); 0 when there is none."""
