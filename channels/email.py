@@ -127,11 +127,8 @@ class QpPart:
     def __init__(
         self, template: Substitution, segments: list[bytes | tuple[list[str], list[str]]]
     ) -> None:
-        from markupsafe import escape
-
         self.template = template
         self.segments = segments
-        self._escape = escape if template.html else None
 
     @classmethod
     def compile(cls, template: Any, static_run: int | None = None) -> QpPart | None:
@@ -173,30 +170,20 @@ class QpPart:
     def encode(self, values: Mapping[str, Any]) -> bytes:
         """The part rendered for ``values``, quoted-printable with CRLF line ends: the bytes of
         ``_qp(template.render(values))``."""
-        escape = self._escape
+        fill = self.template.fill
         out: list[bytes] = []
         for segment in self.segments:
             if type(segment) is bytes:
                 out.append(segment)
                 continue
             pieces, names = segment  # type: ignore[misc]
-            text = [pieces[0]]
-            for name, piece in zip(names, pieces[1:], strict=True):
-                value = values.get(name, _MISSING)
-                if value is not _MISSING:
-                    if escape is not None:
-                        text.append(escape(value))
-                    else:
-                        text.append(value if type(value) is str else str(value))
-                text.append(piece)
-            rendered = "".join(text)
+            rendered = fill(pieces, names, values)
             if "\r" in rendered:  # CRLF mode would change for the whole part: encode it whole
                 return _qp(self.template.render(values))
             out.append(_qp(rendered))
         return b"".join(out)
 
 
-_MISSING = object()
 #: the shortest run of static lines (characters) a compiled part encodes ahead; shorter runs are
 #: encoded with the variables around them (a segment costs more than encoding a short run)
 _STATIC_RUN = 160

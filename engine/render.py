@@ -8,7 +8,7 @@ not have renders empty.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
@@ -48,18 +48,23 @@ class Substitution:
 
     def render(self, values: Mapping[str, Any]) -> str:
         """The template rendered for ``values`` (a missing name renders empty)."""
+        return self.fill(self.pieces, self.names, values)
+
+    def fill(self, pieces: Sequence[str], names: Sequence[str], values: Mapping[str, Any]) -> str:
+        """``pieces`` with ``values`` of ``names`` between them, as ``render`` fills this
+        template's own (escaped in HTML; a missing name empty): also a run of its pieces
+        (``channels.email.QpPart`` fills only the lines that hold a variable)."""
+        out = [pieces[0]]
         if self.html:
             from markupsafe import escape
 
-            out = [self.pieces[0]]
-            for name, piece in zip(self.names, self.pieces[1:], strict=True):
+            for name, piece in zip(names, pieces[1:], strict=True):
                 value = values.get(name, _MISSING)
                 if value is not _MISSING:
                     out.append(escape(value))
                 out.append(piece)
             return "".join(out)
-        out = [self.pieces[0]]
-        for name, piece in zip(self.names, self.pieces[1:], strict=True):
+        for name, piece in zip(names, pieces[1:], strict=True):
             value = values.get(name, _MISSING)
             if value is not _MISSING:
                 out.append(value if type(value) is str else str(value))
