@@ -436,13 +436,12 @@ _PEOPLE = (
 
 
 def _people_select(n: int) -> sa.Select[Any]:
-    return sa.select(*_PEOPLE).where(
-        contacts.c.id.in_([sa.bindparam(f"i{k}", type_=contacts.c.id.type) for k in range(n)])
-    )
+    return sa.select(*_PEOPLE).where(contacts.c.id.in_(_ids(n, contacts.c.id)))
 
 
-def _ids(n: int) -> list[sa.BindParameter[Any]]:
-    return [sa.bindparam(f"i{k}", type_=deliveries.c.id.type) for k in range(n)]
+def _ids(n: int, column: sa.Column[Any] = deliveries.c.id) -> list[sa.BindParameter[Any]]:
+    """``n`` parameters ``i0``… of ``column``'s type, for an IN list of ids."""
+    return [sa.bindparam(f"i{k}", type_=column.type) for k in range(n)]
 
 
 def _held_select(n: int) -> sa.Select[Any]:
