@@ -125,6 +125,42 @@ async def test_d10_the_bucket_leaves_room_for_a_start_late_on_its_way_out(
     assert starts[-1] - starts[0] == pytest.approx((total - burst) / rate, abs=0.06)
 
 
+@pytest.mark.parametrize("before", [5, 60, 150])
+@pytest.mark.parametrize("elapsed", [0.0, 0.02, 0.2])
+async def test_d10_the_slack_holds_across_a_hand_over(before: int, elapsed: float) -> None:
+    """An account handed over (``TokenBucket.adopt``: the tokens the other holder left, not
+    its starts) keeps the slack: no window of 1 s plus the slack holds more than rate + burst
+    starts of both holders (D10). When the carried tokens were not lowered by the slack's
+    refill, a holder that sent its burst then the rate for 0.5 s, followed at once by one
+    continuing its tokens, put up to 114 starts in 1.05 s (rate 100, burst 10)."""
+    rate, burst = 100, 10
+    clock = TestClock(datetime(2026, 1, 5, 12, tzinfo=UTC))
+    first = TokenBucket(rate, burst, clock)
+    starts: list[float] = []
+
+    async def send(bucket: TokenBucket, until: int) -> None:
+        while len(starts) < until:
+            wait = bucket.try_take()
+            if wait == 0:
+                starts.append(clock.monotonic())
+            else:
+                await clock.advance(wait)
+
+    await send(first, before)
+    tokens = first.level()
+    await clock.advance(elapsed)
+    second = TokenBucket(rate, burst, clock)
+    second.adopt(tokens, elapsed)
+    await send(second, before + 3 * rate)
+    j = 0
+    for i, at in enumerate(starts):
+        while j < len(starts) and starts[j] < at + second.span - 1e-9:
+            j += 1
+        assert j - i <= rate + burst, f"{j - i} starts within {second.span} s of {at}"
+    # the sustained rate after the hand-over is the configured one
+    assert starts[-1] - starts[-rate - 1] == pytest.approx(1.0, abs=0.02)
+
+
 async def test_a_relay_silent_after_the_message_is_a_timeout_of_the_account(
     tmp_path: Path,
 ) -> None:

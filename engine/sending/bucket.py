@@ -65,9 +65,19 @@ class TokenBucket:
     def adopt(self, tokens: float, elapsed: float) -> None:
         """Continue the bucket another holder of the account left (D10 across engine
         nodes): it had ``tokens`` ``elapsed`` seconds ago, refilled at the rate since. Never
-        more than this bucket has now."""
+        more than this bucket has now.
+
+        The other holder's last starts are not known here, and may be as recent as the
+        hand-over. So that the slack holds across holders too (no window of ``span``
+        seconds, the hand-over inside it, with more than ``rate + burst`` starts of both),
+        the carried tokens are ``rate × (span - 1)`` fewer, below zero if need be: the
+        tokens bound the other holder's starts in the ``span`` before the hand-over by
+        ``burst + rate × span - tokens``, and this bucket's after it by what it carries
+        plus the refill. A hand-over costs the account at most that slack (50 ms) of
+        sending, and only when it had few tokens left."""
         self._refill()
-        carried = tokens + max(0.0, elapsed) * self.rate
+        late = self.span - 1.0
+        carried = tokens + (max(0.0, elapsed) - late) * self.rate
         self.tokens = min(self.tokens, float(self.burst), carried)
 
     def holding(self) -> float:
