@@ -24,7 +24,6 @@ from engine.store.delivery_errors import ERROR_OUTCOMES, Counted
 from engine.store.schema import (
     EVENT_COLUMNS,
     UTCDateTime,
-    campaigns,
     contacts,
     deliveries,
     events,
@@ -242,17 +241,9 @@ class Claims(Queries):
                     ),
                     conn=c,
                 )
-            counts = {
-                name: getattr(campaigns.c, name) + n
-                for name, n in ((_COUNTER_OF.get(k), n) for k, n in done.items())
-                if name is not None
-            }
+            counts = [(_COUNTER_OF[k], n) for k, n in done.items() if k in _COUNTER_OF]
             if counts:
-                c.execute(
-                    sa.update(campaigns)
-                    .where(campaigns.c.id == campaign_id)
-                    .values(updated_at=now, **counts)
-                )
+                driver.count(c, campaign_id, at, counts)
         return done
 
     def _suppress(self, c: Connection, o: Outcome, campaign_id: int, now: datetime) -> None:
@@ -341,6 +332,7 @@ class _Driver:
         marks = ", ".join([self.mark] * len(_EVENT_COLUMNS))
         self.events = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({marks})"
         self._outcomes: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._counts: dict[tuple[str, ...], str] = {}
         self.dialect = dialect
         # a claim's contacts, a chunk's suppressions, which outcomes are still held and the
         # contacts' last interaction: compiled from their SQLAlchemy statements once per count
@@ -447,6 +439,22 @@ class _Driver:
         values: dict[str, Any] = {"c": campaign_id, "released": released, "now": self.time(now)}
         row = self._run(c, "next_claimable", next_claimable_select, 0, values).first()
         return row[0] if row is not None else None
+
+    def count(
+        self, c: Connection, campaign_id: int, at: Any, counts: Sequence[tuple[str, int]]
+    ) -> None:
+        """Add ``counts`` (counter column, how many: names from ``_COUNTER_OF`` only, never a
+        caller's text) to the campaign's counters; ``at`` is its ``updated_at`` (``time``)."""
+        names = tuple(name for name, _ in counts)
+        sql = self._counts.get(names)
+        if sql is None:
+            if not set(names) <= set(_COUNTER_OF.values()):
+                raise ValueError(f"unknown counters {names!r}")
+            sets = "".join(f", {name} = {name} + {self.mark}" for name in names)
+            sql = self._counts[names] = (
+                f"UPDATE campaigns SET updated_at = {self.mark}{sets} WHERE id = {self.mark}"
+            )
+        c.exec_driver_sql(sql, (at, *(n for _, n in counts), campaign_id))
 
     def time(self, value: datetime | None) -> Any:
         return self._when(value) if self._when is not None and value is not None else value
