@@ -108,7 +108,9 @@ def _address(name: str | None, address: str) -> str:
 def _qp(text: str) -> bytes:
     """Quoted-printable with CRLF line ends (the C encoder in binascii)."""
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if b"\r" in encoded:
+        encoded = encoded.replace(b"\r\n", b"\n")
+    return encoded.replace(b"\n", b"\r\n")
 
 
 class QpPart:
@@ -364,20 +366,16 @@ class _Pipelined:
         self, sender: str, recipient: str, mail: bytes, rcpt: bytes, data: bytes
     ) -> None:
         import aiosmtplib
-        from aiosmtplib.protocol import (
-            COMMAND_INJECTION_REGEX,
-            PERIOD_REGEX,
-            normalize_message_line_endings,
-        )
 
+        injection, period, normalise = _PROTOCOL or _protocol()
         for command in (mail, rcpt):
-            if COMMAND_INJECTION_REGEX.search(command):
+            if injection.search(command):
                 raise ValueError("Command arg contains a prohibited control character")
         p = self.protocol
         if p is None or p._command_lock is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         self._keep_replies()
-        body = _dot_stuffed(data, normalize_message_line_endings, PERIOD_REGEX)
+        body = _dot_stuffed(data, normalise, period)
         try:
             async with p._command_lock:
                 p._response_pending = True
@@ -406,6 +404,23 @@ class _Pipelined:
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
             self.client.close()
             raise
+
+
+#: aiosmtplib's command-injection and leading-period expressions and its line-end normaliser,
+#: looked up once (a ``from … import`` per message cost ~1 µs)
+_PROTOCOL: tuple[Any, Any, Callable[[bytes], bytes]] | None = None
+
+
+def _protocol() -> tuple[Any, Any, Callable[[bytes], bytes]]:
+    global _PROTOCOL
+    from aiosmtplib.protocol import (
+        COMMAND_INJECTION_REGEX,
+        PERIOD_REGEX,
+        normalize_message_line_endings,
+    )
+
+    _PROTOCOL = (COMMAND_INJECTION_REGEX, PERIOD_REGEX, normalize_message_line_endings)
+    return _PROTOCOL
 
 
 class _Watch:
