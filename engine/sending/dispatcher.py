@@ -1562,6 +1562,7 @@ class AccountSender:
         if self._slots is None:
             self._slots = asyncio.Semaphore(channel.concurrency)
         slots = self._slots
+        bucket = self.bucket
         tasks: list[asyncio.Task[None]] = []
 
         def base(x: Claimed, address: str | None) -> dict[str, Any]:
@@ -1603,7 +1604,18 @@ class AccountSender:
                         extra={"event": "channel.raised", "account": self.name},
                     )
                     result = Retry(f"the channel raised {exc!r}", scope="account")
-                outcomes[i] = self._outcome(c, x, result, base(x, address))
+                if type(result) is Sent:  # the usual case, without the base's dict
+                    outcomes[i] = Outcome(
+                        x.id,
+                        "sent",
+                        x.contact_id,
+                        address or x.address,
+                        result.provider_id,
+                        result.message_id,
+                        address_kind=kind,
+                    )
+                else:
+                    outcomes[i] = self._outcome(c, x, result, base(x, address))
                 if isinstance(result, Retry) and result.scope == "account":
                     trouble = d.trouble.setdefault(self.name, Trouble(self.name, result.reason))
                     trouble.error, trouble.failures = result.reason, trouble.failures + 1
@@ -1649,13 +1661,16 @@ class AccountSender:
                     )
                     continue
                 await slots.acquire()
-                if not await self._take():
+                # a token at once (the usual case), else wait for it in ``_take``
+                if (
+                    bucket.holding() > HELD or d.stopping or bucket.try_take() != 0
+                ) and not await self._take():
                     # the account holds off (a provider's Retry-After): give the claims back
                     slots.release()
                     outcomes[i] = Outcome(kind="release", **base(x, None))
                     continue
-                now = d.clock.now()
-                if c.deadline is not None and now >= c.deadline:  # D8: never at or after it
+                # D8: never at or after the deadline
+                if c.deadline is not None and d.clock.now() >= c.deadline:
                     slots.release()
                     outcomes[i] = Outcome(
                         kind="expired", error="the deadline passed (D8)", **base(x, n.value)

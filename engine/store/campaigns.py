@@ -233,18 +233,13 @@ class Campaigns(Queries):
             )
 
     def next_claimable(self, campaign_id: int, released: int, now: datetime) -> int | None:
-        """The lowest released batch with a delivery ready to send now, or None."""
+        """The lowest released batch with a delivery ready to send now, or None (asked before
+        each chunk a sender claims: run as driver SQL compiled once from ``next_claimable_select``,
+        ~0.8 ms through Core per call, a twentieth of that at the driver)."""
+        from engine.store.claims import _driver
+
         with self.store.read() as c:
-            value = c.execute(
-                sa.select(sa.func.min(deliveries.c.batch)).where(
-                    deliveries.c.campaign_id == campaign_id,
-                    deliveries.c.status == "pending",
-                    deliveries.c.batch.between(1, released),
-                    sa.or_(
-                        deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now
-                    ),
-                )
-            ).scalar()
+            value = _driver(c.dialect).next_claimable(c, campaign_id, released, now)
         return int(value) if value is not None else None
 
     def next_retry_at(self, campaign_id: int) -> datetime | None:
@@ -287,3 +282,18 @@ class Campaigns(Queries):
         """Deliveries claimed right now, per account."""
         with self.store.read() as c:
             return in_flight_by_account(c.execute(in_flight_select()))
+
+
+def next_claimable_select() -> sa.Select[Any]:
+    """The lowest released batch (``:released``) of campaign ``:c`` with a delivery ready to
+    send at ``:now`` (``Campaigns.next_claimable``)."""
+    return sa.select(sa.func.min(deliveries.c.batch)).where(
+        deliveries.c.campaign_id == sa.bindparam("c", type_=deliveries.c.campaign_id.type),
+        deliveries.c.status == "pending",
+        deliveries.c.batch.between(1, sa.bindparam("released", type_=deliveries.c.batch.type)),
+        sa.or_(
+            deliveries.c.next_attempt_at.is_(None),
+            deliveries.c.next_attempt_at
+            <= sa.bindparam("now", type_=deliveries.c.next_attempt_at.type),
+        ),
+    )

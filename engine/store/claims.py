@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -24,7 +23,6 @@ from engine.store.delivery_errors import ERROR_OUTCOMES, Counted
 from engine.store.schema import (
     EVENT_COLUMNS,
     UTCDateTime,
-    campaigns,
     contacts,
     deliveries,
     events,
@@ -32,9 +30,9 @@ from engine.store.schema import (
 )
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery claimed for sending, with what personalises it."""
+class Claimed(NamedTuple):
+    """A delivery claimed for sending, with what personalises it (a named tuple: a chunk
+    makes dozens at a time, and a frozen dataclass's ``__init__`` costs three times as much)."""
 
     id: int
     campaign_id: int
@@ -52,9 +50,9 @@ class Claimed:
     last_interaction_at: datetime | None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one claimed delivery.
+class Outcome(NamedTuple):
+    """What happened to one claimed delivery (a named tuple: one per message sent, and a
+    frozen dataclass's ``__init__`` costs three times as much).
 
     ``kind``: sent | retry | failed | bounced | suppressed | skipped | expired | cancelled |
     release (back to pending, untouched: a pause or a shutdown).
@@ -78,79 +76,79 @@ class Outcome:
     cause: str | None = None
 
 
-_CLAIMED: dict[str, Any] = {
-    "id": sa.Integer(),
-    "contact_id": sa.Integer(),
-    "address": sa.String(),
-    "batch": sa.Integer(),
-    "attempts": sa.Integer(),
-    "first_attempt_at": UTCDateTime(),
-    "payload": deliveries.c.payload.type,
-}
+#: a claim: the ready deliveries of campaign ``:c`` leased to ``:owner`` until ``:until``, in
+#: batch and file order; the only text put into this SQL is the PostgreSQL clause, never a value
+_CLAIM = (
+    "UPDATE deliveries SET status = 'claimed', lease_owner = :owner, lease_until = :until "
+    "WHERE id IN (SELECT id FROM deliveries WHERE campaign_id = :c "
+    "AND status = 'pending' AND batch BETWEEN 1 AND :released "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= :now) "
+    "ORDER BY batch, position LIMIT :limit{skip}) "
+    "RETURNING id, contact_id, address, batch, attempts, first_attempt_at, payload"
+)
+
+
+def _claim_statement(dialect: str) -> sa.TextClause:
+    skip = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    return sa.text(_CLAIM.format(skip=skip)).bindparams(
+        sa.bindparam("now", type_=UTCDateTime()), sa.bindparam("until", type_=UTCDateTime())
+    )
+
+
+def _batch_and_id(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[3], row[0]
 
 
 class Claims(Queries):
     """The dispatcher's claims on deliveries, and what came of them."""
-
-    def _text(self, sql: str, *datetimes: str) -> sa.TextClause:
-        return sa.text(sql).bindparams(*(sa.bindparam(n, type_=UTCDateTime()) for n in datetimes))
 
     def claim(
         self, campaign_id: int, *, owner: str, released: int, limit: int, lease: timedelta
     ) -> list[Claimed]:
         """Lease up to ``limit`` ready deliveries of a campaign, in batch and file order."""
         now = self.store.clock.now()
-        # the only text put into this SQL is this constant clause, never a value
-        skip = " FOR UPDATE SKIP LOCKED" if self.store.dialect == "postgresql" else ""
-        sql = (
-            "UPDATE deliveries SET status = 'claimed', lease_owner = :owner, lease_until = :until "
-            "WHERE id IN (SELECT id FROM deliveries WHERE campaign_id = :c "
-            "AND status = 'pending' AND batch BETWEEN 1 AND :released "
-            "AND (next_attempt_at IS NULL OR next_attempt_at <= :now) "
-            f"ORDER BY batch, position LIMIT :limit{skip}) "
-            "RETURNING id, contact_id, address, batch, attempts, first_attempt_at, payload"
-        )
-        statement = self._text(sql, "now", "until").columns(**_CLAIMED)
         # not synced: a claim lost at a power cut goes with the sends' confirmation, which a
         # synced commit records after it (the deliveries are sent again, as after a crash)
         with self.store.write(synced=False) as c:
-            rows = c.execute(
-                statement,
+            driver = _driver(c.dialect)
+            rows = driver.claim(
+                c,
                 {
                     "owner": owner,
-                    "until": now + lease,
+                    "until": driver.time(now + lease),
                     "c": campaign_id,
                     "released": released,
-                    "now": now,
+                    "now": driver.time(now),
                     "limit": limit,
                 },
-            ).all()
+            )
             if not rows:
                 return []
-            ids = [r.contact_id for r in rows if r.contact_id is not None]
-            people = _driver(c.dialect).people(c, ids) if ids else {}
+            ids = [r[1] for r in rows if r[1] is not None]
+            people = driver.people(c, ids) if ids else {}
         claimed = []
-        for r in sorted(rows, key=lambda r: (r.batch, r.id)):
-            p = people.get(r.contact_id)
-            payload = r.payload
+        rows.sort(key=_batch_and_id)
+        nobody = (None, None, None, None, None, None, None)
+        for id_, contact_id, address, batch, attempts, first, payload in rows:
+            p = people.get(contact_id, nobody)
             if isinstance(payload, str):
                 payload = json.loads(payload)
             claimed.append(
                 Claimed(
-                    id=r.id,
-                    campaign_id=campaign_id,
-                    contact_id=r.contact_id,
-                    address=r.address,
-                    batch=r.batch,
-                    attempts=r.attempts,
-                    first_attempt_at=r.first_attempt_at,
-                    payload=payload,
-                    name=p[1] if p else None,
-                    email=p[2] if p else None,
-                    phone=p[3] if p else None,
-                    external_key=p[4] if p else None,
-                    fields=(p[5] if p else None) or {},
-                    last_interaction_at=p[6] if p else None,
+                    id_,
+                    campaign_id,
+                    contact_id,
+                    address,
+                    batch,
+                    attempts,
+                    first,
+                    payload,
+                    p[1],
+                    p[2],
+                    p[3],
+                    p[4],
+                    p[5] or {},
+                    p[6],
                 )
             )
         return claimed
@@ -242,17 +240,9 @@ class Claims(Queries):
                     ),
                     conn=c,
                 )
-            counts = {
-                name: getattr(campaigns.c, name) + n
-                for name, n in ((_COUNTER_OF.get(k), n) for k, n in done.items())
-                if name is not None
-            }
+            counts = [(_COUNTER_OF[k], n) for k, n in done.items() if k in _COUNTER_OF]
             if counts:
-                c.execute(
-                    sa.update(campaigns)
-                    .where(campaigns.c.id == campaign_id)
-                    .values(updated_at=now, **counts)
-                )
+                driver.count(c, campaign_id, at, counts)
         return done
 
     def _suppress(self, c: Connection, o: Outcome, campaign_id: int, now: datetime) -> None:
@@ -341,6 +331,7 @@ class _Driver:
         marks = ", ".join([self.mark] * len(_EVENT_COLUMNS))
         self.events = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({marks})"
         self._outcomes: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._counts: dict[tuple[str, ...], str] = {}
         self.dialect = dialect
         # a claim's contacts, a chunk's suppressions, which outcomes are still held and the
         # contacts' last interaction: compiled from their SQLAlchemy statements once per count
@@ -349,14 +340,22 @@ class _Driver:
             tuple[str, int], tuple[str, tuple[str, ...] | None, dict[str, Any]]
         ] = {}
         self._people_out = [
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in _PEOPLE
+            (k, f)
+            for k, f in enumerate(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in _PEOPLE
+            )
+            if f is not None
         ]
+        self._claimed_out = tuple(
+            t.dialect_impl(dialect).result_processor(dialect, None)
+            for t in (UTCDateTime(), deliveries.c.payload.type)
+        )
 
     def _run(
         self,
         c: Connection,
         name: str,
-        statement: Callable[[], sa.Select[Any] | sa.Update],
+        statement: Callable[[], sa.Select[Any] | sa.Update | sa.TextClause],
         n: int,
         values: dict[str, Any],
     ) -> Any:
@@ -374,16 +373,38 @@ class _Driver:
         values.update(fixed)
         return c.exec_driver_sql(sql, tuple(values[k] for k in order) if order else values)
 
+    def claim(self, c: Connection, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The claim's UPDATE … RETURNING (``_CLAIM``; ``now`` and ``until`` converted with
+        ``time``): its rows as tuples, the first attempt's time and the payload read back
+        through the columns' processors."""
+        name = self.dialect.name
+        first, payload = self._claimed_out
+        rows = []
+        for r in self._run(c, "claim", lambda: _claim_statement(name), 0, values).fetchall():
+            row = tuple(r)
+            if (first is not None and row[5] is not None) or (
+                payload is not None and row[6] is not None
+            ):
+                row = (
+                    *row[:5],
+                    first(row[5]) if first is not None and row[5] is not None else row[5],
+                    payload(row[6]) if payload is not None and row[6] is not None else row[6],
+                )
+            rows.append(row)
+        return rows
+
     def people(self, c: Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
         """The claimed deliveries' contacts by id: the columns of ``_PEOPLE``, in order."""
         n = len(ids)
         values = {f"i{k}": v for k, v in enumerate(ids)}
         out = self._people_out
         found: dict[int, tuple[Any, ...]] = {}
-        for row in self._run(c, "people", lambda: _people_select(n), n, values):
-            found[row[0]] = tuple(
-                v if f is None or v is None else f(v) for f, v in zip(out, row, strict=True)
-            )
+        for row in self._run(c, "people", lambda: _people_select(n), n, values).fetchall():
+            person = list(row)
+            for k, f in out:
+                if person[k] is not None:
+                    person[k] = f(person[k])
+            found[person[0]] = tuple(person)
         return found
 
     def held(self, c: Connection, ids: Sequence[int], owner: str) -> set[int]:
@@ -407,6 +428,32 @@ class _Driver:
         values["kind"] = kind
         rows = self._run(c, "suppressed", lambda: _suppressed_select(n), n, values)
         return {r[0] for r in rows}
+
+    def next_claimable(
+        self, c: Connection, campaign_id: int, released: int, now: datetime
+    ) -> int | None:
+        """``Campaigns.next_claimable``'s query at the driver."""
+        from engine.store.campaigns import next_claimable_select
+
+        values: dict[str, Any] = {"c": campaign_id, "released": released, "now": self.time(now)}
+        row = self._run(c, "next_claimable", next_claimable_select, 0, values).first()
+        return row[0] if row is not None else None
+
+    def count(
+        self, c: Connection, campaign_id: int, at: Any, counts: Sequence[tuple[str, int]]
+    ) -> None:
+        """Add ``counts`` (counter column, how many: names from ``_COUNTER_OF`` only, never a
+        caller's text) to the campaign's counters; ``at`` is its ``updated_at`` (``time``)."""
+        names = tuple(name for name, _ in counts)
+        sql = self._counts.get(names)
+        if sql is None:
+            if not set(names) <= set(_COUNTER_OF.values()):
+                raise ValueError(f"unknown counters {names!r}")
+            sets = "".join(f", {name} = {name} + {self.mark}" for name in names)
+            sql = self._counts[names] = (
+                f"UPDATE campaigns SET updated_at = {self.mark}{sets} WHERE id = {self.mark}"
+            )
+        c.exec_driver_sql(sql, (at, *(n for _, n in counts), campaign_id))
 
     def time(self, value: datetime | None) -> Any:
         return self._when(value) if self._when is not None and value is not None else value
