@@ -913,15 +913,40 @@ class CampaignWriter:
             candidates, first_row, message, only = "WITH ", "c.import_row", "NULL", ""
             where = "FROM contacts c WHERE c.import_id = :audience_import AND"
         self.sql(f"DROP TABLE IF EXISTS {AUDIENCE}")
+        with self._hash_joins(import_id is not None):
+            self.sql(
+                f"CREATE TEMP TABLE {AUDIENCE} AS {candidates}"
+                f"x AS (SELECT c.id, c.{column} AS address, {first_row} AS first_row, "
+                f"{message} AS message, c.last_interaction_at, "
+                f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY {first_row}) AS dup "
+                f"{where} c.{column} IS NOT NULL AND c.{column} <> '' {only}) " + audience,
+                since=since,
+                audience_import=import_id,
+                **params,
+            )
+
+    @contextmanager
+    def _hash_joins(self, only_hash: bool) -> Iterator[None]:
+        """PostgreSQL, an import's audience: the planner takes the import's contacts for a
+        few rows (their ``import_id`` is new to the table's statistics) and would join each of
+        them to every suppression in a nested loop (hundreds of thousands × the list); hash
+        joins only, for this statement."""
+        if not only_hash:
+            yield
+            return
+        before = self.c.exec_driver_sql(
+            "SELECT current_setting('enable_nestloop'), current_setting('enable_mergejoin')"
+        ).one()
+        self.c.exec_driver_sql(
+            "SELECT set_config('enable_nestloop', 'off', true), "
+            "set_config('enable_mergejoin', 'off', true)"
+        )
+        yield
         self.sql(
-            f"CREATE TEMP TABLE {AUDIENCE} AS {candidates}"
-            f"x AS (SELECT c.id, c.{column} AS address, {first_row} AS first_row, "
-            f"{message} AS message, c.last_interaction_at, "
-            f"ROW_NUMBER() OVER (PARTITION BY c.{column} ORDER BY {first_row}) AS dup "
-            f"{where} c.{column} IS NOT NULL AND c.{column} <> '' {only}) " + audience,
-            since=since,
-            audience_import=import_id,
-            **params,
+            "SELECT set_config('enable_nestloop', :n, true), "
+            "set_config('enable_mergejoin', :m, true)",
+            n=before[0],
+            m=before[1],
         )
 
     def create(
