@@ -29,7 +29,9 @@ pytestmark = pytest.mark.postgres
 
 #: files with repeated identities, addresses and messages (SMS); then existing contacts and a
 #: repeated identity (e-mail); then existing and new contacts, nothing repeated (the fast path),
-#: in a new wallet; then SMS again, nothing repeated, with messages
+#: in a new wallet; then SMS again, nothing repeated, with messages; then an e-mail campaign in
+#: batches (D5) with a repeated identity, an address two identities share (D3) and a
+#: suppressed one (D4): its positions, batches and states come from one window pass there
 FILES = [
     (
         "cBRAD_smslong_dprimeiro",
@@ -58,7 +60,15 @@ FILES = [
         "nome;telefone;cpf;mensagem\nGil;11966665555;666;Olá Gil\nBia;11988887777;222;\n"
         "Dora;11977776666;777;Olá Dora\n",
     ),
+    (
+        "cBRAD_email_q30010_dquinto",
+        "nome;email;cpf\nHugo;hugo@x.com;888\nIra;ira@x.com;999\nHugo H;;888\n"
+        "Joana;hugo@x.com;1010\nLia;lia@x.com;1111\nEva;eva@x.com;444\nMax;max@x.com;1212\n"
+        "Nina;nina@x.com;1313\n",
+    ),
 ]
+#: suppressed before the last file is imported
+SUPPRESSED = "lia@x.com"
 
 
 @pytest.fixture
@@ -108,6 +118,8 @@ def written(url: str, config: Config, clock: TestClock, folder: Path) -> dict[st
         imp = Importer(store, config, clock, folder)
         reports = []
         for k, (params, content) in enumerate(FILES, 1):
+            if k == len(FILES):
+                store.suppressions.add("email", SUPPRESSED, origin="manual", actor="test")
             report = imp(name(k, params), content)
             assert report.outcome == "imported", report.problems
             reports.append(
@@ -191,6 +203,15 @@ def test_postgres_import_writes_what_sqlite_writes(
         ("key:666", "11966665555", {"message": "Olá Gil"}),
         ("key:222", "11988887777", None),
         ("key:777", "11977776666", {"message": "Olá Dora"}),
+    ]
+    paced = [(d[1], d[2], d[3], d[6]) for d in found["deliveries"] if d[0] == 5]
+    assert paced == [  # 30 % of 5 pending: batches of 2 (D5); Joana's address is Hugo's (D3)
+        ("key:888", 0, 1, "pending"),
+        ("key:999", 1, 1, "pending"),
+        ("key:1111", 2, 0, "suppressed"),
+        ("key:444", 3, 2, "pending"),
+        ("key:1212", 4, 2, "pending"),
+        ("key:1313", 5, 3, "pending"),
     ]
     ana = next(c for c in found["contacts"] if c[0] == "key:111")
     assert ana[2:5] == ("Ana M", "ana2@x.com", "11998877665")

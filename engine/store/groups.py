@@ -117,6 +117,7 @@ class GroupSession(ImportSession):
 
     def _begin(self) -> tuple[Connection, datetime]:
         assert self.conn is not None
+        self._end_copy()
         conn = self.conn
         if self.dialect == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")

@@ -5,13 +5,14 @@ through the real ``import_file`` path into a fresh PostgreSQL store, as a plain 
 its own process. The reference, in the same run: csv.reader over the same file and a psycopg
 ``COPY`` of the same parsed rows into a table with the columns and the indexes of ``contacts``
 (the unique identity among them); for the campaign, the same plus a ``COPY`` of the
-memberships and deliveries into tables with their indexes. Median of 3 paired runs, one
-PostgreSQL server (the machine's binaries, as the tests start it) for all.
+memberships and deliveries into tables with their indexes. Median of ``BENCH_ROUNDS`` (3)
+paired runs, one PostgreSQL server (the machine's binaries, as the tests start it) for all.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -188,20 +189,21 @@ def bench_import_postgres(postgres: PostgresServer, tmp_path: Path) -> None:
     the same rows into a table with the columns and indexes of ``contacts``, median of 3 paired
     runs: ≥ 0.5×."""
     n = rows(400_000)
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     src = tmp_path / "mailing.csv"
     generate(src, n)
     config = workspace(tmp_path)
     size_mb = src.stat().st_size / 1e6
     print(
         f"\nPostgreSQL import benchmark: {n:,} rows, {size_mb:.0f} MB file (name, phone, "
-        "e-mail, cpf, 3 fields), median of 3 paired runs"
+        f"e-mail, cpf, 3 fields), median of {rounds} paired runs"
     )
     variants = {"without _h": ("cBRAD", "import"), "e-mail campaign": ("cBRAD_email", "campaign")}
     bare: dict[str, list[float]] = {kind: [] for _, kind in variants.values()}
     found: dict[str, list[dict[str, object]]] = {label: [] for label in variants}
     databases: list[str] = []
     try:
-        for _ in range(3):
+        for _ in range(rounds):
             for label, (params, kind) in variants.items():
                 database = postgres.create_database()
                 databases.append(database)
