@@ -6,7 +6,6 @@ subject and address, and a DKIM signature over the same headers."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,8 @@ from channels.email import (
     _header,
     _qp,
 )
-from engine.campaign import Campaign, Content
 from engine.plugins.channel import DeliveryInfo
-from tests.bench.bench_compose import NEWSLETTER, ONE_LINE, channel, deliveries
+from tests.bench.bench_compose import NEWSLETTER, ONE_LINE, channel, deliveries, oferta
 
 
 def reference(
@@ -110,14 +108,7 @@ def test_compose_writes_the_bytes_it_wrote_header_by_header(
     body: str, subject: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     email = channel(tmp_path)
-    campaign = Campaign(
-        id=7,
-        name="Oferta",
-        channel="email",
-        account="avisos",
-        start_at=datetime(2026, 11, 23, 12, tzinfo=UTC),
-        content=Content(subject=subject, body=body),
-    )
+    campaign = oferta(subject, body)
     signed: list[Any] = []
 
     def sign(data: bytes, *args: Any, include_headers: list[bytes]) -> bytes:

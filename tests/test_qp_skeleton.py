@@ -8,7 +8,6 @@ composed with the skeleton is byte-identical to one composed by the full encoder
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from channels.email import QpPart, _qp
 from engine.render import Substitution, compile_html, compile_text, substitution
-from tests.bench.bench_compose import NEWSLETTER, ONE_LINE, channel, deliveries
+from tests.bench.bench_compose import NEWSLETTER, ONE_LINE, channel, deliveries, oferta
 
 NAMES = ["a", "b", "nome"]
 # the characters that steer quoted-printable: line ends, dots, '=', blanks, 8-bit text,
@@ -75,17 +74,9 @@ def test_templates_with_static_lines_are_compiled(source: str) -> None:
 
 @pytest.mark.parametrize("body", [ONE_LINE, NEWSLETTER, NEWSLETTER.replace("\n", "\r\n")])
 def test_messages_composed_with_the_skeleton_are_byte_identical(body: str, tmp_path: Path) -> None:
-    from engine.campaign import Campaign, Content
 
     email = channel(tmp_path)
-    campaign = Campaign(
-        id=7,
-        name="Oferta",
-        channel="email",
-        account="avisos",
-        start_at=datetime(2026, 11, 23, 12, tzinfo=UTC),
-        content=Content(subject="Olá {{ nome }}, uma oferta", body=body),
-    )
+    campaign = oferta("Olá {{ nome }}, uma oferta", body)
     fast = email.prepare(campaign)
     full = replace(fast, text_part=None, html_part=None)
     batch = deliveries(20)
