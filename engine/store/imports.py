@@ -384,25 +384,34 @@ class _Raced(Exception):
 def _pg_source(conn: Connection, rows: int | None = None) -> tuple[str, int]:
     """PostgreSQL refuses to touch a row twice in one statement: a ``SELECT`` of the staged
     contacts with one row per identity (``identity``, the columns, ``import_row``), and how many
-    identities. Most files have no repeated identity: one aggregate tells, and the rows are
-    taken as they are (no aggregate, no JSON merge). A repeated identity (N25) gets one merged
-    row: each column's last non-null value, the fields merged in file order, its first row's
-    number (D3). ``rows``: how many rows are staged, when the caller knows."""
+    identities. Most files have no repeated identity: counting the distinct ones tells, and
+    the rows are taken as they are (no grouping, no JSON merge). A repeated identity (N25)
+    gets one merged row: each column's last non-null value, the fields merged in file order,
+    its first row's number (D3). ``rows``: how many rows are staged, when the caller knows."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{REPEATED}")
     conn.exec_driver_sql(
-        f"CREATE TEMP TABLE {REPEATED} ON COMMIT DROP AS SELECT identity, count(*) AS n "
-        f"FROM {STAGING} GROUP BY identity HAVING count(*) > 1"
+        f"CREATE TEMP TABLE {REPEATED} (identity text NOT NULL, n bigint NOT NULL) ON COMMIT DROP"
     )
     staged = f"(SELECT count(*) FROM {STAGING})" if rows is None else str(int(rows))
-    rows, repeated, merged = conn.exec_driver_sql(
-        f"SELECT {staged}, count(*), coalesce(sum(n), 0) FROM {REPEATED}"
+    # do the rows repeat an identity? Counting the distinct ones (a sort of bytes) costs ~40 %
+    # less than grouping them in a hash table, which is only built when some do
+    total, distinct = conn.exec_driver_sql(
+        f'SELECT {staged}, count(DISTINCT identity COLLATE "C") FROM {STAGING}'
     ).one()
     single = (
         "SELECT identity, external_key, name, email, phone, fields, row_no AS import_row "
         f"FROM {STAGING} "
     )
-    if not repeated:
-        return single, int(rows)
+    if total == distinct:
+        return single, int(total)
+    conn.exec_driver_sql(
+        f"INSERT INTO {REPEATED} SELECT identity, count(*) "
+        f"FROM {STAGING} GROUP BY identity HAVING count(*) > 1"
+    )
+    repeated, merged = conn.exec_driver_sql(
+        f"SELECT count(*), coalesce(sum(n), 0) FROM {REPEATED}"
+    ).one()
+    rows = int(total)
 
     def last(col: str) -> str:
         return f"(array_agg({col} ORDER BY row_no DESC) FILTER (WHERE {col} IS NOT NULL))[1]"
