@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-from markupsafe import Markup
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import Markup, escape
 
 from channels.email import _dot_stuffed
 from engine.clock import TestClock
 from engine.plugins.channel import Retry
-from engine.render import Substitution, compile_html, compile_text, substitution
+from engine.render import Substitution, compile_html, compile_text, html_escape, substitution
 from engine.sending.bucket import TokenBucket
 from engine.tokens import MAC_LENGTH, Signer
 from tests.test_smtp_faults import account, config_with, send_once
@@ -53,6 +55,12 @@ def test_a_template_of_text_and_names_renders_by_substitution_as_jinja_does(
     assert isinstance(fast, Substitution)
     for values in VALUES:
         assert fast.render(values) == template.render(values)
+
+
+@given(st.text(alphabet=st.sampled_from("&<>'\"aé\n;#3 ")) | st.text())
+def test_the_plain_escape_is_markupsafes_for_every_str(value: str) -> None:
+    assert html_escape(value) == str(escape(value))
+    assert type(html_escape(value)) is str
 
 
 @pytest.mark.parametrize(
