@@ -335,6 +335,7 @@ class _Pipelined:
             original(data)
 
         p.data_received = data_received
+        p._read_response_from_buffer = _one_line_first(p._read_response_from_buffer, p._buffer)
         p._disparo_pipelining = True
 
     async def _reply(self) -> Any:
@@ -421,6 +422,26 @@ def _protocol() -> tuple[Any, Any, Callable[[bytes], bytes]]:
 
     _PROTOCOL = (COMMAND_INJECTION_REGEX, PERIOD_REGEX, normalize_message_line_endings)
     return _PROTOCOL
+
+
+def _one_line_first(parse: Callable[[], Any], buffer: bytearray) -> Callable[[], Any]:
+    """aiosmtplib's reply parser (``parse``, over ``buffer``) with a shortcut for the usual
+    reply, one line (``250 2.0.0 Ok``): the same reply and the same bytes left in the buffer;
+    anything else (several lines, a partial or malformed line) goes to ``parse``."""
+    from aiosmtplib.protocol import MAX_LINE_LENGTH
+    from aiosmtplib.response import SMTPResponse
+
+    def read() -> Any:
+        end = buffer.find(b"\n")
+        if 4 < end < MAX_LINE_LENGTH and buffer[3] == 32 and buffer[:3].isdigit():
+            line = bytes(buffer[: end + 1])
+            del buffer[: end + 1]
+            return SMTPResponse(
+                int(line[:3]), line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
+            )
+        return parse()
+
+    return read
 
 
 class _Watch:

@@ -61,7 +61,8 @@ class Substitution:
             for name, piece in zip(names, pieces[1:], strict=True):
                 value = values.get(name, _MISSING)
                 if value is not _MISSING:
-                    out.append(escape(value))
+                    # a plain str (the usual value) without a Markup object per value
+                    out.append(html_escape(value) if type(value) is str else escape(value))
                 out.append(piece)
             return "".join(out)
         for name, piece in zip(names, pieces[1:], strict=True):
@@ -73,6 +74,20 @@ class Substitution:
 
 
 _MISSING = object()
+
+
+def html_escape(s: str) -> str:
+    """``s`` escaped for HTML as ``markupsafe.escape`` escapes a ``str`` (``&``, ``<``, ``>``,
+    ``'`` and ``"``, the same entities), as a plain ``str``: no ``Markup`` object is made."""
+    if "&" in s or "<" in s or ">" in s or "'" in s or '"' in s:
+        return (
+            s.replace("&", "&amp;")
+            .replace(">", "&gt;")
+            .replace("<", "&lt;")
+            .replace("'", "&#39;")
+            .replace('"', "&#34;")
+        )
+    return s
 
 
 def substitution(template: Template) -> Substitution | Template:

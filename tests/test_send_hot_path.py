@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-from markupsafe import Markup
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import Markup, escape
 
-from channels.email import _dot_stuffed
+from channels.email import _dot_stuffed, _one_line_first
 from engine.clock import TestClock
 from engine.plugins.channel import Retry
-from engine.render import Substitution, compile_html, compile_text, substitution
+from engine.render import Substitution, compile_html, compile_text, html_escape, substitution
 from engine.sending.bucket import TokenBucket
 from engine.tokens import MAC_LENGTH, Signer
 from tests.test_smtp_faults import account, config_with, send_once
@@ -55,6 +57,12 @@ def test_a_template_of_text_and_names_renders_by_substitution_as_jinja_does(
         assert fast.render(values) == template.render(values)
 
 
+@given(st.text(alphabet=st.sampled_from("&<>'\"aé\n;#3 ")) | st.text())
+def test_the_plain_escape_is_markupsafes_for_every_str(value: str) -> None:
+    assert html_escape(value) == str(escape(value))
+    assert type(html_escape(value)) is str
+
+
 @pytest.mark.parametrize(
     "source",
     [
@@ -87,6 +95,42 @@ def test_anything_else_stays_a_jinja_template(source: str) -> None:
 def test_the_data_payload_is_what_aiosmtplib_would_write(data: bytes) -> None:
     expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
     assert _dot_stuffed(data, normalize_message_line_endings, PERIOD_REGEX) == expected
+
+
+@pytest.mark.parametrize(
+    "received",
+    [
+        b"250 2.0.0 Ok\r\n",
+        b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+        b"250-PIPELINING\r\n250 SIZE 10240000\r\n",
+        b"550 5.1.1 <x@y> \xc3\xa9 \xff unknown\t \r\n",
+        b"250 ok",
+        b"250\r\n",
+        b"2x0 malformed\r\n",
+        b"+25 odd\r\n",
+        b"250  spaces  \n",
+        b"250 " + b"x" * 9000 + b"\r\n",
+        b"",
+    ],
+)
+def test_the_one_line_reply_shortcut_parses_as_aiosmtplib_does(received: bytes) -> None:
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse()
+        except Exception as exc:
+            return type(exc), str(exc)
+
+    loop = asyncio.new_event_loop()  # the protocols' (never run)
+    try:
+        plain, fast = SMTPProtocol(loop=loop), SMTPProtocol(loop=loop)
+        plain._buffer.extend(received)
+        fast._buffer.extend(received)
+        shortcut = _one_line_first(fast._read_response_from_buffer, fast._buffer)
+        for _ in range(4):  # each reply in turn, and what is left in the buffer
+            assert outcome(shortcut) == outcome(plain._read_response_from_buffer)
+            assert fast._buffer == plain._buffer
+    finally:
+        loop.close()
 
 
 def test_tokens_are_the_hmac_they_always_were() -> None:

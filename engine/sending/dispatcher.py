@@ -1169,18 +1169,24 @@ class AccountSender:
             self.breaker.probing = True  # starting the channel is the probe
         if not await self._open():
             return
-        campaign = await self._pick(probe=probe)
+        campaign, claim = await self._pick(probe=probe)
         self.working = campaign is not None
         if campaign is None:
             await self._rest(None)  # every tick wakes senders: no polling here
             return
         self.idle.clear()
-        await self._send_chunk(campaign, probe=probe)
+        await self._send_chunk(campaign, probe=probe, claim=claim)
 
-    async def _pick(self, *, probe: bool = False) -> Campaign | None:
+    async def _pick(
+        self, *, probe: bool = False
+    ) -> tuple[Campaign | None, tuple[list[Claimed], tuple[list[Checked], set[str]]] | None]:
         """D11: keep the current campaign within its batch; at a boundary (or without work)
         take the highest-priority, then oldest, campaign with work ready now. A probe (the
-        breaker is half-open) takes a campaign held only by the account's breaker."""
+        breaker is half-open) takes a campaign held only by the account's breaker.
+
+        With the chunk that follows, kept in the current campaign, the claim it would make
+        next (``_send_chunk``: nothing is awaited between the two) is made in the same trip to
+        the store's thread, right after the check of the batch; else the claim is None."""
         d = self.d
         now = d.clock.now()
 
@@ -1197,12 +1203,20 @@ class AccountSender:
         )
         current = d.campaigns.get(self.current) if self.current is not None else None
         if current is not None and ready(current):
-            batch = await d.store.run(
-                d.store.campaigns.next_claimable, current.id, current.released_batches, now
-            )
             soft = current.pacing is None and self.since_pick >= SOFT_BATCH
+            claim = self._claimer(current) if self._claims_at_once(current, probe) else None
+            keep = self.current_batch
+
+            def check() -> tuple[int | None, Any]:
+                assert current is not None
+                batch = d.store.campaigns.next_claimable(current.id, current.released_batches, now)
+                if claim is not None and not soft and batch is not None and batch == keep:
+                    return batch, claim()
+                return batch, None
+
+            batch, claimed = await d.store.run(check)
             if batch is not None and batch == self.current_batch and not soft:
-                return current
+                return current, claimed
         for c in candidates:
             batch = await d.store.run(
                 d.store.campaigns.next_claimable, c.id, c.released_batches, now
@@ -1221,9 +1235,41 @@ class AccountSender:
                         },
                     )
                 self.current, self.current_batch, self.since_pick = c.id, batch, 0
-                return c
+                return c, None
         self.current = None
-        return None
+        return None, None
+
+    def _claims_at_once(self, c: Campaign, probe: bool) -> bool:
+        """Would ``_send_chunk`` claim for ``c`` right away, without awaiting anything first
+        (prepared, its links registered, the heartbeat on time, not alone)?"""
+        return (
+            not probe
+            and self.breaker.closed
+            and c.id in self.prepared
+            and c.id in self.links_recorded
+            and self.channel is not None
+            and self.d.presence.lease_ok()
+        )
+
+    def _claimer(self, c: Campaign, *, probe: bool = False) -> Callable[[], Any]:
+        """The claim of a chunk of ``c`` as one call on the store's thread."""
+        d = self.d
+        channel = self.channel
+        assert channel is not None
+        kind = c.address_kind
+        limit = 1 if probe else self._chunk()
+
+        def claim() -> tuple[list[Claimed], tuple[list[Checked], set[str]]]:
+            """The claim, its addresses normalised and which are suppressed (D4): one trip
+            to the store's thread."""
+            claimed = d.store.claims.claim(
+                c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
+            )
+            checked = [channel.normalise(x.address) for x in claimed]
+            keys = [suppression_key(kind, n.value) for n in checked if n.value]
+            return claimed, (checked, d.store.claims.suppressed(kind, keys))
+
+        return claim
 
     def _prepare(self, c: Campaign) -> Any:
         assert self.channel is not None
@@ -1231,8 +1277,22 @@ class AccountSender:
             self.prepared[c.id] = self.channel.prepare(c)
         return self.prepared[c.id]
 
-    async def _send_chunk(self, c: Campaign, *, probe: bool = False) -> None:
+    async def _send_chunk(
+        self,
+        c: Campaign,
+        *,
+        probe: bool = False,
+        claim: tuple[list[Claimed], tuple[list[Checked], set[str]]] | None = None,
+    ) -> None:
+        """Claim a chunk of ``c`` (unless ``_pick`` claimed it: ``claim``) and start its sends."""
         d = self.d
+        if claim is not None:
+            prepared = self.prepared.get(c.id)
+            if prepared is not None and self._claims_at_once(c, probe):
+                await self._sending(c, *claim, prepared=prepared, probe=probe)
+            elif claim[0]:  # changed during the trip (the breaker opened): claimed for nothing
+                await self._confirm(c, [Outcome(kind="release", **_released(x)) for x in claim[0]])
+            return
         try:
             prepared = self._prepare(c)
         except Exception as exc:
@@ -1257,22 +1317,22 @@ class AccountSender:
         alone = probe or not self.breaker.closed
         if alone:
             await self._drain(0)
-        channel = self.channel
-        assert channel is not None
-        kind = c.address_kind
-        limit = 1 if probe else self._chunk()
+        claimed, checks = await d.store.run(self._claimer(c, probe=probe))
+        await self._sending(c, claimed, checks, prepared=prepared, probe=probe, alone=alone)
 
-        def claim() -> tuple[list[Claimed], tuple[list[Checked], set[str]]]:
-            """The claim, its addresses normalised and which are suppressed (D4): one trip
-            to the store's thread."""
-            claimed = d.store.claims.claim(
-                c.id, owner=d.node, released=c.released_batches, limit=limit, lease=d.lease
-            )
-            checked = [channel.normalise(x.address) for x in claimed]
-            keys = [suppression_key(kind, n.value) for n in checked if n.value]
-            return claimed, (checked, d.store.claims.suppressed(kind, keys))
-
-        claimed, checks = await d.store.run(claim)
+    async def _sending(
+        self,
+        c: Campaign,
+        claimed: list[Claimed],
+        checks: tuple[list[Checked], set[str]],
+        *,
+        prepared: Any,
+        probe: bool,
+        alone: bool = False,
+    ) -> None:
+        """The chunk just claimed: its sends started in a task of their own once the chunk
+        before the last is confirmed (at most two chunks in flight)."""
+        d = self.d
         if not claimed:
             self._stall(c.id, "nothing could be claimed")
             return
