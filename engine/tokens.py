@@ -45,14 +45,10 @@ class Signer:
 
     def sign(self, kind: str, *ids: int) -> str:
         """A token for ``ids`` (non-negative integers) used as ``kind`` (one letter)."""
-        if len(ids) == 1:  # four of an e-mail's five tokens
-            if kind not in _KINDS or ids[0] < 0:
-                raise ValueError("kind is one lower-case letter; ids are non-negative integers")
-            joined = str(ids[0])
-        else:
-            if kind not in _KINDS or not ids or min(ids) < 0:
-                raise ValueError("kind is one lower-case letter; ids are non-negative integers")
-            joined = ".".join(map(str, ids))
+        one = len(ids) == 1  # four of an e-mail's five tokens: no min() and join for them
+        if kind not in _KINDS or not ids or (ids[0] if one else min(ids)) < 0:
+            raise ValueError("kind is one lower-case letter; ids are non-negative integers")
+        joined = str(ids[0]) if one else ".".join(map(str, ids))
         mac = self._keyed.copy()
         mac.update(f"{kind}:{joined}".encode())
         return f"{kind}-{joined}-{mac.hexdigest()[:MAC_LENGTH]}"
