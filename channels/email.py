@@ -226,8 +226,8 @@ _HTML_PART = _PART % b"html"
 
 class _Skeleton:
     """What ``EmailChannel.compose`` writes the same for every recipient of a campaign: the
-    header lines before ``To`` and after ``Message-ID`` (up to the boundary's delivery id),
-    the VERP address's parts and the headers a DKIM signature covers."""
+    header lines before ``To`` and after ``Message-ID`` (up to the boundary's delivery id)
+    and the headers a DKIM signature covers."""
 
     def __init__(self, prepared: PreparedEmail, account: str) -> None:
         self.prepared = prepared
@@ -238,7 +238,6 @@ class _Skeleton:
             f"MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="=_disparo_'
         )
-        self.verp_local, _, self.verp_domain = prepared.envelope_from.rpartition("@")
         present = {b"from", b"to", b"subject", b"date", b"message-id", b"feedback-id"}
         present |= {b"mime-version", b"content-type"}
         if prepared.reply_to:
@@ -828,8 +827,8 @@ class EmailChannel(Channel):
         did = delivery.id
         unsubscribe = ""
         if signer is not None:
-            envelope = f"{skeleton.verp_local}+{signer.sign('b', did)}@{skeleton.verp_domain}"
-            message_id = f"<{signer.sign('m', did)}@{self.domain}>"
+            envelope = signer.verp(did, prepared.envelope_from)
+            message_id = signer.message_id(did, self.domain)
             tracking = self.context.config.tracking
             if tracking is not None:
                 base = tracking.public_url
