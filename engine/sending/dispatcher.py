@@ -822,8 +822,19 @@ class Dispatcher:
         return dict(self.trouble)
 
 
-def _released(x: Claimed) -> dict[str, Any]:
-    return {"delivery_id": x.id, "contact_id": x.contact_id, "address": x.address}
+#: a chunk claimed: its deliveries, their addresses normalised and the suppressed ones (D4)
+ChunkClaim = tuple[list[Claimed], tuple[list[Checked], set[str]]]
+
+
+def _fields(x: Claimed, address: str | None = None, kind: str = "email") -> dict[str, Any]:
+    """What every outcome of ``x`` says: the delivery, its contact, the address (``address``,
+    normalised, else as claimed) and its kind (a release uses neither)."""
+    return {
+        "delivery_id": x.id,
+        "contact_id": x.contact_id,
+        "address": address or x.address,
+        "address_kind": kind,
+    }
 
 
 class AccountSender:
@@ -1177,9 +1188,7 @@ class AccountSender:
         self.idle.clear()
         await self._send_chunk(campaign, probe=probe, claim=claim)
 
-    async def _pick(
-        self, *, probe: bool = False
-    ) -> tuple[Campaign | None, tuple[list[Claimed], tuple[list[Checked], set[str]]] | None]:
+    async def _pick(self, *, probe: bool = False) -> tuple[Campaign | None, ChunkClaim | None]:
         """D11: keep the current campaign within its batch; at a boundary (or without work)
         take the highest-priority, then oldest, campaign with work ready now. A probe (the
         breaker is half-open) takes a campaign held only by the account's breaker.
@@ -1251,7 +1260,7 @@ class AccountSender:
             and self.d.presence.lease_ok()
         )
 
-    def _claimer(self, c: Campaign, *, probe: bool = False) -> Callable[[], Any]:
+    def _claimer(self, c: Campaign, *, probe: bool = False) -> Callable[[], ChunkClaim]:
         """The claim of a chunk of ``c`` as one call on the store's thread."""
         d = self.d
         channel = self.channel
@@ -1259,7 +1268,7 @@ class AccountSender:
         kind = c.address_kind
         limit = 1 if probe else self._chunk()
 
-        def claim() -> tuple[list[Claimed], tuple[list[Checked], set[str]]]:
+        def claim() -> ChunkClaim:
             """The claim, its addresses normalised and which are suppressed (D4): one trip
             to the store's thread."""
             claimed = d.store.claims.claim(
@@ -1282,7 +1291,7 @@ class AccountSender:
         c: Campaign,
         *,
         probe: bool = False,
-        claim: tuple[list[Claimed], tuple[list[Checked], set[str]]] | None = None,
+        claim: ChunkClaim | None = None,
     ) -> None:
         """Claim a chunk of ``c`` (unless ``_pick`` claimed it: ``claim``) and start its sends."""
         d = self.d
@@ -1291,7 +1300,7 @@ class AccountSender:
             if prepared is not None and self._claims_at_once(c, probe):
                 await self._sending(c, *claim, prepared=prepared, probe=probe)
             elif claim[0]:  # changed during the trip (the breaker opened): claimed for nothing
-                await self._confirm(c, [Outcome(kind="release", **_released(x)) for x in claim[0]])
+                await self._confirm(c, [Outcome(kind="release", **_fields(x)) for x in claim[0]])
             return
         try:
             prepared = self._prepare(c)
@@ -1345,7 +1354,7 @@ class AccountSender:
             try:
                 await self._drain(1)
             except BaseException:
-                await self._confirm(c, [Outcome(kind="release", **_released(x)) for x in claimed])
+                await self._confirm(c, [Outcome(kind="release", **_fields(x)) for x in claimed])
                 raise
         self.stalls.pop(c.id, None)
         if probe:
@@ -1626,12 +1635,7 @@ class AccountSender:
         tasks: list[asyncio.Task[None]] = []
 
         def base(x: Claimed, address: str | None) -> dict[str, Any]:
-            return {
-                "delivery_id": x.id,
-                "contact_id": x.contact_id,
-                "address": address or x.address,
-                "address_kind": kind,
-            }
+            return _fields(x, address, kind)
 
         async def send_one(i: int, x: Claimed, address: str) -> None:
             self.in_flight += 1
@@ -1664,18 +1668,7 @@ class AccountSender:
                         extra={"event": "channel.raised", "account": self.name},
                     )
                     result = Retry(f"the channel raised {exc!r}", scope="account")
-                if type(result) is Sent:  # the usual case, without the base's dict
-                    outcomes[i] = Outcome(
-                        x.id,
-                        "sent",
-                        x.contact_id,
-                        address or x.address,
-                        result.provider_id,
-                        result.message_id,
-                        address_kind=kind,
-                    )
-                else:
-                    outcomes[i] = self._outcome(c, x, result, base(x, address))
+                outcomes[i] = self._outcome(c, x, result, address, kind)
                 if isinstance(result, Retry) and result.scope == "account":
                     trouble = d.trouble.setdefault(self.name, Trouble(self.name, result.reason))
                     trouble.error, trouble.failures = result.reason, trouble.failures + 1
@@ -1752,13 +1745,21 @@ class AccountSender:
             raise
 
     def _outcome(
-        self, c: Campaign, x: Claimed, result: SendResult, base: dict[str, Any]
+        self, c: Campaign, x: Claimed, result: SendResult, address: str | None, kind: str
     ) -> Outcome:
+        """What ``result`` of sending ``x`` to ``address`` (of ``kind``) means for it."""
         d = self.d
-        if isinstance(result, Sent):
+        if isinstance(result, Sent):  # the usual case: by position, without _fields' dict
             return Outcome(
-                kind="sent", provider_id=result.provider_id, message_id=result.message_id, **base
+                x.id,
+                "sent",
+                x.contact_id,
+                address or x.address,
+                result.provider_id,
+                result.message_id,
+                address_kind=kind,
             )
+        base = _fields(x, address, kind)
         if isinstance(result, Failed):
             if result.bounce:
                 return Outcome(kind="bounced", error=result.reason, suppress="bounce", **base)
