@@ -378,19 +378,15 @@ class _Driver:
         ``time``): its rows as tuples, the first attempt's time and the payload read back
         through the columns' processors."""
         name = self.dialect.name
-        first, payload = self._claimed_out
+        read_first, read_payload = self._claimed_out
         rows = []
         for r in self._run(c, "claim", lambda: _claim_statement(name), 0, values).fetchall():
-            row = tuple(r)
-            if (first is not None and row[5] is not None) or (
-                payload is not None and row[6] is not None
-            ):
-                row = (
-                    *row[:5],
-                    first(row[5]) if first is not None and row[5] is not None else row[5],
-                    payload(row[6]) if payload is not None and row[6] is not None else row[6],
-                )
-            rows.append(row)
+            id_, contact_id, address, batch, attempts, first, payload = r
+            if read_first is not None and first is not None:
+                first = read_first(first)
+            if read_payload is not None and payload is not None:
+                payload = read_payload(payload)
+            rows.append((id_, contact_id, address, batch, attempts, first, payload))
         return rows
 
     def people(self, c: Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
