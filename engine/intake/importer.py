@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -408,7 +407,8 @@ class _TailProcess:
         self._answered = False
 
     def __enter__(self) -> _TailProcess:
-        context = forkserver() or multiprocessing.get_context("forkserver")
+        context = forkserver()
+        assert context is not None  # _split splits the file only when the fork server runs
         self._pipe, child = context.Pipe()
         self._process = context.Process(
             target=tail_process, args=(self.tail, str(self.folder), child), daemon=True

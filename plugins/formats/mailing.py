@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import multiprocessing
 import os
 import re
 import time
@@ -869,7 +868,8 @@ def _in_processes(
     """Row work in worker processes while this one reads the CSV and writes the staging
     table: chunks come back in order, at most two per worker in flight (flat memory)."""
     # forkserver, not fork: the engine has threads, and a forked child could inherit a lock
-    context = forkserver() or multiprocessing.get_context("forkserver")
+    context = forkserver()
+    assert context is not None  # workers_for gives workers only when the fork server runs
     # the workers are the fork server's children, not this process's: each ends by itself
     # when this process is gone (kill -9 included), else it would wait forever on its queue
     with ProcessPoolExecutor(
