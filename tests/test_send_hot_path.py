@@ -143,6 +143,25 @@ def test_tokens_are_the_hmac_they_always_were() -> None:
             signer.sign(bad, 1)
 
 
+async def start_until(bucket: TokenBucket, clock: TestClock, starts: list[float], n: int) -> None:
+    """Start as fast as ``bucket`` lets (waiting on ``clock``) until ``starts`` holds ``n``."""
+    while len(starts) < n:
+        wait = bucket.try_take()
+        if wait == 0:
+            starts.append(clock.monotonic())
+        else:
+            await clock.advance(wait)
+
+
+def assert_at_most(starts: list[float], span: float, most: float) -> None:
+    """No window of ``span`` seconds holds more than ``most`` of ``starts`` (sorted; D10)."""
+    j = 0
+    for i, at in enumerate(starts):
+        while j < len(starts) and starts[j] < at + span - 1e-9:
+            j += 1
+        assert j - i <= most, f"{j - i} starts within {span} s of {at}"
+
+
 @pytest.mark.parametrize(("rate", "burst"), [(10, 10), (100, 10), (20, 20), (400, 10), (0.5, 1)])
 async def test_d10_the_bucket_leaves_room_for_a_start_late_on_its_way_out(
     rate: float, burst: int
@@ -153,17 +172,8 @@ async def test_d10_the_bucket_leaves_room_for_a_start_late_on_its_way_out(
     bucket = TokenBucket(rate, burst, clock)
     starts: list[float] = []
     total = int(rate * 20) + burst
-    while len(starts) < total:
-        wait = bucket.try_take()
-        if wait == 0:
-            starts.append(clock.monotonic())
-        else:
-            await clock.advance(wait)
-    j = 0
-    for i, at in enumerate(starts):
-        while j < len(starts) and starts[j] < at + bucket.span - 1e-9:
-            j += 1
-        assert j - i <= rate + burst, f"{j - i} starts within {bucket.span} s of {at}"
+    await start_until(bucket, clock, starts, total)
+    assert_at_most(starts, bucket.span, rate + burst)
     assert bucket.span > 1.0
     # the burst at once, then the rate: as long as the bucket alone would take
     assert starts[-1] - starts[0] == pytest.approx((total - burst) / rate, abs=0.06)
@@ -181,26 +191,13 @@ async def test_d10_the_slack_holds_across_a_hand_over(before: int, elapsed: floa
     clock = TestClock(datetime(2026, 1, 5, 12, tzinfo=UTC))
     first = TokenBucket(rate, burst, clock)
     starts: list[float] = []
-
-    async def send(bucket: TokenBucket, until: int) -> None:
-        while len(starts) < until:
-            wait = bucket.try_take()
-            if wait == 0:
-                starts.append(clock.monotonic())
-            else:
-                await clock.advance(wait)
-
-    await send(first, before)
+    await start_until(first, clock, starts, before)
     tokens = first.level()
     await clock.advance(elapsed)
     second = TokenBucket(rate, burst, clock)
     second.adopt(tokens, elapsed)
-    await send(second, before + 3 * rate)
-    j = 0
-    for i, at in enumerate(starts):
-        while j < len(starts) and starts[j] < at + second.span - 1e-9:
-            j += 1
-        assert j - i <= rate + burst, f"{j - i} starts within {second.span} s of {at}"
+    await start_until(second, clock, starts, before + 3 * rate)
+    assert_at_most(starts, second.span, rate + burst)
     # the sustained rate after the hand-over is the configured one
     assert starts[-1] - starts[-rate - 1] == pytest.approx(1.0, abs=0.02)
 
