@@ -56,12 +56,13 @@ class Signer:
     def verify(self, kind: str, token: str) -> tuple[int, ...] | None:
         """The ids of a genuine ``kind`` token, else None (tampered, unknown or malformed)."""
         match = _TOKEN.fullmatch(token.lower())
-        if match is None or match.group(1) != kind:
+        if match is None:
             return None
-        joined, mac = match.group(2), match.group(3)
-        if not hmac.compare_digest(mac, self._mac(kind, joined)):
+        named, joined, mac = match.groups()
+        if named != kind or not hmac.compare_digest(mac, self._mac(kind, joined)):
             return None
-        return tuple(int(i) for i in joined.split("."))
+        # one id (an open, an unsubscribe, a bounce): no split
+        return (int(joined),) if "." not in joined else tuple(map(int, joined.split(".")))
 
     def message_id(self, delivery_id: int, domain: str) -> str:
         """A stable Message-ID for a delivery (D12: a duplicate after a crash carries the same)."""

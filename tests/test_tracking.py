@@ -655,7 +655,7 @@ async def test_closing_the_writer_never_drops_a_batch_being_gathered(
     writer.start()
     first = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9))
     # the writer took it and now waits (0.2 s) for more to join
-    await eventually(writer.queue.empty, what="the writer to take the first signal")
+    await eventually(lambda: not writer.queue, what="the writer to take the first signal")
     second = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9 + 1))
     await writer.close()
     assert first.done() and second.done()
