@@ -73,3 +73,37 @@ def test_a_batch_of_signals_is_stored_as_per_row_writes_would(store: Store) -> N
             .where(t.deliveries.c.opened_at == at)
         ).scalar()
     assert n == 4
+
+
+def test_equal_details_of_other_types_or_order_keep_their_own_json(store: Store) -> None:
+    """The flush serialises a flat detail once per distinct value: 1, True, 1.0 and "1" are
+    different details (different JSON), and so are the same items in another order; a
+    nested detail is serialised as it is."""
+    _fill(store, n=12)
+    with store.write() as c:
+        c.execute(sa.delete(t.events))
+    details: list[dict[str, object]] = [
+        {"link": 1},
+        {"link": True},
+        {"link": 1.0},
+        {"link": "1"},
+        {"link": 1},
+        {"a": "x", "b": "y"},
+        {"b": "y", "a": "x"},
+        {"link": 1, "url": None},
+        {"nested": {"k": [1, 2]}},
+        {},
+    ]
+    at = NOW + timedelta(hours=1)
+    store.feedback.apply([Signal("open", at, "tracking", delivery_id=1, detail=d) for d in details])
+    with store.read() as c:
+        stored = [r[0] for r in c.execute(sa.select(t.events.c.detail).order_by(t.events.c.id))]
+        raw = [
+            r[0]
+            for r in c.exec_driver_sql("SELECT CAST(detail AS TEXT) FROM events ORDER BY id").all()
+        ]
+    assert stored == details
+    assert [type(d.get("link")) for d in stored[:5]] == [int, bool, float, str, int]
+    if store.dialect == "sqlite":  # PostgreSQL's jsonb orders the keys itself
+        assert list(stored[6]) == ["b", "a"]  # the order as given
+    assert len(set(raw[:4])) == 4 and raw[0] == raw[4]

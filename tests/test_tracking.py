@@ -534,6 +534,34 @@ async def test_healthz_and_metrics(sent: Sent) -> None:
     assert "disparo_tracking_requests_total" in text
 
 
+async def test_metrics_count_every_tracking_request_exactly(sent: Sent) -> None:
+    """The endpoint counts its requests on the event loop and adds them to
+    ``disparo_tracking_requests_total`` when ``/metrics`` is scraped: each scrape shows every
+    request answered before it, none twice."""
+    s = sent
+    pixel = re.search(r'<img src="([^"]+)"', html_of(s.mails["p1@example.com"]))
+    assert pixel is not None
+
+    async def scrape() -> dict[tuple[str, str], float]:
+        async with s.http.get(s.base + "/metrics") as r:
+            text = await r.text()
+        found = re.findall(
+            r'disparo_tracking_requests_total\{outcome="([^"]+)",route="([^"]+)"\} (\S+)', text
+        )
+        return {(route, outcome): float(n) for outcome, route, n in found}
+
+    before = await scrape()
+    for _ in range(3):
+        async with s.http.get(local(s, pixel.group(1))) as r:
+            assert r.status == 200
+    async with s.http.get(local(s, pixel.group(1).replace(".gif", "0.gif"))) as r:
+        assert r.status == 404
+    first = await scrape()
+    assert first.get(("open", "ok"), 0) - before.get(("open", "ok"), 0) == 3
+    assert first.get(("open", "refused"), 0) - before.get(("open", "refused"), 0) == 1
+    assert await scrape() == first  # a second scrape adds nothing
+
+
 async def test_metrics_are_refused_outside_the_allowed_networks(
     tmp_path: Path, store: Store, clock: TestClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -655,7 +683,7 @@ async def test_closing_the_writer_never_drops_a_batch_being_gathered(
     writer.start()
     first = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9))
     # the writer took it and now waits (0.2 s) for more to join
-    await eventually(writer.queue.empty, what="the writer to take the first signal")
+    await eventually(lambda: not writer.queue, what="the writer to take the first signal")
     second = writer.submit(Signal("open", clock.now(), "tracking", delivery_id=10**9 + 1))
     await writer.close()
     assert first.done() and second.done()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import html
 import ipaddress
@@ -40,7 +41,7 @@ import os
 import re
 import signal as signals
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,15 +93,21 @@ RESTART_WINDOW = 600
 _LINKS = StrictSandbox(autoescape=False, finalize=lambda v: quote(str(v or ""), safe=""))
 
 
-#: a queued signal and the future of whoever waits for it
-_Item = tuple[Signal, "asyncio.Future[Applied] | None"]
-#: a signal as it crosses the pipe to the writer process (a plain tuple pickles fastest)
+#: a signal as it waits in the writer's queue and crosses the pipe to the writer process: a
+#: plain tuple in ``Signal``'s field order (built faster than the frozen dataclass, and
+#: pickled fastest); ``_unpack`` makes it a ``Signal`` again where it is applied
 _Packed = tuple[str, Any, str, "int | None", "str | None", "str | None", dict[str, Any]]
+#: a queued signal and the future of whoever waits for it
+_Item = tuple[_Packed, "asyncio.Future[Applied] | None"]
 
 
 def _pack(s: Signal) -> _Packed:
     detail = s.detail if type(s.detail) is dict else dict(s.detail)  # a mapping proxy: no pickle
     return (s.kind, s.at, s.origin, s.delivery_id, s.dedupe_key, s.address, detail)
+
+
+def _unpack(packed: Sequence[_Packed]) -> list[Signal]:
+    return [Signal(k, a, o, d, key, addr, detail) for k, a, o, d, key, addr, detail in packed]
 
 
 def _exit(code: int | None) -> str:
@@ -152,6 +159,13 @@ def _writer_main(conn: Connection, url: Any, parent: int) -> None:
         return
     store = Store.open(url, upgrade=False)
     store.feedback  # noqa: B018 (imported before the first batch)
+    # what start-up built (SQLAlchemy's tables, the modules) lives as long as the process: out
+    # of the cyclic collector's rounds; and a collection every 10,000 net allocations, not
+    # every 700: a batch's objects (a signal, its delivery, event and result per open) are
+    # freed with the batch, but the default threshold collected ~20 times a batch of 2,000,
+    # walking and promoting them (a tenth of this process's CPU)
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         conn.send("ready")
         while True:
@@ -159,15 +173,15 @@ def _writer_main(conn: Connection, url: Any, parent: int) -> None:
             try:
                 packed = conn.recv()
             except (EOFError, OSError):  # the endpoint closes it only by ending
+                # said once: the kernel's SIGTERM may come while this process closes the store
+                waiting = False
                 log.warning("feedback writer: %s", gone(parent))
                 return
             waiting = False
             if packed is None:
                 return
             signals_, wanted = packed
-            batch = [
-                Signal(k, a, o, d, key, addr, detail) for k, a, o, d, key, addr, detail in signals_
-            ]
+            batch = _unpack(signals_)
             try:
                 results = store.feedback.apply(batch)
                 chosen = (
@@ -270,15 +284,16 @@ class WriterProcess:
             loop.remove_reader(fd)
 
     async def apply(
-        self, batch: Sequence[Signal], wanted: Sequence[int] | None = None
+        self, batch: Sequence[Signal | _Packed], wanted: Sequence[int] | None = None
     ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
-        """Apply ``batch`` in the child: the results of the signals at ``wanted`` (all when
-        ``None``) by position, and the events stored by kind and origin. Raise
-        ``ChildProcessError`` when the child is gone (nothing known of the batch),
-        ``RuntimeError`` when its transaction failed."""
+        """Apply ``batch`` (signals, or signals packed as tuples: ``_pack``) in the child: the
+        results of the signals at ``wanted`` (all when ``None``) by position, and the events
+        stored by kind and origin. Raise ``ChildProcessError`` when the child is gone
+        (nothing known of the batch), ``RuntimeError`` when its transaction failed."""
         await self.ready()
+        packed = [s if type(s) is tuple else _pack(s) for s in batch]  # type: ignore[arg-type]
         try:
-            self.conn.send(([_pack(s) for s in batch], wanted))
+            self.conn.send((packed, wanted))
         except OSError as exc:
             raise ChildProcessError(f"the writer process is gone: {exc!r}") from exc
         status, found, counts, outage = await self._answer()
@@ -339,8 +354,11 @@ class SignalWriter:
         self.max_batch = max_batch or 500
         self.linger = linger
         #: ``None`` tells the writer to stop once everything before it is written; a signal
-        #: comes with the future of whoever waits for it, or none (``note``)
-        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        #: (packed: ``_pack``) comes with the future of whoever waits for it, or none
+        #: (``note``). A plain deque: an append per request, and the writer woken once per
+        #: batch (``_wakeup``), not an ``asyncio.Queue``'s getter bookkeeping per signal
+        self.queue: deque[_Item | None] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         #: signals submitted, and those stored (a batch that failed is not counted as stored)
         self.submitted = 0
@@ -384,17 +402,33 @@ class SignalWriter:
                 child, self.child = self.child, None
                 await child.close()
 
+    def _put(self, item: _Item | None) -> None:
+        self.queue.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None:  # the writer waits for a first signal: once per batch
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
     def submit(self, signal: Signal) -> asyncio.Future[Applied]:
         """Queue ``signal``; the future resolves once it is stored (or failed)."""
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((signal, future))
+        self._put((_pack(signal), future))
         self.submitted += 1
         return future
 
     def note(self, signal: Signal) -> None:
         """Queue ``signal`` that nobody waits for (an open, a click: answered first); a
         failure to store it is logged."""
-        self.queue.put_nowait((signal, None))
+        self._put((_pack(signal), None))
+        self.submitted += 1
+
+    def note_tracked(
+        self, kind: str, at: datetime, delivery_id: int, detail: dict[str, Any]
+    ) -> None:
+        """``note`` of a ``Signal(kind, at, "tracking", delivery_id=…, detail=…)`` (an open,
+        a click), queued as it crosses the pipe: no dataclass built per request."""
+        self._put(((kind, at, "tracking", delivery_id, None, None, detail), None))
         self.submitted += 1
 
     async def apply(self, signal: Signal) -> Applied:
@@ -408,16 +442,20 @@ class SignalWriter:
         return [await f for f in futures]
 
     async def _run(self) -> None:
+        queue = self.queue
         while True:
-            first = await self.queue.get()
+            if not queue:
+                self._wakeup = asyncio.get_running_loop().create_future()
+                await self._wakeup
+            first = queue.popleft()
             if first is None:
                 return
             batch = [first]
             if self.linger:
                 await asyncio.sleep(self.linger)  # let concurrent requests join
             stop = False
-            while len(batch) < self.max_batch and not self.queue.empty():
-                item = self.queue.get_nowait()
+            while queue and len(batch) < self.max_batch:
+                item = queue.popleft()
                 if item is None:
                     stop = True
                     break
@@ -427,7 +465,7 @@ class SignalWriter:
                 return
 
     async def _store(
-        self, signals: list[Signal], wanted: list[int] | None
+        self, signals: list[_Packed], wanted: list[int] | None
     ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
         while self.child is not None:
             try:
@@ -437,7 +475,7 @@ class SignalWriter:
                 # unless it died between its commit and its answer; a new writer process
                 # writes this batch again, unless they die too often: then this process
                 await self._restart()
-        signals_ = list(signals)
+        signals_ = _unpack(signals)
         results = await self.store.run(self.store.feedback.apply, signals_)
         return dict(enumerate(results)), _counted(signals_, results)
 
@@ -518,7 +556,7 @@ class SignalWriter:
         if self.task is None:
             return
         task, self.task = self.task, None
-        self.queue.put_nowait(None)
+        self._put(None)
         await asyncio.shield(task)
         if self.child is not None:
             child, self.child = self.child, None
@@ -598,7 +636,9 @@ class Tracking:
         self.writer = writer or SignalWriter(store, plugins, self.metrics, process=writer_process)
         self._own_writer = writer is None
         self.links = _Links(store)
-        self._requests: dict[tuple[str, str], Any] = {}
+        #: requests counted since ``/metrics`` last folded them into its counter
+        #: (``_count``, ``fold_counts``)
+        self._counts: Counter[tuple[str, str]] = Counter()
         self.metrics_from = [
             ipaddress.ip_network(n, strict=False) for n in self.settings.metrics_from
         ]
@@ -671,15 +711,22 @@ class Tracking:
         return bound
 
     async def stop(self) -> None:
+        self.fold_counts()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
 
     def _count(self, route: str, outcome: str) -> None:
-        found = self._requests.get((route, outcome))
-        if found is None:  # prometheus_client's labels() takes a lock: once per pair
-            found = self._requests[route, outcome] = self.metrics.requests.labels(route, outcome)
-        found.inc()
+        # a plain count on the event loop: prometheus_client's inc() takes a lock each time;
+        # ``fold_counts`` adds these to the counter before ``/metrics`` renders it
+        self._counts[route, outcome] += 1
+
+    def fold_counts(self) -> None:
+        """Add the requests counted since the last call to ``disparo_tracking_requests``
+        (on the event loop: ``/metrics`` calls it before rendering, so it is exact)."""
+        counts, self._counts = self._counts, Counter()
+        for (route, outcome), n in counts.items():
+            self.metrics.requests.labels(route, outcome).inc(n)
 
     def _not_found(self, route: str) -> web.Response:
         self._count(route, "refused")
@@ -692,10 +739,8 @@ class Tracking:
         ids = self.signer.verify("o", token)
         if ids is None:
             return self._not_found("open")
-        self.writer.note(
-            Signal("open", self._now(), "tracking", delivery_id=ids[0], detail=_client(request))
-        )
-        self._count("open", "ok")
+        self.writer.note_tracked("open", self._now(), ids[0], _client(request))
+        self._counts["open", "ok"] += 1  # _count, inlined
         return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
 
     async def click(self, request: web.Request) -> web.StreamResponse:
@@ -710,16 +755,13 @@ class Tracking:
             url = await self._personal(url, delivery_id)
             if url is None:
                 return self._not_found("click")
-        self.writer.note(
-            Signal(
-                "click",
-                self._now(),
-                "tracking",
-                delivery_id=delivery_id,
-                # the URL as redirected to: a link made per recipient has their values, and
-                # the result files (T8's CLIQUE) list what was clicked
-                detail={"link": position, "url": url, **_client(request)},
-            )
+        self.writer.note_tracked(
+            "click",
+            self._now(),
+            delivery_id,
+            # the URL as redirected to: a link made per recipient has their values, and the
+            # result files (T8's CLIQUE) list what was clicked
+            {"link": position, "url": url, **_client(request)},
         )
         self._count("click", "ok")
         # a plain 302 (no exception, no body): the Location that HTTPFound would send
@@ -801,7 +843,7 @@ class Tracking:
                 "status": "ok",
                 "version": __version__,
                 "database_ms": round((time.perf_counter() - started) * 1000, 1),
-                "queued_signals": self.writer.queue.qsize(),
+                "queued_signals": len(self.writer.queue),
                 # where opens and clicks are written: a writer process, or this process
                 # after the writer processes died too often (logged)
                 "writer": "process" if self.writer.child is not None else "in-process",
@@ -848,6 +890,7 @@ class Tracking:
         refused = self.metrics_refusal(request)
         if refused is not None:
             return web.Response(status=403, text=refused + "\n", headers=NO_STORE)
+        self.fold_counts()
         body = await asyncio.to_thread(self.metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 

@@ -357,6 +357,7 @@ class Feedback(Queries):
                 )
             }
         results: list[Applied] = []
+        handlers: dict[str, Any] = {}  # by kind, looked up once a batch
         for s in signals:
             result = Applied()
             results.append(result)
@@ -372,9 +373,11 @@ class Feedback(Queries):
             if d is None:
                 result.unknown = True
                 continue
-            handler = getattr(self, f"_on_{s.kind}", None)
+            handler = handlers.get(s.kind)
             if handler is None:
-                raise ValueError(f"unknown signal kind {s.kind!r}")
+                handler = handlers[s.kind] = getattr(self, f"_on_{s.kind}", None)
+                if handler is None:
+                    raise ValueError(f"unknown signal kind {s.kind!r}")
             handler(c, s, d, batch, result)
         self._flush(c, batch)
         return results
@@ -386,7 +389,7 @@ class Feedback(Queries):
         # the columns in _Delivery's order, read raw (the times only tell whether they are set)
         among, param = _among(c.dialect, "d.id", ids)
         sql = f"{_SELECT_DELIVERIES} WHERE {among}"
-        rows = c.exec_driver_sql(sql, (param,))
+        rows = c.exec_driver_sql(sql, (param,)).all()  # one fetchall, not a fetch per row
         return {int(r[0]): _Delivery(*r) for r in rows}
 
     def _event(
@@ -440,9 +443,14 @@ class Feedback(Queries):
         self._opened(d, s.at, batch)
 
     def _opened(self, d: _Delivery, at: datetime, batch: _Batch) -> None:
-        if d.opened_at is None:
-            batch.change(d, opened_at=at)
-            batch.count(d, "opened")
+        if d.opened_at is None:  # batch.change and batch.count, inlined (once per open)
+            d.opened_at = at
+            found = batch.deliveries.get(d.id)
+            if found is None:
+                batch.deliveries[d.id] = {"opened_at": at}
+            else:
+                found["opened_at"] = at
+            batch.counters[d.campaign_id]["opened"] += 1
 
     def _on_click(
         self, c: Connection, s: Signal, d: _Delivery, batch: _Batch, result: Applied
@@ -721,20 +729,42 @@ class Feedback(Queries):
 class _Binder:
     """Applies a bind processor to a value, once per distinct time in a flush: an open's
     time is its event's ``at`` and its delivery's ``opened_at`` (each conversion of an aware
-    time costs a ``replace`` and a formatting)."""
+    time costs a ``replace`` and a formatting); and once per distinct flat detail (an event's
+    JSON: the opens of one mail client share ``{"agent": …}``, a serialisation each costs
+    more than the lookup)."""
 
     def __init__(self) -> None:
         self.times: dict[tuple[int, datetime], Any] = {}
+        self.details: dict[tuple[int, tuple[Any, ...]], Any] = {}
 
     def __call__(self, proc: Callable[[Any], Any] | None, value: Any) -> Any:
         if proc is None or value is None:
             return value if proc is None else proc(value)
-        if type(value) is not datetime:
+        kind = type(value)
+        if kind is dict:
+            return self._detail(proc, value)
+        if kind is not datetime:
             return proc(value)
         key = (id(proc), value)
         found = self.times.get(key, _MISSING)
         if found is _MISSING:
             found = self.times[key] = proc(value)
+        return found
+
+    def _detail(self, proc: Callable[[Any], Any], value: dict[str, Any]) -> Any:
+        # keyed by each item's key, value and exact type, in order (the JSON text follows the
+        # order; 1, 1.0 and True are equal keys but different JSON): only flat details of
+        # strings and integers, anything else serialised each time
+        items = []
+        for k, v in value.items():
+            t = type(v)
+            if t is not str and t is not int:
+                return proc(value)
+            items.append((k, t, v))
+        key = (id(proc), tuple(items))
+        found = self.details.get(key, _MISSING)
+        if found is _MISSING:
+            found = self.details[key] = proc(value)
         return found
 
     def rows(
