@@ -284,16 +284,15 @@ class WriterProcess:
             loop.remove_reader(fd)
 
     async def apply(
-        self, batch: Sequence[Signal | _Packed], wanted: Sequence[int] | None = None
+        self, batch: Sequence[_Packed], wanted: Sequence[int] | None = None
     ) -> tuple[dict[int, Applied], Counter[tuple[str, str]]]:
-        """Apply ``batch`` (signals, or signals packed as tuples: ``_pack``) in the child: the
+        """Apply ``batch`` (signals packed as they are queued: ``_pack``) in the child: the
         results of the signals at ``wanted`` (all when ``None``) by position, and the events
         stored by kind and origin. Raise ``ChildProcessError`` when the child is gone
         (nothing known of the batch), ``RuntimeError`` when its transaction failed."""
         await self.ready()
-        packed = [s if type(s) is tuple else _pack(s) for s in batch]  # type: ignore[arg-type]
         try:
-            self.conn.send((packed, wanted))
+            self.conn.send((batch, wanted))
         except OSError as exc:
             raise ChildProcessError(f"the writer process is gone: {exc!r}") from exc
         status, found, counts, outage = await self._answer()
@@ -355,7 +354,7 @@ class SignalWriter:
         self.linger = linger
         #: ``None`` tells the writer to stop once everything before it is written; a signal
         #: (packed: ``_pack``) comes with the future of whoever waits for it, or none
-        #: (``note``). A plain deque: an append per request, and the writer woken once per
+        #: (``note_tracked``). A plain deque: an append per request, and the writer woken once per
         #: batch (``_wakeup``), not an ``asyncio.Queue``'s getter bookkeeping per signal
         self.queue: deque[_Item | None] = deque()
         self._wakeup: asyncio.Future[None] | None = None
@@ -417,17 +416,12 @@ class SignalWriter:
         self.submitted += 1
         return future
 
-    def note(self, signal: Signal) -> None:
-        """Queue ``signal`` that nobody waits for (an open, a click: answered first); a
-        failure to store it is logged."""
-        self._put((_pack(signal), None))
-        self.submitted += 1
-
     def note_tracked(
         self, kind: str, at: datetime, delivery_id: int, detail: dict[str, Any]
     ) -> None:
-        """``note`` of a ``Signal(kind, at, "tracking", delivery_id=…, detail=…)`` (an open,
-        a click), queued as it crosses the pipe: no dataclass built per request."""
+        """Queue ``Signal(kind, at, "tracking", delivery_id=…, detail=…)`` (an open, a click:
+        answered first), which nobody waits for; a failure to store it is logged. Queued as it
+        crosses the pipe (``_pack``'s tuple): no dataclass built per request."""
         self._put(((kind, at, "tracking", delivery_id, None, None, detail), None))
         self.submitted += 1
 
@@ -740,7 +734,7 @@ class Tracking:
         if ids is None:
             return self._not_found("open")
         self.writer.note_tracked("open", self._now(), ids[0], _client(request))
-        self._counts["open", "ok"] += 1  # _count, inlined
+        self._count("open", "ok")
         return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
 
     async def click(self, request: web.Request) -> web.StreamResponse:
