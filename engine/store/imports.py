@@ -336,12 +336,14 @@ class ImportSession:
 
 
 def upsert_staged_contacts(
-    conn: Connection, pg: bool, now: datetime, import_id: int | None
-) -> int | None:
+    conn: Connection, pg: bool, now: datetime, import_id: int | None, rows: int | None = None
+) -> tuple[int, int] | None:
     """Insert or update the contacts of the staged rows (N25: a later row of an identity
     updates the earlier one; fields merge). ``import_id`` marks them as this import's (None:
-    a group's or an API client's rows, which no ledger entry records). Returns, on
-    PostgreSQL, how many of them the base already had (None on SQLite)."""
+    a group's or an API client's rows, which no ledger entry records); ``rows``: how many
+    rows are staged, when the caller knows. Returns, on PostgreSQL, how many of them the base
+    already had and how many contacts they are, one per identity (``_pg_upsert``); None on
+    SQLite."""
     params = {"now": now, "imp": import_id}
     common = (
         "external_key = COALESCE(excluded.external_key, contacts.external_key), "
@@ -368,7 +370,7 @@ def upsert_staged_contacts(
             "import_id = excluded.import_id"
         )
     else:
-        return _pg_upsert(conn, params)[0]
+        return _pg_upsert(conn, params, rows)
     conn.execute(sa.text(sql).bindparams(sa.bindparam("now", type_=UTCDateTime())), params)
     return None
 
@@ -718,12 +720,9 @@ class _Commit:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _upsert_contacts(self, import_id: int) -> None:
-        if self.pg:
-            self.existed, self.identities = _pg_upsert(
-                self.c, {"now": self.now, "imp": import_id}, self.rows
-            )
-        else:
-            upsert_staged_contacts(self.c, self.pg, self.now, import_id)
+        counted = upsert_staged_contacts(self.c, self.pg, self.now, import_id, self.rows)
+        if counted is not None:  # PostgreSQL
+            self.existed, self.identities = counted
 
     def _membership(self, import_id: int, wallet_id: int) -> None:
         f = self.f
